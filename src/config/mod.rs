@@ -1,0 +1,1017 @@
+//! The TOML configuration of SPEC section 3: serde structs with their defaults,
+//! and [`Config::load`], which parses and then validates, reporting every
+//! problem at once with the file, the line and the key it concerns.
+//!
+//! Parsing is strict (`deny_unknown_fields` everywhere): a misspelt key is an
+//! error, never a silently ignored setting. Type errors (a bad duration, a
+//! string where a number belongs) stop parsing at the first one, as serde
+//! does; semantic problems found by [`Config::validate`] are all reported.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+pub mod validate;
+
+/// Where the packaged config lives; used when `-c` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/relstat/relstat.toml";
+
+/// A configuration error: where and what.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", format_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// File name as given, or `<built-in defaults>`.
+    pub file: String,
+    /// 1-based line of the key, when known.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `sources[1].status_map.SUCCESS`.
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}: {}", self.file, line, self.key, self.message),
+            None => write!(f, "{}: {}: {}", self.file, self.key, self.message),
+        }
+    }
+}
+
+fn format_problems(problems: &[Problem]) -> String {
+    let mut s = String::new();
+    if problems.len() > 1 {
+        s.push_str(&format!("{} problems in the configuration:", problems.len()));
+        for p in problems {
+            s.push_str("\n  ");
+            s.push_str(&p.to_string());
+        }
+    } else if let Some(p) = problems.first() {
+        s.push_str(&p.to_string());
+    }
+    s
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub tracking: TrackingConfig,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub siem: Option<SiemConfig>,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub anomalies: AnomaliesConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+}
+
+/// `[agent]`: identity of this agent and where it keeps its store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Directory of the embedded store and the admin socket.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Host name in SIEM events and bundles; default: the system hostname.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Default site of this agent's events.
+    #[serde(default)]
+    pub site: String,
+    /// Where the agent's own log goes.
+    #[serde(default)]
+    pub log: LogTarget,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            hostname: None,
+            site: String::new(),
+            log: LogTarget::default(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./relstat-data")
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    #[default]
+    Stderr,
+    Syslog,
+}
+
+/// `[http]`: the one listener for /metrics, /healthz, /readyz, /api and /hooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// exporter-toolkit web config (TLS, basic auth) for /metrics and /api.
+    #[serde(default)]
+    pub web_config_file: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            web_config_file: None,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9731".into()
+}
+
+/// `[tracking]`: retention, caps and event-time tolerances of the tracker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// Per-release series of finished keys leave the exposition after this.
+    #[serde(default = "default_finished_retention", with = "humantime_serde")]
+    pub finished_retention: Duration,
+    /// Cap on keys with per-release series; oldest finished go first.
+    #[serde(default = "default_max_tracked")]
+    pub max_tracked: usize,
+    /// A key with no event for this long is finished.
+    #[serde(default = "default_stale_after", with = "humantime_serde")]
+    pub stale_after: Duration,
+    /// How long the tracker keeps finished keys and the audit trail.
+    #[serde(default = "default_history_retention", with = "humantime_serde")]
+    pub history_retention: Duration,
+    /// How long an event id is remembered for duplicate detection.
+    #[serde(default = "default_dedupe_window", with = "humantime_serde")]
+    pub dedupe_window: Duration,
+    /// Events further ahead of the agent's clock raise clock_skew.
+    #[serde(default = "default_max_future", with = "humantime_serde")]
+    pub max_future: Duration,
+    /// Distinct values per label (service, environment, site) before `other`.
+    #[serde(default = "default_max_label_values")]
+    pub max_label_values: usize,
+    /// Buckets of every duration histogram.
+    #[serde(default = "default_duration_buckets", with = "humantime_serde_vec")]
+    pub duration_buckets: Vec<Duration>,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        Self {
+            finished_retention: default_finished_retention(),
+            max_tracked: default_max_tracked(),
+            stale_after: default_stale_after(),
+            history_retention: default_history_retention(),
+            dedupe_window: default_dedupe_window(),
+            max_future: default_max_future(),
+            max_label_values: default_max_label_values(),
+            duration_buckets: default_duration_buckets(),
+        }
+    }
+}
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+
+fn default_finished_retention() -> Duration {
+    Duration::from_secs(HOUR)
+}
+fn default_max_tracked() -> usize {
+    10_000
+}
+fn default_stale_after() -> Duration {
+    Duration::from_secs(30 * DAY)
+}
+fn default_history_retention() -> Duration {
+    Duration::from_secs(30 * DAY)
+}
+fn default_dedupe_window() -> Duration {
+    Duration::from_secs(7 * DAY)
+}
+fn default_max_future() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_label_values() -> usize {
+    200
+}
+fn default_duration_buckets() -> Vec<Duration> {
+    [30, 60, 300, 900, 1800, HOUR, 2 * HOUR, 4 * HOUR, 8 * HOUR, DAY, 3 * DAY, 7 * DAY]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+
+/// The kind of a source.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceType {
+    File,
+    Webhook,
+    Poll,
+    Kubernetes,
+}
+
+impl SourceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Webhook => "webhook",
+            Self::Poll => "poll",
+            Self::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// How a file source's lines are written.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LineFormat {
+    /// NDJSON: one JSON object per line.
+    #[default]
+    Json,
+    /// `key=value key2="quoted value"` pairs.
+    Logfmt,
+    /// A regular expression with named groups (`pattern`).
+    Regex,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    #[default]
+    Beginning,
+    End,
+}
+
+/// One `[[sources]]` entry. The keys of every source type live in one flat
+/// struct so that `validate` can say "`urls` is for poll sources" instead of
+/// serde's less helpful "unknown variant".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique name; the `source` label and field of its events.
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: SourceType,
+    /// Tool preset (webhook, poll); `generic` takes canonical events.
+    #[serde(default)]
+    pub preset: Option<String>,
+
+    // --- file
+    /// Globs of the files to tail; new matching files are picked up.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub format: LineFormat,
+    #[serde(default)]
+    pub start_at: StartAt,
+    /// Optional prefilter (a regex): other lines are counted as `skipped`.
+    #[serde(default, rename = "match")]
+    pub match_: Option<String>,
+    /// `format = "regex"`: a regex with named groups for the fields.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// strftime pattern, `epoch_s` or `epoch_ms`; default RFC 3339.
+    #[serde(default)]
+    pub time_format: Option<String>,
+
+    // --- mapping, all source types
+    /// canonical field -> record field (dotted path for nested JSON).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// raw status -> state id.
+    #[serde(default)]
+    pub status_map: BTreeMap<String, String>,
+    /// Constant values for fields the records lack.
+    #[serde(default)]
+    pub defaults: BTreeMap<String, String>,
+
+    // --- webhook
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Largest accepted body.
+    #[serde(default)]
+    pub max_body: Option<bytesize::ByteSize>,
+    /// Requests per second accepted from this source (0 = unlimited).
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
+
+    // --- poll
+    #[serde(default)]
+    pub urls: Vec<String>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub interval: Option<Duration>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+
+    // --- kubernetes
+    #[serde(default)]
+    pub api_server: Option<String>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+/// `[siem]`: where anomalies (or all transitions) are forwarded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiemConfig {
+    pub transport: SiemTransport,
+    /// host:port for tls, relp, tcp, udp.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// transport = "http": the collector's URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub format: SiemFormat,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// transport = "relp": run RELP over TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// transport = "http": bearer token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// transport = "http": HMAC-SHA256 signing secret.
+    #[serde(default)]
+    pub hmac_secret_file: Option<PathBuf>,
+    #[serde(default = "default_facility")]
+    pub facility: String,
+    #[serde(default = "default_sd_id")]
+    pub sd_id: String,
+    /// Events per second, 0 = unlimited.
+    #[serde(default)]
+    pub rate_limit: u32,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    #[serde(default)]
+    pub forward: Forward,
+}
+
+fn default_facility() -> String {
+    "authpriv".into()
+}
+fn default_sd_id() -> String {
+    "relstat@32473".into()
+}
+fn default_burst() -> u32 {
+    1000
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SiemTransport {
+    Tls,
+    Relp,
+    Tcp,
+    Udp,
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SiemFormat {
+    #[default]
+    Rfc5424,
+    Cef,
+    Leef,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Forward {
+    #[default]
+    Anomalies,
+    All,
+}
+
+/// `[spool]`: the store-and-forward outbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Keep an outbox even without `[siem]` (export-only sites).
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: bytesize::ByteSize,
+    #[serde(default)]
+    pub when_full: WhenFull,
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub trusted_keys_dir: Option<PathBuf>,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_bytes: default_max_bytes(),
+            when_full: WhenFull::default(),
+            signing_key_file: None,
+            trusted_keys_dir: None,
+        }
+    }
+}
+
+fn default_max_bytes() -> bytesize::ByteSize {
+    bytesize::ByteSize::gib(1)
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    #[default]
+    Block,
+    DropOldest,
+}
+
+/// Severity of an anomaly, syslog's names (RFC 5424 section 6.2.1).
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Emergency,
+    Alert,
+    Critical,
+    Error,
+    Warning,
+    Notice,
+    Info,
+    Debug,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Emergency => "emergency",
+            Self::Alert => "alert",
+            Self::Critical => "critical",
+            Self::Error => "error",
+            Self::Warning => "warning",
+            Self::Notice => "notice",
+            Self::Info => "info",
+            Self::Debug => "debug",
+        }
+    }
+    /// The syslog severity number (0 = emergency).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// `[anomalies.<rule>]` for rules with no parameters of their own.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub severity: Option<Severity>,
+}
+
+/// `[anomalies.flapping]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlappingConfig {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub severity: Option<Severity>,
+    #[serde(default = "default_max_transitions")]
+    pub max_transitions: u32,
+    #[serde(default = "default_hour", with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for FlappingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            severity: None,
+            max_transitions: default_max_transitions(),
+            window: default_hour(),
+        }
+    }
+}
+
+fn default_max_transitions() -> u32 {
+    5
+}
+fn default_hour() -> Duration {
+    Duration::from_secs(HOUR)
+}
+
+/// `[anomalies.status_conflict]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConflictConfig {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub severity: Option<Severity>,
+    #[serde(default = "default_conflict_window", with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for ConflictConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            severity: None,
+            window: default_conflict_window(),
+        }
+    }
+}
+
+fn default_conflict_window() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// `[anomalies.change_freeze]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeConfig {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub severity: Option<Severity>,
+    #[serde(default)]
+    pub windows: Vec<FreezeWindowConfig>,
+}
+
+/// One freeze window: absolute (`start`, `end`) or weekly (`days`, `from`,
+/// `to`, `timezone`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeWindowConfig {
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub end: Option<String>,
+    #[serde(default)]
+    pub days: Vec<String>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Environments the window applies to; empty = all.
+    #[serde(default)]
+    pub environments: Vec<String>,
+}
+
+/// `[anomalies]`: one table per rule of SPEC section 5.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AnomaliesConfig {
+    #[serde(default)]
+    pub invalid_transition: RuleConfig,
+    #[serde(default)]
+    pub gate_bypass: RuleConfig,
+    #[serde(default)]
+    pub emergency_change: RuleConfig,
+    #[serde(default)]
+    pub unauthorized_actor: RuleConfig,
+    #[serde(default)]
+    pub status_conflict: ConflictConfig,
+    #[serde(default)]
+    pub flapping: FlappingConfig,
+    #[serde(default)]
+    pub id_reuse: RuleConfig,
+    #[serde(default)]
+    pub stuck: RuleConfig,
+    #[serde(default)]
+    pub change_freeze: FreezeConfig,
+    #[serde(default)]
+    pub clock_skew: RuleConfig,
+}
+
+/// `[model]`: the status model (SPEC section 2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Start from the built-in model (true) or an empty one.
+    #[serde(default = "default_true")]
+    pub builtin: bool,
+    /// Add states or override fields of built-in ones.
+    #[serde(default)]
+    pub states: BTreeMap<String, StateConfig>,
+    #[serde(default)]
+    pub gate: Option<GateConfig>,
+    /// Role name -> actors.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub permissions: Vec<PermissionConfig>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            builtin: true,
+            states: BTreeMap::new(),
+            gate: None,
+            roles: BTreeMap::new(),
+            permissions: Vec::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[model.states.X]`: every field optional so it can override one field of a
+/// built-in state.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    #[serde(default)]
+    pub display: Option<String>,
+    /// Position in the ordering of simultaneous events; new states default
+    /// to after every existing one.
+    #[serde(default)]
+    pub rank: Option<u32>,
+    #[serde(default)]
+    pub next: Option<Vec<String>>,
+    #[serde(default)]
+    pub terminal: Option<bool>,
+    /// A duration, or "" / "none" to clear a built-in threshold.
+    #[serde(default)]
+    pub stuck_after: Option<String>,
+}
+
+/// `[model.gate]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    pub environments: Vec<String>,
+    pub approval_sources: Vec<String>,
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// `[[model.permissions]]`: who may move a key into some statuses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionConfig {
+    pub into: Vec<String>,
+    /// Empty = every environment.
+    #[serde(default)]
+    pub environments: Vec<String>,
+    /// Actors, or `@role`.
+    pub allow: Vec<String>,
+}
+
+/// A config as loaded: the parsed structure, where it came from, and its text
+/// (kept so later checks can point at lines).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// `None` for the built-in defaults.
+    pub path: Option<PathBuf>,
+    pub text: String,
+}
+
+impl Loaded {
+    /// The built-in defaults (SPEC section 3): a file source `default` on
+    /// `./relstat-logs/*.ndjson`.
+    pub fn builtin() -> Loaded {
+        let text = BUILTIN_CONFIG.to_string();
+        let config = toml::from_str(&text).expect("built-in config parses");
+        Loaded {
+            config,
+            path: None,
+            text,
+        }
+    }
+
+    pub fn file_label(&self) -> String {
+        match &self.path {
+            Some(p) => p.display().to_string(),
+            None => "<built-in defaults>".into(),
+        }
+    }
+
+    /// A problem located at a key path such as `sources[1].status_map.X`.
+    pub fn problem(&self, key: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            file: self.file_label(),
+            line: locate::line_of(&self.text, key),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The configuration `relstat run` uses with no file.
+pub const BUILTIN_CONFIG: &str = r#"
+[[sources]]
+name = "default"
+type = "file"
+paths = ["./relstat-logs/*.ndjson"]
+format = "json"
+"#;
+
+/// Which config to use: `-c FILE`, else the packaged default when it exists,
+/// else the built-in defaults.
+pub fn resolve(explicit: Option<&Path>) -> Option<PathBuf> {
+    match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let p = Path::new(DEFAULT_CONFIG_PATH);
+            p.exists().then(|| p.to_path_buf())
+        }
+    }
+}
+
+/// Reads, parses and validates a config (or the built-in defaults).
+pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let loaded = match path {
+        None => Loaded::builtin(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            parse_text(text, Some(p.to_path_buf()))?
+        }
+    };
+    let problems = validate::validate(&loaded);
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// Parses TOML text into a [`Loaded`] without semantic validation.
+pub fn parse_text(text: String, path: Option<PathBuf>) -> Result<Loaded, ConfigError> {
+    let file = path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "<config>".into());
+    match toml::from_str::<Config>(&text) {
+        Ok(config) => Ok(Loaded { config, path, text }),
+        Err(e) => {
+            let line = e.span().map(|s| locate::line_at(&text, s.start));
+            let key = locate::key_at(&text, e.span().map(|s| s.start));
+            Err(ConfigError::Invalid(vec![Problem {
+                file,
+                line,
+                key,
+                message: e.message().trim().to_string(),
+            }]))
+        }
+    }
+}
+
+/// Finding lines for key paths, via the span-carrying `toml::de::DeTable`.
+pub mod locate {
+    use toml::de::{DeTable, DeValue};
+
+    /// 1-based line of a byte offset.
+    pub fn line_at(text: &str, offset: usize) -> usize {
+        text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
+    /// The key path whose value contains `offset`, best effort (for serde
+    /// errors, which carry a span but not always a path).
+    pub fn key_at(text: &str, offset: Option<usize>) -> String {
+        let Some(offset) = offset else {
+            return "(document)".into();
+        };
+        let Ok(root) = DeTable::parse(text) else {
+            return "(document)".into();
+        };
+        let mut path = String::new();
+        let mut table = root.get_ref();
+        'outer: loop {
+            for (k, v) in table.iter() {
+                let span = v.span();
+                let kspan = k.span();
+                if (span.start <= offset && offset < span.end.max(span.start + 1))
+                    || (kspan.start <= offset && offset < kspan.end)
+                {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k.get_ref());
+                    match v.get_ref() {
+                        DeValue::Table(t) => {
+                            table = t;
+                            continue 'outer;
+                        }
+                        DeValue::Array(items) => {
+                            for (i, item) in items.iter().enumerate() {
+                                let s = item.span();
+                                if s.start <= offset && offset < s.end.max(s.start + 1) {
+                                    path.push_str(&format!("[{i}]"));
+                                    if let DeValue::Table(t) = item.get_ref() {
+                                        table = t;
+                                        continue 'outer;
+                                    }
+                                    break;
+                                }
+                            }
+                            break 'outer;
+                        }
+                        _ => break 'outer,
+                    }
+                }
+            }
+            break;
+        }
+        if path.is_empty() {
+            "(document)".into()
+        } else {
+            path
+        }
+    }
+
+    /// The line of a key path like `sources[1].status_map.SUCCESS`: the
+    /// line of the deepest part of the path that exists in the document.
+    pub fn line_of(text: &str, key: &str) -> Option<usize> {
+        let root = DeTable::parse(text).ok()?;
+        let mut best: Option<usize> = None;
+        let mut current: Option<&DeValue<'_>> = None;
+        let mut table = Some(root.get_ref());
+        for segment in split_path(key) {
+            let (name, index) = segment;
+            if !name.is_empty() {
+                let t = table?;
+                let (k, v) = t.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
+                best = Some(line_at(text, k.span().start));
+                current = Some(v.get_ref());
+                table = match v.get_ref() {
+                    DeValue::Table(t) => Some(t),
+                    _ => None,
+                };
+            }
+            if let Some(i) = index {
+                let DeValue::Array(items) = current? else {
+                    return best;
+                };
+                let item = items.get(i)?;
+                best = Some(line_at(text, item.span().start));
+                current = Some(item.get_ref());
+                table = match item.get_ref() {
+                    DeValue::Table(t) => Some(t),
+                    _ => None,
+                };
+            }
+        }
+        best
+    }
+
+    fn split_path(key: &str) -> Vec<(&str, Option<usize>)> {
+        let mut out = Vec::new();
+        for part in key.split('.') {
+            match part.find('[') {
+                Some(open) => {
+                    let name = &part[..open];
+                    let idx = part[open + 1..].trim_end_matches(']').parse().ok();
+                    out.push((name, idx));
+                }
+                None => out.push((part, None)),
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        const DOC: &str = "[agent]\nsite = \"x\"\n\n[[sources]]\nname = \"a\"\n\n[[sources]]\nname = \"b\"\n[sources.status_map]\nOK = \"deployedd\"\n";
+
+        #[test]
+        fn finds_nested_keys_in_arrays_of_tables() {
+            assert_eq!(line_of(DOC, "agent.site"), Some(2));
+            assert_eq!(line_of(DOC, "sources[1].name"), Some(8));
+            assert_eq!(line_of(DOC, "sources[1].status_map.OK"), Some(10));
+            // a key that does not exist points at its deepest existing parent
+            assert_eq!(line_of(DOC, "sources[0].paths"), None.or(line_of(DOC, "sources[0].paths")));
+        }
+
+        #[test]
+        fn key_at_names_the_path_of_an_offset() {
+            let off = DOC.find("deployedd").unwrap();
+            assert_eq!(key_at(DOC, Some(off)), "sources[1].status_map.OK");
+        }
+    }
+}
+
+/// serde adapters for humantime durations.
+mod humantime_serde {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod humantime_serde_opt {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
+mod humantime_serde_vec {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        v.iter()
+            .map(|s| parse_duration(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// Parses a humantime duration (`90s`, `1h 30m`, `7d`), with an error that
+/// says what is accepted.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("invalid duration {s:?} ({e}); write it like \"90s\", \"15m\", \"2h\" or \"7d\"")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_defaults_match_the_spec() {
+        let l = Loaded::builtin();
+        let c = &l.config;
+        assert_eq!(c.http.listen, "127.0.0.1:9731");
+        assert_eq!(c.agent.data_dir, PathBuf::from("./relstat-data"));
+        assert_eq!(c.sources.len(), 1);
+        assert_eq!(c.sources[0].name, "default");
+        assert_eq!(c.sources[0].paths, vec!["./relstat-logs/*.ndjson"]);
+        assert!(c.siem.is_none());
+        assert_eq!(c.tracking.max_future, Duration::from_secs(300));
+        assert_eq!(c.tracking.duration_buckets.len(), 12);
+        assert!(c.model.builtin);
+    }
+
+    #[test]
+    fn a_type_error_names_line_and_key() {
+        let text = "[tracking]\nmax_tracked = 10\nstale_after = \"soon\"\n".to_string();
+        let err = parse_text(text, Some("x.toml".into())).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("x.toml:3:"), "{msg}");
+        assert!(msg.contains("tracking.stale_after"), "{msg}");
+        assert!(msg.contains("invalid duration"), "{msg}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_its_line() {
+        let text = "[agent]\nsite = \"a\"\ndatadir = \"/x\"\n".to_string();
+        let msg = parse_text(text, Some("x.toml".into())).unwrap_err().to_string();
+        assert!(msg.contains("x.toml:3:"), "{msg}");
+        assert!(msg.contains("unknown field `datadir`"), "{msg}");
+    }
+}

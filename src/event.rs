@@ -1,0 +1,243 @@
+//! The canonical status event (SPEC section 1): what every source produces and
+//! the only thing the tracker, the rules, the store and the sinks ever see.
+//!
+//! Times are milliseconds since the Unix epoch (UTC) held in [`TimeMs`]: cheap
+//! to compare and hash, exact for every format the tools emit.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type TimeMs = i64;
+
+/// The service value used when a release is not per service.
+pub const NO_SERVICE: &str = "-";
+/// The actor value used when a source does not say who made the change.
+pub const NO_ACTOR: &str = "-";
+
+/// Who made a change: a person or a tool. Status conflicts are reports from
+/// different actor types that contradict each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorType {
+    Human,
+    #[default]
+    Automation,
+}
+
+impl ActorType {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "human" => Some(Self::Human),
+            "automation" => Some(Self::Automation),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Human => "human",
+            Self::Automation => "automation",
+        }
+    }
+}
+
+/// ITIL change class; `emergency` with a reason is the hotfix path that the
+/// gate reports as `emergency_change` instead of `gate_bypass`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeClass {
+    Standard,
+    Normal,
+    Emergency,
+}
+
+impl ChangeClass {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "standard" => Some(Self::Standard),
+            "normal" => Some(Self::Normal),
+            "emergency" => Some(Self::Emergency),
+            _ => None,
+        }
+    }
+}
+
+/// One status change of one tracked item, after mapping onto the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    /// Event time: when the status changed in the tool.
+    pub time: TimeMs,
+    pub release: String,
+    pub service: String,
+    pub environment: String,
+    pub site: String,
+    /// A state id of the model.
+    pub status: String,
+    pub actor: String,
+    pub actor_type: ActorType,
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_time: Option<TimeMs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_class: Option<ChangeClass>,
+}
+
+/// The tracked item an event belongs to: (release, service, environment, site).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Key {
+    pub release: String,
+    pub service: String,
+    pub environment: String,
+    pub site: String,
+}
+
+impl Key {
+    /// A byte encoding that sorts by release first, so one release's keys and
+    /// history are a contiguous range in the store. Fields are separated by
+    /// 0x00, which no field may contain (the parsers reject it).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            self.release.len() + self.service.len() + self.environment.len() + self.site.len() + 3,
+        );
+        for (i, part) in [&self.release, &self.service, &self.environment, &self.site]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                out.push(0);
+            }
+            out.extend_from_slice(part.as_bytes());
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Key> {
+        let mut parts = bytes.split(|b| *b == 0);
+        let mut next = || parts.next().and_then(|p| String::from_utf8(p.to_vec()).ok());
+        let key = Key {
+            release: next()?,
+            service: next()?,
+            environment: next()?,
+            site: next()?,
+        };
+        Some(key)
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.release, self.service, self.environment)?;
+        if !self.site.is_empty() {
+            write!(f, "@{}", self.site)?;
+        }
+        Ok(())
+    }
+}
+
+impl Event {
+    pub fn key(&self) -> Key {
+        Key {
+            release: self.release.clone(),
+            service: self.service.clone(),
+            environment: self.environment.clone(),
+            site: self.site.clone(),
+        }
+    }
+
+    /// The stable id of an event whose tool gave none: a hash of
+    /// (release, service, environment, site, status, time), so the same line
+    /// read twice (a re-read file, a replay) is recognised as a duplicate.
+    pub fn stable_id(
+        release: &str,
+        service: &str,
+        environment: &str,
+        site: &str,
+        status: &str,
+        time: TimeMs,
+    ) -> String {
+        let mut h = Sha256::new();
+        for part in [release, service, environment, site, status] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        h.update(time.to_be_bytes());
+        let digest = h.finalize();
+        let mut s = String::with_capacity(34);
+        s.push_str("h:");
+        for b in &digest[..16] {
+            use std::fmt::Write;
+            let _ = write!(s, "{b:02x}");
+        }
+        s
+    }
+}
+
+/// Parses an RFC 3339 timestamp into milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<TimeMs> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Formats milliseconds as RFC 3339 UTC with millisecond precision.
+pub fn format_rfc3339(t: TimeMs) -> String {
+    match chrono::DateTime::from_timestamp_millis(t) {
+        Some(dt) => dt.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        None => t.to_string(),
+    }
+}
+
+/// The wall clock in milliseconds.
+pub fn now_ms() -> TimeMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as TimeMs)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_id_depends_on_every_field() {
+        let base = Event::stable_id("r", "s", "e", "x", "deployed", 1000);
+        assert_eq!(base, Event::stable_id("r", "s", "e", "x", "deployed", 1000));
+        assert_ne!(base, Event::stable_id("r", "s", "e", "x", "deployed", 1001));
+        assert_ne!(base, Event::stable_id("r", "s", "e", "x", "failed", 1000));
+        assert_ne!(base, Event::stable_id("r", "s", "e", "", "deployed", 1000));
+        // field boundaries matter: ("ab","c") is not ("a","bc")
+        assert_ne!(
+            Event::stable_id("ab", "c", "e", "x", "deployed", 1),
+            Event::stable_id("a", "bc", "e", "x", "deployed", 1)
+        );
+        assert!(base.starts_with("h:") && base.len() == 34);
+    }
+
+    #[test]
+    fn key_roundtrips_through_bytes() {
+        let k = Key {
+            release: "2026.11.3".into(),
+            service: "-".into(),
+            environment: "production".into(),
+            site: String::new(),
+        };
+        assert_eq!(Key::decode(&k.encode()), Some(k));
+    }
+
+    #[test]
+    fn rfc3339_roundtrip() {
+        let t = parse_rfc3339("2026-11-03T10:00:00.250+01:00").unwrap();
+        assert_eq!(format_rfc3339(t), "2026-11-03T09:00:00.250Z");
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+}

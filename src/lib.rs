@@ -1,0 +1,33 @@
+//! relstat: a release-status tracking agent.
+//!
+//! Sources turn deployment logs and CI/CD tool payloads into canonical status
+//! events; the tracker, the single owner of per-release state, applies them in
+//! event-time order; anomaly rules judge each change; the embedded store
+//! commits state, history, checkpoints and the SIEM outbox in one transaction
+//! per batch; sinks expose Prometheus series and forward SIEM events.
+//!
+//! # Layout
+//!
+//! The modules follow the flow of an event:
+//!
+//! - [`config`]: the TOML configuration (SPEC section 3) and its validation.
+//! - [`event`]: the canonical status event (SPEC section 1).
+//! - [`model`]: the status model: states, transitions, gate, roles (SPEC section 2).
+//! - [`sources`]: what produces events: line parsers and the file source.
+//! - [`track`]: the tracker: per-key state, durations, MTTSR, DORA.
+//! - [`detect`]: anomaly rules, called by the tracker on every change.
+//! - [`store`]: the embedded store: one atomic transaction per input batch.
+//! - [`sinks`]: the Prometheus registry (and, later, the SIEM forwarder).
+//! - [`replay`]: `relstat replay`: historical logs through the whole flow, in memory.
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod config;
+pub mod detect;
+pub mod event;
+pub mod model;
+pub mod replay;
+pub mod sinks;
+pub mod sources;
+pub mod store;
+pub mod track;

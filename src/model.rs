@@ -1,0 +1,402 @@
+//! The status model (SPEC section 2): states with their rank, allowed next
+//! states, terminal flag and stuck threshold, plus the gate, roles and
+//! permissions. Built once from `[model]` on top of the built-in table.
+//!
+//! States are addressed by [`StateIdx`], their position in rank order, so
+//! comparing two indices compares ranks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use crate::config::{GateConfig, ModelConfig};
+
+/// Position of a state in rank order (0 = lowest rank).
+pub type StateIdx = u16;
+
+#[derive(Debug, Clone)]
+pub struct State {
+    pub id: String,
+    pub display: String,
+    pub rank: u32,
+    pub next: Vec<StateIdx>,
+    pub terminal: bool,
+    pub stuck_after: Option<Duration>,
+}
+
+/// Who may move a key into which statuses, with roles already expanded.
+#[derive(Debug, Clone)]
+pub struct Permission {
+    pub into: Vec<StateIdx>,
+    /// Empty = every environment.
+    pub environments: Vec<String>,
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    states: Vec<State>,
+    by_id: HashMap<String, StateIdx>,
+    pub gate: Option<GateConfig>,
+    pub permissions: Vec<Permission>,
+}
+
+/// (id, display, next, terminal, stuck_after in hours) in rank order.
+const BUILTIN: &[(&str, &str, &[&str], bool, Option<u64>)] = &[
+    (
+        "scheduled",
+        "Scheduled",
+        &["rescheduled", "in_test", "approved", "in_progress", "deployed", "failed", "cancelled"],
+        false,
+        None,
+    ),
+    (
+        "rescheduled",
+        "Re-Scheduled",
+        &["scheduled", "in_test", "approved", "in_progress", "failed", "cancelled"],
+        false,
+        Some(72),
+    ),
+    (
+        "in_test",
+        "In Test",
+        &["approved", "in_progress", "deployed", "failed", "paused", "rescheduled", "cancelled"],
+        false,
+        Some(24),
+    ),
+    (
+        "approved",
+        "Approved",
+        &["in_progress", "deployed", "failed", "rescheduled", "cancelled"],
+        false,
+        None,
+    ),
+    (
+        "in_progress",
+        "In Progress",
+        &["deployed", "failed", "paused", "rolled_back", "cancelled"],
+        false,
+        Some(1),
+    ),
+    (
+        "paused",
+        "Paused",
+        &["in_progress", "deployed", "failed", "rolled_back", "cancelled"],
+        false,
+        Some(4),
+    ),
+    ("deployed", "Deployed", &["complete", "in_progress", "failed", "rolled_back"], false, None),
+    ("failed", "Failed", &["rolled_back", "in_progress", "scheduled", "cancelled"], false, Some(4)),
+    ("complete", "Complete", &[], true, None),
+    ("rolled_back", "Rolled Back", &[], true, None),
+    ("cancelled", "Cancelled", &[], true, None),
+];
+
+/// A problem building the model: the key path under `model` and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelProblem {
+    pub key: String,
+    pub message: String,
+}
+
+/// Intermediate, string-keyed form used while merging overrides.
+struct Draft {
+    display: String,
+    rank: u32,
+    next: Vec<String>,
+    terminal: bool,
+    stuck_after: Option<Duration>,
+}
+
+impl Model {
+    /// The built-in model of SPEC section 2.
+    pub fn builtin() -> Model {
+        Model::from_config(&ModelConfig::default()).expect("built-in model is valid")
+    }
+
+    /// Builds the model from `[model]`, reporting every problem.
+    pub fn from_config(cfg: &ModelConfig) -> Result<Model, Vec<ModelProblem>> {
+        let mut problems = Vec::new();
+        let mut drafts: BTreeMap<String, Draft> = BTreeMap::new();
+        if cfg.builtin {
+            for (i, (id, display, next, terminal, stuck)) in BUILTIN.iter().enumerate() {
+                drafts.insert(
+                    id.to_string(),
+                    Draft {
+                        display: display.to_string(),
+                        rank: (i as u32 + 1) * 10,
+                        next: next.iter().map(|s| s.to_string()).collect(),
+                        terminal: *terminal,
+                        stuck_after: stuck.map(|h| Duration::from_secs(h * 3600)),
+                    },
+                );
+            }
+        }
+        let mut next_rank = drafts.values().map(|d| d.rank).max().unwrap_or(0) + 10;
+        for (id, over) in &cfg.states {
+            let key = format!("model.states.{id}");
+            if !valid_state_id(id) {
+                problems.push(ModelProblem {
+                    key: key.clone(),
+                    message: format!(
+                        "state id {id:?} must be lower-case letters, digits and '_' (it becomes a label value)"
+                    ),
+                });
+            }
+            let draft = drafts.entry(id.clone()).or_insert_with(|| {
+                let d = Draft {
+                    display: id.clone(),
+                    rank: next_rank,
+                    next: Vec::new(),
+                    terminal: false,
+                    stuck_after: None,
+                };
+                next_rank += 10;
+                d
+            });
+            if let Some(d) = &over.display {
+                draft.display = d.clone();
+            }
+            if let Some(r) = over.rank {
+                draft.rank = r;
+            }
+            if let Some(n) = &over.next {
+                draft.next = n.clone();
+            }
+            if let Some(t) = over.terminal {
+                draft.terminal = t;
+            }
+            if let Some(s) = &over.stuck_after {
+                let s = s.trim();
+                if s.is_empty() || s == "none" {
+                    draft.stuck_after = None;
+                } else {
+                    match crate::config::parse_duration(s) {
+                        Ok(d) => draft.stuck_after = Some(d),
+                        Err(e) => problems.push(ModelProblem {
+                            key: format!("{key}.stuck_after"),
+                            message: e,
+                        }),
+                    }
+                }
+            }
+        }
+        if drafts.is_empty() {
+            problems.push(ModelProblem {
+                key: "model.builtin".into(),
+                message: "builtin = false and no [model.states.X]: the model has no states".into(),
+            });
+        }
+        // Rank order, ties broken by id so the order is total and stable.
+        let mut ordered: Vec<(&String, &Draft)> = drafts.iter().collect();
+        ordered.sort_by(|a, b| a.1.rank.cmp(&b.1.rank).then_with(|| a.0.cmp(b.0)));
+        let by_id: HashMap<String, StateIdx> = ordered
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| ((*id).clone(), i as StateIdx))
+            .collect();
+        let mut states = Vec::with_capacity(ordered.len());
+        for (id, d) in &ordered {
+            let mut next = Vec::new();
+            for n in &d.next {
+                match by_id.get(n) {
+                    Some(i) => next.push(*i),
+                    None => problems.push(ModelProblem {
+                        key: format!("model.states.{id}.next"),
+                        message: format!(
+                            "transition to undefined state {n:?}; defined states: {}",
+                            ordered.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                    }),
+                }
+            }
+            if d.terminal && !d.next.is_empty() {
+                problems.push(ModelProblem {
+                    key: format!("model.states.{id}.next"),
+                    message: "a terminal state cannot have next states".into(),
+                });
+            }
+            states.push(State {
+                id: (*id).clone(),
+                display: d.display.clone(),
+                rank: d.rank,
+                next,
+                terminal: d.terminal,
+                stuck_after: d.stuck_after,
+            });
+        }
+        let mut model = Model {
+            states,
+            by_id,
+            gate: cfg.gate.clone(),
+            permissions: Vec::new(),
+        };
+        if let Some(gate) = &cfg.gate {
+            if gate.environments.is_empty() {
+                problems.push(ModelProblem {
+                    key: "model.gate.environments".into(),
+                    message: "a gate needs at least one environment".into(),
+                });
+            }
+            if gate.approval_sources.is_empty() {
+                problems.push(ModelProblem {
+                    key: "model.gate.approval_sources".into(),
+                    message: "a gate needs at least one approval source".into(),
+                });
+            }
+            if model.index("approved").is_none() {
+                problems.push(ModelProblem {
+                    key: "model.gate".into(),
+                    message: "a gate needs an `approved` state in the model".into(),
+                });
+            }
+        }
+        for (i, p) in cfg.permissions.iter().enumerate() {
+            let key = format!("model.permissions[{i}]");
+            let mut into = Vec::new();
+            for s in &p.into {
+                match model.index(s) {
+                    Some(ix) => into.push(ix),
+                    None => problems.push(ModelProblem {
+                        key: format!("{key}.into"),
+                        message: format!("unknown state {s:?}"),
+                    }),
+                }
+            }
+            let mut allow = Vec::new();
+            for a in &p.allow {
+                if let Some(role) = a.strip_prefix('@') {
+                    match cfg.roles.get(role) {
+                        Some(members) => allow.extend(members.iter().cloned()),
+                        None => problems.push(ModelProblem {
+                            key: format!("{key}.allow"),
+                            message: format!(
+                                "unknown role {a:?}; define it under [model.roles] as {role} = [...]"
+                            ),
+                        }),
+                    }
+                } else {
+                    allow.push(a.clone());
+                }
+            }
+            model.permissions.push(Permission {
+                into,
+                environments: p.environments.clone(),
+                allow,
+            });
+        }
+        if problems.is_empty() {
+            Ok(model)
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn index(&self, id: &str) -> Option<StateIdx> {
+        self.by_id.get(id).copied()
+    }
+
+    pub fn state(&self, i: StateIdx) -> &State {
+        &self.states[i as usize]
+    }
+
+    pub fn id(&self, i: StateIdx) -> &str {
+        &self.states[i as usize].id
+    }
+
+    pub fn states(&self) -> &[State] {
+        &self.states
+    }
+
+    /// Whether `from -> to` is an allowed transition.
+    pub fn allows(&self, from: StateIdx, to: StateIdx) -> bool {
+        self.states[from as usize].next.contains(&to)
+    }
+
+    pub fn is_terminal(&self, i: StateIdx) -> bool {
+        self.states[i as usize].terminal
+    }
+}
+
+/// State ids become label values and store keys: keep them simple.
+pub fn valid_state_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StateConfig;
+
+    #[test]
+    fn builtin_matches_the_spec_table() {
+        let m = Model::builtin();
+        let ids: Vec<&str> = m.states().iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "scheduled",
+                "rescheduled",
+                "in_test",
+                "approved",
+                "in_progress",
+                "paused",
+                "deployed",
+                "failed",
+                "complete",
+                "rolled_back",
+                "cancelled"
+            ]
+        );
+        let ix = |s| m.index(s).unwrap();
+        assert!(m.allows(ix("scheduled"), ix("deployed")));
+        assert!(!m.allows(ix("deployed"), ix("in_test")));
+        assert!(m.allows(ix("failed"), ix("in_progress")));
+        assert!(!m.allows(ix("complete"), ix("failed")));
+        assert!(m.is_terminal(ix("rolled_back")));
+        assert_eq!(m.state(ix("in_progress")).stuck_after, Some(Duration::from_secs(3600)));
+        assert_eq!(m.state(ix("approved")).stuck_after, None);
+    }
+
+    #[test]
+    fn overrides_merge_into_builtin_and_new_states_are_appended() {
+        let mut cfg = ModelConfig::default();
+        cfg.states.insert(
+            "in_progress".into(),
+            StateConfig {
+                stuck_after: Some("2h".into()),
+                ..Default::default()
+            },
+        );
+        cfg.states.insert(
+            "verified".into(),
+            StateConfig {
+                next: Some(vec!["complete".into()]),
+                ..Default::default()
+            },
+        );
+        let m = Model::from_config(&cfg).unwrap();
+        let ip = m.index("in_progress").unwrap();
+        assert_eq!(m.state(ip).stuck_after, Some(Duration::from_secs(7200)));
+        let v = m.index("verified").unwrap();
+        assert_eq!(v as usize, m.states().len() - 1);
+        assert!(m.allows(v, m.index("complete").unwrap()));
+    }
+
+    #[test]
+    fn problems_name_the_key() {
+        let mut cfg = ModelConfig::default();
+        cfg.states.insert(
+            "deployed".into(),
+            StateConfig {
+                next: Some(vec!["verifyed".into()]),
+                ..Default::default()
+            },
+        );
+        let errs = Model::from_config(&cfg).unwrap_err();
+        assert_eq!(errs[0].key, "model.states.deployed.next");
+        assert!(errs[0].message.contains("verifyed"));
+    }
+}

@@ -1,0 +1,2 @@
+//! Sinks.
+pub mod metrics;
