@@ -816,57 +816,53 @@ pub mod locate {
         text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
     }
 
-    /// The key path whose value contains `offset`, best effort (for serde
-    /// errors, which carry a span but not always a path).
+    /// The key path whose value (or key) contains `offset`, best effort: serde
+    /// errors carry a span but not always a path. Table spans do not cover
+    /// their contents for `[header]` tables, so every leaf is visited.
     pub fn key_at(text: &str, offset: Option<usize>) -> String {
-        let Some(offset) = offset else {
+        let (Some(offset), Ok(root)) = (offset, DeTable::parse(text)) else {
             return "(document)".into();
         };
-        let Ok(root) = DeTable::parse(text) else {
-            return "(document)".into();
-        };
-        let mut path = String::new();
-        let mut table = root.get_ref();
-        'outer: loop {
-            for (k, v) in table.iter() {
-                let span = v.span();
-                let kspan = k.span();
-                if (span.start <= offset && offset < span.end.max(span.start + 1))
-                    || (kspan.start <= offset && offset < kspan.end)
-                {
-                    if !path.is_empty() {
-                        path.push('.');
+        let mut best: Option<(usize, String)> = None;
+        walk(root.get_ref(), String::new(), &mut |path, kstart, vspan| {
+            let inside = vspan.start <= offset && offset < vspan.end.max(vspan.start + 1);
+            // Prefer the value that contains the offset; else the last key
+            // that starts before it (an unknown key is reported at the key).
+            let score = if inside { usize::MAX } else if kstart <= offset { kstart } else { 0 };
+            if score > 0 && best.as_ref().is_none_or(|(s, _)| score >= *s) {
+                best = Some((score, path.to_string()));
+            }
+        });
+        best.map(|(_, p)| p).unwrap_or_else(|| "(document)".into())
+    }
+
+    fn walk(
+        table: &DeTable<'_>,
+        prefix: String,
+        f: &mut dyn FnMut(&str, usize, std::ops::Range<usize>),
+    ) {
+        for (k, v) in table.iter() {
+            let path = if prefix.is_empty() {
+                k.get_ref().to_string()
+            } else {
+                format!("{prefix}.{}", k.get_ref())
+            };
+            match v.get_ref() {
+                DeValue::Table(t) => walk(t, path, f),
+                DeValue::Array(items) => {
+                    let mut leaf = true;
+                    for (i, item) in items.iter().enumerate() {
+                        if let DeValue::Table(t) = item.get_ref() {
+                            leaf = false;
+                            walk(t, format!("{path}[{i}]"), f);
+                        }
                     }
-                    path.push_str(k.get_ref());
-                    match v.get_ref() {
-                        DeValue::Table(t) => {
-                            table = t;
-                            continue 'outer;
-                        }
-                        DeValue::Array(items) => {
-                            for (i, item) in items.iter().enumerate() {
-                                let s = item.span();
-                                if s.start <= offset && offset < s.end.max(s.start + 1) {
-                                    path.push_str(&format!("[{i}]"));
-                                    if let DeValue::Table(t) = item.get_ref() {
-                                        table = t;
-                                        continue 'outer;
-                                    }
-                                    break;
-                                }
-                            }
-                            break 'outer;
-                        }
-                        _ => break 'outer,
+                    if leaf {
+                        f(&path, k.span().start, v.span());
                     }
                 }
+                _ => f(&path, k.span().start, v.span()),
             }
-            break;
-        }
-        if path.is_empty() {
-            "(document)".into()
-        } else {
-            path
         }
     }
 
