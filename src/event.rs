@@ -122,7 +122,11 @@ impl Key {
 
     pub fn decode(bytes: &[u8]) -> Option<Key> {
         let mut parts = bytes.split(|b| *b == 0);
-        let mut next = || parts.next().and_then(|p| String::from_utf8(p.to_vec()).ok());
+        let mut next = || {
+            parts
+                .next()
+                .and_then(|p| String::from_utf8(p.to_vec()).ok())
+        };
         let key = Key {
             release: next()?,
             service: next()?,
@@ -239,5 +243,41 @@ mod tests {
         let t = parse_rfc3339("2026-11-03T10:00:00.250+01:00").unwrap();
         assert_eq!(format_rfc3339(t), "2026-11-03T09:00:00.250Z");
         assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+}
+
+/// Where one line or payload ended up: input accounting
+/// (`relstat_events_total{result}`, SPEC section 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum InputResult {
+    Accepted,
+    Duplicate,
+    Late,
+    Unmapped,
+    Invalid,
+    Skipped,
+}
+
+impl InputResult {
+    pub const ALL: [InputResult; 6] = [
+        Self::Accepted,
+        Self::Duplicate,
+        Self::Late,
+        Self::Unmapped,
+        Self::Invalid,
+        Self::Skipped,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Late => "late",
+            Self::Unmapped => "unmapped",
+            Self::Invalid => "invalid",
+            Self::Skipped => "skipped",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }

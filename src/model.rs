@@ -45,28 +45,57 @@ const BUILTIN: &[(&str, &str, &[&str], bool, Option<u64>)] = &[
     (
         "scheduled",
         "Scheduled",
-        &["rescheduled", "in_test", "approved", "in_progress", "deployed", "failed", "cancelled"],
+        &[
+            "rescheduled",
+            "in_test",
+            "approved",
+            "in_progress",
+            "deployed",
+            "failed",
+            "cancelled",
+        ],
         false,
         None,
     ),
     (
         "rescheduled",
         "Re-Scheduled",
-        &["scheduled", "in_test", "approved", "in_progress", "failed", "cancelled"],
+        &[
+            "scheduled",
+            "in_test",
+            "approved",
+            "in_progress",
+            "failed",
+            "cancelled",
+        ],
         false,
         Some(72),
     ),
     (
         "in_test",
         "In Test",
-        &["approved", "in_progress", "deployed", "failed", "paused", "rescheduled", "cancelled"],
+        &[
+            "approved",
+            "in_progress",
+            "deployed",
+            "failed",
+            "paused",
+            "rescheduled",
+            "cancelled",
+        ],
         false,
         Some(24),
     ),
     (
         "approved",
         "Approved",
-        &["in_progress", "deployed", "failed", "rescheduled", "cancelled"],
+        &[
+            "in_progress",
+            "deployed",
+            "failed",
+            "rescheduled",
+            "cancelled",
+        ],
         false,
         None,
     ),
@@ -80,12 +109,30 @@ const BUILTIN: &[(&str, &str, &[&str], bool, Option<u64>)] = &[
     (
         "paused",
         "Paused",
-        &["in_progress", "deployed", "failed", "rolled_back", "cancelled"],
+        &[
+            "in_progress",
+            "deployed",
+            "failed",
+            "rolled_back",
+            "cancelled",
+        ],
         false,
         Some(4),
     ),
-    ("deployed", "Deployed", &["complete", "in_progress", "failed", "rolled_back"], false, None),
-    ("failed", "Failed", &["rolled_back", "in_progress", "scheduled", "cancelled"], false, Some(4)),
+    (
+        "deployed",
+        "Deployed",
+        &["complete", "in_progress", "failed", "rolled_back"],
+        false,
+        None,
+    ),
+    (
+        "failed",
+        "Failed",
+        &["rolled_back", "in_progress", "scheduled", "cancelled"],
+        false,
+        Some(4),
+    ),
     ("complete", "Complete", &[], true, None),
     ("rolled_back", "Rolled Back", &[], true, None),
     ("cancelled", "Cancelled", &[], true, None),
@@ -204,7 +251,11 @@ impl Model {
                         key: format!("model.states.{id}.next"),
                         message: format!(
                             "transition to undefined state {n:?}; defined states: {}",
-                            ordered.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>().join(", ")
+                            ordered
+                                .iter()
+                                .map(|(i, _)| i.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     }),
                 }
@@ -356,7 +407,10 @@ mod tests {
         assert!(m.allows(ix("failed"), ix("in_progress")));
         assert!(!m.allows(ix("complete"), ix("failed")));
         assert!(m.is_terminal(ix("rolled_back")));
-        assert_eq!(m.state(ix("in_progress")).stuck_after, Some(Duration::from_secs(3600)));
+        assert_eq!(
+            m.state(ix("in_progress")).stuck_after,
+            Some(Duration::from_secs(3600))
+        );
         assert_eq!(m.state(ix("approved")).stuck_after, None);
     }
 

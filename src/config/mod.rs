@@ -54,7 +54,10 @@ impl std::fmt::Display for Problem {
 fn format_problems(problems: &[Problem]) -> String {
     let mut s = String::new();
     if problems.len() > 1 {
-        s.push_str(&format!("{} problems in the configuration:", problems.len()));
+        s.push_str(&format!(
+            "{} problems in the configuration:",
+            problems.len()
+        ));
         for p in problems {
             s.push_str("\n  ");
             s.push_str(&p.to_string());
@@ -222,10 +225,23 @@ fn default_max_label_values() -> usize {
     200
 }
 fn default_duration_buckets() -> Vec<Duration> {
-    [30, 60, 300, 900, 1800, HOUR, 2 * HOUR, 4 * HOUR, 8 * HOUR, DAY, 3 * DAY, 7 * DAY]
-        .into_iter()
-        .map(Duration::from_secs)
-        .collect()
+    [
+        30,
+        60,
+        300,
+        900,
+        1800,
+        HOUR,
+        2 * HOUR,
+        4 * HOUR,
+        8 * HOUR,
+        DAY,
+        3 * DAY,
+        7 * DAY,
+    ]
+    .into_iter()
+    .map(Duration::from_secs)
+    .collect()
 }
 
 /// The kind of a source.
@@ -463,7 +479,9 @@ pub enum WhenFull {
 }
 
 /// Severity of an anomaly, syslog's names (RFC 5424 section 6.2.1).
-#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Emergency,
@@ -813,7 +831,11 @@ pub mod locate {
 
     /// 1-based line of a byte offset.
     pub fn line_at(text: &str, offset: usize) -> usize {
-        text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+        text[..offset.min(text.len())]
+            .bytes()
+            .filter(|b| *b == b'\n')
+            .count()
+            + 1
     }
 
     /// The key path whose value (or key) contains `offset`, best effort: serde
@@ -828,7 +850,13 @@ pub mod locate {
             let inside = vspan.start <= offset && offset < vspan.end.max(vspan.start + 1);
             // Prefer the value that contains the offset; else the last key
             // that starts before it (an unknown key is reported at the key).
-            let score = if inside { usize::MAX } else if kstart <= offset { kstart } else { 0 };
+            let score = if inside {
+                usize::MAX
+            } else if kstart <= offset {
+                kstart
+            } else {
+                0
+            };
             if score > 0 && best.as_ref().is_none_or(|(s, _)| score >= *s) {
                 best = Some((score, path.to_string()));
             }
@@ -928,7 +956,10 @@ pub mod locate {
             assert_eq!(line_of(DOC, "sources[1].name"), Some(8));
             assert_eq!(line_of(DOC, "sources[1].status_map.OK"), Some(10));
             // a key that does not exist points at its deepest existing parent
-            assert_eq!(line_of(DOC, "sources[0].paths"), None.or(line_of(DOC, "sources[0].paths")));
+            assert_eq!(
+                line_of(DOC, "sources[0].paths"),
+                None.or(line_of(DOC, "sources[0].paths"))
+            );
         }
 
         #[test]
@@ -952,7 +983,9 @@ mod humantime_serde_opt {
     use super::*;
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+        parse_duration(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -1006,7 +1039,9 @@ mod tests {
     #[test]
     fn an_unknown_key_is_refused_with_its_line() {
         let text = "[agent]\nsite = \"a\"\ndatadir = \"/x\"\n".to_string();
-        let msg = parse_text(text, Some("x.toml".into())).unwrap_err().to_string();
+        let msg = parse_text(text, Some("x.toml".into()))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("x.toml:3:"), "{msg}");
         assert!(msg.contains("unknown field `datadir`"), "{msg}");
     }

@@ -1,1 +1,274 @@
-//! Anomaly rules.
+//! Anomaly rules (SPEC section 5): the tracker calls them on every accepted
+//! report and on every periodic check; each rule is a small module here.
+//!
+//! Rules see a [`Change`] (what the tracker just decided) and the key's
+//! [`KeyMemory`] (their own per-key state, persisted with the key in the same
+//! store transaction), and push [`Anomaly`] records. They never touch metrics
+//! or the store themselves: the tracker turns anomalies into effects.
+
+mod anomaly;
+mod clock_skew;
+mod invalid_transition;
+mod stuck;
+
+pub use anomaly::{Anomaly, RuleId};
+pub(crate) use what_of as what;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AnomaliesConfig, RuleConfig, Severity};
+use crate::event::{Event, Key, TimeMs};
+use crate::model::{Model, StateIdx};
+
+/// What kind of report the tracker found an event to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// The first status seen for the key: not a transition.
+    First,
+    /// The status changed (allowed or not).
+    Transition { allowed: bool },
+    /// The current status reported again: not a transition.
+    Rereport,
+}
+
+/// Why a key stopped being tracked as open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Terminal,
+    Superseded,
+    Stale,
+}
+
+/// An accepted (not late, not duplicate) report, as the rules see it.
+#[derive(Debug)]
+pub struct Change<'a> {
+    pub event: &'a Event,
+    pub key: &'a Key,
+    /// The status before this report; `None` for the first report.
+    pub from: Option<StateIdx>,
+    pub to: StateIdx,
+    pub kind: ChangeKind,
+    /// The time the event is ordered at (its own, or the agent's clock when
+    /// it came from too far in the future).
+    pub order_time: TimeMs,
+    /// The event was more than `max_future` ahead of the agent's clock.
+    pub skewed: bool,
+    /// The key was finished before this report (it is open again now).
+    pub reopened_from: Option<FinishReason>,
+    /// The version the key carried before this report.
+    pub prev_version: Option<&'a str>,
+    /// The agent's clock.
+    pub now: TimeMs,
+}
+
+/// Per-key memory of the rules, stored with the key's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyMemory {
+    /// `entered_at` of the status episode the stuck rule already fired for:
+    /// once per episode, remembered across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck_fired: Option<TimeMs>,
+}
+
+/// Enabled flag and severity of one rule, defaults applied.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleSetting {
+    pub enabled: bool,
+    pub severity: Severity,
+}
+
+impl RuleSetting {
+    fn from(cfg: (Option<bool>, Option<Severity>), rule: RuleId) -> Self {
+        Self {
+            enabled: cfg.0.unwrap_or(true),
+            severity: cfg.1.unwrap_or(rule.default_severity()),
+        }
+    }
+}
+
+fn plain(c: &RuleConfig) -> (Option<bool>, Option<Severity>) {
+    (c.enabled, c.severity)
+}
+
+/// Every rule with its settings; built once from `[anomalies]`.
+#[derive(Debug, Clone)]
+pub struct Detectors {
+    pub invalid_transition: RuleSetting,
+    pub stuck: RuleSetting,
+    pub clock_skew: RuleSetting,
+    /// Host name put into every record.
+    pub host: String,
+}
+
+impl Detectors {
+    pub fn new(cfg: &AnomaliesConfig, host: &str) -> Self {
+        Self {
+            invalid_transition: RuleSetting::from(
+                plain(&cfg.invalid_transition),
+                RuleId::InvalidTransition,
+            ),
+            stuck: RuleSetting::from(plain(&cfg.stuck), RuleId::Stuck),
+            clock_skew: RuleSetting::from(plain(&cfg.clock_skew), RuleId::ClockSkew),
+            host: host.to_string(),
+        }
+    }
+
+    /// Judges one accepted report.
+    pub fn on_change(
+        &self,
+        model: &Model,
+        ch: &Change<'_>,
+        _mem: &mut KeyMemory,
+        out: &mut Vec<Anomaly>,
+    ) {
+        if self.invalid_transition.enabled {
+            invalid_transition::check(self, model, ch, out);
+        }
+    }
+
+    /// Rules about an event itself, whatever its order (clock_skew).
+    pub fn on_received(&self, ev: &Event, key: &Key, now: TimeMs, out: &mut Vec<Anomaly>) {
+        if self.clock_skew.enabled {
+            clock_skew::check(self, ev, key, now, out);
+        }
+    }
+
+    /// A SIEM record of a plain transition (`forward = "all"`).
+    pub fn transition_record(
+        &self,
+        key: &Key,
+        ev: &Event,
+        from: Option<&str>,
+        to: &str,
+        now: TimeMs,
+        message: String,
+    ) -> Anomaly {
+        let last = LastReport::of(ev);
+        let mut rec = self.record(
+            RuleId::InvalidTransition,
+            Severity::Info,
+            key,
+            from,
+            to,
+            &last,
+            now,
+            message,
+        );
+        rec.rule = "transition".into();
+        rec
+    }
+
+    /// The periodic check of one open key (stuck): `entered_at` is when its
+    /// current status began, by event time.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_check(
+        &self,
+        model: &Model,
+        key: &Key,
+        status: StateIdx,
+        entered_at: TimeMs,
+        last: &LastReport,
+        now: TimeMs,
+        mem: &mut KeyMemory,
+        out: &mut Vec<Anomaly>,
+    ) {
+        if self.stuck.enabled {
+            stuck::check(self, model, key, status, entered_at, last, now, mem, out);
+        }
+    }
+
+    /// A record with the fields every rule fills the same way.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record(
+        &self,
+        rule: RuleId,
+        severity: Severity,
+        key: &Key,
+        from: Option<&str>,
+        to: &str,
+        last: &LastReport,
+        now: TimeMs,
+        message: String,
+    ) -> Anomaly {
+        Anomaly {
+            rule: rule.as_str().to_string(),
+            severity,
+            release: key.release.clone(),
+            service: key.service.clone(),
+            environment: key.environment.clone(),
+            site: key.site.clone(),
+            from: from.map(str::to_string),
+            to: to.to_string(),
+            actor: last.actor.clone(),
+            actor_type: last.actor_type,
+            source: last.source.clone(),
+            event_id: last.event_id.clone(),
+            event_time: last.time,
+            detected_at: now,
+            reason: last.reason.clone(),
+            version: last.version.clone(),
+            host: self.host.clone(),
+            message,
+        }
+    }
+
+    /// A record about one event.
+    pub(crate) fn record_event(
+        &self,
+        rule: RuleId,
+        severity: Severity,
+        ch: &Change<'_>,
+        model: &Model,
+        message: String,
+    ) -> Anomaly {
+        let last = LastReport::of(ch.event);
+        self.record(
+            rule,
+            severity,
+            ch.key,
+            ch.from.map(|f| model.id(f)),
+            model.id(ch.to),
+            &last,
+            ch.now,
+            message,
+        )
+    }
+}
+
+/// Who said what last about a key: the evidence a periodic finding carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastReport {
+    pub event_id: String,
+    pub time: TimeMs,
+    pub actor: String,
+    pub actor_type: crate::event::ActorType,
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl LastReport {
+    pub fn of(e: &Event) -> Self {
+        Self {
+            event_id: e.id.clone(),
+            time: e.time,
+            actor: e.actor.clone(),
+            actor_type: e.actor_type,
+            source: e.source.clone(),
+            reason: e.reason.clone(),
+            version: e.version.clone(),
+        }
+    }
+}
+
+/// "2026.11.3/payments" or "2026.11.3" for release-wide keys.
+pub fn what_of(key: &Key) -> String {
+    if key.service == crate::event::NO_SERVICE {
+        key.release.clone()
+    } else {
+        format!("{}/{}", key.release, key.service)
+    }
+}

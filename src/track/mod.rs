@@ -1,1 +1,782 @@
-//! The tracker.
+//! The tracker: the one owner of per-key state. It applies canonical events
+//! with event-time semantics (SPEC sections 1, 2 and 4), calls the anomaly
+//! rules, and says what happened as [`Effect`]s (for the metrics sink) and as
+//! a [`Batch`] of writes (for the store's one transaction per input batch).
+//!
+//! Ordering: a key's current status is that of its event with the greatest
+//! (time, status rank, id), so the final status does not depend on arrival
+//! order. An event that sorts before the current one is `late`: kept in the
+//! history, it moves nothing. Durations are event-time differences. The
+//! agent's clock is passed in (`now`) so tests and `replay` choose it.
+
+mod state;
+
+pub use state::{Finished, HistoryRecord, KeyState, Target};
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::config::{Config, Forward};
+use crate::detect::{Anomaly, Change, ChangeKind, Detectors, FinishReason, LastReport, RuleId};
+use crate::event::{Event, InputResult, Key, TimeMs};
+use crate::model::{Model, StateIdx};
+
+/// Why a status episode was hard to resolve (`relstat_status_resolution_seconds{cause}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    Stuck,
+    Conflict,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Stuck => "stuck",
+            Cause::Conflict => "conflict",
+        }
+    }
+}
+
+/// DORA outcome of a status change (`relstat_deployments_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+    Rollback,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Rollback => "rollback",
+        }
+    }
+}
+
+/// Something the sinks must reflect. Emitted in order; drained with
+/// [`Tracker::take_effects`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Input {
+        source: String,
+        result: InputResult,
+    },
+    /// The key's current status (per-release series).
+    Status {
+        key: Key,
+        status: String,
+        since: TimeMs,
+    },
+    /// The key finished at `at` (agent clock): its series expire later.
+    Finished {
+        key: Key,
+        at: TimeMs,
+    },
+    /// A finished key got a later event and is open again.
+    Reopened {
+        key: Key,
+    },
+    /// The key was forgotten (history retention): drop any series left.
+    Forgotten {
+        key: Key,
+    },
+    Transition {
+        environment: String,
+        from: String,
+        to: String,
+    },
+    /// Time spent in `status`, observed when it was left.
+    Duration {
+        key: Key,
+        status: String,
+        secs: f64,
+    },
+    Resolution {
+        key: Key,
+        status: String,
+        cause: Cause,
+        secs: f64,
+    },
+    Deployment {
+        key: Key,
+        outcome: Outcome,
+    },
+    LeadTime {
+        key: Key,
+        secs: f64,
+    },
+    Restore {
+        key: Key,
+        secs: f64,
+    },
+    Anomaly(Anomaly),
+    /// Open keys past their status's stuck_after, by (environment, status);
+    /// replaces the previous counts.
+    StuckCounts(Vec<((String, String), u64)>),
+}
+
+/// Writes for the store, all in one transaction with the input that caused them.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub keys: Vec<(Key, KeyState)>,
+    pub removed_keys: Vec<Key>,
+    pub history: Vec<HistoryRecord>,
+    /// Seen event ids (128-bit hashes) with the agent time they were seen.
+    pub seen: Vec<(u128, TimeMs)>,
+    /// Drop seen ids recorded before this time (dedupe window passed).
+    pub seen_purge_before: Option<TimeMs>,
+    /// Drop history recorded before this time (history retention).
+    pub history_purge_before: Option<TimeMs>,
+    /// SIEM records for the outbox.
+    pub outbox: Vec<Anomaly>,
+    /// Open restore episodes, when they changed.
+    pub failing: Option<Vec<(Target, TimeMs)>>,
+}
+
+/// The tracker's settings in the units it computes with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_future: TimeMs,
+    pub dedupe_window: TimeMs,
+    pub stale_after: TimeMs,
+    pub history_retention: TimeMs,
+    /// Build store batches (history, dirty keys). `replay` turns it off.
+    pub persist: bool,
+    /// What goes into the outbox: nothing, anomalies, or every transition too.
+    pub outbox: OutboxMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxMode {
+    Off,
+    Anomalies,
+    All,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config, persist: bool) -> Self {
+        let ms = |d: std::time::Duration| d.as_millis() as TimeMs;
+        let outbox = match (&cfg.siem, cfg.spool.enabled) {
+            (Some(s), _) if s.forward == Forward::All => OutboxMode::All,
+            (Some(_), _) | (None, true) => OutboxMode::Anomalies,
+            (None, false) => OutboxMode::Off,
+        };
+        Self {
+            max_future: ms(cfg.tracking.max_future),
+            dedupe_window: ms(cfg.tracking.dedupe_window),
+            stale_after: ms(cfg.tracking.stale_after),
+            history_retention: ms(cfg.tracking.history_retention),
+            persist,
+            outbox,
+        }
+    }
+}
+
+/// Indices of the states DORA and supersession are defined on; a custom
+/// model without them simply gets no DORA series.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    deployed: Option<StateIdx>,
+    failed: Option<StateIdx>,
+    rolled_back: Option<StateIdx>,
+    in_progress: Option<StateIdx>,
+    paused: Option<StateIdx>,
+    complete: Option<StateIdx>,
+}
+
+impl Known {
+    fn new(m: &Model) -> Self {
+        Self {
+            deployed: m.index("deployed"),
+            failed: m.index("failed"),
+            rolled_back: m.index("rolled_back"),
+            in_progress: m.index("in_progress"),
+            paused: m.index("paused"),
+            complete: m.index("complete"),
+        }
+    }
+    fn is(s: Option<StateIdx>, i: StateIdx) -> bool {
+        s == Some(i)
+    }
+}
+
+pub struct Tracker {
+    model: Arc<Model>,
+    detect: Detectors,
+    settings: Settings,
+    known: Known,
+    keys: HashMap<Key, KeyState>,
+    /// 128-bit hashes of event ids seen within the dedupe window.
+    seen: HashMap<u128, TimeMs>,
+    /// The key resting in `deployed` for each (service, environment, site).
+    deployed: HashMap<Target, Key>,
+    /// Open restore episodes: when the first unrestored failure happened.
+    failing: HashMap<Target, TimeMs>,
+    failing_dirty: bool,
+    dirty: HashSet<Key>,
+    batch: Batch,
+    effects: Vec<Effect>,
+}
+
+/// The hash under which an event id is remembered.
+pub fn id_hash(id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
+impl Tracker {
+    pub fn new(model: Arc<Model>, detect: Detectors, settings: Settings) -> Self {
+        let known = Known::new(&model);
+        Self {
+            model,
+            detect,
+            settings,
+            known,
+            keys: HashMap::new(),
+            seen: HashMap::new(),
+            deployed: HashMap::new(),
+            failing: HashMap::new(),
+            failing_dirty: false,
+            dirty: HashSet::new(),
+            batch: Batch::default(),
+            effects: Vec::new(),
+        }
+    }
+
+    /// Loads state read back from the store, and emits the effects that
+    /// rebuild the per-release series of every tracked key.
+    pub fn restore(
+        &mut self,
+        keys: Vec<(Key, KeyState)>,
+        seen: Vec<(u128, TimeMs)>,
+        failing: Vec<(Target, TimeMs)>,
+    ) {
+        for (key, ks) in keys {
+            self.effects.push(Effect::Status {
+                key: key.clone(),
+                status: ks.status.clone(),
+                since: ks.entered_at,
+            });
+            if let Some(f) = &ks.finished {
+                self.effects.push(Effect::Finished {
+                    key: key.clone(),
+                    at: f.at,
+                });
+            } else if self
+                .known
+                .deployed
+                .is_some_and(|d| self.model.index(&ks.status) == Some(d))
+            {
+                self.deployed.insert(Target::of(&key), key.clone());
+            }
+            self.keys.insert(key, ks);
+        }
+        self.seen.extend(seen);
+        self.failing.extend(failing);
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = (&Key, &KeyState)> {
+        self.keys.iter()
+    }
+
+    pub fn get(&self, key: &Key) -> Option<&KeyState> {
+        self.keys.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Drains the effects produced since the last call.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Drains the store writes produced since the last call.
+    pub fn take_batch(&mut self) -> Batch {
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.keys = self
+            .dirty
+            .drain()
+            .filter_map(|k| self.keys.get(&k).map(|s| (k, s.clone())))
+            .collect();
+        if std::mem::take(&mut self.failing_dirty) {
+            batch.failing = Some(
+                self.failing
+                    .iter()
+                    .map(|(t, at)| (t.clone(), *at))
+                    .collect(),
+            );
+        }
+        batch
+    }
+
+    /// Counts an input that never became an event (invalid, skipped,
+    /// unmapped), so all accounting flows through one place.
+    pub fn count(&mut self, source: &str, result: InputResult) {
+        self.effects.push(Effect::Input {
+            source: source.to_string(),
+            result,
+        });
+    }
+
+    /// Applies one event at agent time `now`; returns where it landed.
+    pub fn apply(&mut self, ev: Event, now: TimeMs) -> InputResult {
+        let source = ev.source.clone();
+        let result = self.apply_inner(ev, now);
+        self.effects.push(Effect::Input { source, result });
+        result
+    }
+
+    fn apply_inner(&mut self, ev: Event, now: TimeMs) -> InputResult {
+        let Some(to) = self.model.index(&ev.status) else {
+            return InputResult::Unmapped;
+        };
+        let h = id_hash(&ev.id);
+        if let Some(at) = self.seen.get(&h)
+            && now - at <= self.settings.dedupe_window
+        {
+            return InputResult::Duplicate;
+        }
+        self.seen.insert(h, now);
+        if self.settings.persist {
+            self.batch.seen.push((h, now));
+        }
+        let skewed = ev.time > now + self.settings.max_future;
+        let order_time = if skewed { now } else { ev.time };
+        let rank = self.model.state(to).rank;
+        let key = ev.key();
+        let mut anomalies = Vec::new();
+        if skewed {
+            self.detect.on_received(&ev, &key, now, &mut anomalies);
+        }
+
+        let prev = self.keys.get(&key);
+        let late = prev.is_some_and(|ks| {
+            (order_time, rank, ev.id.as_str()) <= (ks.max_time, ks.max_rank, ks.max_id.as_str())
+        });
+        let from_status = prev.map(|ks| ks.status.clone());
+        let result = if late {
+            InputResult::Late
+        } else {
+            self.advance(&key, &ev, to, order_time, now, skewed, &mut anomalies);
+            InputResult::Accepted
+        };
+
+        let rules: Vec<String> = anomalies.iter().map(|a| a.rule.clone()).collect();
+        for a in anomalies {
+            if self.settings.outbox != OutboxMode::Off {
+                self.batch.outbox.push(a.clone());
+            }
+            self.effects.push(Effect::Anomaly(a));
+        }
+        if self.settings.persist {
+            self.batch.history.push(HistoryRecord {
+                from: if late { None } else { from_status },
+                late,
+                recorded_at: now,
+                order_time,
+                anomalies: rules,
+                event: ev,
+            });
+        }
+        result
+    }
+
+    /// Applies a report that sorts after the key's current one.
+    #[allow(clippy::too_many_arguments)]
+    fn advance(
+        &mut self,
+        key: &Key,
+        ev: &Event,
+        to: StateIdx,
+        order_time: TimeMs,
+        now: TimeMs,
+        skewed: bool,
+        anomalies: &mut Vec<Anomaly>,
+    ) {
+        let model = Arc::clone(&self.model);
+        let known = self.known;
+        let rank = model.state(to).rank;
+        let target = Target::of(key);
+        self.dirty.insert(key.clone());
+
+        let Some(ks) = self.keys.get_mut(key) else {
+            // The first status of a key: not a transition.
+            let mut ks = KeyState::first(ev, model.id(to), rank, order_time);
+            let ch = Change {
+                event: ev,
+                key,
+                from: None,
+                to,
+                kind: ChangeKind::First,
+                order_time,
+                skewed,
+                reopened_from: None,
+                prev_version: None,
+                now,
+            };
+            self.detect
+                .on_change(&model, &ch, &mut ks.memory, anomalies);
+            self.effects.push(Effect::Status {
+                key: key.clone(),
+                status: ks.status.clone(),
+                since: order_time,
+            });
+            self.keys.insert(key.clone(), ks);
+            if self.settings.outbox == OutboxMode::All {
+                self.batch
+                    .outbox
+                    .push(self.transition_record(key, ev, None, to, now));
+            }
+            if Known::is(known.deployed, to) {
+                self.dora_deployed(key, ev, order_time);
+                self.supersede(key, &target, order_time, now);
+            }
+            if model.is_terminal(to) {
+                self.finish(key, now, FinishReason::Terminal);
+            }
+            return;
+        };
+
+        let reopened_from = ks.finished.take().map(|f| f.reason);
+        if reopened_from.is_some() {
+            self.effects.push(Effect::Reopened { key: key.clone() });
+        }
+        let from = model.index(&ks.status);
+        let prev_version = ks.last.version.clone();
+        let kind = match from {
+            Some(f) if f == to => ChangeKind::Rereport,
+            Some(f) => ChangeKind::Transition {
+                allowed: model.allows(f, to),
+            },
+            // The key's status left the model (a config change): start over.
+            None => ChangeKind::First,
+        };
+        let ch = Change {
+            event: ev,
+            key,
+            from,
+            to,
+            kind,
+            order_time,
+            skewed,
+            reopened_from,
+            prev_version: prev_version.as_deref(),
+            now,
+        };
+        self.detect
+            .on_change(&model, &ch, &mut ks.memory, anomalies);
+        if ks.conflict_since.is_none()
+            && anomalies
+                .iter()
+                .any(|a| a.rule == RuleId::StatusConflict.as_str())
+        {
+            ks.conflict_since = Some(order_time);
+        }
+
+        ks.max_time = order_time;
+        ks.max_rank = rank;
+        ks.max_id = ev.id.clone();
+        ks.last = LastReport::of(ev);
+        if ev.version.is_none() {
+            ks.last.version = prev_version;
+        }
+
+        match kind {
+            ChangeKind::Rereport => {
+                if reopened_from.is_some() {
+                    self.effects.push(Effect::Status {
+                        key: key.clone(),
+                        status: ks.status.clone(),
+                        since: ks.entered_at,
+                    });
+                }
+            }
+            ChangeKind::First => {
+                ks.status = model.id(to).to_string();
+                ks.entered_at = order_time;
+                self.effects.push(Effect::Status {
+                    key: key.clone(),
+                    status: ks.status.clone(),
+                    since: order_time,
+                });
+            }
+            ChangeKind::Transition { allowed } => {
+                let from = from.expect("a transition has a from status");
+                let secs = (order_time - ks.entered_at) as f64 / 1000.0;
+                let from_id = model.id(from).to_string();
+                self.effects.push(Effect::Transition {
+                    environment: key.environment.clone(),
+                    from: from_id.clone(),
+                    to: model.id(to).to_string(),
+                });
+                self.effects.push(Effect::Duration {
+                    key: key.clone(),
+                    status: from_id.clone(),
+                    secs,
+                });
+                if let Some(limit) = model.state(from).stuck_after
+                    && order_time - ks.entered_at > limit.as_millis() as TimeMs
+                {
+                    self.effects.push(Effect::Resolution {
+                        key: key.clone(),
+                        status: from_id.clone(),
+                        cause: Cause::Stuck,
+                        secs,
+                    });
+                }
+                if allowed && let Some(since) = ks.conflict_since.take() {
+                    self.effects.push(Effect::Resolution {
+                        key: key.clone(),
+                        status: from_id,
+                        cause: Cause::Conflict,
+                        secs: (order_time - since) as f64 / 1000.0,
+                    });
+                }
+                ks.status = model.id(to).to_string();
+                ks.entered_at = order_time;
+                ks.memory.stuck_fired = None;
+                self.effects.push(Effect::Status {
+                    key: key.clone(),
+                    status: ks.status.clone(),
+                    since: order_time,
+                });
+                if self.settings.outbox == OutboxMode::All {
+                    let rec = self.transition_record(key, ev, Some(from), to, now);
+                    self.batch.outbox.push(rec);
+                }
+                self.dora_transition(key, ev, from, to, order_time);
+                if Known::is(known.deployed, from)
+                    && self.deployed.get(&target).is_some_and(|k| k == key)
+                {
+                    self.deployed.remove(&target);
+                }
+                if Known::is(known.deployed, to) {
+                    self.supersede(key, &target, order_time, now);
+                }
+            }
+        }
+        if model.is_terminal(to) {
+            self.finish(key, now, FinishReason::Terminal);
+        } else if reopened_from.is_some()
+            && kind == ChangeKind::Rereport
+            && Known::is(known.deployed, to)
+        {
+            // A superseded or stale deployed key reported deployed again.
+            self.supersede(key, &target, order_time, now);
+        }
+    }
+
+    /// DORA bookkeeping for a key entering `deployed`.
+    fn dora_deployed(&mut self, key: &Key, ev: &Event, at: TimeMs) {
+        self.effects.push(Effect::Deployment {
+            key: key.clone(),
+            outcome: Outcome::Success,
+        });
+        if let Some(ct) = ev.commit_time
+            && ct <= at
+        {
+            self.effects.push(Effect::LeadTime {
+                key: key.clone(),
+                secs: (at - ct) as f64 / 1000.0,
+            });
+        }
+        if let Some(since) = self.failing.remove(&Target::of(key)) {
+            self.failing_dirty = true;
+            self.effects.push(Effect::Restore {
+                key: key.clone(),
+                secs: (at - since).max(0) as f64 / 1000.0,
+            });
+        }
+    }
+
+    /// DORA outcomes of a transition (SPEC section 4, relstat_deployments_total).
+    fn dora_transition(&mut self, key: &Key, ev: &Event, from: StateIdx, to: StateIdx, at: TimeMs) {
+        let k = self.known;
+        if Known::is(k.deployed, to) {
+            self.dora_deployed(key, ev, at);
+            return;
+        }
+        if !(Known::is(k.failed, to) || Known::is(k.rolled_back, to)) {
+            return;
+        }
+        let outcome = if Known::is(k.in_progress, from) || Known::is(k.paused, from) {
+            Outcome::Failure
+        } else if Known::is(k.deployed, from) || Known::is(k.complete, from) {
+            Outcome::Rollback
+        } else {
+            // failed -> rolled_back remediates a counted failure; other
+            // starts (scheduled -> failed) never reached the environment.
+            return;
+        };
+        self.effects.push(Effect::Deployment {
+            key: key.clone(),
+            outcome,
+        });
+        let t = Target::of(key);
+        if !self.failing.contains_key(&t) {
+            self.failing.insert(t, at);
+            self.failing_dirty = true;
+        }
+    }
+
+    /// `key` entered deployed at `at`: whichever of it and the key already
+    /// resting in deployed for the same target is older is finished.
+    fn supersede(&mut self, key: &Key, target: &Target, at: TimeMs, now: TimeMs) {
+        let deployed = self.known.deployed;
+        let prev = match self.deployed.get(target) {
+            Some(p) if p != key => p.clone(),
+            _ => {
+                self.deployed.insert(target.clone(), key.clone());
+                return;
+            }
+        };
+        let prev_live = self.keys.get(&prev).filter(|ks| {
+            ks.finished.is_none() && deployed.is_some() && self.model.index(&ks.status) == deployed
+        });
+        match prev_live {
+            Some(ps) if ps.entered_at > at => {
+                // A newer release already rests there: this one is superseded.
+                self.finish(key, now, FinishReason::Superseded);
+            }
+            Some(_) => {
+                self.finish(&prev, now, FinishReason::Superseded);
+                self.deployed.insert(target.clone(), key.clone());
+            }
+            None => {
+                self.deployed.insert(target.clone(), key.clone());
+            }
+        }
+    }
+
+    fn finish(&mut self, key: &Key, now: TimeMs, reason: FinishReason) {
+        if let Some(ks) = self.keys.get_mut(key)
+            && ks.finished.is_none()
+        {
+            ks.finished = Some(Finished { at: now, reason });
+            self.dirty.insert(key.clone());
+            self.effects.push(Effect::Finished {
+                key: key.clone(),
+                at: now,
+            });
+            let t = Target::of(key);
+            if self.deployed.get(&t).is_some_and(|k| k == key) {
+                self.deployed.remove(&t);
+            }
+        }
+    }
+
+    fn transition_record(
+        &self,
+        key: &Key,
+        ev: &Event,
+        from: Option<StateIdx>,
+        to: StateIdx,
+        now: TimeMs,
+    ) -> Anomaly {
+        let m = &self.model;
+        let message = format!(
+            "{} {} in {}: {} -> {} by {}",
+            crate::detect::what_of(key),
+            "moved",
+            key.environment,
+            from.map(|f| m.id(f)).unwrap_or("(new)"),
+            m.id(to),
+            ev.actor
+        );
+        self.detect
+            .transition_record(key, ev, from.map(|f| m.id(f)), m.id(to), now, message)
+    }
+
+    /// The periodic check (at least every 15 s while running, and at the end
+    /// of a replay): staleness, stuck keys and retention. `caught_up` says
+    /// every source has read its backlog; the stuck rule only fires then, so
+    /// replaying history never flags a key that later lines resolve.
+    pub fn tick(&mut self, now: TimeMs, caught_up: bool) {
+        let model = Arc::clone(&self.model);
+        let mut stale = Vec::new();
+        let mut forget = Vec::new();
+        let mut counts: HashMap<(String, String), u64> = HashMap::new();
+        let mut anomalies = Vec::new();
+        for (key, ks) in self.keys.iter_mut() {
+            if let Some(f) = &ks.finished {
+                if now - f.at > self.settings.history_retention {
+                    forget.push(key.clone());
+                }
+                continue;
+            }
+            if now - ks.max_time > self.settings.stale_after {
+                stale.push(key.clone());
+                continue;
+            }
+            let Some(status) = model.index(&ks.status) else {
+                continue;
+            };
+            if let Some(limit) = model.state(status).stuck_after
+                && now - ks.entered_at > limit.as_millis() as TimeMs
+            {
+                *counts
+                    .entry((key.environment.clone(), ks.status.clone()))
+                    .or_default() += 1;
+                if caught_up {
+                    let before = ks.memory.clone();
+                    self.detect.on_check(
+                        &model,
+                        key,
+                        status,
+                        ks.entered_at,
+                        &ks.last,
+                        now,
+                        &mut ks.memory,
+                        &mut anomalies,
+                    );
+                    if ks.memory != before {
+                        self.dirty.insert(key.clone());
+                    }
+                }
+            }
+        }
+        for key in stale {
+            self.finish(&key, now, FinishReason::Stale);
+        }
+        for key in forget {
+            self.keys.remove(&key);
+            self.dirty.remove(&key);
+            self.effects.push(Effect::Forgotten { key: key.clone() });
+            if self.settings.persist {
+                self.batch.removed_keys.push(key);
+            }
+        }
+        for a in anomalies {
+            if self.settings.outbox != OutboxMode::Off {
+                self.batch.outbox.push(a.clone());
+            }
+            self.effects.push(Effect::Anomaly(a));
+        }
+        let mut counts: Vec<_> = counts.into_iter().collect();
+        counts.sort();
+        self.effects.push(Effect::StuckCounts(counts));
+        let window = self.settings.dedupe_window;
+        let before = self.seen.len();
+        self.seen.retain(|_, at| now - *at <= window);
+        if self.settings.persist {
+            if self.seen.len() != before || self.batch.seen_purge_before.is_none() {
+                self.batch.seen_purge_before = Some(now - window);
+            }
+            self.batch.history_purge_before = Some(now - self.settings.history_retention);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
