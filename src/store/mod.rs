@@ -1,1 +1,387 @@
-//! The embedded store.
+//! The embedded store: one redb file (`<data_dir>/relstat.redb`) holding
+//! everything the agent must not lose, written in one transaction per input
+//! batch so that after a crash at any moment nothing is lost and nothing is
+//! applied twice.
+//!
+//! # Design
+//!
+//! | table | key | value | what |
+//! |---|---|---|---|
+//! | `keys` | key bytes (release 0 service 0 environment 0 site) | JSON [`KeyState`] | tracker state per key, incl. the rules' per-key memory ("already fired" flags) |
+//! | `history` | (release, seq) | JSON [`HistoryRecord`] | the audit trail: event time and recorded time |
+//! | `history_by_time` | (recorded_at ms, seq) | release | index for retention purges |
+//! | `seen` | xxh3-128 of the event id | recorded_at ms | duplicate detection within `dedupe_window` |
+//! | `checkpoints` | source-defined name | bytes | file offsets, API cursors |
+//! | `counters` | "source\0result" | u64 | input accounting (`relstat_events_total`) |
+//! | `outbox` | seq | JSON [`Anomaly`] | SIEM records waiting for delivery |
+//! | `meta` | name | bytes | sequence numbers, outbox byte total, restore episodes, schema version |
+//!
+//! One call to [`Store::commit`] writes a tracker [`Batch`] (dirty keys,
+//! removed keys, history, seen ids, outbox records, restore episodes,
+//! retention purges), the sources' checkpoints and the counter deltas of that
+//! input, then commits with redb's default durability (fsync). A batch is
+//! either wholly visible after a crash or not at all: the source resumes from
+//! the checkpoint committed with the state it produced.
+//!
+//! Retention: history rows recorded before `now - history_retention` and seen
+//! ids recorded before `now - dedupe_window` are purged inside the batch that
+//! carries the purge bound (the tracker sets it on its periodic tick).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::detect::Anomaly;
+use crate::event::{InputResult, Key, TimeMs};
+use crate::track::{Batch, HistoryRecord, KeyState, Target};
+
+const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
+const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+const HISTORY_BY_TIME: TableDefinition<(i64, u64), &str> = TableDefinition::new("history_by_time");
+const SEEN: TableDefinition<u128, i64> = TableDefinition::new("seen");
+const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const SCHEMA_VERSION: &[u8] = b"1";
+
+/// File name of the store inside `data_dir`.
+pub const STORE_FILE: &str = "relstat.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot open the store {path}: {source} (is another relstat running with this data_dir?)"
+    )]
+    Open {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
+    #[error("store {path} has schema version {found}, this relstat reads version 1")]
+    Schema { path: PathBuf, found: String },
+    #[error("store transaction failed: {0}")]
+    Db(#[from] redb::Error),
+    #[error("corrupt record in table {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// What the tracker and sources need back after a (re)start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub keys: Vec<(Key, KeyState)>,
+    pub seen: Vec<(u128, TimeMs)>,
+    pub failing: Vec<(Target, TimeMs)>,
+    pub checkpoints: BTreeMap<String, Vec<u8>>,
+    pub counters: BTreeMap<(String, InputResult), u64>,
+}
+
+/// Pending SIEM records: how many, how large, the oldest's detection time.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxStats {
+    pub events: u64,
+    pub bytes: u64,
+    pub oldest_detected_at: Option<TimeMs>,
+}
+
+pub struct Store {
+    db: Database,
+    path: Option<PathBuf>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let path = data_dir.join(STORE_FILE);
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let store = Store {
+            db,
+            path: Some(path),
+        };
+        store.init()?;
+        Ok(store)
+    }
+
+    /// A store that lives in memory only (tests).
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|source| StoreError::Open {
+                path: PathBuf::from("<memory>"),
+                source,
+            })?;
+        let store = Store { db, path: None };
+        store.init()?;
+        Ok(store)
+    }
+
+    fn init(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            tx.open_table(KEYS)?;
+            tx.open_table(HISTORY)?;
+            tx.open_table(HISTORY_BY_TIME)?;
+            tx.open_table(SEEN)?;
+            tx.open_table(CHECKPOINTS)?;
+            tx.open_table(COUNTERS)?;
+            tx.open_table(OUTBOX)?;
+            let mut meta = tx.open_table(META)?;
+            let found = meta.get("schema")?.map(|v| v.value().to_vec());
+            match found {
+                None => {
+                    meta.insert("schema", SCHEMA_VERSION)?;
+                }
+                Some(v) if v == SCHEMA_VERSION => {}
+                Some(v) => {
+                    return Err(StoreError::Schema {
+                        path: self.path.clone().unwrap_or_default(),
+                        found: String::from_utf8_lossy(&v).into_owned(),
+                    });
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Everything needed to resume.
+    pub fn load(&self) -> Result<Snapshot, StoreError> {
+        let tx = self.db.begin_read()?;
+        let mut snap = Snapshot::default();
+        for row in tx.open_table(KEYS)?.iter()? {
+            let (k, v) = row?;
+            let key = Key::decode(k.value()).ok_or_else(|| corrupt("keys", "undecodable key"))?;
+            let state: KeyState =
+                serde_json::from_slice(v.value()).map_err(|e| corrupt("keys", e))?;
+            snap.keys.push((key, state));
+        }
+        for row in tx.open_table(SEEN)?.iter()? {
+            let (k, v) = row?;
+            snap.seen.push((k.value(), v.value()));
+        }
+        for row in tx.open_table(CHECKPOINTS)?.iter()? {
+            let (k, v) = row?;
+            snap.checkpoints
+                .insert(k.value().to_string(), v.value().to_vec());
+        }
+        for row in tx.open_table(COUNTERS)?.iter()? {
+            let (k, v) = row?;
+            if let Some((source, result)) = k.value().split_once('\0')
+                && let Some(r) = InputResult::parse(result)
+            {
+                snap.counters.insert((source.to_string(), r), v.value());
+            }
+        }
+        let meta = tx.open_table(META)?;
+        if let Some(v) = meta.get("failing")? {
+            snap.failing = serde_json::from_slice(v.value()).map_err(|e| corrupt("meta", e))?;
+        }
+        Ok(snap)
+    }
+
+    /// Applies one input batch atomically: tracker writes, checkpoints and
+    /// counter deltas.
+    pub fn commit(
+        &self,
+        batch: &Batch,
+        checkpoints: &[(String, Vec<u8>)],
+        counters: &BTreeMap<(String, InputResult), u64>,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut keys = tx.open_table(KEYS)?;
+            for (key, state) in &batch.keys {
+                let v = serde_json::to_vec(state).map_err(|e| corrupt("keys", e))?;
+                keys.insert(key.encode().as_slice(), v.as_slice())?;
+            }
+            for key in &batch.removed_keys {
+                keys.remove(key.encode().as_slice())?;
+            }
+            let mut meta = tx.open_table(META)?;
+            let mut seq = read_u64(&meta, "history_seq")?;
+            let mut history = tx.open_table(HISTORY)?;
+            let mut by_time = tx.open_table(HISTORY_BY_TIME)?;
+            for rec in &batch.history {
+                seq += 1;
+                let v = serde_json::to_vec(rec).map_err(|e| corrupt("history", e))?;
+                history.insert((rec.event.release.as_str(), seq), v.as_slice())?;
+                by_time.insert((rec.recorded_at, seq), rec.event.release.as_str())?;
+            }
+            meta.insert("history_seq", seq.to_be_bytes().as_slice())?;
+            if let Some(before) = batch.history_purge_before {
+                let old: Vec<((i64, u64), String)> = by_time
+                    .range(..(before, 0))?
+                    .map(|r| r.map(|(k, v)| (k.value(), v.value().to_string())))
+                    .collect::<Result<_, _>>()?;
+                for ((at, s), release) in old {
+                    history.remove((release.as_str(), s))?;
+                    by_time.remove((at, s))?;
+                }
+            }
+            let mut seen = tx.open_table(SEEN)?;
+            for (h, at) in &batch.seen {
+                seen.insert(*h, *at)?;
+            }
+            if let Some(before) = batch.seen_purge_before {
+                seen.retain(|_, at| at >= before)?;
+            }
+            let mut outbox = tx.open_table(OUTBOX)?;
+            let mut oseq = read_u64(&meta, "outbox_seq")?;
+            let mut obytes = read_u64(&meta, "outbox_bytes")?;
+            for rec in &batch.outbox {
+                oseq += 1;
+                let v = serde_json::to_vec(rec).map_err(|e| corrupt("outbox", e))?;
+                obytes += v.len() as u64;
+                outbox.insert(oseq, v.as_slice())?;
+            }
+            meta.insert("outbox_seq", oseq.to_be_bytes().as_slice())?;
+            meta.insert("outbox_bytes", obytes.to_be_bytes().as_slice())?;
+            if let Some(failing) = &batch.failing {
+                let v = serde_json::to_vec(failing).map_err(|e| corrupt("meta", e))?;
+                meta.insert("failing", v.as_slice())?;
+            }
+            let mut cps = tx.open_table(CHECKPOINTS)?;
+            for (name, bytes) in checkpoints {
+                cps.insert(name.as_str(), bytes.as_slice())?;
+            }
+            let mut ctr = tx.open_table(COUNTERS)?;
+            for ((source, result), delta) in counters {
+                let name = format!("{source}\0{}", result.as_str());
+                let old = ctr.get(name.as_str())?.map(|v| v.value()).unwrap_or(0);
+                ctr.insert(name.as_str(), old + delta)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The audit trail of one release, in recorded order.
+    pub fn history(&self, release: &str) -> Result<Vec<HistoryRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(HISTORY)?;
+        let mut out = Vec::new();
+        for row in table.range((release, 0)..=(release, u64::MAX))? {
+            let (_, v) = row?;
+            out.push(serde_json::from_slice(v.value()).map_err(|e| corrupt("history", e))?);
+        }
+        Ok(out)
+    }
+
+    /// Number of history rows (all releases).
+    pub fn history_len(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(HISTORY)?.len()?)
+    }
+
+    /// The pending SIEM records, oldest first, starting after `after_seq`.
+    pub fn outbox_read(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Anomaly)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for row in table.range(after_seq + 1..)?.take(limit) {
+            let (k, v) = row?;
+            let rec = serde_json::from_slice(v.value()).map_err(|e| corrupt("outbox", e))?;
+            out.push((k.value(), rec));
+        }
+        Ok(out)
+    }
+
+    /// Removes delivered records (every seq up to and including `upto`).
+    pub fn outbox_remove(&self, upto: u64) -> Result<u64, StoreError> {
+        let tx = self.db.begin_write()?;
+        let removed;
+        {
+            let mut table = tx.open_table(OUTBOX)?;
+            let mut meta = tx.open_table(META)?;
+            let mut bytes = read_u64(&meta, "outbox_bytes")?;
+            let mut n = 0;
+            let mut freed = 0u64;
+            table.retain_in(..=upto, |_, v| {
+                n += 1;
+                freed += v.len() as u64;
+                false
+            })?;
+            bytes = bytes.saturating_sub(freed);
+            meta.insert("outbox_bytes", bytes.to_be_bytes().as_slice())?;
+            removed = n;
+        }
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    pub fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(OUTBOX)?;
+        let meta = tx.open_table(META)?;
+        let oldest = match table.first()? {
+            Some((_, v)) => {
+                let rec: Anomaly =
+                    serde_json::from_slice(v.value()).map_err(|e| corrupt("outbox", e))?;
+                Some(rec.detected_at)
+            }
+            None => None,
+        };
+        Ok(OutboxStats {
+            events: table.len()?,
+            bytes: read_u64(&meta, "outbox_bytes")?,
+            oldest_detected_at: oldest,
+        })
+    }
+}
+
+fn read_u64(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<u64, StoreError> {
+    Ok(match meta.get(name)? {
+        Some(v) => {
+            let b = v.value();
+            let arr: [u8; 8] = b.try_into().map_err(|_| corrupt("meta", name))?;
+            u64::from_be_bytes(arr)
+        }
+        None => 0,
+    })
+}
+
+fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        detail: detail.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::detect::{FinishReason, LastReport};
+use crate::event::{ActorType, Event};
+use crate::track::Finished;
+
+fn key(i: u64) -> Key {
+    Key {
+        release: format!("r{i}"),
+        service: "svc".into(),
+        environment: "production".into(),
+        site: String::new(),
+    }
+}
+
+fn event(i: u64) -> Event {
+    Event {
+        id: format!("id-{i}"),
+        time: 1_000 * i as i64,
+        release: format!("r{i}"),
+        service: "svc".into(),
+        environment: "production".into(),
+        site: String::new(),
+        status: "deployed".into(),
+        actor: "bot".into(),
+        actor_type: ActorType::Automation,
+        source: "s".into(),
+        reason: None,
+        version: None,
+        commit: None,
+        artifact: None,
+        commit_time: None,
+        change_class: None,
+    }
+}
+
+fn state(i: u64) -> KeyState {
+    let e = event(i);
+    let mut s = KeyState::first(&e, "deployed", 70, e.time);
+    if i % 2 == 0 {
+        s.finished = Some(Finished {
+            at: e.time,
+            reason: FinishReason::Terminal,
+        });
+    }
+    s.last = LastReport::of(&e);
+    s
+}
+
+/// One batch as the runtime writes it: batch `i` adds key i, its history
+/// record, its seen id, one outbox record, checkpoint "i" and one accepted.
+fn batch(
+    i: u64,
+) -> (
+    Batch,
+    Vec<(String, Vec<u8>)>,
+    BTreeMap<(String, InputResult), u64>,
+) {
+    let e = event(i);
+    let b = Batch {
+        keys: vec![(key(i), state(i))],
+        history: vec![HistoryRecord {
+            event: e.clone(),
+            recorded_at: e.time,
+            order_time: e.time,
+            from: None,
+            late: false,
+            anomalies: vec![],
+        }],
+        seen: vec![(crate::track::id_hash(&e.id), e.time)],
+        outbox: vec![Anomaly {
+            rule: "stuck".into(),
+            severity: crate::config::Severity::Warning,
+            release: e.release.clone(),
+            service: e.service.clone(),
+            environment: e.environment.clone(),
+            site: String::new(),
+            from: None,
+            to: "deployed".into(),
+            actor: "bot".into(),
+            actor_type: ActorType::Automation,
+            source: "s".into(),
+            event_id: e.id.clone(),
+            event_time: e.time,
+            detected_at: e.time,
+            reason: None,
+            version: None,
+            host: "h".into(),
+            message: "m".into(),
+        }],
+        ..Default::default()
+    };
+    let cps = vec![("file:/x".to_string(), i.to_string().into_bytes())];
+    let mut ctr = BTreeMap::new();
+    ctr.insert(("s".to_string(), InputResult::Accepted), 1);
+    (b, cps, ctr)
+}
+
+#[test]
+fn reopening_gives_back_state_checkpoints_and_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for i in 1..=5 {
+            let (b, c, n) = batch(i);
+            store.commit(&b, &c, &n).unwrap();
+        }
+    } // dropped: as if the process ended
+    let store = Store::open(dir.path()).unwrap();
+    let snap = store.load().unwrap();
+    let mut keys = snap.keys.clone();
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        keys,
+        (1..=5).map(|i| (key(i), state(i))).collect::<Vec<_>>()
+    );
+    assert_eq!(snap.seen.len(), 5);
+    assert_eq!(snap.checkpoints["file:/x"], b"5");
+    assert_eq!(snap.counters[&("s".to_string(), InputResult::Accepted)], 5);
+    assert_eq!(store.history("r3").unwrap().len(), 1);
+    assert_eq!(store.history("r3").unwrap()[0].event, event(3));
+    let stats = store.outbox_stats().unwrap();
+    assert_eq!(stats.events, 5);
+    assert!(stats.bytes > 0);
+    assert_eq!(stats.oldest_detected_at, Some(1000));
+}
+
+#[test]
+fn outbox_removal_frees_bytes_and_keeps_the_rest_in_order() {
+    let store = Store::in_memory().unwrap();
+    for i in 1..=4 {
+        let (b, c, n) = batch(i);
+        store.commit(&b, &c, &n).unwrap();
+    }
+    let before = store.outbox_stats().unwrap();
+    assert_eq!(store.outbox_remove(2).unwrap(), 2);
+    let after = store.outbox_stats().unwrap();
+    assert_eq!(after.events, 2);
+    assert!(after.bytes < before.bytes && after.bytes > 0);
+    let rest = store.outbox_read(0, 10).unwrap();
+    assert_eq!(rest.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(rest[0].1.release, "r3");
+}
+
+#[test]
+fn retention_purges_old_history_and_seen_ids() {
+    let store = Store::in_memory().unwrap();
+    for i in 1..=4 {
+        let (b, c, n) = batch(i);
+        store.commit(&b, &c, &n).unwrap();
+    }
+    let purge = Batch {
+        history_purge_before: Some(2_500),
+        seen_purge_before: Some(3_500),
+        removed_keys: vec![key(1)],
+        ..Default::default()
+    };
+    store.commit(&purge, &[], &BTreeMap::new()).unwrap();
+    assert_eq!(store.history_len().unwrap(), 2);
+    assert!(store.history("r2").unwrap().is_empty());
+    assert_eq!(store.history("r3").unwrap().len(), 1);
+    let snap = store.load().unwrap();
+    assert_eq!(snap.seen.len(), 1);
+    assert_eq!(snap.keys.len(), 3);
+}
+
+#[test]
+fn a_store_of_another_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let tx = store.db.begin_write().unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert("schema", b"99".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let err = Store::open(dir.path()).err().unwrap().to_string();
+    assert!(err.contains("schema version 99"), "{err}");
+}
+
+/// The child side of the crash test: commits batches until killed.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var("RELSTAT_CRASH_CHILD_DIR") else {
+        return; // only meaningful when started by `kill_9_never_shows_half_a_batch`
+    };
+    let store = Store::open(Path::new(&dir)).unwrap();
+    let start = store
+        .load()
+        .unwrap()
+        .checkpoints
+        .get("file:/x")
+        .map_or(0, |v| {
+            std::str::from_utf8(v).unwrap().parse::<u64>().unwrap()
+        });
+    std::fs::write(Path::new(&dir).join("started"), b"1").unwrap();
+    for i in start + 1..start + 100_000 {
+        let (b, c, n) = batch(i);
+        store.commit(&b, &c, &n).unwrap();
+    }
+}
+
+/// kill -9 at arbitrary moments: after reopening, the checkpoint, the keys,
+/// the history, the outbox and the counters always agree (all batches up to
+/// the checkpoint are there, none after it), like redb's own crash tests.
+#[test]
+fn kill_9_never_shows_half_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut last = 0;
+    for round in 0..3u64 {
+        let _ = std::fs::remove_file(dir.path().join("started"));
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "store::tests::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("RELSTAT_CRASH_CHILD_DIR", dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Bounded wait for the child to start committing, then let it run a
+        // little (a different time each round) and kill it hard.
+        for _ in 0..500 {
+            if dir.path().join("started").exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(150 + 70 * round));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        let store = Store::open(dir.path()).unwrap();
+        let snap = store.load().unwrap();
+        let cp: u64 = snap
+            .checkpoints
+            .get("file:/x")
+            .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
+        assert!(cp >= last, "checkpoint went backwards: {cp} < {last}");
+        assert_eq!(snap.keys.len() as u64, cp, "keys vs checkpoint");
+        assert_eq!(store.history_len().unwrap(), cp, "history vs checkpoint");
+        assert_eq!(
+            store.outbox_stats().unwrap().events,
+            cp,
+            "outbox vs checkpoint"
+        );
+        let accepted = snap.counters.get(&("s".to_string(), InputResult::Accepted));
+        assert_eq!(accepted.copied().unwrap_or(0), cp, "counters vs checkpoint");
+        last = cp;
+    }
+    assert!(last > 0, "the child never committed a batch");
+}
