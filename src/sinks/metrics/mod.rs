@@ -1,1 +1,516 @@
-//! Metrics.
+//! The Prometheus sink: every series of SPEC section 4 in one registry, fed
+//! by the tracker's effects, and the lifecycle of the per-release series.
+//!
+//! Per-release series (`relstat_release_status`,
+//! `relstat_release_status_since_timestamp_seconds`) leave the exposition
+//! `finished_retention` after their key finished (agent clock), and at most
+//! `max_tracked` keys keep them: beyond that the oldest finished go first,
+//! then the longest-unchanged open ones, counted by
+//! `relstat_tracked_evictions_total`. Label values from outside input
+//! (service, environment, site) are capped at `max_label_values` distinct
+//! values per label; the rest become `other`, counted by
+//! `relstat_label_overflow_total{label}`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::config::TrackingConfig;
+use crate::event::{InputResult, Key, TimeMs};
+use crate::track::Effect;
+
+/// The value a capped label takes once its cap is reached.
+pub const OTHER: &str = "other";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot register metric: {0}")]
+    Register(#[from] prometheus::Error),
+}
+
+/// One key's per-release series as exposed.
+#[derive(Debug, Clone)]
+struct Exposed {
+    service: String,
+    environment: String,
+    site: String,
+    status: String,
+    since: TimeMs,
+    finished_at: Option<TimeMs>,
+}
+
+/// Distinct-value caps for the labels that come from outside input.
+#[derive(Debug, Default)]
+struct LabelCaps {
+    max: usize,
+    seen: HashMap<&'static str, HashSet<String>>,
+}
+
+impl LabelCaps {
+    fn cap(&mut self, label: &'static str, value: &str, overflow: &IntCounterVec) -> String {
+        let set = self.seen.entry(label).or_default();
+        if set.contains(value) {
+            return value.to_string();
+        }
+        if set.len() < self.max {
+            set.insert(value.to_string());
+            return value.to_string();
+        }
+        overflow.with_label_values(&[label]).inc();
+        OTHER.to_string()
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    release_status: GaugeVec,
+    release_since: GaugeVec,
+    status_duration: HistogramVec,
+    transitions: IntCounterVec,
+    in_status: IntGaugeVec,
+    stuck: IntGaugeVec,
+    resolution: HistogramVec,
+    deployments: IntCounterVec,
+    lead_time: HistogramVec,
+    restore: HistogramVec,
+    anomalies: IntCounterVec,
+    events: IntCounterVec,
+    source_last: GaugeVec,
+    source_errors: IntCounterVec,
+    pub spool_events: IntGauge,
+    pub spool_bytes: IntGauge,
+    pub spool_oldest_age: Gauge,
+    pub forward_events: IntCounterVec,
+    pub forward_connected: IntGaugeVec,
+    evictions: IntCounter,
+    label_overflow: IntCounterVec,
+    exposed: HashMap<Key, Exposed>,
+    caps: LabelCaps,
+    retention_ms: TimeMs,
+    max_tracked: usize,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+impl Metrics {
+    /// A registry with every series; `process` adds the standard process
+    /// collector (the running agent has it; a replay's output does not).
+    pub fn new(cfg: &TrackingConfig, process: bool) -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let buckets: Vec<f64> = cfg.duration_buckets.iter().map(|d| d.as_secs_f64()).collect();
+        let hist = |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, MetricsError> {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.clone()), labels)?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        macro_rules! reg {
+            ($ty:ty, $name:expr, $help:expr, $labels:expr) => {{
+                let m = <$ty>::new(opts($name, $help), $labels)?;
+                registry.register(Box::new(m.clone()))?;
+                m
+            }};
+        }
+        let release_status = reg!(
+            GaugeVec,
+            "relstat_release_status",
+            "1 for the current status of each tracked release key.",
+            &["release", "service", "environment", "site", "status"]
+        );
+        let release_since = reg!(
+            GaugeVec,
+            "relstat_release_status_since_timestamp_seconds",
+            "Event time the current status was entered (time in status = time() - this).",
+            &["release", "service", "environment", "site"]
+        );
+        let status_duration = hist(
+            "relstat_status_duration_seconds",
+            "Time spent in a status (event time), observed when it is left.",
+            &["service", "environment", "site", "status"],
+        )?;
+        let transitions = reg!(
+            IntCounterVec,
+            "relstat_status_transitions_total",
+            "Status transitions applied, allowed or not.",
+            &["environment", "from", "to"]
+        );
+        let in_status = reg!(
+            IntGaugeVec,
+            "relstat_releases_in_status",
+            "Tracked release keys currently in each status.",
+            &["environment", "status"]
+        );
+        let stuck = reg!(
+            IntGaugeVec,
+            "relstat_releases_stuck",
+            "Open release keys whose time in status, by the agent's clock, is past the status's stuck_after.",
+            &["environment", "status"]
+        );
+        let resolution = hist(
+            "relstat_status_resolution_seconds",
+            "Time to resolve a stuck or conflicting status (MTTSR = rate(_sum) / rate(_count)).",
+            &["environment", "site", "status", "cause"],
+        )?;
+        let deployments = reg!(
+            IntCounterVec,
+            "relstat_deployments_total",
+            "Deployments by outcome (success, failure, rollback).",
+            &["service", "environment", "outcome"]
+        );
+        let lead_time = hist(
+            "relstat_lead_time_seconds",
+            "Commit time to deployed, when the commit time is known.",
+            &["service", "environment", "site"],
+        )?;
+        let restore = hist(
+            "relstat_restore_seconds",
+            "Time to restore: from a failure or rollback to the next deployed of that service and environment.",
+            &["service", "environment", "site"],
+        )?;
+        let anomalies = reg!(
+            IntCounterVec,
+            "relstat_anomalies_total",
+            "Anomalies detected.",
+            &["rule", "severity", "environment"]
+        );
+        let events = reg!(
+            IntCounterVec,
+            "relstat_events_total",
+            "Input accounting: every line or payload in exactly one result.",
+            &["source", "result"]
+        );
+        let source_last = reg!(
+            GaugeVec,
+            "relstat_source_last_event_timestamp_seconds",
+            "Event time of the latest event read from each source.",
+            &["source"]
+        );
+        let source_errors = reg!(
+            IntCounterVec,
+            "relstat_source_errors_total",
+            "Read, poll and parse errors per source.",
+            &["source", "kind"]
+        );
+        let spool_events = IntGauge::new(
+            "relstat_spool_events",
+            "SIEM records pending in the store-and-forward spool.",
+        )?;
+        registry.register(Box::new(spool_events.clone()))?;
+        let spool_bytes =
+            IntGauge::new("relstat_spool_bytes", "Bytes pending in the store-and-forward spool.")?;
+        registry.register(Box::new(spool_bytes.clone()))?;
+        let spool_oldest_age = Gauge::new(
+            "relstat_spool_oldest_event_age_seconds",
+            "Age of the oldest pending SIEM record: how far behind forwarding is.",
+        )?;
+        registry.register(Box::new(spool_oldest_age.clone()))?;
+        let forward_events = reg!(
+            IntCounterVec,
+            "relstat_forward_events_total",
+            "SIEM delivery accounting.",
+            &["sink", "result"]
+        );
+        let forward_connected = reg!(
+            IntGaugeVec,
+            "relstat_forward_connected",
+            "1 while the SIEM connection is up.",
+            &["sink"]
+        );
+        let build_info = reg!(
+            IntGaugeVec,
+            "relstat_build_info",
+            "Always 1; the version and revision of this relstat.",
+            &["version", "revision"]
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("RELSTAT_REVISION")])
+            .set(1);
+        let evictions = IntCounter::new(
+            "relstat_tracked_evictions_total",
+            "Per-release series removed early because max_tracked was reached.",
+        )?;
+        registry.register(Box::new(evictions.clone()))?;
+        let label_overflow = reg!(
+            IntCounterVec,
+            "relstat_label_overflow_total",
+            "Label values replaced by \"other\" because max_label_values was reached.",
+            &["label"]
+        );
+        if process {
+            registry.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))?;
+        }
+        Ok(Self {
+            registry,
+            release_status,
+            release_since,
+            status_duration,
+            transitions,
+            in_status,
+            stuck,
+            resolution,
+            deployments,
+            lead_time,
+            restore,
+            anomalies,
+            events,
+            source_last,
+            source_errors,
+            spool_events,
+            spool_bytes,
+            spool_oldest_age,
+            forward_events,
+            forward_connected,
+            evictions,
+            label_overflow,
+            exposed: HashMap::new(),
+            caps: LabelCaps {
+                max: cfg.max_label_values,
+                seen: HashMap::new(),
+            },
+            retention_ms: cfg.finished_retention.as_millis() as TimeMs,
+            max_tracked: cfg.max_tracked,
+        })
+    }
+
+    /// Starts every source's input counters at zero so that each result
+    /// appears in the exposition before the first line arrives.
+    pub fn declare_source(&self, source: &str) {
+        for r in InputResult::ALL {
+            self.events.with_label_values(&[source, r.as_str()]);
+        }
+    }
+
+    /// Counters carried over from the store (input accounting survives restarts).
+    pub fn restore_counters(&self, counters: &BTreeMap<(String, InputResult), u64>) {
+        for ((source, result), n) in counters {
+            self.events.with_label_values(&[source, result.as_str()]).inc_by(*n);
+        }
+    }
+
+    /// A source produced an event with this event time.
+    pub fn source_event(&self, source: &str, time: TimeMs) {
+        let g = self.source_last.with_label_values(&[source]);
+        let t = time as f64 / 1000.0;
+        if t > g.get() {
+            g.set(t);
+        }
+    }
+
+    pub fn source_error(&self, source: &str, kind: &str) {
+        self.source_errors.with_label_values(&[source, kind]).inc();
+    }
+
+    fn key_labels(&mut self, key: &Key) -> (String, String, String) {
+        let o = &self.label_overflow;
+        (
+            self.caps.cap("service", &key.service, o),
+            self.caps.cap("environment", &key.environment, o),
+            self.caps.cap("site", &key.site, o),
+        )
+    }
+
+    fn env_label(&mut self, env: &str) -> String {
+        self.caps.cap("environment", env, &self.label_overflow)
+    }
+
+    /// Reflects one tracker effect.
+    pub fn apply(&mut self, effect: &Effect) {
+        match effect {
+            Effect::Input { source, result } => {
+                self.events.with_label_values(&[source, result.as_str()]).inc();
+            }
+            Effect::Status { key, status, since } => self.set_status(key, status, *since),
+            Effect::Finished { key, at } => {
+                if let Some(e) = self.exposed.get_mut(key) {
+                    e.finished_at = Some(*at);
+                }
+            }
+            Effect::Reopened { key } => {
+                if let Some(e) = self.exposed.get_mut(key) {
+                    e.finished_at = None;
+                }
+            }
+            Effect::Forgotten { key } => self.unexpose(key),
+            Effect::Transition {
+                environment,
+                from,
+                to,
+            } => {
+                let env = self.env_label(environment);
+                self.transitions.with_label_values(&[env.as_str(), from, to]).inc();
+            }
+            Effect::Duration { key, status, secs } => {
+                let (s, e, site) = self.key_labels(key);
+                self.status_duration
+                    .with_label_values(&[s.as_str(), &e, &site, status])
+                    .observe(*secs);
+            }
+            Effect::Resolution {
+                key,
+                status,
+                cause,
+                secs,
+            } => {
+                let (_, e, site) = self.key_labels(key);
+                self.resolution
+                    .with_label_values(&[e.as_str(), &site, status, cause.as_str()])
+                    .observe(*secs);
+            }
+            Effect::Deployment { key, outcome } => {
+                let (s, e, _) = self.key_labels(key);
+                self.deployments
+                    .with_label_values(&[s.as_str(), &e, outcome.as_str()])
+                    .inc();
+            }
+            Effect::LeadTime { key, secs } => {
+                let (s, e, site) = self.key_labels(key);
+                self.lead_time.with_label_values(&[s.as_str(), &e, &site]).observe(*secs);
+            }
+            Effect::Restore { key, secs } => {
+                let (s, e, site) = self.key_labels(key);
+                self.restore.with_label_values(&[s.as_str(), &e, &site]).observe(*secs);
+            }
+            Effect::Anomaly(a) => {
+                let env = self.env_label(&a.environment);
+                self.anomalies
+                    .with_label_values(&[a.rule.as_str(), a.severity.as_str(), &env])
+                    .inc();
+            }
+            Effect::StuckCounts(counts) => {
+                self.stuck.reset();
+                for ((env, status), n) in counts {
+                    let env = self.env_label(env);
+                    self.stuck.with_label_values(&[env.as_str(), status]).set(*n as i64);
+                }
+            }
+        }
+    }
+
+    fn set_status(&mut self, key: &Key, status: &str, since: TimeMs) {
+        if let Some(old) = self.exposed.get(key) {
+            if old.status == status && old.since == since {
+                return;
+            }
+            let old = old.clone();
+            let _ = self.release_status.remove_label_values(&[
+                &key.release,
+                &old.service,
+                &old.environment,
+                &old.site,
+                &old.status,
+            ]);
+            self.in_status.with_label_values(&[&old.environment, &old.status]).dec();
+        }
+        let (service, environment, site) = self.key_labels(key);
+        self.release_status
+            .with_label_values(&[key.release.as_str(), &service, &environment, &site, status])
+            .set(1.0);
+        self.release_since
+            .with_label_values(&[key.release.as_str(), &service, &environment, &site])
+            .set(since as f64 / 1000.0);
+        self.in_status.with_label_values(&[environment.as_str(), status]).inc();
+        let finished_at = self.exposed.get(key).and_then(|e| e.finished_at);
+        self.exposed.insert(
+            key.clone(),
+            Exposed {
+                service,
+                environment,
+                site,
+                status: status.to_string(),
+                since,
+                finished_at,
+            },
+        );
+    }
+
+    fn unexpose(&mut self, key: &Key) {
+        if let Some(e) = self.exposed.remove(key) {
+            let _ = self.release_status.remove_label_values(&[
+                &key.release,
+                &e.service,
+                &e.environment,
+                &e.site,
+                &e.status,
+            ]);
+            let _ = self.release_since.remove_label_values(&[
+                &key.release,
+                &e.service,
+                &e.environment,
+                &e.site,
+            ]);
+            self.in_status.with_label_values(&[&e.environment, &e.status]).dec();
+        }
+    }
+
+    /// Removes the series of keys finished more than `finished_retention`
+    /// ago, then enforces `max_tracked`.
+    pub fn expire(&mut self, now: TimeMs) {
+        let retention = self.retention_ms;
+        let expired: Vec<Key> = self
+            .exposed
+            .iter()
+            .filter(|(_, e)| e.finished_at.is_some_and(|at| now - at >= retention))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            self.unexpose(&k);
+        }
+        if self.exposed.len() > self.max_tracked {
+            let excess = self.exposed.len() - self.max_tracked;
+            let mut order: Vec<(bool, TimeMs, Key)> = self
+                .exposed
+                .iter()
+                .map(|(k, e)| match e.finished_at {
+                    Some(at) => (false, at, k.clone()),
+                    None => (true, e.since, k.clone()),
+                })
+                .collect();
+            order.sort();
+            for (_, _, k) in order.into_iter().take(excess) {
+                self.unexpose(&k);
+                self.evictions.inc();
+            }
+        }
+    }
+
+    /// Removes the series of every finished key (`replay` shows only keys
+    /// unfinished at the end).
+    pub fn drop_finished(&mut self) {
+        let finished: Vec<Key> = self
+            .exposed
+            .iter()
+            .filter(|(_, e)| e.finished_at.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in finished {
+            self.unexpose(&k);
+        }
+    }
+
+    /// Number of keys with per-release series.
+    pub fn exposed_len(&self) -> usize {
+        self.exposed.len()
+    }
+
+    /// The exposition in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        // Encoding into a Vec cannot fail for valid families.
+        let _ = TextEncoder::new().encode(&families, &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,86 @@
+use super::*;
+use crate::track::Effect;
+
+fn key(r: &str, svc: &str, env: &str) -> Key {
+    Key {
+        release: r.into(),
+        service: svc.into(),
+        environment: env.into(),
+        site: String::new(),
+    }
+}
+
+fn metrics(max_tracked: usize, max_labels: usize) -> Metrics {
+    let cfg = TrackingConfig {
+        max_tracked,
+        max_label_values: max_labels,
+        ..Default::default()
+    };
+    Metrics::new(&cfg, false).unwrap()
+}
+
+fn status(m: &mut Metrics, k: &Key, s: &str, since: TimeMs) {
+    m.apply(&Effect::Status {
+        key: k.clone(),
+        status: s.into(),
+        since,
+    });
+}
+
+#[test]
+fn only_the_current_status_is_exposed() {
+    let mut m = metrics(10, 10);
+    let k = key("r1", "api", "production");
+    status(&mut m, &k, "in_progress", 1_000);
+    status(&mut m, &k, "deployed", 5_000);
+    let out = m.render();
+    assert!(out.contains(r#"relstat_release_status{environment="production",release="r1",service="api",site="",status="deployed"} 1"#), "{out}");
+    assert!(!out.contains(r#"status="in_progress"} 1"#), "{out}");
+    assert!(out.contains(r#"relstat_release_status_since_timestamp_seconds{environment="production",release="r1",service="api",site=""} 5"#), "{out}");
+    assert!(out.contains(r#"relstat_releases_in_status{environment="production",status="deployed"} 1"#));
+    assert!(out.contains(r#"relstat_releases_in_status{environment="production",status="in_progress"} 0"#));
+}
+
+#[test]
+fn finished_series_leave_after_retention_and_reopen_cancels_it() {
+    let mut m = metrics(10, 10);
+    let (a, b) = (key("r1", "api", "prod"), key("r2", "api", "prod"));
+    status(&mut m, &a, "complete", 0);
+    status(&mut m, &b, "complete", 0);
+    m.apply(&Effect::Finished { key: a.clone(), at: 1_000 });
+    m.apply(&Effect::Finished { key: b.clone(), at: 1_000 });
+    m.apply(&Effect::Reopened { key: b.clone() });
+    m.expire(1_000 + 3_599_999);
+    assert_eq!(m.exposed_len(), 2);
+    m.expire(1_000 + 3_600_000);
+    assert_eq!(m.exposed_len(), 1);
+    assert!(!m.render().contains(r#"release="r1""#));
+    assert!(m.render().contains(r#"release="r2""#));
+}
+
+#[test]
+fn max_tracked_evicts_oldest_finished_first_and_counts() {
+    let mut m = metrics(2, 10);
+    let (a, b, c) = (key("a", "s", "e"), key("b", "s", "e"), key("c", "s", "e"));
+    status(&mut m, &a, "in_progress", 0); // open, oldest
+    status(&mut m, &b, "complete", 10);
+    m.apply(&Effect::Finished { key: b.clone(), at: 20 });
+    status(&mut m, &c, "in_progress", 30);
+    m.expire(40);
+    let out = m.render();
+    assert!(!out.contains(r#"release="b""#), "finished key goes first: {out}");
+    assert!(out.contains(r#"release="a""#) && out.contains(r#"release="c""#));
+    assert!(out.contains("relstat_tracked_evictions_total 1"));
+}
+
+#[test]
+fn label_values_beyond_the_cap_become_other_and_are_counted() {
+    let mut m = metrics(10, 2);
+    for (i, svc) in ["a", "b", "c", "d"].iter().enumerate() {
+        status(&mut m, &key(&format!("r{i}"), svc, "prod"), "deployed", 0);
+    }
+    let out = m.render();
+    assert!(out.contains(r#"service="a""#) && out.contains(r#"service="b""#));
+    assert!(out.contains(r#"release="r2",service="other""#), "{out}");
+    assert!(out.contains(r#"relstat_label_overflow_total{label="service"} 2"#), "{out}");
+}
