@@ -40,8 +40,17 @@ pub struct Model {
     pub permissions: Vec<Permission>,
 }
 
-/// (id, display, next, terminal, stuck_after in hours) in rank order.
-const BUILTIN: &[(&str, &str, &[&str], bool, Option<u64>)] = &[
+/// One row of the built-in table: (id, display, next, terminal, stuck_after in hours).
+type BuiltinState = (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    bool,
+    Option<u64>,
+);
+
+/// SPEC section 2's table, in rank order.
+const BUILTIN: &[BuiltinState] = &[
     (
         "scheduled",
         "Scheduled",

@@ -894,8 +894,9 @@ pub mod locate {
         }
     }
 
-    /// The line of a key path like `sources[1].status_map.SUCCESS`: the
-    /// line of the deepest part of the path that exists in the document.
+    /// The line of a key path like `sources[1].status_map.SUCCESS`, or
+    /// `None` when that key is not written in the document (validation
+    /// then points at a parent: see `validate::problem_at`).
     pub fn line_of(text: &str, key: &str) -> Option<usize> {
         let root = DeTable::parse(text).ok()?;
         let mut best: Option<usize> = None;
@@ -904,8 +905,7 @@ pub mod locate {
         for segment in split_path(key) {
             let (name, index) = segment;
             if !name.is_empty() {
-                let t = table?;
-                let (k, v) = t.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
+                let (k, v) = table?.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
                 best = Some(line_at(text, k.span().start));
                 current = Some(v.get_ref());
                 table = match v.get_ref() {
@@ -914,10 +914,12 @@ pub mod locate {
                 };
             }
             if let Some(i) = index {
-                let DeValue::Array(items) = current? else {
+                let Some(DeValue::Array(items)) = current else {
                     return best;
                 };
-                let item = items.get(i)?;
+                let Some(item) = items.get(i) else {
+                    return best;
+                };
                 best = Some(line_at(text, item.span().start));
                 current = Some(item.get_ref());
                 table = match item.get_ref() {

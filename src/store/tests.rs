@@ -38,7 +38,7 @@ fn event(i: u64) -> Event {
 fn state(i: u64) -> KeyState {
     let e = event(i);
     let mut s = KeyState::first(&e, "deployed", 70, e.time);
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         s.finished = Some(Finished {
             at: e.time,
             reason: FinishReason::Terminal,

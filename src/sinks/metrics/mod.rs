@@ -102,12 +102,20 @@ impl Metrics {
     /// collector (the running agent has it; a replay's output does not).
     pub fn new(cfg: &TrackingConfig, process: bool) -> Result<Self, MetricsError> {
         let registry = Registry::new();
-        let buckets: Vec<f64> = cfg.duration_buckets.iter().map(|d| d.as_secs_f64()).collect();
-        let hist = |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, MetricsError> {
-            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.clone()), labels)?;
-            registry.register(Box::new(h.clone()))?;
-            Ok(h)
-        };
+        let buckets: Vec<f64> = cfg
+            .duration_buckets
+            .iter()
+            .map(|d| d.as_secs_f64())
+            .collect();
+        let hist =
+            |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, MetricsError> {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(buckets.clone()),
+                    labels,
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
         macro_rules! reg {
             ($ty:ty, $name:expr, $help:expr, $labels:expr) => {{
                 let m = <$ty>::new(opts($name, $help), $labels)?;
@@ -200,8 +208,10 @@ impl Metrics {
             "SIEM records pending in the store-and-forward spool.",
         )?;
         registry.register(Box::new(spool_events.clone()))?;
-        let spool_bytes =
-            IntGauge::new("relstat_spool_bytes", "Bytes pending in the store-and-forward spool.")?;
+        let spool_bytes = IntGauge::new(
+            "relstat_spool_bytes",
+            "Bytes pending in the store-and-forward spool.",
+        )?;
         registry.register(Box::new(spool_bytes.clone()))?;
         let spool_oldest_age = Gauge::new(
             "relstat_spool_oldest_event_age_seconds",
@@ -289,7 +299,9 @@ impl Metrics {
     /// Counters carried over from the store (input accounting survives restarts).
     pub fn restore_counters(&self, counters: &BTreeMap<(String, InputResult), u64>) {
         for ((source, result), n) in counters {
-            self.events.with_label_values(&[source, result.as_str()]).inc_by(*n);
+            self.events
+                .with_label_values(&[source, result.as_str()])
+                .inc_by(*n);
         }
     }
 
@@ -323,7 +335,9 @@ impl Metrics {
     pub fn apply(&mut self, effect: &Effect) {
         match effect {
             Effect::Input { source, result } => {
-                self.events.with_label_values(&[source, result.as_str()]).inc();
+                self.events
+                    .with_label_values(&[source, result.as_str()])
+                    .inc();
             }
             Effect::Status { key, status, since } => self.set_status(key, status, *since),
             Effect::Finished { key, at } => {
@@ -343,7 +357,9 @@ impl Metrics {
                 to,
             } => {
                 let env = self.env_label(environment);
-                self.transitions.with_label_values(&[env.as_str(), from, to]).inc();
+                self.transitions
+                    .with_label_values(&[env.as_str(), from, to])
+                    .inc();
             }
             Effect::Duration { key, status, secs } => {
                 let (s, e, site) = self.key_labels(key);
@@ -370,11 +386,15 @@ impl Metrics {
             }
             Effect::LeadTime { key, secs } => {
                 let (s, e, site) = self.key_labels(key);
-                self.lead_time.with_label_values(&[s.as_str(), &e, &site]).observe(*secs);
+                self.lead_time
+                    .with_label_values(&[s.as_str(), &e, &site])
+                    .observe(*secs);
             }
             Effect::Restore { key, secs } => {
                 let (s, e, site) = self.key_labels(key);
-                self.restore.with_label_values(&[s.as_str(), &e, &site]).observe(*secs);
+                self.restore
+                    .with_label_values(&[s.as_str(), &e, &site])
+                    .observe(*secs);
             }
             Effect::Anomaly(a) => {
                 let env = self.env_label(&a.environment);
@@ -386,7 +406,9 @@ impl Metrics {
                 self.stuck.reset();
                 for ((env, status), n) in counts {
                     let env = self.env_label(env);
-                    self.stuck.with_label_values(&[env.as_str(), status]).set(*n as i64);
+                    self.stuck
+                        .with_label_values(&[env.as_str(), status])
+                        .set(*n as i64);
                 }
             }
         }
@@ -405,7 +427,9 @@ impl Metrics {
                 &old.site,
                 &old.status,
             ]);
-            self.in_status.with_label_values(&[&old.environment, &old.status]).dec();
+            self.in_status
+                .with_label_values(&[&old.environment, &old.status])
+                .dec();
         }
         let (service, environment, site) = self.key_labels(key);
         self.release_status
@@ -414,7 +438,9 @@ impl Metrics {
         self.release_since
             .with_label_values(&[key.release.as_str(), &service, &environment, &site])
             .set(since as f64 / 1000.0);
-        self.in_status.with_label_values(&[environment.as_str(), status]).inc();
+        self.in_status
+            .with_label_values(&[environment.as_str(), status])
+            .inc();
         let finished_at = self.exposed.get(key).and_then(|e| e.finished_at);
         self.exposed.insert(
             key.clone(),
@@ -444,7 +470,9 @@ impl Metrics {
                 &e.environment,
                 &e.site,
             ]);
-            self.in_status.with_label_values(&[&e.environment, &e.status]).dec();
+            self.in_status
+                .with_label_values(&[&e.environment, &e.status])
+                .dec();
         }
     }
 

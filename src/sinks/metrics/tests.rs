@@ -37,8 +37,12 @@ fn only_the_current_status_is_exposed() {
     assert!(out.contains(r#"relstat_release_status{environment="production",release="r1",service="api",site="",status="deployed"} 1"#), "{out}");
     assert!(!out.contains(r#"status="in_progress"} 1"#), "{out}");
     assert!(out.contains(r#"relstat_release_status_since_timestamp_seconds{environment="production",release="r1",service="api",site=""} 5"#), "{out}");
-    assert!(out.contains(r#"relstat_releases_in_status{environment="production",status="deployed"} 1"#));
-    assert!(out.contains(r#"relstat_releases_in_status{environment="production",status="in_progress"} 0"#));
+    assert!(
+        out.contains(r#"relstat_releases_in_status{environment="production",status="deployed"} 1"#)
+    );
+    assert!(out.contains(
+        r#"relstat_releases_in_status{environment="production",status="in_progress"} 0"#
+    ));
 }
 
 #[test]
@@ -47,8 +51,14 @@ fn finished_series_leave_after_retention_and_reopen_cancels_it() {
     let (a, b) = (key("r1", "api", "prod"), key("r2", "api", "prod"));
     status(&mut m, &a, "complete", 0);
     status(&mut m, &b, "complete", 0);
-    m.apply(&Effect::Finished { key: a.clone(), at: 1_000 });
-    m.apply(&Effect::Finished { key: b.clone(), at: 1_000 });
+    m.apply(&Effect::Finished {
+        key: a.clone(),
+        at: 1_000,
+    });
+    m.apply(&Effect::Finished {
+        key: b.clone(),
+        at: 1_000,
+    });
     m.apply(&Effect::Reopened { key: b.clone() });
     m.expire(1_000 + 3_599_999);
     assert_eq!(m.exposed_len(), 2);
@@ -64,11 +74,17 @@ fn max_tracked_evicts_oldest_finished_first_and_counts() {
     let (a, b, c) = (key("a", "s", "e"), key("b", "s", "e"), key("c", "s", "e"));
     status(&mut m, &a, "in_progress", 0); // open, oldest
     status(&mut m, &b, "complete", 10);
-    m.apply(&Effect::Finished { key: b.clone(), at: 20 });
+    m.apply(&Effect::Finished {
+        key: b.clone(),
+        at: 20,
+    });
     status(&mut m, &c, "in_progress", 30);
     m.expire(40);
     let out = m.render();
-    assert!(!out.contains(r#"release="b""#), "finished key goes first: {out}");
+    assert!(
+        !out.contains(r#"release="b""#),
+        "finished key goes first: {out}"
+    );
     assert!(out.contains(r#"release="a""#) && out.contains(r#"release="c""#));
     assert!(out.contains("relstat_tracked_evictions_total 1"));
 }
@@ -82,5 +98,8 @@ fn label_values_beyond_the_cap_become_other_and_are_counted() {
     let out = m.render();
     assert!(out.contains(r#"service="a""#) && out.contains(r#"service="b""#));
     assert!(out.contains(r#"release="r2",service="other""#), "{out}");
-    assert!(out.contains(r#"relstat_label_overflow_total{label="service"} 2"#), "{out}");
+    assert!(
+        out.contains(r#"relstat_label_overflow_total{label="service"} 2"#),
+        "{out}"
+    );
 }
