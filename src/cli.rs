@@ -1,1 +1,176 @@
-//! CLI.
+//! The command line (SPEC section 8): clap definitions and the dispatch of
+//! each command. Exit codes: 0 success, 1 runtime failure, 2 usage or
+//! configuration error.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, ConfigError, Loaded};
+
+/// Exit code of a runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of a usage or configuration error.
+pub const EXIT_USAGE: u8 = 2;
+
+/// relstat: release-status tracking agent.
+#[derive(Debug, Parser)]
+#[command(name = "relstat", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file [default: /etc/relstat/relstat.toml when it exists,
+    /// else built-in defaults]
+    #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the configuration and print every problem found
+    CheckConfig,
+    /// Run historical logs offline (in memory, never the live data_dir)
+    Replay {
+        /// Send every file to this file source instead of matching `paths`
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// What to print
+        #[arg(long, value_enum, default_value_t = Output::Prom)]
+        output: Output,
+        /// The agent's clock (RFC 3339) [default: the greatest event time not ahead of now]
+        #[arg(long, value_name = "TIME")]
+        now: Option<String>,
+        /// Log files, merged by event time
+        #[arg(required = true, value_name = "LOGFILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Print shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    /// Prometheus text exposition
+    Prom,
+    /// Anomalies, final statuses and input accounting as JSON
+    Json,
+}
+
+/// An error with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    fn usage(e: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: EXIT_USAGE,
+            error: e.into(),
+        }
+    }
+    fn runtime(e: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: EXIT_FAILURE,
+            error: e.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::usage(e)
+    }
+}
+
+/// The system's host name (for `[agent] hostname`'s default).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn load_config(explicit: Option<&Path>) -> Result<Loaded, Failure> {
+    let path = config::resolve(explicit);
+    Ok(config::load(path.as_deref())?)
+}
+
+/// Runs one command.
+pub fn dispatch(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::CheckConfig => check_config(cli.config.as_deref()),
+        Command::Replay {
+            source,
+            output,
+            now,
+            files,
+        } => {
+            let loaded = load_config(cli.config.as_deref())?;
+            let now = match now {
+                Some(t) => Some(crate::event::parse_rfc3339(&t).ok_or_else(|| {
+                    Failure::usage(anyhow::anyhow!(
+                        "--now {t:?} is not an RFC 3339 time, e.g. 2026-11-03T10:00:00Z"
+                    ))
+                })?),
+                None => None,
+            };
+            let opts = crate::replay::Options { files, source, now };
+            let report = crate::replay::replay(&loaded, &opts).map_err(|e| {
+                if e.is_usage() {
+                    Failure::usage(e)
+                } else {
+                    Failure::runtime(e)
+                }
+            })?;
+            let mut out = std::io::stdout().lock();
+            let written = match output {
+                Output::Prom => out.write_all(report.metrics.render().as_bytes()),
+                Output::Json => serde_json::to_writer_pretty(&mut out, &report.to_json())
+                    .map_err(std::io::Error::other)
+                    .and_then(|_| out.write_all(b"\n")),
+            };
+            written.map_err(Failure::runtime)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "relstat", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let man = clap_mangen::Man::new(Cli::command());
+            man.render(&mut std::io::stdout()).map_err(Failure::runtime)
+        }
+    }
+}
+
+fn check_config(explicit: Option<&Path>) -> Result<(), Failure> {
+    let loaded = load_config(explicit)?;
+    for w in config::validate::warnings(&loaded) {
+        eprintln!("warning: {w}");
+    }
+    println!("{}: configuration is valid ({} sources)", loaded.file_label(), loaded.config.sources.len());
+    Ok(())
+}
+
+/// `main`'s body: parse, dispatch, print the error chain, map to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("relstat: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}

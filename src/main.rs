@@ -1,1 +1,5 @@
-fn main() {}
+//! The `relstat` binary: everything lives in the library; see `relstat::cli`.
+
+fn main() -> std::process::ExitCode {
+    relstat::cli::main()
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the real peers the test suite talks to (Debian packages), when
+# they are missing: promtool (prometheus). Idempotent; needs root or sudo.
+set -euo pipefail
+
+need=()
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "install-peers: need root to install: ${need[*]}" >&2; exit 1
+  fi
+fi
+echo "install-peers: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs the peers the tests
+# need, then runs every test. With CI=true a missing peer fails its tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-peers.sh
+cargo test --locked "$@"

@@ -1,0 +1,8 @@
+//! Integration tests: the real `relstat` binary against real files and real
+//! peers (promtool, and later rsyslog and Prometheus). One test binary;
+//! helpers in `util`.
+
+mod util;
+
+mod cli;
+mod replay;
