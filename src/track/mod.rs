@@ -56,7 +56,9 @@ impl Outcome {
 }
 
 /// Something the sinks must reflect. Emitted in order; drained with
-/// [`Tracker::take_effects`].
+/// [`Tracker::take_effects`]. Effects live only until the next drain, so
+/// the size of the `Anomaly` variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Input {
@@ -572,8 +574,11 @@ impl Tracker {
             && kind == ChangeKind::Rereport
             && Known::is(known.deployed, to)
         {
-            // A superseded or stale deployed key reported deployed again.
-            self.supersede(key, &target, order_time, now);
+            // A superseded or stale deployed key reported deployed again: it
+            // reached deployed when it entered it, not when re-reported, so
+            // the outcome does not depend on which report arrived first.
+            let entered_at = self.keys.get(key).map_or(order_time, |ks| ks.entered_at);
+            self.supersede(key, &target, entered_at, now);
         }
     }
 
@@ -591,11 +596,16 @@ impl Tracker {
                 secs: (at - ct) as f64 / 1000.0,
             });
         }
-        if let Some(since) = self.failing.remove(&Target::of(key)) {
+        // A deployment dated before the failure (reported late) restores nothing.
+        let target = Target::of(key);
+        if let Some(&since) = self.failing.get(&target)
+            && since <= at
+        {
+            self.failing.remove(&target);
             self.failing_dirty = true;
             self.effects.push(Effect::Restore {
                 key: key.clone(),
-                secs: (at - since).max(0) as f64 / 1000.0,
+                secs: (at - since) as f64 / 1000.0,
             });
         }
     }
@@ -624,8 +634,8 @@ impl Tracker {
             outcome,
         });
         let t = Target::of(key);
-        if !self.failing.contains_key(&t) {
-            self.failing.insert(t, at);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.failing.entry(t) {
+            e.insert(at);
             self.failing_dirty = true;
         }
     }
@@ -644,8 +654,9 @@ impl Tracker {
         let prev_live = self.keys.get(&prev).filter(|ks| {
             ks.finished.is_none() && deployed.is_some() && self.model.index(&ks.status) == deployed
         });
+        // Ties (same entry time) go to the greater release, whatever arrived first.
         match prev_live {
-            Some(ps) if ps.entered_at > at => {
+            Some(ps) if (ps.entered_at, &prev.release) > (at, &key.release) => {
                 // A newer release already rests there: this one is superseded.
                 self.finish(key, now, FinishReason::Superseded);
             }
