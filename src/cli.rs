@@ -159,7 +159,11 @@ fn check_config(explicit: Option<&Path>) -> Result<(), Failure> {
     for w in config::validate::warnings(&loaded) {
         eprintln!("warning: {w}");
     }
-    println!("{}: configuration is valid ({} sources)", loaded.file_label(), loaded.config.sources.len());
+    println!(
+        "{}: configuration is valid ({} sources)",
+        loaded.file_label(),
+        loaded.config.sources.len()
+    );
     Ok(())
 }
 

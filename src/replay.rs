@@ -49,7 +49,10 @@ pub enum ReplayError {
 impl ReplayError {
     /// Usage mistakes (exit 2) vs failures while running (exit 1).
     pub fn is_usage(&self) -> bool {
-        matches!(self, Self::NoSource { .. } | Self::UnknownSource(_) | Self::Model)
+        matches!(
+            self,
+            Self::NoSource { .. } | Self::UnknownSource(_) | Self::Model
+        )
     }
 }
 
@@ -159,7 +162,11 @@ fn source_for<'a>(
 pub fn replay(loaded: &Loaded, opts: &Options) -> Result<Report, ReplayError> {
     let cfg = &loaded.config;
     let model = Arc::new(Model::from_config(&cfg.model).map_err(|_| ReplayError::Model)?);
-    let host = cfg.agent.hostname.clone().unwrap_or_else(crate::cli::hostname);
+    let host = cfg
+        .agent
+        .hostname
+        .clone()
+        .unwrap_or_else(crate::cli::hostname);
     let detect = Detectors::new(&cfg.anomalies, &host);
     let mut tracker = Tracker::new(model.clone(), detect, Settings::from_config(cfg, false));
     let mut metrics = Metrics::new(&cfg.tracking, false)?;
@@ -170,12 +177,11 @@ pub fn replay(loaded: &Loaded, opts: &Options) -> Result<Report, ReplayError> {
     for file in &opts.files {
         let src = source_for(&cfg.sources, file, opts.source.as_deref())?;
         if !parsers.contains_key(&src.name) {
-            let p = LineParser::new(src, &model, &cfg.agent.site).map_err(|e| {
-                ReplayError::Parser {
+            let p =
+                LineParser::new(src, &model, &cfg.agent.site).map_err(|e| ReplayError::Parser {
                     source_name: src.name.clone(),
                     detail: e.to_string(),
-                }
-            })?;
+                })?;
             metrics.declare_source(&src.name);
             parsers.insert(src.name.clone(), p);
         }
@@ -220,7 +226,11 @@ pub fn replay(loaded: &Loaded, opts: &Options) -> Result<Report, ReplayError> {
         if opts.now.is_none() && ev.time <= wall && ev.time > clock {
             clock = ev.time;
         }
-        let now = if clock == TimeMs::MIN { ev.time.min(wall) } else { clock };
+        let now = if clock == TimeMs::MIN {
+            ev.time.min(wall)
+        } else {
+            clock
+        };
         metrics.source_event(&ev.source, ev.time);
         let source = ev.source.clone();
         let result = tracker.apply(ev, now);
@@ -306,7 +316,11 @@ impl Report {
         });
         let mut events: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
         for ((source, result), n) in &self.counts {
-            *events.entry(source.clone()).or_default().entry(result.as_str()).or_default() += n;
+            *events
+                .entry(source.clone())
+                .or_default()
+                .entry(result.as_str())
+                .or_default() += n;
         }
         JsonReport {
             now: format_rfc3339(self.now),

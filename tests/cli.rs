@@ -19,9 +19,15 @@ fn check_config_names_file_line_and_key_and_exits_2() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     let file = path.display().to_string();
-    assert!(err.contains(&format!("{file}:6: sources[0].status_map.OK")), "{err}");
+    assert!(
+        err.contains(&format!("{file}:6: sources[0].status_map.OK")),
+        "{err}"
+    );
     assert!(err.contains("deployd"), "{err}");
-    assert!(err.contains(&format!("{file}:9: tracking.max_tracked")), "{err}");
+    assert!(
+        err.contains(&format!("{file}:9: tracking.max_tracked")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -52,5 +58,9 @@ fn completions_and_man_page_are_generated() {
     assert!(stdout(&o).contains("check-config"));
     let o = relstat(&["man"]);
     assert!(o.status.success());
-    assert!(stdout(&o).starts_with(".ie") || stdout(&o).contains(".TH relstat"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with(".ie") || stdout(&o).contains(".TH relstat"),
+        "{}",
+        stdout(&o)
+    );
 }

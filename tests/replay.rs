@@ -23,7 +23,9 @@ fn the_example_exposition_passes_promtool_check_metrics() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("relstat_build_info{"), "{text}");
-    let Some(promtool) = peer("promtool") else { return };
+    let Some(promtool) = peer("promtool") else {
+        return;
+    };
     let (clean, findings) = promtool_check_metrics(&promtool, &text);
     assert!(clean, "promtool check metrics found:\n{findings}");
 }
@@ -33,10 +35,10 @@ fn the_example_accounts_for_every_line() {
     let o = replay(&["--output", "json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    // deploy.ndjson: 70 lines = 66 events + 1 duplicate + 1 late (logged out
+    // deploy.ndjson: 79 lines = 75 events + 1 duplicate + 1 late (logged out
     // of order) + 1 truncated line + 1 status no state maps (gen_logs.py).
     let json = &v["events"]["deploy-json"];
-    assert_eq!(json["accepted"], 66, "{json}");
+    assert_eq!(json["accepted"], 75, "{json}");
     assert_eq!(json["duplicate"], 1, "{json}");
     assert_eq!(json["late"], 1, "{json}");
     assert_eq!(json["invalid"], 1, "{json}");
@@ -46,10 +48,23 @@ fn the_example_accounts_for_every_line() {
         .unwrap()
         .lines()
         .count();
-    let total: u64 = json.as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
-    assert_eq!(total as usize, lines, "every line lands in exactly one result");
+    let total: u64 = json
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        total as usize, lines,
+        "every line lands in exactly one result"
+    );
     // A realistic clean history raises nothing.
-    assert_eq!(v["anomalies"].as_array().unwrap().len(), 0, "{}", v["anomalies"]);
+    assert_eq!(
+        v["anomalies"].as_array().unwrap().len(),
+        0,
+        "{}",
+        v["anomalies"]
+    );
     assert_eq!(v["now"], "2026-11-16T10:01:00.000Z");
 }
 
@@ -78,23 +93,44 @@ fn the_example_ends_with_the_release_still_rolling_out() {
 fn dora_outcomes_and_per_release_series_of_the_example() {
     let text = stdout(&replay(&[]));
     let has = |needle: &str| assert!(text.contains(needle), "missing {needle} in:\n{text}");
-    has(r#"relstat_release_status{environment="production",release="2026.11.16",service="payments",site="dc-east",status="in_progress"} 1"#);
+    has(
+        r#"relstat_release_status{environment="production",release="2026.11.16",service="payments",site="dc-east",status="in_progress"} 1"#,
+    );
     // payments 2026.11.8 failed in production (in_progress -> failed): failure;
     // search 2026.11.10-s was rolled back after deployed: rollback.
-    has(r#"relstat_deployments_total{environment="production",outcome="failure",service="payments"} 1"#);
-    has(r#"relstat_deployments_total{environment="production",outcome="rollback",service="search"} 1"#);
-    has(r#"relstat_restore_seconds_count{environment="production",service="payments",site="dc-east"} 1"#);
+    has(
+        r#"relstat_deployments_total{environment="production",outcome="failure",service="payments"} 1"#,
+    );
+    has(
+        r#"relstat_deployments_total{environment="production",outcome="rollback",service="search"} 1"#,
+    );
+    has(
+        r#"relstat_restore_seconds_count{environment="production",service="payments",site="dc-east"} 1"#,
+    );
     has("relstat_lead_time_seconds_count");
     // finished keys (complete, rolled back, superseded) have no per-release series
-    assert!(!text.contains(r#"release="2026.11.8",service="payments",site="dc-east",status="rolled_back""#));
+    assert!(
+        !text.contains(
+            r#"release="2026.11.8",service="payments",site="dc-east",status="rolled_back""#
+        )
+    );
 }
 
 #[test]
 fn a_file_no_source_claims_is_a_usage_error() {
     let (_d, path) = temp_file("other.txt", "x\n");
-    let o = relstat(&["replay", "-c", "examples/quickstart.toml", path.to_str().unwrap()]);
+    let o = relstat(&[
+        "replay",
+        "-c",
+        "examples/quickstart.toml",
+        path.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("no file source's paths match it"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no file source's paths match it"),
+        "{}",
+        stderr(&o)
+    );
     let o = relstat(&[
         "replay",
         "-c",

@@ -48,15 +48,12 @@ fn state(i: u64) -> KeyState {
     s
 }
 
+type Checkpoints = Vec<(String, Vec<u8>)>;
+type Counters = BTreeMap<(String, InputResult), u64>;
+
 /// One batch as the runtime writes it: batch `i` adds key i, its history
 /// record, its seen id, one outbox record, checkpoint "i" and one accepted.
-fn batch(
-    i: u64,
-) -> (
-    Batch,
-    Vec<(String, Vec<u8>)>,
-    BTreeMap<(String, InputResult), u64>,
-) {
+fn batch(i: u64) -> (Batch, Checkpoints, Counters) {
     let e = event(i);
     let b = Batch {
         keys: vec![(key(i), state(i))],
