@@ -1,0 +1,244 @@
+//! The file source against real files in a temporary directory, one case
+//! per rotation form: the lines handed out must be exactly the lines
+//! written, each once.
+
+use std::io::Write;
+
+use super::*;
+use crate::config::Loaded;
+use crate::model::Model;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    cfg: SourceConfig,
+    n: usize,
+}
+
+impl Fixture {
+    fn new(start_at: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[[sources]]\nname = \"f\"\ntype = \"file\"\npaths = [\"{}/*.log\"]\nstart_at = \"{start_at}\"\n",
+            dir.path().display()
+        );
+        let cfg = crate::config::parse_text(text, None)
+            .unwrap()
+            .config
+            .sources[0]
+            .clone();
+        Fixture { dir, cfg, n: 0 }
+    }
+
+    fn source(&self, checkpoint: Option<&[u8]>) -> FileSource {
+        let parser = LineParser::new(&self.cfg, &Model::builtin(), "").unwrap();
+        FileSource::new(&self.cfg, parser, checkpoint)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Appends `k` canonical lines (release r<n>) to `name`.
+    fn write(&mut self, name: &str, k: usize) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(name))
+            .unwrap();
+        for _ in 0..k {
+            self.n += 1;
+            writeln!(
+                f,
+                r#"{{"time":"2026-11-01T00:00:{:02}Z","release":"r{}","environment":"prod","status":"deployed"}}"#,
+                self.n % 60,
+                self.n
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// Releases of the events handed out, in order.
+fn releases(b: &SourceBatch) -> Vec<String> {
+    b.items
+        .iter()
+        .map(|i| match i {
+            Item::Event(e) => e.release.clone(),
+            Item::Rejected(r) => format!("<{}>", r.as_str()),
+        })
+        .collect()
+}
+
+fn expect(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
+    range.map(|i| format!("r{i}")).collect()
+}
+
+/// Passes until the source has nothing more (bounded).
+fn drain(src: &mut FileSource) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..20 {
+        let b = src.pass(true);
+        let done = b.caught_up && b.items.is_empty();
+        out.extend(releases(&b));
+        if done {
+            break;
+        }
+    }
+    out
+}
+
+#[test]
+fn reads_appended_lines_and_holds_a_partial_last_line() {
+    let mut fx = Fixture::new("beginning");
+    fx.write("a.log", 3);
+    let mut src = fx.source(None);
+    assert_eq!(drain(&mut src), expect(1..=3));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(fx.path("a.log"))
+        .unwrap();
+    write!(f, r#"{{"time":"2026-11-01T00:00:04Z","release":"r4","#).unwrap();
+    assert!(
+        drain(&mut src).is_empty(),
+        "a partial line waits for its newline"
+    );
+    writeln!(f, r#""environment":"prod","status":"deployed"}}"#).unwrap();
+    assert_eq!(drain(&mut src), vec!["r4"]);
+}
+
+#[test]
+fn rename_and_create() {
+    let mut fx = Fixture::new("beginning");
+    fx.write("a.log", 3);
+    let mut src = fx.source(None);
+    assert_eq!(drain(&mut src), expect(1..=3));
+    fx.write("a.log", 2); // written before the rotation, not read yet
+    std::fs::rename(fx.path("a.log"), fx.path("a.log.1")).unwrap();
+    fx.write("a.log", 2); // the new file
+    let mut got = drain(&mut src);
+    got.sort();
+    let mut want = expect(4..=7);
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn delete_and_recreate() {
+    let mut fx = Fixture::new("beginning");
+    fx.write("a.log", 2);
+    let mut src = fx.source(None);
+    assert_eq!(drain(&mut src), expect(1..=2));
+    fx.write("a.log", 1);
+    std::fs::remove_file(fx.path("a.log")).unwrap();
+    fx.write("a.log", 2);
+    let mut got = drain(&mut src);
+    got.sort();
+    assert_eq!(got, expect(3..=5));
+}
+
+#[test]
+fn copytruncate_and_truncate_in_place() {
+    let mut fx = Fixture::new("beginning");
+    fx.write("a.log", 3);
+    let mut src = fx.source(None);
+    assert_eq!(drain(&mut src), expect(1..=3));
+    // logrotate copytruncate: copy (outside the glob), then truncate
+    std::fs::copy(fx.path("a.log"), fx.path("a.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(fx.path("a.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    fx.write("a.log", 5); // more than was there before: size alone would not tell
+    assert_eq!(drain(&mut src), expect(4..=8));
+    // truncate in place, then a shorter rewrite
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(fx.path("a.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    fx.write("a.log", 1);
+    assert_eq!(drain(&mut src), vec!["r9"]);
+}
+
+#[test]
+fn restart_resumes_from_the_checkpoint_and_start_at_end_is_first_run_only() {
+    let mut fx = Fixture::new("end");
+    fx.write("a.log", 3);
+    let mut src = fx.source(None);
+    assert!(
+        drain(&mut src).is_empty(),
+        "start_at = end skips the existing lines"
+    );
+    fx.write("a.log", 2);
+    assert_eq!(drain(&mut src), expect(4..=5));
+    let cp = src.checkpoint();
+    drop(src);
+    fx.write("a.log", 2);
+    fx.write("b.log", 1); // a new file after the first run is read from its start
+    let mut src = fx.source(Some(&cp));
+    let mut got = drain(&mut src);
+    got.sort();
+    assert_eq!(got, expect(6..=8));
+}
+
+#[test]
+fn a_reused_inode_with_another_first_line_is_a_new_file() {
+    let mut fx = Fixture::new("beginning");
+    fx.write("a.log", 3);
+    let mut src = fx.source(None);
+    assert_eq!(drain(&mut src), expect(1..=3));
+    let cp: Checkpoint = serde_json::from_slice(&src.checkpoint()).unwrap();
+    drop(src);
+    // Simulate inode reuse: a checkpoint for this very inode but another
+    // first line (fingerprint) and a large offset.
+    let (key, pos) = cp.into_iter().next().unwrap();
+    let mut parts: Vec<&str> = key.split(':').collect();
+    parts[2] = "00000000deadbeef";
+    let mut forged = Checkpoint::new();
+    forged.insert(
+        parts.join(":"),
+        FilePosition {
+            offset: 10_000,
+            ..pos
+        },
+    );
+    let mut src = fx.source(Some(&serde_json::to_vec(&forged).unwrap()));
+    assert_eq!(drain(&mut src), expect(1..=3));
+}
+
+#[test]
+fn bad_lines_are_counted_not_fatal() {
+    let mut fx = Fixture::new("beginning");
+    std::fs::write(fx.path("a.log"), b"not json\n\xff\xfe\n").unwrap();
+    fx.write("a.log", 1);
+    let mut src = fx.source(None);
+    assert_eq!(drain(&mut src), vec!["<invalid>", "<invalid>", "r1"]);
+}
+
+/// A file that cannot be read (here a procfs file with no read operation,
+/// which fails even for root) is counted on every pass and logged once.
+#[test]
+fn an_unreadable_file_is_counted_and_logged_once() {
+    let fx = Fixture::new("beginning");
+    let mut cfg = fx.cfg.clone();
+    cfg.paths = vec!["/proc/self/clear_refs".into()];
+    let parser = LineParser::new(&cfg, &Model::builtin(), "").unwrap();
+    let mut src = FileSource::new(&cfg, parser, None);
+    for _ in 0..3 {
+        let b = src.pass(true);
+        assert_eq!(b.errors, vec!["read"], "counted on every pass");
+        assert!(b.items.is_empty());
+    }
+    assert_eq!(src.logged.len(), 1, "logged once");
+}
+
+#[test]
+fn the_builtin_source_watches_its_directory() {
+    let l = Loaded::builtin();
+    let parser = LineParser::new(&l.config.sources[0], &Model::builtin(), "").unwrap();
+    let src = FileSource::new(&l.config.sources[0], parser, None);
+    assert_eq!(src.watch_dirs(), vec![PathBuf::from("./relstat-logs")]);
+}
