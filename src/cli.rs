@@ -29,6 +29,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent: tail the sources, serve /metrics, keep the store
+    Run {
+        /// Process every source's backlog, commit and exit
+        #[arg(long)]
+        once: bool,
+    },
     /// Check the configuration and print every problem found
     CheckConfig,
     /// Run historical logs offline (in memory, never the live data_dir)
@@ -109,6 +115,15 @@ fn load_config(explicit: Option<&Path>) -> Result<Loaded, Failure> {
 /// Runs one command.
 pub fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Run { once } => {
+            let path = config::resolve(cli.config.as_deref());
+            let loaded = config::load(path.as_deref())?;
+            crate::logging::init(loaded.config.agent.log);
+            for w in config::validate::warnings(&loaded) {
+                tracing::warn!("{w}");
+            }
+            crate::agent::run(path, loaded, once).map_err(Failure::runtime)
+        }
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Replay {
             source,

@@ -19,12 +19,15 @@
 //! - [`store`]: the embedded store: one atomic transaction per input batch.
 //! - [`sinks`]: the Prometheus registry (and, later, the SIEM forwarder).
 //! - [`replay`]: `relstat replay`: historical logs through the whole flow, in memory.
-//! - [`cli`]: the command line.
+//! - [`agent`]: `relstat run`: source threads, the core (tracker + store), HTTP, signals.
+//! - [`cli`]: the command line; [`logging`]: the agent's own log.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod event;
+pub mod logging;
 pub mod model;
 pub mod replay;
 pub mod sinks;

@@ -6,3 +6,5 @@ mod util;
 
 mod cli;
 mod replay;
+mod prometheus;
+mod run;

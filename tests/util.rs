@@ -72,3 +72,168 @@ pub fn temp_file(name: &str, content: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(&path, content).unwrap();
     (dir, path)
 }
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1: (status, body); `None` when nothing
+/// answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// Polls `f` every 50 ms for at most `secs`; true when it held.
+pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    f()
+}
+
+/// The value of one sample in an exposition (`name{labels}` as printed).
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A running `relstat run` in a temporary directory, killed when dropped.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub config: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Agent {
+    /// A config with one file source `f` on `<dir>/logs/*.log` plus `extra` TOML.
+    pub fn new(extra: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+        let config = dir.path().join("relstat.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\ndata_dir = \"{d}/data\"\nsite = \"t\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[[sources]]\nname = \"f\"\ntype = \"file\"\npaths = [\"{d}/logs/*.log\"]\n\n{extra}",
+                d = dir.path().display()
+            ),
+        )
+        .unwrap();
+        Agent {
+            dir,
+            port,
+            config,
+            child: None,
+        }
+    }
+
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join("logs").join(name)
+    }
+
+    /// Starts the agent and waits (bounded) until /readyz answers 200.
+    pub fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_relstat"))
+            .args(["run", "-c", self.config.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("relstat starts");
+        self.child = Some(child);
+        let port = self.port;
+        assert!(
+            wait_until(20, || http_get(port, "/readyz").is_some_and(|(s, _)| s == 200)),
+            "agent did not become ready"
+        );
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.port, "/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+
+    /// `relstat_events_total{result=...,source="f"}`.
+    pub fn events(&self, result: &str) -> f64 {
+        sample(
+            &self.metrics(),
+            &format!(r#"relstat_events_total{{result="{result}",source="f"}}"#),
+        )
+        .unwrap_or(0.0)
+    }
+
+    /// Sends a signal; waits (bounded) for the process to exit; returns its code.
+    pub fn signal(&mut self, sig: &str) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+        if sig == "-HUP" {
+            return None;
+        }
+        for _ in 0..200 {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return st.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("agent did not exit after {sig}");
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Appends canonical lines for releases `from..=to` (one `deployed` each).
+pub fn append_lines(path: &Path, from: usize, to: usize) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut buf = String::new();
+    for i in from..=to {
+        buf.push_str(&format!(
+            "{{\"time\":\"2026-11-01T{:02}:{:02}:{:02}Z\",\"release\":\"r{i}\",\"environment\":\"prod\",\"status\":\"deployed\",\"service\":\"s{}\"}}\n",
+            (i / 3600) % 24,
+            (i / 60) % 60,
+            i % 60,
+            i % 7
+        ));
+    }
+    f.write_all(buf.as_bytes()).unwrap();
+}
+
+/// Input counters as the store holds them (the agent must be stopped).
+pub fn stored_counts(data_dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    let store = relstat::store::Store::open(data_dir).unwrap();
+    store
+        .load()
+        .unwrap()
+        .counters
+        .into_iter()
+        .map(|((_, r), n)| (r.as_str().to_string(), n))
+        .collect()
+}

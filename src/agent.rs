@@ -1,0 +1,406 @@
+//! `relstat run`: the long-running agent.
+//!
+//! Threads and who owns what:
+//! - one thread per file source, blocking I/O, sending [`SourceBatch`]es into
+//!   a bounded channel (backpressure: a full channel blocks the reader, and
+//!   the files keep what is not read yet);
+//! - the core thread, the single owner of the tracker and the store: for each
+//!   batch it applies the events, commits state + history + outbox +
+//!   checkpoint + counters in one transaction, then updates the metrics;
+//!   every [`TICK`] it runs the periodic check (stuck, staleness, retention);
+//! - the tokio runtime: the HTTP listener and the signals. SIGTERM/SIGINT
+//!   stop the sources, let the core commit what they read, and exit; SIGHUP
+//!   reloads the configuration when it validates (else keeps the old one and
+//!   logs why) by stopping the sources, rebuilding the core from the store
+//!   with the new configuration, and starting the sources again.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::{self, Loaded, SourceType};
+use crate::detect::Detectors;
+use crate::event::{InputResult, now_ms};
+use crate::model::Model;
+use crate::sinks::metrics::Metrics;
+use crate::sources::file::FileSource;
+use crate::sources::line::LineParser;
+use crate::sources::{Item, SourceBatch};
+use crate::store::{Store, StoreError};
+use crate::track::{Effect, Settings, Tracker};
+
+/// How often the periodic check runs (SPEC: the stuck check at least every 15 s).
+pub const TICK: Duration = Duration::from_secs(5);
+/// Batches in flight between the sources and the core.
+const CHANNEL: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("source {source_name}: {detail}")]
+    Source { source_name: String, detail: String },
+    #[error("metrics: {0}")]
+    Metrics(#[from] crate::sinks::metrics::MetricsError),
+    #[error("the model is invalid (run check-config)")]
+    Model,
+    #[error("http: {0}")]
+    Http(#[from] crate::http::HttpError),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("the core stopped unexpectedly")]
+    CoreGone,
+}
+
+/// What the core thread receives.
+enum CoreMsg {
+    Batch(SourceBatch),
+    /// Rebuild from the store with this config; answer with the checkpoints.
+    Reload(Box<Loaded>, SyncSender<Result<BTreeMap<String, Vec<u8>>, String>>),
+    Shutdown,
+}
+
+/// State the HTTP listener reads.
+pub struct Shared {
+    pub metrics: Mutex<Metrics>,
+    ready: AtomicBool,
+}
+
+impl crate::http::Service for Shared {
+    fn metrics(&self) -> String {
+        let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        m.expire(now_ms());
+        m.render()
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("starting: store opening or sources not started yet".into())
+        }
+    }
+}
+
+/// The core: tracker, store and the metrics it feeds.
+struct Core {
+    tracker: Tracker,
+    store: Store,
+    shared: Arc<Shared>,
+    /// Each source's last word on whether it has read its backlog.
+    caught_up: BTreeMap<String, bool>,
+}
+
+impl Core {
+    /// Builds the tracker and the metrics for `loaded` from what the store holds.
+    fn build(
+        loaded: &Loaded,
+        store: &Store,
+    ) -> Result<(Tracker, Metrics, BTreeMap<String, Vec<u8>>), AgentError> {
+        let cfg = &loaded.config;
+        let model = Arc::new(Model::from_config(&cfg.model).map_err(|_| AgentError::Model)?);
+        let host = cfg.agent.hostname.clone().unwrap_or_else(crate::cli::hostname);
+        let detect = Detectors::new(&cfg.anomalies, &host);
+        let mut tracker = Tracker::new(model, detect, Settings::from_config(cfg, true));
+        let mut metrics = Metrics::new(&cfg.tracking, true)?;
+        let snap = store.load()?;
+        for s in &cfg.sources {
+            metrics.declare_source(&s.name);
+        }
+        metrics.restore_counters(&snap.counters);
+        tracker.restore(snap.keys, snap.seen, snap.failing);
+        for e in tracker.take_effects() {
+            metrics.apply(&e);
+        }
+        let now = now_ms();
+        tracker.tick(now, false);
+        for e in tracker.take_effects() {
+            metrics.apply(&e);
+        }
+        metrics.expire(now);
+        Ok((tracker, metrics, snap.checkpoints))
+    }
+
+    fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
+        self.shared.metrics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies one source batch: tracker, one store transaction, metrics.
+    fn apply(&mut self, b: SourceBatch) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut latest: Option<i64> = None;
+        for item in b.items {
+            match item {
+                Item::Event(e) => {
+                    latest = Some(latest.map_or(e.time, |t| t.max(e.time)));
+                    self.tracker.apply(*e, now);
+                }
+                Item::Rejected(r) => self.tracker.count(&b.source, r),
+            }
+        }
+        let checkpoints: Vec<(String, Vec<u8>)> = b.checkpoint.into_iter().collect();
+        self.commit(&checkpoints)?;
+        let m = self.metrics();
+        if let Some(t) = latest {
+            m.source_event(&b.source, t);
+        }
+        for kind in b.errors {
+            m.source_error(&b.source, kind);
+        }
+        drop(m);
+        self.caught_up.insert(b.source, b.caught_up);
+        Ok(())
+    }
+
+    /// Commits what the tracker produced, then shows it in the metrics:
+    /// the metrics never show what a crash could take back.
+    fn commit(&mut self, checkpoints: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let batch = self.tracker.take_batch();
+        let effects = self.tracker.take_effects();
+        let mut counters: BTreeMap<(String, InputResult), u64> = BTreeMap::new();
+        for e in &effects {
+            if let Effect::Input { source, result } = e {
+                *counters.entry((source.clone(), *result)).or_default() += 1;
+            }
+        }
+        self.store.commit(&batch, checkpoints, &counters)?;
+        let mut m = self.metrics();
+        for e in &effects {
+            m.apply(e);
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), StoreError> {
+        let now = now_ms();
+        let caught_up = self.caught_up.values().all(|c| *c);
+        self.tracker.tick(now, caught_up);
+        self.commit(&[])?;
+        let stats = self.store.outbox_stats()?;
+        let mut m = self.metrics();
+        m.spool_events.set(stats.events as i64);
+        m.spool_bytes.set(stats.bytes as i64);
+        m.spool_oldest_age.set(
+            stats
+                .oldest_detected_at
+                .map_or(0.0, |t| ((now - t).max(0)) as f64 / 1000.0),
+        );
+        m.expire(now);
+        Ok(())
+    }
+
+    /// The core thread's loop.
+    fn run(mut self, rx: Receiver<CoreMsg>) -> Result<(), AgentError> {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(CoreMsg::Batch(b)) => self.apply(b)?,
+                Ok(CoreMsg::Reload(loaded, reply)) => {
+                    let result = Core::build(&loaded, &self.store);
+                    match result {
+                        Ok((tracker, metrics, checkpoints)) => {
+                            self.tracker = tracker;
+                            *self.metrics() = metrics;
+                            self.caught_up.clear();
+                            let _ = reply.send(Ok(checkpoints));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
+                Ok(CoreMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                    // Every source has stopped and its last batch is applied.
+                    self.tick()?;
+                    return Ok(());
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if Instant::now() >= next_tick {
+                self.tick()?;
+                next_tick = Instant::now() + TICK;
+            }
+        }
+    }
+}
+
+/// Running source threads and how to stop them.
+struct Sources {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Sources {
+    fn start(
+        loaded: &Loaded,
+        checkpoints: &BTreeMap<String, Vec<u8>>,
+        tx: &SyncSender<CoreMsg>,
+        once: bool,
+    ) -> Result<Sources, AgentError> {
+        let cfg = &loaded.config;
+        let model = Model::from_config(&cfg.model).map_err(|_| AgentError::Model)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for s in &cfg.sources {
+            if s.kind != SourceType::File {
+                tracing::warn!(
+                    source = %s.name,
+                    "sources of type {} are not implemented in this version: source not started",
+                    s.kind.as_str()
+                );
+                continue;
+            }
+            let parser =
+                LineParser::new(s, &model, &cfg.agent.site).map_err(|e| AgentError::Source {
+                    source_name: s.name.clone(),
+                    detail: e.to_string(),
+                })?;
+            let cp = checkpoints.get(&crate::sources::file::checkpoint_name(&s.name));
+            let source = FileSource::new(s, parser, cp.map(|v| v.as_slice()));
+            let tx = tx.clone();
+            let send: crate::sources::file::Sender =
+                Arc::new(move |b| tx.send(CoreMsg::Batch(b)).is_ok());
+            let stop = stop.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("source-{}", s.name))
+                .spawn(move || source.run(send, stop, once))
+                .map_err(AgentError::Runtime)?;
+            threads.push(handle);
+        }
+        Ok(Sources { stop, threads })
+    }
+
+    /// Stops the sources; their last batches are already in the channel
+    /// when this returns.
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs the agent until a signal (or, with `once`, until every source's
+/// backlog is read and committed).
+pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(), AgentError> {
+    let store = Store::open(&loaded.config.agent.data_dir)?;
+    let (tracker, metrics, checkpoints) = Core::build(&loaded, &store)?;
+    let shared = Arc::new(Shared {
+        metrics: Mutex::new(metrics),
+        ready: AtomicBool::new(false),
+    });
+    let (tx, rx) = std::sync::mpsc::sync_channel::<CoreMsg>(CHANNEL);
+    let core = Core {
+        tracker,
+        store,
+        shared: shared.clone(),
+        caught_up: loaded
+            .config
+            .sources
+            .iter()
+            .filter(|s| s.kind == SourceType::File)
+            .map(|s| (s.name.clone(), false))
+            .collect(),
+    };
+    let core_thread = std::thread::Builder::new()
+        .name("core".into())
+        .spawn(move || core.run(rx))
+        .map_err(AgentError::Runtime)?;
+    let sources = Sources::start(&loaded, &checkpoints, &tx, once)?;
+    shared.ready.store(true, Ordering::Relaxed);
+
+    if once {
+        sources.stop_when_done();
+        drop(tx);
+        return core_thread.join().map_err(|_| AgentError::CoreGone)?;
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(AgentError::Runtime)?;
+    let result = rt.block_on(serve(config_path, loaded, shared, sources, tx.clone()));
+    let _ = tx.send(CoreMsg::Shutdown);
+    drop(tx);
+    let core_result = core_thread.join().map_err(|_| AgentError::CoreGone)?;
+    result.and(core_result)
+}
+
+impl Sources {
+    /// `--once`: every source thread ends by itself after its backlog.
+    fn stop_when_done(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The async side: HTTP, signals, reloads. Returns when told to stop.
+async fn serve(
+    config_path: Option<PathBuf>,
+    loaded: Loaded,
+    shared: Arc<Shared>,
+    mut sources: Sources,
+    tx: SyncSender<CoreMsg>,
+) -> Result<(), AgentError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let server = crate::http::Server::bind(
+        &loaded.config.http.listen,
+        loaded.config.http.web_config_file.as_deref(),
+    )
+    .await?;
+    tracing::info!(listen = %server.local_addr(), "relstat is running");
+    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+    let svc: Arc<dyn crate::http::Service> = shared.clone();
+    let http = tokio::spawn(server.run(svc, async move {
+        let _ = stop_http_rx.await;
+    }));
+    let mut term = signal(SignalKind::terminate()).map_err(AgentError::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Runtime)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(AgentError::Runtime)?;
+    let mut current = loaded;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                match config::load(config_path.as_deref()) {
+                    Err(e) => tracing::error!("reload refused, keeping the running configuration: {e}"),
+                    Ok(new) => {
+                        if new.config.http.listen != current.config.http.listen {
+                            tracing::warn!("[http] listen changed: takes effect at the next restart");
+                        }
+                        let old = std::mem::replace(&mut sources, Sources { stop: Arc::new(AtomicBool::new(true)), threads: vec![] });
+                        tokio::task::spawn_blocking(move || old.stop()).await.ok();
+                        let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
+                        let _ = tx.send(CoreMsg::Reload(Box::new(new.clone()), reply_tx));
+                        let reply = tokio::task::spawn_blocking(move || reply_rx.recv()).await;
+                        match reply {
+                            Ok(Ok(Ok(checkpoints))) => {
+                                sources = Sources::start(&new, &checkpoints, &tx, false)?;
+                                current = new;
+                                tracing::info!("configuration reloaded");
+                            }
+                            Ok(Ok(Err(e))) => {
+                                tracing::error!("reload failed after stopping the sources ({e}): exiting so the service manager restarts relstat");
+                                return Err(AgentError::Source { source_name: "reload".into(), detail: e });
+                            }
+                            _ => return Err(AgentError::CoreGone),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!("stopping: committing what the sources read");
+    tokio::task::spawn_blocking(move || sources.stop()).await.ok();
+    let _ = stop_http_tx.send(());
+    let _ = http.await;
+    Ok(())
+}
