@@ -171,6 +171,9 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
 
 fn check_config(explicit: Option<&Path>) -> Result<(), Failure> {
     let loaded = load_config(explicit)?;
+    if let Some(web) = &loaded.config.http.web_config_file {
+        crate::http::check_web_config(web).map_err(Failure::usage)?;
+    }
     for w in config::validate::warnings(&loaded) {
         eprintln!("warning: {w}");
     }

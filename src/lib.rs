@@ -18,6 +18,8 @@
 //! - [`detect`]: anomaly rules, called by the tracker on every change.
 //! - [`store`]: the embedded store: one atomic transaction per input batch.
 //! - [`sinks`]: the Prometheus registry (and, later, the SIEM forwarder).
+//! - [`http`]: the one listener: /metrics, /healthz, /readyz (TLS and basic
+//!   auth from an exporter-toolkit web config), and routes for /api/v1 and /hooks.
 //! - [`replay`]: `relstat replay`: historical logs through the whole flow, in memory.
 //! - [`agent`]: `relstat run`: source threads, the core (tracker + store), HTTP, signals.
 //! - [`cli`]: the command line; [`logging`]: the agent's own log.
@@ -27,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod event;
+pub mod http;
 pub mod logging;
 pub mod model;
 pub mod replay;
