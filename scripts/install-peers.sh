@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the real peers the test suite talks to (Debian packages), when
-# they are missing: promtool (prometheus). Idempotent; needs root or sudo.
+# they are missing: prometheus and promtool (Debian package prometheus). Idempotent; needs root or sudo.
 set -euo pipefail
 
 need=()
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -117,6 +117,10 @@ fn kill_9_mid_file_loses_nothing_and_counts_nothing_twice() {
         // wait for progress, then kill mid-way (when it is not already done)
         wait_until(20, || agent.events("accepted") > before + 1000.0 + round as f64);
         agent.signal("-KILL");
+        // the kill really happened mid-file: part of it is committed, not all
+        let c = stored_counts(&agent.dir.path().join("data"));
+        let done = c.get("accepted").copied().unwrap_or(0);
+        assert!(done > before as u64 && done < n as u64, "round {round}: {done} of {n} committed");
     }
     agent.start();
     assert_eq!(wait_accepted(&agent, n), n as f64);
