@@ -238,9 +238,10 @@ impl Detectors {
     /// Whether `ev` is an approval the gate's ledger takes: status
     /// `approved` from one of `approval_sources`.
     pub fn is_gate_approval(&self, model: &Model, ev: &Event) -> bool {
-        model.gate.as_ref().is_some_and(|g| {
-            ev.status == gate::APPROVED && g.approval_sources.iter().any(|s| *s == ev.source)
-        })
+        model
+            .gate
+            .as_ref()
+            .is_some_and(|g| ev.status == gate::APPROVED && g.approval_sources.contains(&ev.source))
     }
 
     /// Judges the key's deployment attempts that are due (the gate), at

@@ -23,7 +23,7 @@ pub(super) fn check(d: &Detectors, model: &Model, ch: &Change<'_>, out: &mut Vec
     }
     let mut allowed: Vec<&str> = Vec::new();
     for p in matching {
-        if p.allow.iter().any(|a| *a == ch.event.actor) {
+        if p.allow.contains(&ch.event.actor) {
             return;
         }
         allowed.extend(p.allow.iter().map(String::as_str));
