@@ -10,14 +10,20 @@
 //! changes move the instants with the clock on the wall. A local time that
 //! does not exist (the hour skipped in spring) resolves to the first valid
 //! instant after it, an ambiguous one (the hour repeated in autumn) to the
-//! earlier. All seven days listed = always frozen. One finding per report
-//! however many windows contain it. The event time compared is the order
-//! time (its own, or the agent's clock when it came from too far ahead).
+//! earlier. All seven days listed = always frozen. The event time compared
+//! is the order time (its own, or the agent's clock when it came from too
+//! far ahead).
+//!
+//! Quiet: one finding per deployment run (a key's run of in_progress, paused
+//! and deployed), however many windows contain it: a rollout started and
+//! finished inside a freeze is one finding, on the first status entered
+//! inside it (a rollout started before 16:00 Friday and finished after is
+//! reported on its deployed).
 
 use chrono::{Datelike, Duration, LocalResult, NaiveDate, NaiveTime, TimeZone};
 use chrono_tz::Tz;
 
-use super::{Anomaly, Change, ChangeKind, Detectors, RuleId, what};
+use super::{Anomaly, Change, ChangeKind, Detectors, KeyMemory, RuleId, what};
 use crate::config::FreezeWindowConfig;
 use crate::event::TimeMs;
 use crate::model::Model;
@@ -158,12 +164,19 @@ fn local_ms(tz: &Tz, day: NaiveDate, time: NaiveTime) -> TimeMs {
     local.and_utc().timestamp_millis()
 }
 
-pub(super) fn check(d: &Detectors, model: &Model, ch: &Change<'_>, out: &mut Vec<Anomaly>) {
-    if ch.kind == ChangeKind::Rereport {
+pub(super) fn check(
+    d: &Detectors,
+    model: &Model,
+    ch: &Change<'_>,
+    mem: &mut KeyMemory,
+    out: &mut Vec<Anomaly>,
+) {
+    let to = model.id(ch.to);
+    if !matches!(to, "in_progress" | "deployed" | "paused") {
+        mem.freeze_fired = false;
         return;
     }
-    let to = model.id(ch.to);
-    if to != "in_progress" && to != "deployed" {
+    if ch.kind == ChangeKind::Rereport || to == "paused" || mem.freeze_fired {
         return;
     }
     let Some(w) = d
@@ -173,6 +186,7 @@ pub(super) fn check(d: &Detectors, model: &Model, ch: &Change<'_>, out: &mut Vec
     else {
         return;
     };
+    mem.freeze_fired = true;
     let what_happened = if to == "deployed" {
         "deploy of"
     } else {
@@ -193,4 +207,69 @@ pub(super) fn check(d: &Detectors, model: &Model, ch: &Change<'_>, out: &mut Vec
         model,
         message,
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> TimeMs {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    fn weekly(days: &[&str], from: &str, to: &str, tz: &str) -> Window {
+        Window::compile(&FreezeWindowConfig {
+            start: None,
+            end: None,
+            days: days.iter().map(|d| d.to_string()).collect(),
+            from: Some(from.into()),
+            to: Some(to.into()),
+            timezone: Some(tz.into()),
+            environments: vec![],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_skipped_local_time_resolves_to_the_first_valid_instant() {
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        let day = NaiveDate::from_ymd_opt(2026, 3, 29).unwrap();
+        // 02:30 does not exist that Sunday: clocks go from 02:00 CET to 03:00 CEST
+        let t = local_ms(&tz, day, NaiveTime::from_hms_opt(2, 30, 0).unwrap());
+        assert_eq!(t, utc("2026-03-29T01:00:00Z"));
+        let w = weekly(&["sun"], "02:30", "02:30", "Europe/Berlin");
+        assert!(!w.contains(utc("2026-03-29T00:59:59Z")));
+        assert!(w.contains(utc("2026-03-29T01:00:00Z")));
+    }
+
+    #[test]
+    fn an_ambiguous_local_time_resolves_to_the_earlier_instant() {
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        let day = NaiveDate::from_ymd_opt(2026, 10, 25).unwrap();
+        // 02:30 happens twice: first in CEST (00:30Z), then in CET (01:30Z)
+        let t = local_ms(&tz, day, NaiveTime::from_hms_opt(2, 30, 0).unwrap());
+        assert_eq!(t, utc("2026-10-25T00:30:00Z"));
+    }
+
+    #[test]
+    fn runs_of_days_wrap_around_the_week_and_split_on_gaps() {
+        // sun + mon is one run: Sunday 22:00 to Tuesday 06:00
+        let w = weekly(&["mon", "sun"], "22:00", "06:00", "UTC");
+        assert!(!w.contains(utc("2026-10-04T21:59:59Z")));
+        assert!(w.contains(utc("2026-10-04T22:00:00Z")));
+        assert!(w.contains(utc("2026-10-05T12:00:00Z")));
+        assert!(w.contains(utc("2026-10-06T05:59:59Z")));
+        assert!(!w.contains(utc("2026-10-06T06:00:00Z")));
+        // mon and wed are two runs: Monday 09:00 to Tuesday 17:00, and Wednesday's
+        let w = weekly(&["mon", "wed"], "09:00", "17:00", "UTC");
+        assert!(w.contains(utc("2026-10-06T16:59:59Z")));
+        assert!(!w.contains(utc("2026-10-06T17:00:00Z")));
+        assert!(!w.contains(utc("2026-10-07T08:59:59Z")));
+        assert!(w.contains(utc("2026-10-07T09:00:00Z")));
+        // all seven days: always
+        let all = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        assert!(weekly(&all, "00:00", "00:00", "UTC").contains(utc("2026-10-07T09:00:00Z")));
+    }
 }

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Anomaly, Change, Detectors, KeyMemory, LastReport, RuleId, what};
+use super::{Anomaly, Change, ChangeKind, Detectors, KeyMemory, LastReport, RuleId, what};
 use crate::event::{ChangeClass, Event, Key, NO_SERVICE, TimeMs, format_rfc3339};
 use crate::model::Model;
 
@@ -114,8 +114,10 @@ pub(super) fn observe(model: &Model, ch: &Change<'_>, mem: &mut KeyMemory) {
         if a.deployed_at.is_none() {
             // Until deployed, the evidence is the latest gated report.
             a.evidence = LastReport::of(ch.event);
-            a.from = ch.from.map(|f| model.id(f).to_string());
-            a.to = to.to_string();
+            if ch.kind != ChangeKind::Rereport {
+                a.from = ch.from.map(|f| model.id(f).to_string());
+                a.to = to.to_string();
+            }
             if to == DEPLOYED {
                 a.deployed_at = Some(t);
             }
@@ -178,9 +180,8 @@ pub(super) fn judge(
             format!("{} deploy of {}", key.environment, what(key))
         } else {
             format!(
-                "{} deployment attempt ({} that never reached deployed) of {}",
+                "{} deployment attempt of {} (never reached deployed)",
                 key.environment,
-                a.to,
                 what(key)
             )
         };

@@ -102,6 +102,9 @@ pub struct KeyMemory {
     /// flapping: statuses in an episode already reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flapping: Vec<String>,
+    /// change_freeze: the current deployment run was reported already.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub freeze_fired: bool,
     /// The gate: deployment attempts not judged yet, and the current one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
@@ -222,7 +225,7 @@ impl Detectors {
             flapping::check(self, model, ch, mem, out);
         }
         if self.change_freeze.enabled {
-            change_freeze::check(self, model, ch, out);
+            change_freeze::check(self, model, ch, mem, out);
         }
         if self.gate_enabled(model) {
             gate::observe(model, ch, mem);
