@@ -1972,4 +1972,5 @@ proptest! {
     }
 }
 
+mod clean;
 mod rules;
