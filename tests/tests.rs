@@ -4,5 +4,6 @@
 
 mod util;
 
+mod anomalies;
 mod cli;
 mod replay;
