@@ -4,6 +4,7 @@
 
 mod util;
 
+mod anomalies;
 mod cli;
 mod replay;
 mod prometheus;

@@ -6,18 +6,35 @@
 //! store transaction), and push [`Anomaly`] records. They never touch metrics
 //! or the store themselves: the tracker turns anomalies into effects.
 
+//!
+//! One finding per event among the rules that explain a bad move: id_reuse
+//! first, then status_conflict, then invalid_transition. A rule that is
+//! disabled finds nothing and so replaces nothing (turning id_reuse off makes
+//! those events plain invalid transitions again, they do not go silent).
+//! unauthorized_actor, flapping and change_freeze are about other things
+//! (who, how often, when) and fire alongside.
+
 mod anomaly;
+mod change_freeze;
 mod clock_skew;
+mod flapping;
+mod gate;
+mod id_reuse;
 mod invalid_transition;
+mod status_conflict;
 mod stuck;
+mod unauthorized_actor;
 
 pub use anomaly::{Anomaly, RuleId};
+pub use gate::{Approvals, Attempt};
 pub(crate) use what_of as what;
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AnomaliesConfig, RuleConfig, Severity};
-use crate::event::{Event, Key, TimeMs};
+use crate::event::{ActorType, Event, Key, TimeMs};
 use crate::model::{Model, StateIdx};
 
 /// What kind of report the tracker found an event to be.
@@ -69,6 +86,44 @@ pub struct KeyMemory {
     /// once per episode, remembered across restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stuck_fired: Option<TimeMs>,
+    /// Every status the key has been in (status_conflict: "goes back to a
+    /// status it passed through"; the gate: an approval after the key
+    /// started deploying does not move it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passed: Vec<String>,
+    /// The previous accepted report: (order time, actor type), for
+    /// status_conflict's "two consecutive reports".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_report: Option<(TimeMs, ActorType)>,
+    /// flapping: times of the latest transitions into each status (at most
+    /// `max_transitions + 1` each, within the window).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub into: BTreeMap<String, Vec<TimeMs>>,
+    /// flapping: statuses in an episode already reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flapping: Vec<String>,
+    /// change_freeze: the current deployment run was reported already.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub freeze_fired: bool,
+    /// The gate: deployment attempts not judged yet, and the current one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+}
+
+impl KeyMemory {
+    /// Whether the key has been in `status`.
+    pub fn has_passed(&self, status: &str) -> bool {
+        self.passed.iter().any(|s| s == status)
+    }
+
+    /// Bookkeeping every rule relies on, after they judged the report.
+    fn note(&mut self, model: &Model, ch: &Change<'_>) {
+        let to = model.id(ch.to);
+        if !self.has_passed(to) {
+            self.passed.push(to.to_string());
+        }
+        self.prev_report = Some((ch.order_time, ch.event.actor_type));
+    }
 }
 
 /// Enabled flag and severity of one rule, defaults applied.
@@ -95,7 +150,20 @@ fn plain(c: &RuleConfig) -> (Option<bool>, Option<Severity>) {
 #[derive(Debug, Clone)]
 pub struct Detectors {
     pub invalid_transition: RuleSetting,
+    pub gate_bypass: RuleSetting,
+    pub emergency_change: RuleSetting,
+    pub unauthorized_actor: RuleSetting,
+    pub status_conflict: RuleSetting,
+    /// status_conflict's `window`, ms of event time.
+    pub conflict_window: TimeMs,
+    pub flapping: RuleSetting,
+    pub flapping_max: u32,
+    /// flapping's `window`, ms of event time.
+    pub flapping_window: TimeMs,
+    pub id_reuse: RuleSetting,
     pub stuck: RuleSetting,
+    pub change_freeze: RuleSetting,
+    pub freeze_windows: Vec<change_freeze::Window>,
     pub clock_skew: RuleSetting,
     /// Host name put into every record.
     pub host: String,
@@ -103,28 +171,98 @@ pub struct Detectors {
 
 impl Detectors {
     pub fn new(cfg: &AnomaliesConfig, host: &str) -> Self {
+        let ms = |d: std::time::Duration| d.as_millis() as TimeMs;
+        let setting = |c: &RuleConfig, rule| RuleSetting::from(plain(c), rule);
+        let sc = &cfg.status_conflict;
+        let fl = &cfg.flapping;
+        let cf = &cfg.change_freeze;
         Self {
-            invalid_transition: RuleSetting::from(
-                plain(&cfg.invalid_transition),
-                RuleId::InvalidTransition,
-            ),
-            stuck: RuleSetting::from(plain(&cfg.stuck), RuleId::Stuck),
-            clock_skew: RuleSetting::from(plain(&cfg.clock_skew), RuleId::ClockSkew),
+            invalid_transition: setting(&cfg.invalid_transition, RuleId::InvalidTransition),
+            gate_bypass: setting(&cfg.gate_bypass, RuleId::GateBypass),
+            emergency_change: setting(&cfg.emergency_change, RuleId::EmergencyChange),
+            unauthorized_actor: setting(&cfg.unauthorized_actor, RuleId::UnauthorizedActor),
+            status_conflict: RuleSetting::from((sc.enabled, sc.severity), RuleId::StatusConflict),
+            conflict_window: ms(sc.window),
+            flapping: RuleSetting::from((fl.enabled, fl.severity), RuleId::Flapping),
+            flapping_max: fl.max_transitions,
+            flapping_window: ms(fl.window),
+            id_reuse: setting(&cfg.id_reuse, RuleId::IdReuse),
+            stuck: setting(&cfg.stuck, RuleId::Stuck),
+            change_freeze: RuleSetting::from((cf.enabled, cf.severity), RuleId::ChangeFreeze),
+            freeze_windows: cf
+                .windows
+                .iter()
+                .filter_map(change_freeze::Window::compile)
+                .collect(),
+            clock_skew: setting(&cfg.clock_skew, RuleId::ClockSkew),
             host: host.to_string(),
         }
     }
 
-    /// Judges one accepted report.
+    /// Judges one accepted report (see the module doc for which rules
+    /// replace which).
     pub fn on_change(
         &self,
         model: &Model,
         ch: &Change<'_>,
-        _mem: &mut KeyMemory,
+        mem: &mut KeyMemory,
         out: &mut Vec<Anomaly>,
     ) {
-        if self.invalid_transition.enabled {
+        let before = out.len();
+        if self.id_reuse.enabled {
+            id_reuse::check(self, model, ch, out);
+        }
+        if out.len() == before && self.status_conflict.enabled {
+            status_conflict::check(self, model, ch, mem, out);
+        }
+        if out.len() == before && self.invalid_transition.enabled {
             invalid_transition::check(self, model, ch, out);
         }
+        if self.unauthorized_actor.enabled {
+            unauthorized_actor::check(self, model, ch, out);
+        }
+        if self.flapping.enabled {
+            flapping::check(self, model, ch, mem, out);
+        }
+        if self.change_freeze.enabled {
+            change_freeze::check(self, model, ch, mem, out);
+        }
+        if self.gate_enabled(model) {
+            gate::observe(model, ch, mem);
+        }
+        mem.note(model, ch);
+    }
+
+    /// Whether deployment attempts are tracked at all.
+    fn gate_enabled(&self, model: &Model) -> bool {
+        model.gate.is_some() && (self.gate_bypass.enabled || self.emergency_change.enabled)
+    }
+
+    /// Whether `ev` is an approval the gate's ledger takes: status
+    /// `approved` from one of `approval_sources`.
+    pub fn is_gate_approval(&self, model: &Model, ev: &Event) -> bool {
+        model
+            .gate
+            .as_ref()
+            .is_some_and(|g| ev.status == gate::APPROVED && g.approval_sources.contains(&ev.source))
+    }
+
+    /// Judges the key's deployment attempts that are due (the gate), at
+    /// agent time `now`, once every source is caught up. Returns whether
+    /// the key's memory changed.
+    pub fn on_gate_check(
+        &self,
+        model: &Model,
+        key: &Key,
+        mem: &mut KeyMemory,
+        approvals: &Approvals,
+        now: TimeMs,
+        out: &mut Vec<Anomaly>,
+    ) -> bool {
+        if !self.gate_enabled(model) || mem.attempts.is_empty() {
+            return false;
+        }
+        gate::judge(self, model, key, mem, approvals, now, out)
     }
 
     /// Rules about an event itself, whatever its order (clock_skew).

@@ -14,11 +14,12 @@
 //! | `checkpoints` | source-defined name | bytes | file offsets, API cursors |
 //! | `counters` | "source\0result" | u64 | input accounting (`relstat_events_total`) |
 //! | `outbox` | seq | JSON [`Anomaly`] | SIEM records waiting for delivery |
+//! | `approvals` | (release, service) | earliest approval ms | the gate's ledger: approvals from approval sources (service `-`: the whole release) |
 //! | `meta` | name | bytes | sequence numbers, outbox byte total, restore episodes, schema version |
 //!
 //! One call to [`Store::commit`] writes a tracker [`Batch`] (dirty keys,
 //! removed keys, history, seen ids, outbox records, restore episodes,
-//! retention purges), the sources' checkpoints and the counter deltas of that
+//! approvals, retention purges), the sources' checkpoints and the counter deltas of that
 //! input, then commits with redb's default durability (fsync). A batch is
 //! either wholly visible after a crash or not at all: the source resumes from
 //! the checkpoint committed with the state it produced.
@@ -44,6 +45,7 @@ const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoi
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const APPROVALS: TableDefinition<(&str, &str), i64> = TableDefinition::new("approvals");
 
 const SCHEMA_VERSION: &[u8] = b"1";
 
@@ -94,6 +96,8 @@ pub struct Snapshot {
     pub keys: Vec<(Key, KeyState)>,
     pub seen: Vec<(u128, TimeMs)>,
     pub failing: Vec<(Target, TimeMs)>,
+    /// The gate's ledger: (release, service, earliest approval time).
+    pub approvals: Vec<(String, String, TimeMs)>,
     pub checkpoints: BTreeMap<String, Vec<u8>>,
     pub counters: BTreeMap<(String, InputResult), u64>,
 }
@@ -154,6 +158,7 @@ impl Store {
             tx.open_table(CHECKPOINTS)?;
             tx.open_table(COUNTERS)?;
             tx.open_table(OUTBOX)?;
+            tx.open_table(APPROVALS)?;
             let mut meta = tx.open_table(META)?;
             let found = meta.get("schema")?.map(|v| v.value().to_vec());
             match found {
@@ -187,6 +192,12 @@ impl Store {
         for row in tx.open_table(SEEN)?.iter()? {
             let (k, v) = row?;
             snap.seen.push((k.value(), v.value()));
+        }
+        for row in tx.open_table(APPROVALS)?.iter()? {
+            let (k, v) = row?;
+            let (release, service) = k.value();
+            snap.approvals
+                .push((release.to_string(), service.to_string(), v.value()));
         }
         for row in tx.open_table(CHECKPOINTS)?.iter()? {
             let (k, v) = row?;
@@ -268,6 +279,10 @@ impl Store {
             if let Some(failing) = &batch.failing {
                 let v = serde_json::to_vec(failing).map_err(|e| corrupt("meta", e))?;
                 meta.insert("failing", v.as_slice())?;
+            }
+            let mut approvals = tx.open_table(APPROVALS)?;
+            for (release, service, at) in &batch.approvals {
+                approvals.insert((release.as_str(), service.as_str()), *at)?;
             }
             let mut cps = tx.open_table(CHECKPOINTS)?;
             for (name, bytes) in checkpoints {

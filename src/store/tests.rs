@@ -162,6 +162,76 @@ fn retention_purges_old_history_and_seen_ids() {
     assert_eq!(snap.keys.len(), 3);
 }
 
+/// The gate's ledger and a pending deployment attempt survive a restart:
+/// an approval seen before the restart still satisfies the gate after it,
+/// and an attempt without one is judged once, after the restart.
+#[test]
+fn the_approvals_ledger_and_pending_attempts_survive_a_restart() {
+    use std::sync::Arc;
+
+    use crate::config::Config;
+    use crate::detect::Detectors;
+    use crate::track::{Effect, Settings, Tracker};
+
+    let cfg: Config = toml::from_str(
+        "[model.gate]\nenvironments = [\"production\"]\napproval_sources = [\"jira\"]\n",
+    )
+    .unwrap();
+    let model = Arc::new(crate::model::Model::from_config(&cfg.model).unwrap());
+    let tracker = || {
+        Tracker::new(
+            model.clone(),
+            Detectors::new(&cfg.anomalies, "h"),
+            Settings::from_config(&cfg, true),
+        )
+    };
+    let ev = |id: &str, release: &str, status: &str, source: &str, secs: i64| Event {
+        id: id.into(),
+        time: secs * 1000,
+        release: release.into(),
+        status: status.into(),
+        source: source.into(),
+        ..event(0)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut tr = tracker();
+        tr.apply(ev("a1", "r1", "approved", "jira", 10), 100_000);
+        tr.apply(ev("d1", "r1", "deployed", "ci", 20), 100_000);
+        tr.apply(ev("d2", "r2", "deployed", "ci", 20), 100_000);
+        let batch = tr.take_batch();
+        assert_eq!(batch.approvals, vec![("r1".into(), "svc".into(), 10_000)]);
+        store.commit(&batch, &[], &BTreeMap::new()).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let snap = store.load().unwrap();
+    assert_eq!(snap.approvals, vec![("r1".into(), "svc".into(), 10_000)]);
+    let mut tr = tracker();
+    tr.restore(snap.keys, snap.seen, snap.failing, snap.approvals);
+    tr.take_effects();
+    let findings = |tr: &mut Tracker| -> Vec<String> {
+        tr.take_effects()
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Anomaly(a) => Some(format!("{} {}", a.rule, a.release)),
+                _ => None,
+            })
+            .collect()
+    };
+    tr.tick(1_000_000, true);
+    assert_eq!(findings(&mut tr), vec!["gate_bypass r2"]);
+    store
+        .commit(&tr.take_batch(), &[], &BTreeMap::new())
+        .unwrap();
+    // judged once: not again after another restart
+    let snap = store.load().unwrap();
+    let mut tr = tracker();
+    tr.restore(snap.keys, snap.seen, snap.failing, snap.approvals);
+    tr.tick(2_000_000, true);
+    assert!(findings(&mut tr).is_empty());
+}
+
 #[test]
 fn a_store_of_another_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,6 +8,13 @@
 //! order. An event that sorts before the current one is `late`: kept in the
 //! history, it moves nothing. Durations are event-time differences. The
 //! agent's clock is passed in (`now`) so tests and `replay` choose it.
+//!
+//! The gate's approvals ledger lives here too: every `approved` report from
+//! an approval source (late ones included) records the earliest approval
+//! time per (release, service), persisted in the same batch. Such a report
+//! for a key that has already been `in_progress` or `deployed` is accepted
+//! and kept in the history but does not move the key (the approval is
+//! paperwork catching up, not the release going back), in any environment.
 
 mod state;
 
@@ -17,7 +24,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::config::{Config, Forward};
-use crate::detect::{Anomaly, Change, ChangeKind, Detectors, FinishReason, LastReport, RuleId};
+use crate::detect::{
+    Anomaly, Approvals, Change, ChangeKind, Detectors, FinishReason, LastReport, RuleId,
+};
 use crate::event::{Event, InputResult, Key, TimeMs};
 use crate::model::{Model, StateIdx};
 
@@ -135,6 +144,9 @@ pub struct Batch {
     pub outbox: Vec<Anomaly>,
     /// Open restore episodes, when they changed.
     pub failing: Option<Vec<(Target, TimeMs)>>,
+    /// Approvals ledger entries that changed: (release, service, earliest
+    /// approval time).
+    pub approvals: Vec<(String, String, TimeMs)>,
 }
 
 /// The tracker's settings in the units it computes with.
@@ -217,6 +229,8 @@ pub struct Tracker {
     /// Open restore episodes: when the first unrestored failure happened.
     failing: HashMap<Target, TimeMs>,
     failing_dirty: bool,
+    /// The gate's ledger: earliest approval per (release, service).
+    approvals: Approvals,
     dirty: HashSet<Key>,
     batch: Batch,
     effects: Vec<Effect>,
@@ -240,6 +254,7 @@ impl Tracker {
             deployed: HashMap::new(),
             failing: HashMap::new(),
             failing_dirty: false,
+            approvals: Approvals::new(),
             dirty: HashSet::new(),
             batch: Batch::default(),
             effects: Vec::new(),
@@ -253,6 +268,7 @@ impl Tracker {
         keys: Vec<(Key, KeyState)>,
         seen: Vec<(u128, TimeMs)>,
         failing: Vec<(Target, TimeMs)>,
+        approvals: Vec<(String, String, TimeMs)>,
     ) {
         for (key, ks) in keys {
             self.effects.push(Effect::Status {
@@ -276,6 +292,13 @@ impl Tracker {
         }
         self.seen.extend(seen);
         self.failing.extend(failing);
+        self.approvals
+            .extend(approvals.into_iter().map(|(r, s, at)| ((r, s), at)));
+    }
+
+    /// The gate's ledger.
+    pub fn approvals(&self) -> &Approvals {
+        &self.approvals
     }
 
     pub fn model(&self) -> &Model {
@@ -367,8 +390,18 @@ impl Tracker {
             (order_time, rank, ev.id.as_str()) <= (ks.max_time, ks.max_rank, ks.max_id.as_str())
         });
         let from_status = prev.map(|ks| ks.status.clone());
+        let approval = self.detect.is_gate_approval(&self.model, &ev);
+        let hold = approval
+            && prev.is_some_and(|ks| {
+                ks.memory.has_passed("in_progress") || ks.memory.has_passed("deployed")
+            });
+        if approval {
+            self.note_approval(&ev, order_time);
+        }
         let result = if late {
             InputResult::Late
+        } else if hold {
+            InputResult::Accepted
         } else {
             self.advance(&key, &ev, to, order_time, now, skewed, &mut anomalies);
             InputResult::Accepted
@@ -383,7 +416,7 @@ impl Tracker {
         }
         if self.settings.persist {
             self.batch.history.push(HistoryRecord {
-                from: if late { None } else { from_status },
+                from: if late || hold { None } else { from_status },
                 late,
                 recorded_at: now,
                 order_time,
@@ -392,6 +425,22 @@ impl Tracker {
             });
         }
         result
+    }
+
+    /// Records an approval in the gate's ledger (the earliest one counts).
+    fn note_approval(&mut self, ev: &Event, at: TimeMs) {
+        let slot = self
+            .approvals
+            .entry((ev.release.clone(), ev.service.clone()))
+            .or_insert(TimeMs::MAX);
+        if at < *slot {
+            *slot = at;
+            if self.settings.persist {
+                self.batch
+                    .approvals
+                    .push((ev.release.clone(), ev.service.clone(), at));
+            }
+        }
     }
 
     /// Applies a report that sorts after the key's current one.
@@ -720,6 +769,20 @@ impl Tracker {
         let mut counts: HashMap<(String, String), u64> = HashMap::new();
         let mut anomalies = Vec::new();
         for (key, ks) in self.keys.iter_mut() {
+            // Attempts are judged whether or not the key has finished since
+            // (deployed then complete within the grace is the common case).
+            if caught_up
+                && self.detect.on_gate_check(
+                    &model,
+                    key,
+                    &mut ks.memory,
+                    &self.approvals,
+                    now,
+                    &mut anomalies,
+                )
+            {
+                self.dirty.insert(key.clone());
+            }
             if let Some(f) = &ks.finished {
                 if now - f.at > self.settings.history_retention {
                     forget.push(key.clone());

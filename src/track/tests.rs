@@ -9,7 +9,12 @@
 //! - `effects`: every effect but `Input` and `Status`, in order (`Input` is
 //!   checked against the steps' results; a check's effects are sorted, since
 //!   it walks a hash map). Always checked: an empty list means "nothing";
-//! - the store batch (taken once, at the end) when the case sets those fields.
+//! - the store batch (taken once, at the end) when the case sets those fields;
+//! - `findings`: every anomaly with its severity, evidence and message.
+//!
+//! A case may set `config` (a TOML snippet: `[model]` and `[anomalies]`) and
+//! `only` (effect prefixes: then `effects` lists just those, which keeps the
+//! rule tables in `rules` about the rules).
 //!
 //! At the end, a proptest: any arrival order of the same events gives the
 //! same final statuses and the same history (SPEC section 1).
@@ -58,6 +63,17 @@ fn tracker(settings: Settings) -> Tracker {
     )
 }
 
+/// A tracker with the model and rules of a TOML snippet.
+fn tracker_with(settings: Settings, config: &str) -> Tracker {
+    let cfg: crate::config::Config = toml::from_str(config).expect("case config parses");
+    let model = Model::from_config(&cfg.model).expect("case model is valid");
+    Tracker::new(
+        Arc::new(model),
+        Detectors::new(&cfg.anomalies, "host"),
+        settings,
+    )
+}
+
 // ---------------------------------------------------------------- events in
 
 /// An event with a readable default id naming its fields (tests that are
@@ -97,6 +113,8 @@ trait Build {
     fn commit_time(self, at: TimeMs) -> Self;
     fn version(self, v: &str) -> Self;
     fn source(self, s: &str) -> Self;
+    fn reason(self, r: &str) -> Self;
+    fn emergency(self) -> Self;
 }
 
 impl Build for Event {
@@ -132,6 +150,14 @@ impl Build for Event {
         self.source = s.into();
         self
     }
+    fn reason(mut self, r: &str) -> Self {
+        self.reason = Some(r.into());
+        self
+    }
+    fn emergency(mut self) -> Self {
+        self.change_class = Some(crate::event::ChangeClass::Emergency);
+        self
+    }
 }
 
 enum Step {
@@ -162,6 +188,12 @@ type Lines = &'static [&'static str];
 struct Case {
     name: &'static str,
     settings: Settings,
+    /// `[model]` and `[anomalies]` as TOML; empty = the defaults.
+    config: &'static str,
+    /// Effect prefixes `effects` is restricted to; empty = every effect.
+    only: &'static [&'static str],
+    /// Anomalies: `"<rule> <severity> <event_id>: <message>"`.
+    findings: Option<Lines>,
     steps: Vec<Step>,
     keys: Lines,
     effects: Lines,
@@ -185,6 +217,9 @@ impl Default for Case {
         Self {
             name: "",
             settings: settings(),
+            config: "",
+            only: &[],
+            findings: None,
             steps: Vec::new(),
             keys: &[],
             effects: &[],
@@ -254,6 +289,17 @@ fn render_effect(e: &Effect) -> Option<String> {
                 .to_string()
         }
     })
+}
+
+fn render_finding(e: &Effect) -> Option<String> {
+    let Effect::Anomaly(a) = e else { return None };
+    Some(format!(
+        "{} {} {}: {}",
+        a.rule,
+        a.severity.as_str(),
+        a.event_id,
+        a.message
+    ))
 }
 
 fn render_key(key: &Key, ks: &KeyState) -> String {
@@ -326,7 +372,12 @@ fn diff<T: std::fmt::Debug + PartialEq>(
 /// Runs one case; returns what did not match.
 fn run(case: Case) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut tr = tracker(case.settings.clone());
+    let mut tr = if case.config.is_empty() {
+        tracker(case.settings.clone())
+    } else {
+        tracker_with(case.settings.clone(), case.config)
+    };
+    let mut findings = Vec::new();
     let mut effects = Vec::new();
     let mut inputs = Vec::new();
     let mut want_inputs = Vec::new();
@@ -340,6 +391,7 @@ fn run(case: Case) -> Vec<String> {
                 }
                 want_inputs.push(got);
                 let mut step_effects = tr.take_effects();
+                findings.extend(step_effects.iter().filter_map(render_finding));
                 inputs.extend(step_effects.iter().filter_map(|e| match e {
                     Effect::Input { result, .. } => Some(*result),
                     _ => None,
@@ -348,15 +400,25 @@ fn run(case: Case) -> Vec<String> {
             }
             Step::Tick { now, caught_up } => {
                 tr.tick(now, caught_up);
-                let mut step_effects: Vec<String> =
-                    tr.take_effects().iter().filter_map(render_effect).collect();
+                let raw = tr.take_effects();
+                let mut step_findings: Vec<String> =
+                    raw.iter().filter_map(render_finding).collect();
+                step_findings.sort();
+                findings.extend(step_findings);
+                let mut step_effects: Vec<String> = raw.iter().filter_map(render_effect).collect();
                 step_effects.sort();
                 effects.extend(step_effects);
             }
         }
     }
     diff(&mut problems, "input effects", &inputs, &want_inputs);
+    if !case.only.is_empty() {
+        effects.retain(|e| case.only.iter().any(|p| e.starts_with(p)));
+    }
     diff(&mut problems, "effects", &effects, &lines(case.effects));
+    if let Some(want) = case.findings {
+        diff(&mut problems, "findings", &findings, &lines(want));
+    }
 
     let mut keys: Vec<String> = tr.keys().map(|(k, ks)| render_key(k, ks)).collect();
     keys.sort();
@@ -1909,3 +1971,6 @@ proptest! {
         prop_assert_eq!(got_history, want_history);
     }
 }
+
+mod clean;
+mod rules;

@@ -1,0 +1,1259 @@
+//! The anomaly rules of SPEC section 5 as behaviour tables: for each rule
+//! the cases that must fire and the near misses that must stay silent.
+//! Tables restrict `effects` to the anomalies (`only`), and check the
+//! record's severity, evidence (event id) and message in `findings`.
+//! (stuck and clock_skew have their tables in the parent module.)
+
+use super::*;
+use crate::event::ActorType::Human;
+
+const ANOMALIES: &[&str] = &["anomaly"];
+
+fn utc(s: &str) -> TimeMs {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .timestamp_millis()
+}
+
+/// An event at an absolute time, applied at that time.
+fn now_at(ev: Event) -> Step {
+    at(ev.time, ev, Accepted)
+}
+
+fn human(e: Event, who: &str) -> Event {
+    e.actor(who).actor_type(Human)
+}
+
+// -------------------------------------------------------------------- gate
+
+const GATE: &str = r#"
+[model.gate]
+environments = ["prod"]
+approval_sources = ["jira"]
+grace = "2m"
+"#;
+
+/// An approval from the ticket system.
+fn appr(release: &str, service: &str, env: &str, time: TimeMs) -> Event {
+    human(
+        ev(release, service, env, "approved", time).source("jira"),
+        "alice",
+    )
+}
+
+#[test]
+fn gate() {
+    run_table(vec![
+        Case {
+            name: "an approval before the deploy, in another environment, satisfies the gate",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), appr("r1", "svc", "staging", t(0)), Accepted),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/staging approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "an approval for the whole release (service -) satisfies the gate",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), appr("r1", "-", "prod", t(0)), Accepted),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/-/prod approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "an approval from a source not in approval_sources does not count",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(
+                    t(0),
+                    ev("r1", "svc", "staging", "approved", t(0)).source("ci"),
+                    Accepted,
+                ),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/staging approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            effects: &["anomaly gate_bypass r1/svc/prod deployed"],
+            findings: Some(&[
+                "gate_bypass critical r1/svc/prod:deployed@60: prod deploy of r1/svc by \
+                 deploy-bot without prior approval (no approval from jira)",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "an approval within the grace after the deploy counts, and does not move the key",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                at(t(200), appr("r1", "svc", "prod", t(180)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            history: Some(&[
+                "r1/svc/prod deployed t=60 order=60 from=-",
+                "r1/svc/prod approved t=180 order=180 from=-",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "an approval after the grace: gate_bypass, exactly once",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                at(t(300), appr("r1", "svc", "prod", t(181)), Accepted),
+                tick(t(600), true),
+                tick(t(1200), true),
+            ],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            effects: &["anomaly gate_bypass r1/svc/prod deployed"],
+            findings: Some(&[
+                "gate_bypass critical r1/svc/prod:deployed@60: prod deploy of r1/svc by \
+                 deploy-bot without prior approval (approved only at 2026-09-21T14:16:21.000Z, \
+                 after 2026-09-21T14:16:20.000Z)",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "judged once the clock has passed deploy + grace and every source is caught up",
+            config: GATE,
+            only: &["anomaly", "stuck_counts"],
+            steps: vec![
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(180), true),
+                tick(t(181), false),
+                tick(t(181), true),
+                tick(t(900), true),
+            ],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            effects: &[
+                "stuck_counts",
+                "stuck_counts",
+                "anomaly gate_bypass r1/svc/prod deployed",
+                "stuck_counts",
+                "stuck_counts",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "an attempt under way without a deployed is not judged; once ended, from its \
+                   last gated status",
+            config: GATE,
+            only: &["anomaly", "stuck_counts"],
+            steps: vec![
+                at(t(0), p("r1", "in_progress", t(0)), Accepted),
+                at(t(30), p("r1", "in_progress", t(30)), Accepted),
+                tick(t(900), true),
+                at(t(1000), p("r1", "failed", t(1000)), Accepted),
+                tick(t(1200), true),
+            ],
+            keys: &["r1/svc/prod failed since=1000 open"],
+            effects: &[
+                "stuck_counts",
+                "anomaly gate_bypass r1/svc/prod in_progress",
+                "stuck_counts",
+            ],
+            findings: Some(&[
+                "gate_bypass critical r1/svc/prod:in_progress@30: prod deployment attempt of \
+                 r1/svc (never reached deployed) by deploy-bot without prior approval (no \
+                 approval from jira)",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "a retry after a failure is another attempt, judged on its own",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "in_progress", t(0)), Accepted),
+                at(t(60), p("r1", "failed", t(60)), Accepted),
+                // too late for the first attempt (0 + 2m), in time for the retry
+                at(t(150), appr("r1", "svc", "staging", t(150)), Accepted),
+                at(t(160), p("r1", "in_progress", t(160)), Accepted),
+                at(t(180), p("r1", "deployed", t(180)), Accepted),
+                tick(t(900), true),
+            ],
+            keys: &[
+                "r1/svc/prod deployed since=180 open",
+                "r1/svc/staging approved since=150 open",
+            ],
+            effects: &["anomaly gate_bypass r1/svc/prod in_progress"],
+            ..Case::default()
+        },
+        Case {
+            name: "a redeploy of the same release is the same attempt: one finding",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                at(t(120), p("r1", "in_progress", t(120)), Accepted),
+                at(t(180), p("r1", "deployed", t(180)), Accepted),
+                tick(t(900), true),
+                at(t(1000), p("r1", "in_progress", t(1000)), Accepted),
+                at(t(1100), p("r1", "deployed", t(1100)), Accepted),
+                tick(t(2000), true),
+            ],
+            keys: &["r1/svc/prod deployed since=1100 open"],
+            effects: &["anomaly gate_bypass r1/svc/prod deployed"],
+            ..Case::default()
+        },
+        Case {
+            name: "a key that finished within the grace (deployed, then complete) is judged too",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                at(t(90), p("r1", "complete", t(90)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &["r1/svc/prod complete since=90 finished=terminal@90"],
+            effects: &["anomaly gate_bypass r1/svc/prod deployed"],
+            ..Case::default()
+        },
+        Case {
+            name: "an approval after the key completed satisfies it, moves nothing, is no \
+                   invalid transition",
+            config: GATE,
+            only: &["anomaly", "reopened", "transition"],
+            steps: vec![
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                at(t(90), p("r1", "complete", t(90)), Accepted),
+                at(t(130), appr("r1", "svc", "prod", t(120)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &["r1/svc/prod complete since=90 finished=terminal@90"],
+            effects: &["transition prod deployed->complete"],
+            ..Case::default()
+        },
+        Case {
+            name: "an approval that is not the gate's (no gate) moves the key as usual",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                at(t(130), appr("r1", "svc", "prod", t(120)), Accepted),
+            ],
+            keys: &["r1/svc/prod approved since=120 open"],
+            effects: &["anomaly invalid_transition r1/svc/prod deployed->approved"],
+            ..Case::default()
+        },
+        Case {
+            name: "the emergency path with a reason is reported only as emergency_change",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(
+                    t(0),
+                    p("r1", "in_progress", t(0))
+                        .emergency()
+                        .reason("INC-42 card payments down"),
+                    Accepted,
+                ),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            effects: &["anomaly emergency_change r1/svc/prod in_progress->deployed"],
+            findings: Some(&[
+                "emergency_change notice r1/svc/prod:deployed@60: emergency prod deploy of \
+                 r1/svc by deploy-bot without prior approval; reason: INC-42 card payments down",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "the emergency class without a reason is a gate_bypass",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(60), p("r1", "deployed", t(60)).emergency(), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            effects: &["anomaly gate_bypass r1/svc/prod deployed"],
+            ..Case::default()
+        },
+        Case {
+            name: "the emergency path with an approval: nothing",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), appr("r1", "svc", "prod", t(0)), Accepted),
+                at(
+                    t(60),
+                    p("r1", "deployed", t(60)).emergency().reason("INC-1"),
+                    Accepted,
+                ),
+                tick(t(600), true),
+            ],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "an ungated environment: silent",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(
+                    t(60),
+                    ev("r1", "svc", "staging", "deployed", t(60)),
+                    Accepted,
+                ),
+                tick(t(600), true),
+            ],
+            keys: &["r1/svc/staging deployed since=60 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "no gate configured: silent",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "gate_bypass disabled: silent",
+            config: r#"
+[model.gate]
+environments = ["prod"]
+approval_sources = ["jira"]
+[anomalies.gate_bypass]
+enabled = false
+"#,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "emergency_change disabled: an emergency attempt is not a gate_bypass either",
+            config: r#"
+[model.gate]
+environments = ["prod"]
+approval_sources = ["jira"]
+[anomalies.emergency_change]
+enabled = false
+"#,
+            only: ANOMALIES,
+            steps: vec![
+                at(
+                    t(60),
+                    p("r1", "deployed", t(60)).emergency().reason("INC-1"),
+                    Accepted,
+                ),
+                tick(t(600), true),
+            ],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "severity overrides apply",
+            config: r#"
+[model.gate]
+environments = ["prod"]
+approval_sources = ["jira"]
+grace = "10m"
+[anomalies.gate_bypass]
+severity = "error"
+[anomalies.emergency_change]
+severity = "warning"
+"#,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                at(
+                    t(60),
+                    p("r2", "deployed", t(60)).emergency().reason("INC-1"),
+                    Accepted,
+                ),
+                tick(t(660), true),
+                tick(t(661), true),
+            ],
+            keys: &[
+                "r1/svc/prod deployed since=60 finished=superseded@60",
+                "r2/svc/prod deployed since=60 open",
+            ],
+            effects: &[
+                "anomaly emergency_change r2/svc/prod deployed",
+                "anomaly gate_bypass r1/svc/prod deployed",
+            ],
+            findings: Some(&[
+                "emergency_change warning r2/svc/prod:deployed@60: emergency prod deploy of \
+                 r2/svc by deploy-bot without prior approval; reason: INC-1",
+                "gate_bypass error r1/svc/prod:deployed@60: prod deploy of r1/svc by deploy-bot \
+                 without prior approval (no approval from jira)",
+            ]),
+            ..Case::default()
+        },
+    ]);
+}
+
+// ------------------------------------------------------- unauthorized_actor
+
+const PERMISSIONS: &str = r#"
+[model.roles]
+deployers = ["deploy-bot", "argocd"]
+[[model.permissions]]
+into = ["deployed", "in_progress"]
+environments = ["prod"]
+allow = ["@deployers"]
+[[model.permissions]]
+into = ["deployed"]
+environments = ["prod"]
+allow = ["carol"]
+[[model.permissions]]
+into = ["rolled_back"]
+allow = ["alice"]
+"#;
+
+#[test]
+fn unauthorized_actor() {
+    run_table(vec![
+        Case {
+            name: "members of a role may (roles expanded)",
+            config: PERMISSIONS,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "in_progress", t(0)).actor("argocd"), Accepted),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+            ],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "an actor no entry allows may not: first status and transition alike",
+            config: PERMISSIONS,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), human(p("r1", "deployed", t(0)), "mallory"), Accepted),
+                at(t(0), p("r2", "scheduled", t(0)), Accepted),
+                at(
+                    t(60),
+                    human(p("r2", "in_progress", t(60)), "mallory"),
+                    Accepted,
+                ),
+            ],
+            keys: &[
+                "r1/svc/prod deployed since=0 open",
+                "r2/svc/prod in_progress since=60 open",
+            ],
+            effects: &[
+                "anomaly unauthorized_actor r1/svc/prod deployed",
+                "anomaly unauthorized_actor r2/svc/prod scheduled->in_progress",
+            ],
+            findings: Some(&[
+                "unauthorized_actor critical r1/svc/prod:deployed@0: mallory (human) moved r1/svc \
+                 to deployed in prod but is not allowed to (allowed: argocd, carol, deploy-bot; \
+                 via ci)",
+                "unauthorized_actor critical r2/svc/prod:in_progress@60: mallory (human) moved \
+                 r2/svc to in_progress in prod but is not allowed to (allowed: argocd, \
+                 deploy-bot; via ci)",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "allowed by one of several matching entries is enough, only where it matches",
+            config: PERMISSIONS,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), human(p("r1", "deployed", t(0)), "carol"), Accepted),
+                at(t(0), human(p("r2", "in_progress", t(0)), "carol"), Accepted),
+            ],
+            keys: &[
+                "r1/svc/prod deployed since=0 open",
+                "r2/svc/prod in_progress since=0 open",
+            ],
+            effects: &["anomaly unauthorized_actor r2/svc/prod in_progress"],
+            ..Case::default()
+        },
+        Case {
+            name: "environment scoping: staging is not restricted",
+            config: PERMISSIONS,
+            only: ANOMALIES,
+            steps: vec![at(
+                t(0),
+                human(ev("r1", "svc", "staging", "deployed", t(0)), "mallory"),
+                Accepted,
+            )],
+            keys: &["r1/svc/staging deployed since=0 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "an entry without environments applies to every environment",
+            config: PERMISSIONS,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), ev("r1", "svc", "staging", "deployed", t(0)), Accepted),
+                at(
+                    t(60),
+                    human(ev("r1", "svc", "staging", "rolled_back", t(60)), "mallory"),
+                    Accepted,
+                ),
+                at(t(0), ev("r2", "svc", "dev", "deployed", t(0)), Accepted),
+                at(
+                    t(60),
+                    human(ev("r2", "svc", "dev", "rolled_back", t(60)), "alice"),
+                    Accepted,
+                ),
+            ],
+            keys: &[
+                "r1/svc/staging rolled_back since=60 finished=terminal@60",
+                "r2/svc/dev rolled_back since=60 finished=terminal@60",
+            ],
+            effects: &["anomaly unauthorized_actor r1/svc/staging deployed->rolled_back"],
+            ..Case::default()
+        },
+        Case {
+            name: "re-reporting the current status is not entering it",
+            config: PERMISSIONS,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "deployed", t(0)), Accepted),
+                at(
+                    t(60),
+                    human(p("r1", "deployed", t(60)), "mallory"),
+                    Accepted,
+                ),
+            ],
+            keys: &["r1/svc/prod deployed since=0 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "disabled: silent",
+            config: r#"
+[[model.permissions]]
+into = ["deployed"]
+allow = ["deploy-bot"]
+[anomalies.unauthorized_actor]
+enabled = false
+"#,
+            only: ANOMALIES,
+            steps: vec![at(
+                t(0),
+                human(p("r1", "deployed", t(0)), "mallory"),
+                Accepted,
+            )],
+            keys: &["r1/svc/prod deployed since=0 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "severity override",
+            config: r#"
+[[model.permissions]]
+into = ["deployed"]
+allow = ["deploy-bot"]
+[anomalies.unauthorized_actor]
+severity = "alert"
+"#,
+            only: ANOMALIES,
+            steps: vec![at(
+                t(0),
+                human(p("r1", "deployed", t(0)), "mallory"),
+                Accepted,
+            )],
+            keys: &["r1/svc/prod deployed since=0 open"],
+            effects: &["anomaly unauthorized_actor r1/svc/prod deployed"],
+            findings: Some(&[
+                "unauthorized_actor alert r1/svc/prod:deployed@0: mallory (human) moved r1/svc to \
+                 deployed in prod but is not allowed to (allowed: deploy-bot; via ci)",
+            ]),
+            ..Case::default()
+        },
+    ]);
+}
+
+// ---------------------------------------------------------- status_conflict
+
+#[test]
+fn status_conflict() {
+    run_table(vec![
+        Case {
+            name: "automation says complete, a person says failed: a conflict, not an invalid \
+                   transition",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "in_progress", t(0)), Accepted),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                at(t(120), p("r1", "complete", t(120)), Accepted),
+                at(t(180), human(p("r1", "failed", t(180)), "carol"), Accepted),
+            ],
+            keys: &["r1/svc/prod failed since=180 open"],
+            effects: &["anomaly status_conflict r1/svc/prod complete->failed"],
+            findings: Some(&[
+                "status_conflict warning r1/svc/prod:failed@180: conflicting reports for r1/svc \
+                 in prod: automation reported complete, then 60s later carol (human) reported \
+                 failed, leaving a finished status (via ci)",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "automation says deployed, a person sets in_test (passed before): a conflict",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "in_test", t(0)), Accepted),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                at(t(90), human(p("r1", "in_test", t(90)), "carol"), Accepted),
+            ],
+            keys: &["r1/svc/prod in_test since=90 open"],
+            effects: &["anomaly status_conflict r1/svc/prod deployed->in_test"],
+            ..Case::default()
+        },
+        Case {
+            name: "a person approving and then automation deploying is progress",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), human(p("r1", "approved", t(0)), "alice"), Accepted),
+                at(t(30), p("r1", "in_progress", t(30)), Accepted),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+            ],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "a person marks a deploy failed, automation retries it: an allowed retry",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "in_progress", t(0)), Accepted),
+                at(t(60), human(p("r1", "failed", t(60)), "carol"), Accepted),
+                at(t(90), p("r1", "in_progress", t(90)), Accepted),
+            ],
+            keys: &["r1/svc/prod in_progress since=90 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "the same actor type: a plain invalid transition",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "in_test", t(0)), Accepted),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                at(t(90), p("r1", "in_test", t(90)), Accepted),
+            ],
+            keys: &["r1/svc/prod in_test since=90 open"],
+            effects: &["anomaly invalid_transition r1/svc/prod deployed->in_test"],
+            ..Case::default()
+        },
+        Case {
+            name: "outside the window: a plain invalid transition",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "in_test", t(0)), Accepted),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                at(t(361), human(p("r1", "in_test", t(361)), "carol"), Accepted),
+            ],
+            keys: &["r1/svc/prod in_test since=361 open"],
+            effects: &["anomaly invalid_transition r1/svc/prod deployed->in_test"],
+            ..Case::default()
+        },
+        Case {
+            name: "back to a status the key never passed: invalid_transition, not a conflict",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "deployed", t(0)), Accepted),
+                at(t(60), human(p("r1", "in_test", t(60)), "carol"), Accepted),
+            ],
+            keys: &["r1/svc/prod in_test since=60 open"],
+            effects: &["anomaly invalid_transition r1/svc/prod deployed->in_test"],
+            ..Case::default()
+        },
+        Case {
+            name: "MTTSR conflict: from the contradicting report to the next allowed transition",
+            only: &["anomaly", "resolution"],
+            steps: vec![
+                at(t(0), p("r1", "in_test", t(0)), Accepted),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                at(t(90), human(p("r1", "in_test", t(90)), "carol"), Accepted),
+                at(t(300), p("r1", "deployed", t(300)), Accepted),
+                at(t(400), p("r1", "complete", t(400)), Accepted),
+            ],
+            keys: &["r1/svc/prod complete since=400 finished=terminal@400"],
+            effects: &[
+                "anomaly status_conflict r1/svc/prod deployed->in_test",
+                "resolution r1/svc/prod in_test conflict 210s",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "disabled: the invalid transition is reported instead",
+            config: "[anomalies.status_conflict]\nenabled = false\n",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "complete", t(0)), Accepted),
+                at(t(60), human(p("r1", "failed", t(60)), "carol"), Accepted),
+            ],
+            keys: &["r1/svc/prod failed since=60 open"],
+            effects: &["anomaly invalid_transition r1/svc/prod complete->failed"],
+            ..Case::default()
+        },
+        Case {
+            name: "window and severity from the config",
+            config: "[anomalies.status_conflict]\nwindow = \"1h\"\nseverity = \"error\"\n",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "complete", t(0)), Accepted),
+                at(
+                    t(3000),
+                    human(p("r1", "failed", t(3000)), "carol"),
+                    Accepted,
+                ),
+            ],
+            keys: &["r1/svc/prod failed since=3000 open"],
+            effects: &["anomaly status_conflict r1/svc/prod complete->failed"],
+            findings: Some(&[
+                "status_conflict error r1/svc/prod:failed@3000: conflicting reports for r1/svc in \
+                 prod: automation reported complete, then 3000s later carol (human) reported \
+                 failed, leaving a finished status (via ci)",
+            ]),
+            ..Case::default()
+        },
+    ]);
+}
+
+// ----------------------------------------------------------------- flapping
+
+/// `scheduled` at `start`, then `n` cycles rescheduled -> scheduled, one
+/// every `every` seconds (the pair half a cycle apart).
+fn reschedules(release: &str, start: i64, n: i64, every: i64) -> Vec<Step> {
+    let mut steps = vec![at(t(start), p(release, "scheduled", t(start)), Accepted)];
+    for i in 1..=n {
+        let at_s = start + i * every;
+        steps.push(at(t(at_s), p(release, "rescheduled", t(at_s)), Accepted));
+        let back = at_s + every / 2;
+        steps.push(at(t(back), p(release, "scheduled", t(back)), Accepted));
+    }
+    steps
+}
+
+#[test]
+fn flapping() {
+    run_table(vec![
+        Case {
+            name: "five re-schedules within the window are fine",
+            only: ANOMALIES,
+            steps: reschedules("r1", 0, 5, 120),
+            keys: &["r1/svc/prod scheduled since=660 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "the sixth fires (and the sixth return to scheduled); the seventh does not again",
+            only: ANOMALIES,
+            steps: reschedules("r1", 0, 7, 120),
+            keys: &["r1/svc/prod scheduled since=900 open"],
+            effects: &[
+                "anomaly flapping r1/svc/prod scheduled->rescheduled",
+                "anomaly flapping r1/svc/prod rescheduled->scheduled",
+            ],
+            findings: Some(&[
+                "flapping notice r1/svc/prod:rescheduled@720: r1/svc in prod entered Re-Scheduled \
+                 more than 5 times within 1h (flapping; latest by deploy-bot via ci)",
+                "flapping notice r1/svc/prod:scheduled@780: r1/svc in prod entered Scheduled more \
+                 than 5 times within 1h (flapping; latest by deploy-bot via ci)",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "six re-schedules spread over more than the window are fine",
+            only: ANOMALIES,
+            steps: reschedules("r1", 0, 6, 15 * M),
+            keys: &["r1/svc/prod scheduled since=5850 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "once the count is back within the limit, a new episode fires again",
+            only: ANOMALIES,
+            steps: {
+                let mut s = reschedules("r1", 0, 6, 120);
+                s.extend(reschedules("r1", 2 * H, 6, 120).into_iter().skip(1));
+                s
+            },
+            keys: &["r1/svc/prod scheduled since=7980 open"],
+            effects: &[
+                "anomaly flapping r1/svc/prod scheduled->rescheduled",
+                "anomaly flapping r1/svc/prod rescheduled->scheduled",
+                "anomaly flapping r1/svc/prod scheduled->rescheduled",
+                "anomaly flapping r1/svc/prod rescheduled->scheduled",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "disabled: silent",
+            config: "[anomalies.flapping]\nenabled = false\n",
+            only: ANOMALIES,
+            steps: reschedules("r1", 0, 7, 120),
+            keys: &["r1/svc/prod scheduled since=900 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "max_transitions, window and severity from the config",
+            config: "[anomalies.flapping]\nmax_transitions = 2\nwindow = \"10m\"\n\
+                     severity = \"warning\"\n",
+            only: ANOMALIES,
+            steps: reschedules("r1", 0, 3, 120),
+            keys: &["r1/svc/prod scheduled since=420 open"],
+            effects: &[
+                "anomaly flapping r1/svc/prod scheduled->rescheduled",
+                "anomaly flapping r1/svc/prod rescheduled->scheduled",
+            ],
+            findings: Some(&[
+                "flapping warning r1/svc/prod:rescheduled@360: r1/svc in prod entered \
+                 Re-Scheduled more than 2 times within 10m (flapping; latest by deploy-bot via ci)",
+                "flapping warning r1/svc/prod:scheduled@420: r1/svc in prod entered Scheduled \
+                 more than 2 times within 10m (flapping; latest by deploy-bot via ci)",
+            ]),
+            ..Case::default()
+        },
+    ]);
+}
+
+// ----------------------------------------------------------------- id_reuse
+
+#[test]
+fn id_reuse() {
+    run_table(vec![
+        Case {
+            name: "a rolled back key reported again with another version: id_reuse instead of \
+                   invalid_transition",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "in_progress", t(0)).version("1.0"), Accepted),
+                at(t(60), p("r1", "rolled_back", t(60)), Accepted),
+                at(
+                    t(600),
+                    p("r1", "in_progress", t(600)).version("1.1"),
+                    Accepted,
+                ),
+            ],
+            keys: &["r1/svc/prod in_progress since=600 open"],
+            effects: &["anomaly id_reuse r1/svc/prod rolled_back->in_progress"],
+            findings: Some(&[
+                "id_reuse error r1/svc/prod:in_progress@600: release id reused: r1/svc in prod \
+                 finished as rolled_back with version 1.0, now reported in_progress with version \
+                 1.1 by deploy-bot via ci",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "a cancelled key deployed with another version",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "scheduled", t(0)).version("1.0"), Accepted),
+                at(t(60), p("r1", "cancelled", t(60)).version("1.0"), Accepted),
+                at(t(600), p("r1", "deployed", t(600)).version("2.0"), Accepted),
+            ],
+            keys: &["r1/svc/prod deployed since=600 open"],
+            effects: &["anomaly id_reuse r1/svc/prod cancelled->deployed"],
+            ..Case::default()
+        },
+        Case {
+            name: "the same version: an invalid transition out of a terminal status",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "in_progress", t(0)).version("1.0"), Accepted),
+                at(t(60), p("r1", "rolled_back", t(60)), Accepted),
+                at(
+                    t(600),
+                    p("r1", "in_progress", t(600)).version("1.0"),
+                    Accepted,
+                ),
+            ],
+            keys: &["r1/svc/prod in_progress since=600 open"],
+            effects: &["anomaly invalid_transition r1/svc/prod rolled_back->in_progress"],
+            ..Case::default()
+        },
+        Case {
+            name: "a new release id after a rollback is not id_reuse",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "in_progress", t(0)).version("1.0"), Accepted),
+                at(t(60), p("r1", "rolled_back", t(60)), Accepted),
+                at(
+                    t(600),
+                    p("r2", "in_progress", t(600)).version("1.1"),
+                    Accepted,
+                ),
+            ],
+            keys: &[
+                "r1/svc/prod rolled_back since=60 finished=terminal@60",
+                "r2/svc/prod in_progress since=600 open",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "a key that finished complete is not covered: invalid transition",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "deployed", t(0)).version("1.0"), Accepted),
+                at(t(60), p("r1", "complete", t(60)), Accepted),
+                at(
+                    t(600),
+                    p("r1", "in_progress", t(600)).version("1.1"),
+                    Accepted,
+                ),
+            ],
+            keys: &["r1/svc/prod in_progress since=600 open"],
+            effects: &["anomaly invalid_transition r1/svc/prod complete->in_progress"],
+            ..Case::default()
+        },
+        Case {
+            name: "disabled: the invalid transition is reported instead",
+            config: "[anomalies.id_reuse]\nenabled = false\n",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "in_progress", t(0)).version("1.0"), Accepted),
+                at(t(60), p("r1", "rolled_back", t(60)), Accepted),
+                at(
+                    t(600),
+                    p("r1", "in_progress", t(600)).version("1.1"),
+                    Accepted,
+                ),
+            ],
+            keys: &["r1/svc/prod in_progress since=600 open"],
+            effects: &["anomaly invalid_transition r1/svc/prod rolled_back->in_progress"],
+            ..Case::default()
+        },
+    ]);
+}
+
+// ------------------------------------------------------------ change_freeze
+
+const FREEZES: &str = r#"
+[[anomalies.change_freeze.windows]]
+start = "2026-12-20T00:00:00Z"
+end = "2027-01-04T08:00:00Z"
+environments = ["prod"]
+[[anomalies.change_freeze.windows]]
+days = ["fri", "sat", "sun"]
+from = "16:00"
+to = "08:00"
+timezone = "Europe/Berlin"
+environments = ["prod"]
+"#;
+
+fn deploy(release: &str, at: &str) -> Step {
+    now_at(p(release, "deployed", utc(at)))
+}
+
+#[test]
+fn change_freeze() {
+    run_table(vec![
+        Case {
+            name: "inside an absolute window",
+            config: FREEZES,
+            only: ANOMALIES,
+            steps: vec![deploy("r1", "2026-12-24T10:00:00Z")],
+            keys: &["r1/svc/prod deployed since=8106400 open"],
+            effects: &["anomaly change_freeze r1/svc/prod deployed"],
+            findings: Some(&[
+                "change_freeze error r1/svc/prod:deployed@8106400: prod deploy of r1/svc by \
+                 deploy-bot during a change freeze (2026-12-20T00:00:00Z to 2027-01-04T08:00:00Z; \
+                 via ci)",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "an absolute window: start inclusive, end exclusive",
+            config: r#"
+[[anomalies.change_freeze.windows]]
+start = "2026-12-20T00:00:00Z"
+end = "2027-01-04T08:00:00Z"
+"#,
+            only: ANOMALIES,
+            steps: vec![
+                now_at(ev("r0", "a", PROD, "deployed", utc("2026-12-19T23:59:59Z"))),
+                now_at(ev("r1", "b", PROD, "deployed", utc("2026-12-20T00:00:00Z"))),
+                now_at(ev("r2", "c", PROD, "deployed", utc("2027-01-04T07:59:59Z"))),
+                now_at(ev("r3", "d", PROD, "deployed", utc("2027-01-04T08:00:00Z"))),
+            ],
+            keys: &[
+                "r0/a/prod deployed since=7724799 open",
+                "r1/b/prod deployed since=7724800 open",
+                "r2/c/prod deployed since=9049599 open",
+                "r3/d/prod deployed since=9049600 open",
+            ],
+            effects: &[
+                "anomaly change_freeze r1/b/prod deployed",
+                "anomaly change_freeze r2/c/prod deployed",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "an environment the window does not list: silent",
+            config: FREEZES,
+            only: ANOMALIES,
+            steps: vec![now_at(ev(
+                "r1",
+                "svc",
+                "staging",
+                "deployed",
+                utc("2026-12-24T10:00:00Z"),
+            ))],
+            keys: &["r1/svc/staging deployed since=8106400 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "weekly: Friday 16:00 Berlin (CEST, 14:00Z) starts it, Monday 08:00 ends it",
+            config: FREEZES,
+            only: ANOMALIES,
+            steps: vec![
+                now_at(ev("r1", "a", PROD, "deployed", utc("2026-10-02T13:59:59Z"))),
+                now_at(ev(
+                    "r1",
+                    "b",
+                    PROD,
+                    "in_progress",
+                    utc("2026-10-02T14:00:00Z"),
+                )),
+                now_at(ev("r1", "c", PROD, "deployed", utc("2026-10-05T05:59:59Z"))),
+                now_at(ev("r1", "d", PROD, "deployed", utc("2026-10-05T06:00:00Z"))),
+            ],
+            keys: &[
+                "r1/a/prod deployed since=949599 open",
+                "r1/b/prod in_progress since=949600 open",
+                "r1/c/prod deployed since=1179999 open",
+                "r1/d/prod deployed since=1180000 open",
+            ],
+            effects: &[
+                "anomaly change_freeze r1/b/prod in_progress",
+                "anomaly change_freeze r1/c/prod deployed",
+            ],
+            findings: Some(&[
+                "change_freeze error r1/b/prod:in_progress@949600: prod deployment started for \
+                 r1/b by deploy-bot during a change freeze (fri,sat,sun 16:00-08:00 \
+                 Europe/Berlin; via ci)",
+                "change_freeze error r1/c/prod:deployed@1179999: prod deploy of r1/c by \
+                 deploy-bot during a change freeze (fri,sat,sun 16:00-08:00 Europe/Berlin; via \
+                 ci)",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "a DST week (autumn): Friday 16:00 CEST to Monday 08:00 CET, i.e. 07:00Z",
+            config: FREEZES,
+            only: ANOMALIES,
+            steps: vec![
+                now_at(ev("r1", "a", PROD, "deployed", utc("2026-10-23T13:59:59Z"))),
+                now_at(ev("r1", "b", PROD, "deployed", utc("2026-10-23T14:00:00Z"))),
+                now_at(ev("r1", "c", PROD, "deployed", utc("2026-10-26T06:59:59Z"))),
+                now_at(ev("r1", "d", PROD, "deployed", utc("2026-10-26T07:00:00Z"))),
+            ],
+            keys: &[
+                "r1/a/prod deployed since=2763999 open",
+                "r1/b/prod deployed since=2764000 open",
+                "r1/c/prod deployed since=2997999 open",
+                "r1/d/prod deployed since=2998000 open",
+            ],
+            effects: &[
+                "anomaly change_freeze r1/b/prod deployed",
+                "anomaly change_freeze r1/c/prod deployed",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "a DST week (spring): Friday 16:00 CET (15:00Z) to Monday 08:00 CEST (06:00Z)",
+            config: FREEZES,
+            only: ANOMALIES,
+            steps: vec![
+                now_at(ev("r1", "a", PROD, "deployed", utc("2026-03-27T14:59:59Z"))),
+                now_at(ev("r1", "b", PROD, "deployed", utc("2026-03-27T15:00:00Z"))),
+                now_at(ev("r1", "c", PROD, "deployed", utc("2026-03-30T05:59:59Z"))),
+                now_at(ev("r1", "d", PROD, "deployed", utc("2026-03-30T06:00:00Z"))),
+            ],
+            keys: &[
+                "r1/a/prod deployed since=-15376401 open",
+                "r1/b/prod deployed since=-15376400 open",
+                "r1/c/prod deployed since=-15149601 open",
+                "r1/d/prod deployed since=-15149600 open",
+            ],
+            effects: &[
+                "anomaly change_freeze r1/b/prod deployed",
+                "anomaly change_freeze r1/c/prod deployed",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "one finding per deployment run; a re-report is not entering",
+            config: FREEZES,
+            only: ANOMALIES,
+            steps: vec![
+                // started before the freeze, landed inside: reported on deployed
+                now_at(p("r1", "in_progress", utc("2026-10-02T13:50:00Z"))),
+                now_at(p("r1", "deployed", utc("2026-10-02T14:10:00Z"))),
+                // started and landed inside: reported once, on in_progress
+                now_at(p("r2", "in_progress", utc("2026-10-03T10:00:00Z"))),
+                now_at(p("r2", "paused", utc("2026-10-03T10:05:00Z"))),
+                now_at(p("r2", "in_progress", utc("2026-10-03T10:10:00Z"))),
+                now_at(p("r2", "deployed", utc("2026-10-03T10:20:00Z"))),
+                // deployed before, re-reported inside
+                now_at(ev("r3", "x", PROD, "deployed", utc("2026-10-02T12:00:00Z"))),
+                now_at(ev("r3", "x", PROD, "deployed", utc("2026-10-03T12:00:00Z"))),
+                // a new run inside after a failure: reported again
+                now_at(p("r2", "failed", utc("2026-10-03T11:00:00Z"))),
+                now_at(p("r2", "in_progress", utc("2026-10-03T11:10:00Z"))),
+            ],
+            keys: &[
+                "r1/svc/prod deployed since=950200 finished=superseded@1022800",
+                "r2/svc/prod in_progress since=1025800 open",
+                "r3/x/prod deployed since=942400 open",
+            ],
+            effects: &[
+                "anomaly change_freeze r1/svc/prod in_progress->deployed",
+                "anomaly change_freeze r2/svc/prod in_progress",
+                "anomaly change_freeze r2/svc/prod failed->in_progress",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "a weekend: sat, sun from 00:00 to 00:00 (UTC by default)",
+            config: r#"
+[[anomalies.change_freeze.windows]]
+days = ["sat", "sun"]
+from = "00:00"
+to = "00:00"
+"#,
+            only: ANOMALIES,
+            steps: vec![
+                now_at(ev(
+                    "r1",
+                    "a",
+                    "dev",
+                    "deployed",
+                    utc("2026-10-02T23:59:59Z"),
+                )),
+                now_at(ev(
+                    "r1",
+                    "b",
+                    "dev",
+                    "deployed",
+                    utc("2026-10-03T00:00:00Z"),
+                )),
+                now_at(ev(
+                    "r1",
+                    "c",
+                    "dev",
+                    "deployed",
+                    utc("2026-10-04T23:59:59Z"),
+                )),
+                now_at(ev(
+                    "r1",
+                    "d",
+                    "dev",
+                    "deployed",
+                    utc("2026-10-05T00:00:00Z"),
+                )),
+            ],
+            keys: &[
+                "r1/a/dev deployed since=985599 open",
+                "r1/b/dev deployed since=985600 open",
+                "r1/c/dev deployed since=1158399 open",
+                "r1/d/dev deployed since=1158400 open",
+            ],
+            effects: &[
+                "anomaly change_freeze r1/b/dev deployed",
+                "anomaly change_freeze r1/c/dev deployed",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "disabled: silent",
+            config: r#"
+[anomalies.change_freeze]
+enabled = false
+[[anomalies.change_freeze.windows]]
+days = ["sat", "sun"]
+from = "00:00"
+to = "00:00"
+"#,
+            only: ANOMALIES,
+            steps: vec![deploy("r1", "2026-10-03T10:00:00Z")],
+            keys: &["r1/svc/prod deployed since=1021600 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "severity override",
+            config: r#"
+[anomalies.change_freeze]
+severity = "critical"
+[[anomalies.change_freeze.windows]]
+days = ["sat", "sun"]
+from = "00:00"
+to = "00:00"
+"#,
+            only: ANOMALIES,
+            steps: vec![deploy("r1", "2026-10-03T10:00:00Z")],
+            keys: &["r1/svc/prod deployed since=1021600 open"],
+            effects: &["anomaly change_freeze r1/svc/prod deployed"],
+            findings: Some(&[
+                "change_freeze critical r1/svc/prod:deployed@1021600: prod deploy of r1/svc by \
+                 deploy-bot during a change freeze (sat,sun 00:00-00:00 UTC; via ci)",
+            ]),
+            ..Case::default()
+        },
+    ]);
+}
+
+// ---------------------------------------------------- the built-in rules
+
+#[test]
+fn built_in_rules_can_be_disabled_or_retuned() {
+    run_table(vec![
+        Case {
+            name: "invalid_transition disabled: silent",
+            config: "[anomalies.invalid_transition]\nenabled = false\n",
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "deployed", t(0)), Accepted),
+                at(t(60), p("r1", "in_test", t(60)), Accepted),
+            ],
+            keys: &["r1/svc/prod in_test since=60 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "stuck disabled: counted, not reported",
+            config: "[anomalies.stuck]\nenabled = false\n",
+            only: &["anomaly", "stuck_counts"],
+            steps: vec![
+                at(t(0), p("r1", "in_progress", t(0)), Accepted),
+                tick(t(2 * H), true),
+            ],
+            keys: &["r1/svc/prod in_progress since=0 open"],
+            effects: &["stuck_counts prod/in_progress=1"],
+            ..Case::default()
+        },
+        Case {
+            name: "clock_skew with a severity override",
+            config: "[anomalies.clock_skew]\nseverity = \"warning\"\n",
+            only: ANOMALIES,
+            steps: vec![at(t(0), p("r1", "in_progress", t(400)), Accepted)],
+            keys: &["r1/svc/prod in_progress since=0 open"],
+            effects: &["anomaly clock_skew r1/svc/prod in_progress"],
+            findings: Some(&[
+                "clock_skew warning r1/svc/prod:in_progress@400: event r1/svc/prod:in_progress@400 \
+                 for r1/svc in prod from source ci is dated 2026-09-21T14:20:00.000Z, 400s ahead \
+                 of this agent's clock",
+            ]),
+            ..Case::default()
+        },
+    ]);
+}
