@@ -60,7 +60,10 @@ pub enum AgentError {
 enum CoreMsg {
     Batch(SourceBatch),
     /// Rebuild from the store with this config; answer with the checkpoints.
-    Reload(Box<Loaded>, SyncSender<Result<BTreeMap<String, Vec<u8>>, String>>),
+    Reload(
+        Box<Loaded>,
+        SyncSender<Result<BTreeMap<String, Vec<u8>>, String>>,
+    ),
     Shutdown,
 }
 
@@ -103,7 +106,11 @@ impl Core {
     ) -> Result<(Tracker, Metrics, BTreeMap<String, Vec<u8>>), AgentError> {
         let cfg = &loaded.config;
         let model = Arc::new(Model::from_config(&cfg.model).map_err(|_| AgentError::Model)?);
-        let host = cfg.agent.hostname.clone().unwrap_or_else(crate::cli::hostname);
+        let host = cfg
+            .agent
+            .hostname
+            .clone()
+            .unwrap_or_else(crate::cli::hostname);
         let detect = Detectors::new(&cfg.anomalies, &host);
         let mut tracker = Tracker::new(model, detect, Settings::from_config(cfg, true));
         let mut metrics = Metrics::new(&cfg.tracking, true)?;
@@ -112,7 +119,7 @@ impl Core {
             metrics.declare_source(&s.name);
         }
         metrics.restore_counters(&snap.counters);
-        tracker.restore(snap.keys, snap.seen, snap.failing);
+        tracker.restore(snap.keys, snap.seen, snap.failing, snap.approvals);
         for e in tracker.take_effects() {
             metrics.apply(&e);
         }
@@ -126,7 +133,10 @@ impl Core {
     }
 
     fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
-        self.shared.metrics.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared
+            .metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Applies one source batch: tracker, one store transaction, metrics.
@@ -399,7 +409,9 @@ async fn serve(
         }
     }
     tracing::info!("stopping: committing what the sources read");
-    tokio::task::spawn_blocking(move || sources.stop()).await.ok();
+    tokio::task::spawn_blocking(move || sources.stop())
+        .await
+        .ok();
     let _ = stop_http_tx.send(());
     let _ = http.await;
     Ok(())

@@ -59,7 +59,8 @@ impl<S: Subscriber> Layer<S> for SyslogLayer {
 /// Installs the global subscriber; falls back to stderr (with a message)
 /// when the local syslog cannot be reached.
 pub fn init(target: LogTarget) {
-    let filter = || EnvFilter::try_from_env("RELSTAT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        || EnvFilter::try_from_env("RELSTAT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     if target == LogTarget::Syslog {
         let formatter = syslog::Formatter3164 {
             facility: syslog::Facility::LOG_DAEMON,

@@ -26,7 +26,10 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_live_exposition() {
     assert!(wait_until(20, || agent.events("accepted") == 50.0));
 
     let (clean, findings) = promtool_check_metrics(&promtool, &agent.metrics());
-    assert!(clean, "promtool check metrics on the live /metrics:\n{findings}");
+    assert!(
+        clean,
+        "promtool check metrics on the live /metrics:\n{findings}"
+    );
 
     let pdir = tempfile::tempdir().unwrap();
     let pport = free_port();
@@ -42,7 +45,10 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_live_exposition() {
     let _prom = Prometheus(
         Command::new(prometheus)
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", pdir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                pdir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -51,7 +57,8 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_live_exposition() {
             .expect("prometheus starts"),
     );
     assert!(
-        wait_until(60, || http_get(pport, "/-/ready").is_some_and(|(s, _)| s == 200)),
+        wait_until(60, || http_get(pport, "/-/ready")
+            .is_some_and(|(s, _)| s == 200)),
         "prometheus did not become ready"
     );
     let query = |q: &str| {

@@ -21,7 +21,12 @@ fn rotate_rename(agent: &Agent) {
 
 fn rotate_copytruncate(agent: &Agent) {
     std::fs::copy(agent.log("a.log"), agent.log("a.log.1")).unwrap();
-    std::fs::OpenOptions::new().write(true).open(agent.log("a.log")).unwrap().set_len(0).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(agent.log("a.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
 }
 
 fn rotate_delete(agent: &Agent) {
@@ -44,7 +49,11 @@ fn rotation_case(rotate: fn(&Agent), settle: bool) {
     assert_eq!(wait_accepted(&agent, 600), 600.0, "{}", agent.metrics());
     std::thread::sleep(std::time::Duration::from_millis(600)); // nothing more arrives
     assert_eq!(agent.events("accepted"), 600.0);
-    assert_eq!(agent.events("duplicate"), 0.0, "a rotated file was read twice");
+    assert_eq!(
+        agent.events("duplicate"),
+        0.0,
+        "a rotated file was read twice"
+    );
     assert_eq!(agent.signal("-TERM"), Some(0));
     let stored = stored_counts(&agent.dir.path().join("data"));
     assert_eq!(stored.get("accepted"), Some(&600));
@@ -72,7 +81,12 @@ fn rotation_copytruncate() {
 fn truncate_in_place_then_rewrite() {
     rotation_case(
         |a| {
-            std::fs::OpenOptions::new().write(true).open(a.log("a.log")).unwrap().set_len(0).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(a.log("a.log"))
+                .unwrap()
+                .set_len(0)
+                .unwrap();
         },
         true,
     );
@@ -101,7 +115,10 @@ fn sigterm_commits_and_a_restart_resumes_without_rereading() {
     std::thread::sleep(std::time::Duration::from_millis(600));
     assert_eq!(agent.events("duplicate"), 0.0);
     assert_eq!(agent.signal("-INT"), Some(0));
-    assert_eq!(stored_counts(&agent.dir.path().join("data")).get("accepted"), Some(&150));
+    assert_eq!(
+        stored_counts(&agent.dir.path().join("data")).get("accepted"),
+        Some(&150)
+    );
 }
 
 /// kill -9 while a large file is being read, twice: after the restarts every
@@ -115,20 +132,32 @@ fn kill_9_mid_file_loses_nothing_and_counts_nothing_twice() {
         agent.start();
         let before = agent.events("accepted");
         // wait for progress, then kill mid-way (when it is not already done)
-        wait_until(20, || agent.events("accepted") > before + 1000.0 + round as f64);
+        wait_until(20, || {
+            agent.events("accepted") > before + 1000.0 + round as f64
+        });
         agent.signal("-KILL");
         // the kill really happened mid-file: part of it is committed, not all
         let c = stored_counts(&agent.dir.path().join("data"));
         let done = c.get("accepted").copied().unwrap_or(0);
-        assert!(done > before as u64 && done < n as u64, "round {round}: {done} of {n} committed");
+        assert!(
+            done > before as u64 && done < n as u64,
+            "round {round}: {done} of {n} committed"
+        );
     }
     agent.start();
     assert_eq!(wait_accepted(&agent, n), n as f64);
     std::thread::sleep(std::time::Duration::from_millis(600));
     assert_eq!(agent.events("accepted"), n as f64);
-    assert_eq!(agent.events("duplicate"), 0.0, "lines re-read after kill -9");
+    assert_eq!(
+        agent.events("duplicate"),
+        0.0,
+        "lines re-read after kill -9"
+    );
     assert_eq!(agent.signal("-TERM"), Some(0));
-    assert_eq!(stored_counts(&agent.dir.path().join("data")).get("accepted"), Some(&(n as u64)));
+    assert_eq!(
+        stored_counts(&agent.dir.path().join("data")).get("accepted"),
+        Some(&(n as u64))
+    );
 }
 
 #[test]
@@ -136,14 +165,15 @@ fn run_once_reads_the_backlog_commits_and_exits() {
     let agent = Agent::new("");
     append_lines(&agent.log("a.log"), 1, 500);
     std::fs::write(agent.log("b.log"), "garbage\n").unwrap();
-    let run = |a: &Agent| {
-        relstat(&["run", "--once", "-c", a.config.to_str().unwrap()])
-    };
+    let run = |a: &Agent| relstat(&["run", "--once", "-c", a.config.to_str().unwrap()]);
     let o = run(&agent);
     assert!(o.status.success(), "{}", stderr(&o));
     let data = agent.dir.path().join("data");
     let c = stored_counts(&data);
-    assert_eq!((c.get("accepted"), c.get("invalid")), (Some(&500), Some(&1)));
+    assert_eq!(
+        (c.get("accepted"), c.get("invalid")),
+        (Some(&500), Some(&1))
+    );
     append_lines(&agent.log("a.log"), 501, 510);
     assert!(run(&agent).status.success());
     let c = stored_counts(&data);
@@ -160,7 +190,11 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise() {
     assert_eq!(wait_accepted(&agent, 5), 5.0);
     let original = std::fs::read_to_string(&agent.config).unwrap();
     // an invalid config: refused, the agent keeps running on the old one
-    std::fs::write(&agent.config, format!("{original}\n[tracking]\nmax_tracked = 0\n")).unwrap();
+    std::fs::write(
+        &agent.config,
+        format!("{original}\n[tracking]\nmax_tracked = 0\n"),
+    )
+    .unwrap();
     agent.signal("-HUP");
     std::thread::sleep(std::time::Duration::from_millis(500));
     append_lines(&agent.log("a.log"), 6, 8);
@@ -170,16 +204,26 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise() {
     std::fs::create_dir_all(&logs2).unwrap();
     std::fs::write(
         &agent.config,
-        format!("{original}\n[[sources]]\nname = \"g\"\ntype = \"file\"\npaths = [\"{}/*.log\"]\n", logs2.display()),
+        format!(
+            "{original}\n[[sources]]\nname = \"g\"\ntype = \"file\"\npaths = [\"{}/*.log\"]\n",
+            logs2.display()
+        ),
     )
     .unwrap();
     agent.signal("-HUP");
     append_lines(&logs2.join("x.log"), 100, 104);
     assert!(
-        wait_until(20, || sample(&agent.metrics(), r#"relstat_events_total{result="accepted",source="g"}"#) == Some(5.0)),
+        wait_until(20, || sample(
+            &agent.metrics(),
+            r#"relstat_events_total{result="accepted",source="g"}"#
+        ) == Some(5.0)),
         "{}",
         agent.metrics()
     );
-    assert_eq!(agent.events("accepted"), 8.0, "nothing re-read by the reload");
+    assert_eq!(
+        agent.events("accepted"),
+        8.0,
+        "nothing re-read by the reload"
+    );
     assert_eq!(agent.signal("-TERM"), Some(0));
 }

@@ -6,6 +6,6 @@ mod util;
 
 mod anomalies;
 mod cli;
-mod replay;
 mod prometheus;
+mod replay;
 mod run;

@@ -87,12 +87,16 @@ pub fn free_port() -> u16 {
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -164,13 +168,16 @@ impl Agent {
         self.child = Some(child);
         let port = self.port;
         assert!(
-            wait_until(20, || http_get(port, "/readyz").is_some_and(|(s, _)| s == 200)),
+            wait_until(20, || http_get(port, "/readyz")
+                .is_some_and(|(s, _)| s == 200)),
             "agent did not become ready"
         );
     }
 
     pub fn metrics(&self) -> String {
-        http_get(self.port, "/metrics").map(|(_, b)| b).unwrap_or_default()
+        http_get(self.port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 
     /// `relstat_events_total{result=...,source="f"}`.
@@ -185,7 +192,10 @@ impl Agent {
     /// Sends a signal; waits (bounded) for the process to exit; returns its code.
     pub fn signal(&mut self, sig: &str) -> Option<i32> {
         let child = self.child.as_mut()?;
-        Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
         if sig == "-HUP" {
             return None;
         }
@@ -212,7 +222,11 @@ impl Drop for Agent {
 /// Appends canonical lines for releases `from..=to` (one `deployed` each).
 pub fn append_lines(path: &Path, from: usize, to: usize) {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     let mut buf = String::new();
     for i in from..=to {
         buf.push_str(&format!(
