@@ -56,6 +56,9 @@ pub enum AgentError {
     CoreGone,
 }
 
+/// Source checkpoints by name, as the store holds them.
+type Checkpoints = BTreeMap<String, Vec<u8>>;
+
 /// What the core thread receives.
 enum CoreMsg {
     Batch(SourceBatch),
@@ -103,7 +106,7 @@ impl Core {
     fn build(
         loaded: &Loaded,
         store: &Store,
-    ) -> Result<(Tracker, Metrics, BTreeMap<String, Vec<u8>>), AgentError> {
+    ) -> Result<(Tracker, Metrics, Checkpoints), AgentError> {
         let cfg = &loaded.config;
         let model = Arc::new(Model::from_config(&cfg.model).map_err(|_| AgentError::Model)?);
         let host = cfg
@@ -248,7 +251,7 @@ struct Sources {
 impl Sources {
     fn start(
         loaded: &Loaded,
-        checkpoints: &BTreeMap<String, Vec<u8>>,
+        checkpoints: &Checkpoints,
         tx: &SyncSender<CoreMsg>,
         once: bool,
     ) -> Result<Sources, AgentError> {
