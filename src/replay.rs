@@ -261,7 +261,7 @@ fn drain(tracker: &mut Tracker, metrics: &mut Metrics, anomalies: &mut Vec<Anoma
     for e in tracker.take_effects() {
         metrics.apply(&e);
         if let Effect::Anomaly(a) = e {
-            anomalies.push(a);
+            anomalies.push(*a);
         }
     }
 }

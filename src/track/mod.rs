@@ -65,9 +65,9 @@ impl Outcome {
 }
 
 /// Something the sinks must reflect. Emitted in order; drained with
-/// [`Tracker::take_effects`]. Effects live only until the next drain, so
-/// the size of the `Anomaly` variant costs nothing worth a box.
-#[allow(clippy::large_enum_variant)]
+/// [`Tracker::take_effects`]. A batch of a few thousand lines holds its
+/// effects until it is committed, so the rare large variant (`Anomaly`) is
+/// boxed to keep every other effect small.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Input {
@@ -122,7 +122,7 @@ pub enum Effect {
         key: Key,
         secs: f64,
     },
-    Anomaly(Anomaly),
+    Anomaly(Box<Anomaly>),
     /// Open keys past their status's stuck_after, by (environment, status);
     /// replaces the previous counts.
     StuckCounts(Vec<((String, String), u64)>),
@@ -412,7 +412,7 @@ impl Tracker {
             if self.settings.outbox != OutboxMode::Off {
                 self.batch.outbox.push(a.clone());
             }
-            self.effects.push(Effect::Anomaly(a));
+            self.effects.push(Effect::Anomaly(Box::new(a)));
         }
         if self.settings.persist {
             self.batch.history.push(HistoryRecord {
@@ -835,7 +835,7 @@ impl Tracker {
             if self.settings.outbox != OutboxMode::Off {
                 self.batch.outbox.push(a.clone());
             }
-            self.effects.push(Effect::Anomaly(a));
+            self.effects.push(Effect::Anomaly(Box::new(a)));
         }
         let mut counts: Vec<_> = counts.into_iter().collect();
         counts.sort();

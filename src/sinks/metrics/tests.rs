@@ -103,3 +103,18 @@ fn label_values_beyond_the_cap_become_other_and_are_counted() {
         "{out}"
     );
 }
+
+#[test]
+fn per_release_label_values_are_escaped() {
+    let mut m = metrics(10, 10);
+    status(&mut m, &key("r\"1\\\nx", "api", "prod"), "deployed", 1_500);
+    let out = m.render();
+    assert!(
+        out.contains(r#"relstat_release_status{environment="prod",release="r\"1\\\nx",service="api",site="",status="deployed"} 1"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"release="r\"1\\\nx",service="api",site=""} 1.5"#),
+        "{out}"
+    );
+}

@@ -46,7 +46,7 @@ use crate::sources::{Item, SourceBatch};
 pub const POLL: Duration = Duration::from_millis(250);
 /// Bytes read from one file per pass: bounds a batch (and so the time
 /// between commits) while a large backlog is read.
-const READ_BYTES: usize = 512 * 1024;
+const READ_BYTES: usize = 128 * 1024;
 /// An orphaned file that has not grown for this long is closed.
 const ORPHAN_GRACE: Duration = Duration::from_secs(5);
 

@@ -560,7 +560,7 @@ fn feed(config: &str, events: Vec<Event>) -> (Vec<Anomaly>, Tracker) {
     let mut drain = |tr: &mut Tracker| {
         for e in tr.take_effects() {
             if let Effect::Anomaly(a) = e {
-                anomalies.push(a);
+                anomalies.push(*a);
             }
         }
         tr.take_batch();
