@@ -25,8 +25,10 @@ def get(port, path):
     s.close()
     return b"".join(chunks).decode(errors="replace")
 
+T0 = int(time.time()) - 1800  # recent: keys stay open (not stale, not stuck)
+
 def line(i, status="in_progress"):
-    t = 1_790_000_000 + i
+    t = T0 + i // 10
     ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
     return json.dumps({"time": ts, "release": f"r{i}", "service": f"s{i % 40}",
                        "environment": ["dev", "staging", "production"][i % 3], "status": status}) + "\n"

@@ -353,11 +353,14 @@ impl FileSource {
         let (wake_tx, wake_rx) = std::sync::mpsc::channel::<()>();
         let _watcher = watch(&self.watch_dirs(), wake_tx, &self.name);
         let mut last_discover = Instant::now() - POLL;
+        // A change notification may be a new file (or the first line of an
+        // empty one): discover on every wake, not only every POLL.
+        let mut woken = true;
         loop {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            let discover = once || last_discover.elapsed() >= POLL;
+            let discover = once || woken || last_discover.elapsed() >= POLL;
             if discover {
                 last_discover = Instant::now();
             }
@@ -367,17 +370,18 @@ impl FileSource {
             if (had_items || caught_up) && !send(batch) {
                 return;
             }
+            woken = false;
             if caught_up {
                 self.first_run = false;
                 if once {
                     return;
                 }
-                // Nothing more to read: sleep until notified or polled.
-                let _ = wake_rx.recv_timeout(POLL);
-                while wake_rx.try_recv().is_ok() {}
-                if !had_items {
-                    continue;
+                if had_items {
+                    continue; // read again at once: more may have arrived
                 }
+                // Nothing more to read: sleep until notified or polled.
+                woken = wake_rx.recv_timeout(POLL).is_ok();
+                while wake_rx.try_recv().is_ok() {}
             }
         }
     }
@@ -397,7 +401,14 @@ fn watch(
     source: &str,
 ) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
-    let mut w = match notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+    let mut w = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Our own reads show up as access events: waking on them would make
+        // every read cause another pass.
+        if let Ok(ev) = &res
+            && matches!(ev.kind, notify::EventKind::Access(_))
+        {
+            return;
+        }
         let _ = wake.send(());
     }) {
         Ok(w) => w,
