@@ -62,6 +62,8 @@ type Checkpoints = BTreeMap<String, Vec<u8>>;
 /// What the core thread receives.
 enum CoreMsg {
     Batch(SourceBatch),
+    /// Run a closure on the core thread (webhooks, API, admin socket).
+    Call(Box<dyn FnOnce(&mut Core) + Send>),
     /// Rebuild from the store with this config; answer with the checkpoints.
     Reload(
         Box<Loaded>,
@@ -74,6 +76,42 @@ enum CoreMsg {
 pub struct Shared {
     pub metrics: Mutex<Metrics>,
     ready: AtomicBool,
+    /// The way into the core for /api and /hooks.
+    pub core: CoreHandle,
+}
+
+/// A handle to the core thread: runs closures there, one at a time, in
+/// order with the source batches, so they see (and may change) the tracker
+/// and the store with no other owner.
+#[derive(Clone)]
+pub struct CoreHandle {
+    tx: SyncSender<CoreMsg>,
+}
+
+impl CoreHandle {
+    /// Runs `f` on the core thread and waits (blocking) for its result.
+    pub fn call_blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core) -> R + Send + 'static,
+    ) -> Result<R, AgentError> {
+        let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
+        let msg = CoreMsg::Call(Box::new(move |core: &mut Core| {
+            let _ = reply_tx.send(f(core));
+        }));
+        self.tx.send(msg).map_err(|_| AgentError::CoreGone)?;
+        reply_rx.recv().map_err(|_| AgentError::CoreGone)
+    }
+
+    /// Runs `f` on the core thread from async code.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core) -> R + Send + 'static,
+    ) -> Result<R, AgentError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.call_blocking(f))
+            .await
+            .map_err(|_| AgentError::CoreGone)?
+    }
 }
 
 impl crate::http::Service for Shared {
@@ -92,8 +130,9 @@ impl crate::http::Service for Shared {
     }
 }
 
-/// The core: tracker, store and the metrics it feeds.
-struct Core {
+/// The core: tracker, store and the metrics it feeds. Only the core thread
+/// touches it; other threads go through [`CoreHandle`].
+pub struct Core {
     tracker: Tracker,
     store: Store,
     shared: Arc<Shared>,
@@ -135,6 +174,14 @@ impl Core {
         Ok((tracker, metrics, snap.checkpoints))
     }
 
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
         self.shared
             .metrics
@@ -143,7 +190,8 @@ impl Core {
     }
 
     /// Applies one source batch: tracker, one store transaction, metrics.
-    fn apply(&mut self, b: SourceBatch) -> Result<(), StoreError> {
+    /// When it returns Ok, the batch is durable.
+    pub fn apply(&mut self, b: SourceBatch) -> Result<(), StoreError> {
         let now = now_ms();
         let mut latest: Option<i64> = None;
         for item in b.items {
@@ -213,6 +261,7 @@ impl Core {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
                 Ok(CoreMsg::Batch(b)) => self.apply(b)?,
+                Ok(CoreMsg::Call(f)) => f(&mut self),
                 Ok(CoreMsg::Reload(loaded, reply)) => {
                     let result = Core::build(&loaded, &self.store);
                     match result {
@@ -303,11 +352,12 @@ impl Sources {
 pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(), AgentError> {
     let store = Store::open(&loaded.config.agent.data_dir)?;
     let (tracker, metrics, checkpoints) = Core::build(&loaded, &store)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<CoreMsg>(CHANNEL);
     let shared = Arc::new(Shared {
         metrics: Mutex::new(metrics),
         ready: AtomicBool::new(false),
+        core: CoreHandle { tx: tx.clone() },
     });
-    let (tx, rx) = std::sync::mpsc::sync_channel::<CoreMsg>(CHANNEL);
     let core = Core {
         tracker,
         store,
@@ -329,7 +379,9 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
 
     if once {
         sources.stop_when_done();
-        drop(tx);
+        // Shared holds a sender too: the core stops on this message, after
+        // every batch the sources sent before it.
+        let _ = tx.send(CoreMsg::Shutdown);
         return core_thread.join().map_err(|_| AgentError::CoreGone)?;
     }
 
