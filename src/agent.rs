@@ -421,6 +421,15 @@ async fn serve(
     )
     .await?;
     tracing::info!(listen = %server.local_addr(), "relstat is running");
+    let data_dir = loaded.config.agent.data_dir.clone();
+    let admin = {
+        let (dir, core) = (data_dir.clone(), shared.core.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::admin::serve(&dir, core).await {
+                tracing::error!("admin socket stopped: {e}");
+            }
+        })
+    };
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let svc: Arc<dyn crate::http::Service> = shared.clone();
     let http = tokio::spawn(server.run(svc, async move {
@@ -469,5 +478,7 @@ async fn serve(
         .ok();
     let _ = stop_http_tx.send(());
     let _ = http.await;
+    admin.abort();
+    crate::admin::remove(&data_dir);
     Ok(())
 }

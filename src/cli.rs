@@ -52,6 +52,9 @@ pub enum Command {
         #[arg(required = true, value_name = "LOGFILE")]
         files: Vec<PathBuf>,
     },
+    /// The store-and-forward spool
+    #[command(subcommand)]
+    Spool(SpoolCommand),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -59,6 +62,17 @@ pub enum Command {
     },
     /// Print the man page (roff)
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpoolCommand {
+    /// Count, size and age of the live spool (through the running agent, or
+    /// from the store when it is stopped)
+    Inspect {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -156,6 +170,24 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                     .and_then(|_| out.write_all(b"\n")),
             };
             written.map_err(Failure::runtime)
+        }
+        Command::Spool(SpoolCommand::Inspect { json }) => {
+            let loaded = load_config(cli.config.as_deref())?;
+            let s = crate::admin::spool_inspect(&loaded.config.agent.data_dir)
+                .map_err(Failure::runtime)?;
+            if json {
+                println!("{}", serde_json::to_string(&s).map_err(Failure::runtime)?);
+            } else {
+                let age = s
+                    .oldest_age_seconds
+                    .map(|a| {
+                        humantime::format_duration(std::time::Duration::from_secs(a as u64))
+                            .to_string()
+                    })
+                    .unwrap_or_else(|| "-".into());
+                println!("events: {}\nbytes: {}\noldest: {age}", s.events, s.bytes);
+            }
+            Ok(())
         }
         Command::Completions { shell } => {
             let mut cmd = Cli::command();

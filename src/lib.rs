@@ -21,9 +21,11 @@
 //! - [`http`]: the one listener: /metrics, /healthz, /readyz (TLS and basic
 //!   auth from an exporter-toolkit web config), and routes for /api/v1 and /hooks.
 //! - [`replay`]: `relstat replay`: historical logs through the whole flow, in memory.
+//! - [`admin`]: the local admin socket the CLI uses while the agent runs.
 //! - [`agent`]: `relstat run`: source threads, the core (tracker + store), HTTP, signals.
 //! - [`cli`]: the command line; [`logging`]: the agent's own log.
 
+pub mod admin;
 pub mod agent;
 pub mod cli;
 pub mod config;

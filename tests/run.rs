@@ -227,3 +227,50 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise() {
     );
     assert_eq!(agent.signal("-TERM"), Some(0));
 }
+
+/// `relstat spool inspect`: through the admin socket (mode 0600) while the
+/// agent runs, from the store once it is stopped; both say the same.
+#[test]
+fn spool_inspect_through_the_admin_socket_and_from_the_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut agent = Agent::new("[spool]\nenabled = true\n");
+    let log = agent.log("a.log");
+    std::fs::write(
+        &log,
+        concat!(
+            // leaving a terminal status: one invalid_transition; deployed has
+            // no stuck threshold, so no periodic finding joins it
+            r#"{"time":"2026-11-01T10:00:00Z","release":"r1","environment":"prod","status":"complete"}"#, "\n",
+            r#"{"time":"2026-11-01T10:05:00Z","release":"r1","environment":"prod","status":"deployed"}"#, "\n",
+        ),
+    )
+    .unwrap();
+    agent.start();
+    assert!(wait_until(20, || agent.events("accepted") == 2.0));
+    let sock = agent.dir.path().join("data/admin.sock");
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let inspect = |a: &Agent| {
+        let o = relstat(&[
+            "spool",
+            "inspect",
+            "--json",
+            "-c",
+            a.config.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let live = inspect(&agent);
+    assert_eq!(live["events"], 1, "one invalid_transition spooled: {live}");
+    assert!(live["bytes"].as_u64().unwrap() > 100);
+    assert_eq!(agent.signal("-TERM"), Some(0));
+    assert!(!sock.exists(), "the socket is removed on shutdown");
+    let stopped = inspect(&agent);
+    assert_eq!(
+        (stopped["events"].clone(), stopped["bytes"].clone()),
+        (live["events"].clone(), live["bytes"].clone())
+    );
+}

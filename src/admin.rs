@@ -1,0 +1,188 @@
+//! The local admin socket (SPEC section 7): while the agent runs it holds
+//! the store, so the CLI's `spool` and `status` commands talk to it through
+//! `<data_dir>/admin.sock` (mode 0600: only the agent's user); when it is
+//! stopped they open the store directly.
+//!
+//! Protocol: one JSON object per line each way. A request is
+//! `{"cmd": "...", ...}`; the answer is `{"ok": true, "result": ...}` or
+//! `{"ok": false, "error": "..."}`. Each connection may send several
+//! requests; the agent answers them in order.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::agent::{Core, CoreHandle};
+use crate::store::{OutboxStats, Store, StoreError};
+
+/// The socket's file name inside data_dir.
+pub const SOCKET: &str = "admin.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("admin socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the agent answered: {0}")]
+    Remote(String),
+    #[error("bad answer from the agent's admin socket: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// A request on the admin socket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Is the agent there?
+    Ping,
+    /// Counts, bytes and oldest age of the live spool.
+    SpoolInspect,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Answer {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// The spool as `spool inspect` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SpoolSummary {
+    pub events: u64,
+    pub bytes: u64,
+    /// Seconds since the oldest pending event was detected.
+    pub oldest_age_seconds: Option<f64>,
+}
+
+impl SpoolSummary {
+    pub fn of(s: OutboxStats, now: crate::event::TimeMs) -> Self {
+        Self {
+            events: s.events,
+            bytes: s.bytes,
+            oldest_age_seconds: s
+                .oldest_detected_at
+                .map(|t| (now - t).max(0) as f64 / 1000.0),
+        }
+    }
+}
+
+/// Answers one request on the core thread.
+fn handle(core: &mut Core, req: Request) -> Result<Value, String> {
+    match req {
+        Request::Ping => Ok(Value::String("pong".into())),
+        Request::SpoolInspect => {
+            let stats = core.store().outbox_stats().map_err(|e| e.to_string())?;
+            serde_json::to_value(SpoolSummary::of(stats, crate::event::now_ms()))
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Serves the admin socket until the task is dropped.
+pub async fn serve(data_dir: &Path, core: CoreHandle) -> Result<(), AdminError> {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let path = data_dir.join(SOCKET);
+    let io = |source| AdminError::Io {
+        path: path.clone(),
+        source,
+    };
+    // A socket left by a crashed agent: nobody answers on it any more.
+    if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+        let _ = std::fs::remove_file(&path);
+    }
+    let listener = tokio::net::UnixListener::bind(&path).map_err(io)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    loop {
+        let (stream, _) = listener.accept().await.map_err(io)?;
+        let core = core.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let answer = match serde_json::from_str::<Request>(&line) {
+                    Err(e) => Answer {
+                        ok: false,
+                        result: None,
+                        error: Some(format!("bad request: {e}")),
+                    },
+                    Ok(req) => match core.call(move |c| handle(c, req)).await {
+                        Ok(Ok(v)) => Answer {
+                            ok: true,
+                            result: Some(v),
+                            error: None,
+                        },
+                        Ok(Err(e)) => Answer {
+                            ok: false,
+                            result: None,
+                            error: Some(e),
+                        },
+                        Err(e) => Answer {
+                            ok: false,
+                            result: None,
+                            error: Some(e.to_string()),
+                        },
+                    },
+                };
+                let mut out = serde_json::to_vec(&answer).unwrap_or_default();
+                out.push(b'\n');
+                if w.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Removes the socket file (on shutdown).
+pub fn remove(data_dir: &Path) {
+    let _ = std::fs::remove_file(data_dir.join(SOCKET));
+}
+
+/// Sends one request to a running agent: `Ok(None)` when no agent listens
+/// on `data_dir`'s socket (then the caller opens the store itself).
+pub fn request(data_dir: &Path, req: &Request) -> Result<Option<Value>, AdminError> {
+    use std::io::{BufRead, BufReader, Write};
+    let path = data_dir.join(SOCKET);
+    let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(_) => return Ok(None),
+    };
+    let io = |source| AdminError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut line = serde_json::to_vec(req).map_err(|e| AdminError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+    let a: Answer =
+        serde_json::from_str(&answer).map_err(|e| AdminError::Protocol(e.to_string()))?;
+    if a.ok {
+        Ok(Some(a.result.unwrap_or(Value::Null)))
+    } else {
+        Err(AdminError::Remote(a.error.unwrap_or_default()))
+    }
+}
+
+/// `relstat spool inspect` of the live spool: through the agent when it
+/// runs, else from the store.
+pub fn spool_inspect(data_dir: &Path) -> Result<SpoolSummary, AdminError> {
+    if let Some(v) = request(data_dir, &Request::SpoolInspect)? {
+        return serde_json::from_value(v).map_err(|e| AdminError::Protocol(e.to_string()));
+    }
+    let store = Store::open(data_dir)?;
+    Ok(SpoolSummary::of(
+        store.outbox_stats()?,
+        crate::event::now_ms(),
+    ))
+}
