@@ -274,3 +274,31 @@ fn spool_inspect_through_the_admin_socket_and_from_the_store() {
         (live["events"].clone(), live["bytes"].clone())
     );
 }
+
+/// What inode reuse looks like to the agent: a file at a checkpointed
+/// (device, inode) whose first line is not the one it fingerprinted. Here the
+/// file is rewritten in place while the agent is stopped (same inode, other
+/// content, longer than the old offset): it must be read from its start,
+/// not from the stale offset.
+#[test]
+fn a_file_rewritten_while_stopped_is_read_from_its_start() {
+    use std::os::unix::fs::MetadataExt;
+    let agent = Agent::new("");
+    let log = agent.log("a.log");
+    append_lines(&log, 1, 20);
+    let once = |a: &Agent| relstat(&["run", "--once", "-c", a.config.to_str().unwrap()]);
+    assert!(once(&agent).status.success());
+    let ino = std::fs::metadata(&log).unwrap().ino();
+    // rewrite in place: truncate, then more lines than before (other releases)
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append_lines(&log, 101, 150);
+    assert_eq!(std::fs::metadata(&log).unwrap().ino(), ino, "same inode");
+    assert!(once(&agent).status.success());
+    let c = stored_counts(&agent.dir.path().join("data"));
+    assert_eq!(c.get("accepted"), Some(&70), "20 + all 50 new lines: {c:?}");
+}

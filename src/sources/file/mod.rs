@@ -173,7 +173,12 @@ impl FileSource {
             let meta = match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => m,
                 Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // Listed by the glob, gone before we could look at it
+                    // (or a dangling symlink).
+                    self.error(batch, &path, "vanished", &e);
+                    continue;
+                }
                 Err(e) => {
                     self.error(batch, &path, "stat", &e);
                     continue;
@@ -195,10 +200,10 @@ impl FileSource {
             let file = match std::fs::File::open(&path) {
                 Ok(f) => f,
                 Err(e) => {
-                    let kind = if e.kind() == std::io::ErrorKind::PermissionDenied {
-                        "permission"
-                    } else {
-                        "open"
+                    let kind = match e.kind() {
+                        std::io::ErrorKind::PermissionDenied => "permission",
+                        std::io::ErrorKind::NotFound => "vanished",
+                        _ => "open",
                     };
                     self.error(batch, &path, kind, &e);
                     continue;

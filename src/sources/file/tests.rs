@@ -235,6 +235,22 @@ fn an_unreadable_file_is_counted_and_logged_once() {
     assert_eq!(src.logged.len(), 1, "logged once");
 }
 
+/// A path that the glob lists but that cannot be looked at (here a dangling
+/// symlink, as a file deleted between listing and opening looks) is counted
+/// as `vanished` and logged once; the other files are read.
+#[test]
+fn a_vanished_file_is_counted_and_the_rest_is_read() {
+    let mut fx = Fixture::new("beginning");
+    fx.write("a.log", 1);
+    std::os::unix::fs::symlink(fx.path("gone"), fx.path("b.log")).unwrap();
+    let mut src = fx.source(None);
+    let b = src.pass(true);
+    assert_eq!(b.errors, vec!["vanished"]);
+    assert_eq!(releases(&b), vec!["r1"]);
+    src.pass(true);
+    assert_eq!(src.logged.len(), 1);
+}
+
 #[test]
 fn the_builtin_source_watches_its_directory() {
     let l = Loaded::builtin();
