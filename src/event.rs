@@ -5,7 +5,6 @@
 //! to compare and hash, exact for every format the tools emit.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Milliseconds since the Unix epoch, UTC.
 pub type TimeMs = i64;
@@ -168,18 +167,23 @@ impl Event {
         status: &str,
         time: TimeMs,
     ) -> String {
-        let mut h = Sha256::new();
+        // xxh3-128 over the NUL-separated fields: stable across versions
+        // and platforms, and ~20x cheaper than SHA-256 on this hot path
+        // (an id-less line pays it once). Not a security boundary: an id
+        // only has to tell events apart.
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
         for part in [release, service, environment, site, status] {
             h.update(part.as_bytes());
-            h.update([0u8]);
+            h.update(&[0u8]);
         }
-        h.update(time.to_be_bytes());
-        let digest = h.finalize();
+        h.update(&time.to_be_bytes());
+        let digest = h.digest128().to_be_bytes();
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(34);
         s.push_str("h:");
-        for b in &digest[..16] {
-            use std::fmt::Write;
-            let _ = write!(s, "{b:02x}");
+        for b in digest {
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 15) as usize] as char);
         }
         s
     }

@@ -5,10 +5,11 @@
 
 use crate::util::*;
 
-/// Waits until `n` lines are accepted; returns the counts seen last.
+/// Waits (up to 60 s: debug builds on a loaded 2-core machine are slow)
+/// until `n` lines are accepted; returns the count seen last.
 fn wait_accepted(agent: &Agent, n: usize) -> f64 {
     let mut last = 0.0;
-    wait_until(30, || {
+    wait_until(60, || {
         last = agent.events("accepted");
         last >= n as f64
     });
@@ -125,7 +126,7 @@ fn sigterm_commits_and_a_restart_resumes_without_rereading() {
 /// line is accepted exactly once.
 #[test]
 fn kill_9_mid_file_loses_nothing_and_counts_nothing_twice() {
-    let n = 60_000;
+    let n = 30_000;
     let mut agent = Agent::new("");
     append_lines(&agent.log("a.log"), 1, n);
     for round in 0..2 {

@@ -20,7 +20,7 @@ mod state;
 
 pub use state::{Finished, HistoryRecord, KeyState, Target};
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
 use crate::config::{Config, Forward};
@@ -459,7 +459,9 @@ impl Tracker {
         let known = self.known;
         let rank = model.state(to).rank;
         let target = Target::of(key);
-        self.dirty.insert(key.clone());
+        if self.settings.persist {
+            self.dirty.insert(key.clone());
+        }
 
         let Some(ks) = self.keys.get_mut(key) else {
             // The first status of a key: not a transition.
@@ -724,7 +726,9 @@ impl Tracker {
             && ks.finished.is_none()
         {
             ks.finished = Some(Finished { at: now, reason });
-            self.dirty.insert(key.clone());
+            if self.settings.persist {
+                self.dirty.insert(key.clone());
+            }
             self.effects.push(Effect::Finished {
                 key: key.clone(),
                 at: now,
@@ -780,6 +784,7 @@ impl Tracker {
                     now,
                     &mut anomalies,
                 )
+                && self.settings.persist
             {
                 self.dirty.insert(key.clone());
             }
@@ -814,7 +819,7 @@ impl Tracker {
                         &mut ks.memory,
                         &mut anomalies,
                     );
-                    if ks.memory != before {
+                    if ks.memory != before && self.settings.persist {
                         self.dirty.insert(key.clone());
                     }
                 }

@@ -11,7 +11,9 @@
 //! values per label; the rest become `other`, counted by
 //! `relstat_label_overflow_total{label}`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -68,17 +70,25 @@ struct LabelCaps {
 }
 
 impl LabelCaps {
-    fn cap(&mut self, label: &'static str, value: &str, overflow: &IntCounterVec) -> String {
+    /// The value to expose for `value` of `label`: itself while fewer than
+    /// `max` distinct values were seen, else `other` (counted). Allocates
+    /// only for a value not seen before.
+    fn cap<'a>(
+        &mut self,
+        label: &'static str,
+        value: &'a str,
+        overflow: &IntCounterVec,
+    ) -> &'a str {
         let set = self.seen.entry(label).or_default();
         if set.contains(value) {
-            return value.to_string();
+            return value;
         }
         if set.len() < self.max {
             set.insert(value.to_string());
-            return value.to_string();
+            return value;
         }
         overflow.with_label_values(&[label]).inc();
-        OTHER.to_string()
+        OTHER
     }
 }
 
@@ -320,7 +330,7 @@ impl Metrics {
         self.source_errors.with_label_values(&[source, kind]).inc();
     }
 
-    fn key_labels(&mut self, key: &Key) -> (String, String, String) {
+    fn key_labels<'a>(&mut self, key: &'a Key) -> (&'a str, &'a str, &'a str) {
         let o = &self.label_overflow;
         (
             self.caps.cap("service", &key.service, o),
@@ -329,7 +339,7 @@ impl Metrics {
         )
     }
 
-    fn env_label(&mut self, env: &str) -> String {
+    fn env_label<'a>(&mut self, env: &'a str) -> &'a str {
         self.caps.cap("environment", env, &self.label_overflow)
     }
 
@@ -359,14 +369,12 @@ impl Metrics {
                 to,
             } => {
                 let env = self.env_label(environment);
-                self.transitions
-                    .with_label_values(&[env.as_str(), from, to])
-                    .inc();
+                self.transitions.with_label_values(&[env, from, to]).inc();
             }
             Effect::Duration { key, status, secs } => {
                 let (s, e, site) = self.key_labels(key);
                 self.status_duration
-                    .with_label_values(&[s.as_str(), &e, &site, status])
+                    .with_label_values(&[s, e, site, status])
                     .observe(*secs);
             }
             Effect::Resolution {
@@ -377,40 +385,36 @@ impl Metrics {
             } => {
                 let (_, e, site) = self.key_labels(key);
                 self.resolution
-                    .with_label_values(&[e.as_str(), &site, status, cause.as_str()])
+                    .with_label_values(&[e, site, status, cause.as_str()])
                     .observe(*secs);
             }
             Effect::Deployment { key, outcome } => {
                 let (s, e, _) = self.key_labels(key);
                 self.deployments
-                    .with_label_values(&[s.as_str(), &e, outcome.as_str()])
+                    .with_label_values(&[s, e, outcome.as_str()])
                     .inc();
             }
             Effect::LeadTime { key, secs } => {
                 let (s, e, site) = self.key_labels(key);
                 self.lead_time
-                    .with_label_values(&[s.as_str(), &e, &site])
+                    .with_label_values(&[s, e, site])
                     .observe(*secs);
             }
             Effect::Restore { key, secs } => {
                 let (s, e, site) = self.key_labels(key);
-                self.restore
-                    .with_label_values(&[s.as_str(), &e, &site])
-                    .observe(*secs);
+                self.restore.with_label_values(&[s, e, site]).observe(*secs);
             }
             Effect::Anomaly(a) => {
                 let env = self.env_label(&a.environment);
                 self.anomalies
-                    .with_label_values(&[a.rule.as_str(), a.severity.as_str(), &env])
+                    .with_label_values(&[a.rule.as_str(), a.severity.as_str(), env])
                     .inc();
             }
             Effect::StuckCounts(counts) => {
                 self.stuck.reset();
                 for ((env, status), n) in counts {
                     let env = self.env_label(env);
-                    self.stuck
-                        .with_label_values(&[env.as_str(), status])
-                        .set(*n as i64);
+                    self.stuck.with_label_values(&[env, status]).set(*n as i64);
                 }
             }
         }
@@ -422,19 +426,21 @@ impl Metrics {
                 return;
             }
             let (env, st) = (old.environment.clone(), old.status.clone());
-            self.in_status.with_label_values(&[&env, &st]).dec();
+            self.in_status
+                .with_label_values(&[env.as_str(), st.as_str()])
+                .dec();
         }
         let (service, environment, site) = self.key_labels(key);
         self.in_status
-            .with_label_values(&[environment.as_str(), status])
+            .with_label_values(&[environment, status])
             .inc();
         let finished_at = self.exposed.get(key).and_then(|e| e.finished_at);
         self.exposed.insert(
             key.clone(),
             Exposed {
-                service,
-                environment,
-                site,
+                service: service.to_string(),
+                environment: environment.to_string(),
+                site: site.to_string(),
                 status: status.to_string(),
                 since,
                 finished_at,
