@@ -23,7 +23,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{self, Loaded, SourceType};
-use crate::detect::Detectors;
 use crate::event::{InputResult, now_ms};
 use crate::model::Model;
 use crate::sinks::metrics::Metrics;
@@ -31,7 +30,7 @@ use crate::sources::file::FileSource;
 use crate::sources::line::LineParser;
 use crate::sources::{Item, SourceBatch};
 use crate::store::{Store, StoreError};
-use crate::track::{Effect, Settings, Tracker};
+use crate::track::{Effect, Tracker};
 
 /// How often the periodic check runs (SPEC: the stuck check at least every 15 s).
 pub const TICK: Duration = Duration::from_secs(5);
@@ -147,14 +146,7 @@ impl Core {
         store: &Store,
     ) -> Result<(Tracker, Metrics, Checkpoints), AgentError> {
         let cfg = &loaded.config;
-        let model = Arc::new(Model::from_config(&cfg.model).map_err(|_| AgentError::Model)?);
-        let host = cfg
-            .agent
-            .hostname
-            .clone()
-            .unwrap_or_else(crate::cli::hostname);
-        let detect = Detectors::new(&cfg.anomalies, &host);
-        let mut tracker = Tracker::new(model, detect, Settings::from_config(cfg, true));
+        let mut tracker = Tracker::from_config(cfg, true).map_err(|_| AgentError::Model)?;
         let mut metrics = Metrics::new(&cfg.tracking, true)?;
         let snap = store.load()?;
         for s in &cfg.sources {

@@ -13,14 +13,12 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::config::{Loaded, SourceConfig, SourceType};
-use crate::detect::{Anomaly, Detectors};
+use crate::detect::Anomaly;
 use crate::event::{Event, InputResult, TimeMs, format_rfc3339, now_ms};
-use crate::model::Model;
 use crate::sinks::metrics::Metrics;
 use crate::sources::line::{LineParser, Parsed};
 use crate::track::{Effect, Settings, Tracker};
@@ -161,14 +159,8 @@ fn source_for<'a>(
 /// Runs the replay.
 pub fn replay(loaded: &Loaded, opts: &Options) -> Result<Report, ReplayError> {
     let cfg = &loaded.config;
-    let model = Arc::new(Model::from_config(&cfg.model).map_err(|_| ReplayError::Model)?);
-    let host = cfg
-        .agent
-        .hostname
-        .clone()
-        .unwrap_or_else(crate::cli::hostname);
-    let detect = Detectors::new(&cfg.anomalies, &host);
-    let mut tracker = Tracker::new(model.clone(), detect, Settings::from_config(cfg, false));
+    let mut tracker = Tracker::from_config(cfg, false).map_err(|_| ReplayError::Model)?;
+    let model = tracker.model_arc();
     let mut metrics = Metrics::new(&cfg.tracking, false)?;
 
     // One parser per source used, built once.

@@ -261,6 +261,26 @@ impl Tracker {
         }
     }
 
+    /// The tracker a configuration describes: its model, its rules (records
+    /// carry `[agent] hostname`, default the system's) and its settings.
+    pub fn from_config(
+        cfg: &Config,
+        persist: bool,
+    ) -> Result<Self, Vec<crate::model::ModelProblem>> {
+        let model = Arc::new(Model::from_config(&cfg.model)?);
+        let host = cfg
+            .agent
+            .hostname
+            .clone()
+            .unwrap_or_else(crate::cli::hostname);
+        let detect = Detectors::new(&cfg.anomalies, &host);
+        Ok(Self::new(
+            model,
+            detect,
+            Settings::from_config(cfg, persist),
+        ))
+    }
+
     /// Loads state read back from the store, and emits the effects that
     /// rebuild the per-release series of every tracked key.
     pub fn restore(
@@ -303,6 +323,11 @@ impl Tracker {
 
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// The model, shared (parsers built beside the tracker use it too).
+    pub fn model_arc(&self) -> Arc<Model> {
+        Arc::clone(&self.model)
     }
 
     pub fn keys(&self) -> impl Iterator<Item = (&Key, &KeyState)> {
