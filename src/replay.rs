@@ -21,7 +21,7 @@ use crate::detect::Anomaly;
 use crate::event::{Event, InputResult, TimeMs, format_rfc3339, now_ms};
 use crate::sinks::metrics::Metrics;
 use crate::sources::line::{LineParser, Parsed};
-use crate::track::{Effect, Settings, Tracker};
+use crate::track::{Effect, Tracker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
