@@ -36,7 +36,7 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
     let raw = if aborted {
         Some("Aborted".to_string())
     } else {
-        status.and_then(|st| s(st, "phase"))
+        status.and_then(|st| s(st, "phase").or_else(|| derived_phase(ro, st)))
     };
     let Some(raw) = raw else { return vec![] };
     let image = s(ro, "spec.template.spec.containers.0.image");
@@ -79,4 +79,41 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
     .put(Field::Actor, Some("argo-rollouts".into()))
     .human(false);
     vec![rec.done()]
+}
+
+/// The phase of a Rollout from before `status.phase` existed (controller
+/// < v1.0), derived the way Argo CD's Rollout health check does.
+fn derived_phase(ro: &serde_json::Value, st: &serde_json::Value) -> Option<String> {
+    let conditions = st.get("conditions").and_then(serde_json::Value::as_array);
+    let deadline = conditions.into_iter().flatten().any(|c| {
+        s(c, "type").as_deref() == Some("Progressing")
+            && s(c, "reason").as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    if deadline {
+        return Some("Degraded".into());
+    }
+    let paused = ro
+        .pointer("/spec/paused")
+        .and_then(serde_json::Value::as_bool)
+        == Some(true)
+        || st
+            .get("pauseConditions")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|p| !p.is_empty());
+    if paused {
+        return Some("Paused".into());
+    }
+    let n = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_i64);
+    let want = n(ro.pointer("/spec/replicas")).unwrap_or(1);
+    let updated = n(st.get("updatedReplicas")).unwrap_or(0);
+    let available = n(st.get("availableReplicas")).unwrap_or(0);
+    st.as_object()?;
+    Some(
+        if updated >= want && available >= want {
+            "Healthy"
+        } else {
+            "Progressing"
+        }
+        .into(),
+    )
 }

@@ -61,7 +61,15 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
             revision.as_deref().unwrap_or("")
         )),
     )
-    .put(Field::Release, revision.clone())
+    // Without a revision (a sync of a chart with no git revision), the sync
+    // operation itself is the release: app@startedAt.
+    .put(
+        Field::Release,
+        revision.clone().or_else(|| {
+            (!started.is_empty())
+                .then(|| format!("{}@{started}", s(app, "metadata.name").unwrap_or_default()))
+        }),
+    )
     .put(Field::Commit, revision)
     .put(Field::Service, Some(name))
     .put(
