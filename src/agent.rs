@@ -77,6 +77,8 @@ pub struct Shared {
     ready: AtomicBool,
     /// The way into the core for /api and /hooks.
     pub core: CoreHandle,
+    /// The webhook sources of the running configuration (`/hooks/{name}`).
+    pub hooks: crate::sources::webhook::SharedHooks,
 }
 
 /// A handle to the core thread: runs closures there, one at a time, in
@@ -126,6 +128,14 @@ impl crate::http::Service for Shared {
         } else {
             Err("starting: store opening or sources not started yet".into())
         }
+    }
+
+    fn hook<'a>(
+        &'a self,
+        source: &'a str,
+        req: hyper::Request<hyper::body::Bytes>,
+    ) -> crate::http::ResponseFuture<'a> {
+        Box::pin(crate::sources::webhook::serve(self, source, req))
     }
 }
 
@@ -301,6 +311,9 @@ impl Sources {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for s in &cfg.sources {
+            if s.kind == SourceType::Webhook {
+                continue; // served by the HTTP listener (`Shared::hooks`)
+            }
             if s.kind != SourceType::File {
                 tracing::warn!(
                     source = %s.name,
@@ -339,6 +352,17 @@ impl Sources {
     }
 }
 
+/// The webhook sources of `loaded` (secrets read now).
+fn hooks_for(loaded: &Loaded) -> Result<crate::sources::webhook::Hooks, AgentError> {
+    let model = Model::from_config(&loaded.config.model).map_err(|_| AgentError::Model)?;
+    crate::sources::webhook::Hooks::from_config(&loaded.config, &model).map_err(|e| {
+        AgentError::Source {
+            source_name: "webhook".into(),
+            detail: e.to_string(),
+        }
+    })
+}
+
 /// Runs the agent until a signal (or, with `once`, until every source's
 /// backlog is read and committed).
 pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(), AgentError> {
@@ -349,6 +373,7 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
         metrics: Mutex::new(metrics),
         ready: AtomicBool::new(false),
         core: CoreHandle { tx: tx.clone() },
+        hooks: std::sync::RwLock::new(Arc::new(hooks_for(&loaded)?)),
     });
     let core = Core {
         tracker,
@@ -449,6 +474,10 @@ async fn serve(
                         let reply = tokio::task::spawn_blocking(move || reply_rx.recv()).await;
                         match reply {
                             Ok(Ok(Ok(checkpoints))) => {
+                                match hooks_for(&new) {
+                                    Ok(h) => *shared.hooks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(h),
+                                    Err(e) => tracing::error!("webhook sources keep their previous settings: {e}"),
+                                }
                                 sources = Sources::start(&new, &checkpoints, &tx, false)?;
                                 current = new;
                                 tracing::info!("configuration reloaded");

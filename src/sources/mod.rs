@@ -4,11 +4,14 @@
 //! source's `fields`, `status_map` and `defaults`; [`file`] tails files and
 //! hands the core [`SourceBatch`]es: parsed lines in order, with the
 //! checkpoint that is true once they are applied, so the core commits both
-//! in one store transaction.
+//! in one store transaction. [`presets`] map each CI/CD tool's payloads;
+//! [`webhook`] serves them at `/hooks/{source}`.
 
 pub mod file;
 pub mod line;
+pub mod presets;
 pub mod timefmt;
+pub mod webhook;
 
 use crate::event::{Event, InputResult};
 

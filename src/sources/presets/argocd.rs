@@ -1,0 +1,97 @@
+//! Argo CD: an Application object, as the recommended notifications
+//! template sends it (`{"app": {{toJson .app}}}`, docs/presets.md) and as
+//! the API returns it (what a poller reads). The raw status is the
+//! operation's phase while it runs or after it failed, else the app's
+//! health once the sync succeeded.
+
+use super::{Input, Preset, Rec, first, s, time_at};
+use crate::sources::line::{Field, RawFields};
+
+pub const PRESET: Preset = Preset {
+    name: "argocd",
+    extract,
+    vocabulary: &[
+        ("Running", "in_progress"),
+        ("Terminating", "in_progress"),
+        ("Failed", "failed"),
+        ("Error", "failed"),
+        ("Healthy", "deployed"),
+        ("Progressing", "in_progress"),
+        ("Degraded", "failed"),
+        ("Suspended", "paused"),
+    ],
+    fallbacks: &[],
+};
+
+fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
+    let b = input.body;
+    let app = b.get("app").or_else(|| b.get("application")).unwrap_or(b);
+    if s(app, "kind").is_some_and(|k| k != "Application") {
+        return vec![];
+    }
+    let Some(name) = s(app, "metadata.name") else {
+        return vec![];
+    };
+    let op = app.get("status").and_then(|st| st.get("operationState"));
+    let phase = op.and_then(|o| s(o, "phase"));
+    let health = s(app, "status.health.status");
+    let raw = match phase.as_deref() {
+        Some("Succeeded") | None => health,
+        Some(_) => phase.clone(),
+    };
+    let Some(raw) = raw else { return vec![] };
+    let revision = first(
+        app,
+        &[
+            "status.operationState.syncResult.revision",
+            "status.operationState.operation.sync.revision",
+            "status.sync.revision",
+        ],
+    );
+    let time = op
+        .and_then(|o| time_at(o, "finishedAt").or_else(|| time_at(o, "startedAt")))
+        .or_else(|| time_at(app, "status.reconciledAt"));
+    let started = op.and_then(|o| s(o, "startedAt")).unwrap_or_default();
+    let uid = s(app, "metadata.uid").unwrap_or_else(|| name.clone());
+    let mut rec = Rec::default();
+    rec.put(
+        Field::Id,
+        Some(format!(
+            "argocd:{uid}:{}:{started}:{raw}",
+            revision.as_deref().unwrap_or("")
+        )),
+    )
+    // Without a revision (a sync of a chart with no git revision), the sync
+    // operation itself is the release: app@startedAt.
+    .put(
+        Field::Release,
+        revision.clone().or_else(|| {
+            (!started.is_empty())
+                .then(|| format!("{}@{started}", s(app, "metadata.name").unwrap_or_default()))
+        }),
+    )
+    .put(Field::Commit, revision)
+    .put(Field::Service, Some(name))
+    .put(
+        Field::Environment,
+        first(app, &["metadata.labels.environment", "metadata.labels.env"]),
+    )
+    .put(Field::Status, Some(raw))
+    .put(
+        Field::Time,
+        time.or_else(|| Some(crate::event::format_rfc3339(input.received))),
+    )
+    .put(Field::Reason, op.and_then(|o| s(o, "message")));
+    let automated = op
+        .and_then(|o| o.pointer("/operation/initiatedBy/automated"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    match op.and_then(|o| s(o, "operation.initiatedBy.username")) {
+        Some(u) if !automated => {
+            let bot = super::is_bot_name(&u);
+            rec.put(Field::Actor, Some(u)).human(!bot)
+        }
+        _ => rec.put(Field::Actor, Some("argocd".into())).human(false),
+    };
+    vec![rec.done()]
+}

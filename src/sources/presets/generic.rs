@@ -1,0 +1,46 @@
+//! generic: canonical events (SPEC section 1) as one JSON object, a JSON
+//! array of objects, or NDJSON, read by the line parser with the source's
+//! `fields`, `status_map` and `defaults` (a relay's site agents post here).
+
+use super::{Input, Preset};
+use crate::sources::line::{LineParser, Parsed, RawFields};
+
+pub const PRESET: Preset = Preset {
+    name: "generic",
+    extract,
+    vocabulary: &[],
+    fallbacks: &[],
+};
+
+/// Unused: generic payloads go through [`parse`].
+fn extract(_: &Input<'_>) -> Vec<RawFields<'static>> {
+    Vec::new()
+}
+
+/// One outcome per event in the body; never empty.
+pub fn parse(line: &LineParser, body: &[u8]) -> Vec<Parsed> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return vec![Parsed::Invalid("body is not UTF-8".into())];
+    };
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return vec![Parsed::Invalid("empty body".into())];
+    }
+    if trimmed.starts_with('[') {
+        return match serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(trimmed) {
+            Ok(items) if items.is_empty() => vec![Parsed::Unmapped("empty array".into())],
+            Ok(items) => items.iter().map(|v| line.parse(v.get())).collect(),
+            Err(e) => vec![Parsed::Invalid(format!("bad JSON array: {e}"))],
+        };
+    }
+    // One object, possibly spread over several lines.
+    if serde_json::from_str::<&serde_json::value::RawValue>(trimmed).is_ok() {
+        return vec![line.parse(trimmed)];
+    }
+    let out: Vec<Parsed> = trimmed
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| line.parse(l))
+        .collect();
+    out
+}

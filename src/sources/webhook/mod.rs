@@ -1,0 +1,328 @@
+//! Webhook sources: `POST /hooks/{source}` for every `type = "webhook"`
+//! source. Each request is authenticated the way its tool signs it
+//! ([`auth`]), limited (body size, requests per second), parsed by the
+//! source's preset, and committed to the store through the core before it is
+//! answered: a 202 means the events are durable, anything else means the
+//! sender should fix its request or retry.
+//!
+//! Answers: 202 accepted (duplicates included: a redelivery is harmless),
+//! 401 bad or missing signature, 404 unknown source, 413 body over
+//! `max_body`, 415 a content type that is not JSON, 400 a body the preset
+//! cannot parse, 429 over `rate_limit`, 503 while the spool is full under
+//! `when_full = "block"` (or the core is stopping), so the sender retries.
+
+pub mod auth;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+
+use super::line::Parsed;
+use super::presets::{PresetError, PresetParser};
+use super::{Item, SourceBatch};
+use crate::config::{Config, SourceType, WhenFull};
+use crate::event::{InputResult, now_ms};
+use crate::model::Model;
+
+/// `max_body` when a source sets none.
+pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
+
+/// A webhook source that cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error(
+        "source `{source_name}`: cannot read secret_file {path}: {error}; create it with the shared secret (one line)"
+    )]
+    Secret {
+        source_name: String,
+        path: String,
+        error: String,
+    },
+    #[error("source `{source_name}`: secret_file {path} is empty; put the shared secret in it")]
+    EmptySecret { source_name: String, path: String },
+    #[error(transparent)]
+    Preset(#[from] PresetError),
+}
+
+/// One webhook source, ready to answer.
+pub struct Hook {
+    pub name: String,
+    parser: PresetParser,
+    auth: auth::Auth,
+    max_body: usize,
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+/// Every webhook source of the running configuration, by name.
+#[derive(Default)]
+pub struct Hooks {
+    by_name: HashMap<String, Hook>,
+    /// `[spool] max_bytes` when `when_full = "block"` and an outbox exists:
+    /// at or beyond it, hooks answer 503.
+    block_at: Option<u64>,
+}
+
+impl Hooks {
+    /// Builds the webhook sources of `cfg` (reading their secrets).
+    pub fn from_config(cfg: &Config, model: &Model) -> Result<Hooks, WebhookError> {
+        let mut by_name = HashMap::new();
+        for s in cfg.sources.iter().filter(|s| s.kind == SourceType::Webhook) {
+            let secret = match &s.secret_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| WebhookError::Secret {
+                        source_name: s.name.clone(),
+                        path: path.display().to_string(),
+                        error: e.to_string(),
+                    })?;
+                    let secret = text.trim_end_matches(['\r', '\n']).to_string();
+                    if secret.is_empty() {
+                        return Err(WebhookError::EmptySecret {
+                            source_name: s.name.clone(),
+                            path: path.display().to_string(),
+                        });
+                    }
+                    secret
+                }
+                // check-config refuses this; never accept unauthenticated input.
+                None => {
+                    return Err(WebhookError::Secret {
+                        source_name: s.name.clone(),
+                        path: "(none)".into(),
+                        error: "a webhook source needs secret_file".into(),
+                    });
+                }
+            };
+            let parser = PresetParser::new(s, model, &cfg.agent.site)?;
+            let auth = auth::Auth::new(parser.preset().name, secret.into_bytes());
+            let limiter = s
+                .rate_limit
+                .and_then(NonZeroU32::new)
+                .map(|n| RateLimiter::direct(Quota::per_second(n)));
+            let max_body = s.max_body.map_or(DEFAULT_MAX_BODY, |b| b.as_u64());
+            by_name.insert(
+                s.name.clone(),
+                Hook {
+                    name: s.name.clone(),
+                    parser,
+                    auth,
+                    max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
+                    limiter,
+                },
+            );
+        }
+        let outbox = cfg.siem.is_some() || cfg.spool.enabled;
+        let block_at = (outbox && cfg.spool.when_full == WhenFull::Block)
+            .then_some(cfg.spool.max_bytes.as_u64());
+        Ok(Hooks { by_name, block_at })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Hook> {
+        self.by_name.get(name)
+    }
+
+    pub fn block_at(&self) -> Option<u64> {
+        self.block_at
+    }
+}
+
+/// What the handler decided before touching the core.
+pub enum Checked {
+    /// Answer this now (nothing reaches the store).
+    Answer(Response<Full<Bytes>>, Option<&'static str>),
+    /// Commit this batch, then answer 202 (or, for an unparseable body,
+    /// the given error status after committing the `invalid` count).
+    Commit(SourceBatch, StatusCode, String),
+}
+
+impl Hook {
+    /// Everything up to the store: size, auth, rate limit, content type,
+    /// parsing. The returned error kind is counted in
+    /// `relstat_source_errors_total{kind}`.
+    pub fn check(&self, req: &Request<Bytes>) -> Checked {
+        let body = req.body();
+        if body.len() > self.max_body {
+            return Checked::Answer(
+                answer(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!(
+                        "body of {} bytes is over this source's max_body ({} bytes)",
+                        body.len(),
+                        self.max_body
+                    ),
+                ),
+                Some("too_large"),
+            );
+        }
+        if let Err(why) = self.auth.verify(req.headers(), body) {
+            return Checked::Answer(answer(StatusCode::UNAUTHORIZED, why), Some("auth"));
+        }
+        if let Some(l) = &self.limiter
+            && l.check().is_err()
+        {
+            let mut r = answer(
+                StatusCode::TOO_MANY_REQUESTS,
+                "over this source's rate_limit; retry later",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Checked::Answer(r, Some("rate_limited"));
+        }
+        let batch = |items: Vec<Item>| SourceBatch {
+            source: self.name.clone(),
+            items,
+            checkpoint: None,
+            errors: Vec::new(),
+            caught_up: true,
+        };
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+            if !(ct.contains("json") || ct.starts_with("text/plain")) {
+                return Checked::Commit(
+                    batch(vec![Item::Rejected(InputResult::Invalid)]),
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!(
+                        "content type {ct:?} is not JSON; configure the sender to post \
+                         application/json"
+                    ),
+                );
+            }
+        }
+        let event = event_header(req);
+        let parsed = self.parser.parse(event.as_deref(), body, now_ms());
+        if let [Parsed::Invalid(why)] = parsed.as_slice() {
+            tracing::debug!(source = %self.name, "invalid payload: {why}");
+            return Checked::Commit(
+                batch(vec![Item::Rejected(InputResult::Invalid)]),
+                StatusCode::BAD_REQUEST,
+                format!("cannot parse the body: {why}"),
+            );
+        }
+        let n = parsed.len();
+        let items = parsed
+            .into_iter()
+            .map(|p| match p {
+                Parsed::Event(e) => Item::Event(e),
+                Parsed::Skipped => Item::Rejected(InputResult::Skipped),
+                Parsed::Invalid(why) => {
+                    tracing::debug!(source = %self.name, "invalid record: {why}");
+                    Item::Rejected(InputResult::Invalid)
+                }
+                Parsed::Unmapped(raw) => {
+                    tracing::debug!(source = %self.name, "unmapped: {raw}");
+                    Item::Rejected(InputResult::Unmapped)
+                }
+            })
+            .collect();
+        Checked::Commit(
+            batch(items),
+            StatusCode::ACCEPTED,
+            format!("{{\"records\":{n}}}"),
+        )
+    }
+}
+
+/// The tool's event-type header, if any.
+fn event_header(req: &Request<Bytes>) -> Option<String> {
+    ["x-github-event", "x-gitlab-event"]
+        .iter()
+        .find_map(|h| req.headers().get(*h))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// A short answer; JSON bodies for 202, plain text for errors.
+pub fn answer(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    *r.status_mut() = status;
+    let ct = if status == StatusCode::ACCEPTED {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r
+}
+
+/// Shared by the runtime: the hooks of the running configuration.
+pub type SharedHooks = std::sync::RwLock<Arc<Hooks>>;
+
+/// `POST /hooks/{source}` for the running agent: checks, then commits the
+/// batch on the core thread before answering.
+pub async fn serve(
+    shared: &crate::agent::Shared,
+    source: &str,
+    req: Request<Bytes>,
+) -> Response<Full<Bytes>> {
+    let hooks = shared
+        .hooks
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let Some(hook) = hooks.get(source) else {
+        return answer(StatusCode::NOT_FOUND, "no webhook source of that name");
+    };
+    let count_error = |kind: &'static str| {
+        shared
+            .metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .source_error(source, kind);
+    };
+    let (batch, status, body) = match hook.check(&req) {
+        Checked::Answer(resp, kind) => {
+            if let Some(kind) = kind {
+                count_error(kind);
+            }
+            return resp;
+        }
+        Checked::Commit(batch, status, body) => (batch, status, body),
+    };
+    let block_at = hooks.block_at();
+    let result = shared
+        .core
+        .call(move |core| {
+            if let Some(limit) = block_at {
+                // Spool-full hook point: `when_full = "block"` refuses new
+                // input while the outbox is at its limit.
+                match core.store().outbox_stats() {
+                    Ok(s) if s.bytes >= limit => return Err(None),
+                    Ok(_) => {}
+                    Err(e) => return Err(Some(e.to_string())),
+                }
+            }
+            core.apply(batch).map_err(|e| Some(e.to_string()))
+        })
+        .await;
+    match result {
+        Ok(Ok(())) => answer(status, &body),
+        Ok(Err(None)) => {
+            count_error("spool_full");
+            let mut r = answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the spool is full (when_full = \"block\"); retry later",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            r
+        }
+        Ok(Err(Some(e))) => {
+            tracing::error!(source, "cannot commit a webhook payload: {e}");
+            count_error("store");
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot commit now; retry later",
+            )
+        }
+        Err(_) => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "relstat is stopping; retry later",
+        ),
+    }
+}

@@ -1,0 +1,615 @@
+//! Webhook sources end to end: the real binary, real HTTP on 127.0.0.1, the
+//! tools' own payloads (tests/fixtures, SOURCES.md), each tool's own
+//! authentication; what landed is read back from the store.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use crate::util::{Agent, sample};
+use relstat::sources::webhook::auth::sign;
+
+const SECRET: &str = "s3cret-for-tests";
+
+/// The sources under test; `{D}` is the agent's temp dir.
+const SOURCES: &str = r#"
+[[sources]]
+name = "github"
+type = "webhook"
+preset = "github"
+secret_file = "{D}/secret"
+
+[[sources]]
+name = "gitlab"
+type = "webhook"
+preset = "gitlab"
+secret_file = "{D}/secret"
+
+[[sources]]
+name = "jenkins"
+type = "webhook"
+preset = "jenkins"
+secret_file = "{D}/secret"
+[sources.defaults]
+environment = "production"
+
+[[sources]]
+name = "argocd"
+type = "webhook"
+preset = "argocd"
+secret_file = "{D}/secret"
+[sources.defaults]
+environment = "production"
+
+[[sources]]
+name = "rollouts"
+type = "webhook"
+preset = "argo_rollouts"
+secret_file = "{D}/secret"
+[sources.defaults]
+environment = "production"
+
+[[sources]]
+name = "flux"
+type = "webhook"
+preset = "flux"
+secret_file = "{D}/secret"
+[sources.defaults]
+environment = "production"
+
+[[sources]]
+name = "azure"
+type = "webhook"
+preset = "azure_devops"
+secret_file = "{D}/secret"
+
+[[sources]]
+name = "jira"
+type = "webhook"
+preset = "jira"
+secret_file = "{D}/secret"
+[sources.fields]
+release = "issue.key"
+[sources.status_map]
+Done = "approved"
+
+[[sources]]
+name = "servicenow"
+type = "webhook"
+preset = "servicenow"
+secret_file = "{D}/secret"
+[sources.fields]
+release = "result.number.value"
+
+[[sources]]
+name = "generic"
+type = "webhook"
+preset = "generic"
+secret_file = "{D}/secret"
+max_body = "2KiB"
+
+[[sources]]
+name = "limited"
+type = "webhook"
+preset = "generic"
+secret_file = "{D}/secret"
+rate_limit = 2
+"#;
+
+fn agent(extra: &str) -> Agent {
+    let mut a = Agent::new(&format!("{SOURCES}\n{extra}"));
+    let d = a.dir.path().display().to_string();
+    std::fs::write(a.dir.path().join("secret"), format!("{SECRET}\n")).unwrap();
+    let cfg = std::fs::read_to_string(&a.config)
+        .unwrap()
+        .replace("{D}", &d);
+    std::fs::write(&a.config, cfg).unwrap();
+    a.start();
+    a
+}
+
+/// POSTs `body` to `/hooks/{source}` with `headers`; the status code.
+fn post(port: u16, source: &str, headers: &[(&str, String)], body: &[u8]) -> u16 {
+    post_full(port, source, headers, body).0
+}
+
+/// [`post`], with the whole answer.
+fn post_full(port: u16, source: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut req = format!(
+        "POST /hooks/{source} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, out)
+}
+
+/// The headers each tool authenticates with, for `body`.
+fn auth(preset: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+    use base64::Engine;
+    let json = ("Content-Type", "application/json".to_string());
+    match preset {
+        "github" => vec![json, ("X-Hub-Signature-256", sign(SECRET.as_bytes(), body))],
+        "gitlab" => vec![json, ("X-Gitlab-Token", SECRET.to_string())],
+        "azure" => vec![
+            json,
+            (
+                "Authorization",
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("ado:{SECRET}"))
+                ),
+            ),
+        ],
+        "jira" | "flux" => vec![json, ("X-Hub-Signature", sign(SECRET.as_bytes(), body))],
+        "servicenow" => vec![json, ("Authorization", format!("Bearer {SECRET}"))],
+        _ => vec![
+            json,
+            ("X-Relstat-Signature-256", sign(SECRET.as_bytes(), body)),
+        ],
+    }
+}
+
+fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(crate::util::root().join("tests/fixtures").join(path)).unwrap()
+}
+
+/// The recommended Argo CD / Argo Rollouts notification body
+/// (`{"app": {{toJson .app}}}`), built from an API object kept as YAML.
+fn wrapped(key: &str, yaml_path: &str) -> Vec<u8> {
+    let text = String::from_utf8(fixture(yaml_path)).unwrap();
+    let v: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    serde_json::to_vec(&serde_json::json!({ key: v })).unwrap()
+}
+
+/// One history record, compact: id | release | service | env | status |
+/// time | actor | actor_type.
+/// Times at or after `started` (payloads without a time of their own take
+/// the time they were received) print as RECEIVED.
+fn history(data: &Path, release: &str, started: i64) -> Vec<String> {
+    let store = relstat::store::Store::open(data).unwrap();
+    store
+        .history(release)
+        .unwrap()
+        .into_iter()
+        .map(|h| {
+            let e = h.event;
+            format!(
+                "{} | {} | {} | {} | {} | {} | {} | {} | {}",
+                e.source,
+                e.id,
+                e.service,
+                e.environment,
+                e.status,
+                if e.time >= started {
+                    "RECEIVED".to_string()
+                } else {
+                    relstat::event::format_rfc3339(e.time)
+                },
+                e.actor,
+                e.actor_type.as_str(),
+                e.commit.or(e.version).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_fixture_yields_its_canonical_events() {
+    let started = relstat::event::now_ms();
+    let mut a = agent("");
+    let port = a.port;
+    // (source, X-*-Event header, body)
+    let mut posts: Vec<(&str, Option<&str>, Vec<u8>)> = vec![
+        (
+            "github",
+            Some("deployment"),
+            fixture("github/deployment.created.json"),
+        ),
+        (
+            "github",
+            Some("deployment_status"),
+            fixture("github/deployment_status.success.json"),
+        ),
+        (
+            "github",
+            Some("deployment_status"),
+            fixture("github/deployment_status.failure.synthetic.json"),
+        ),
+        (
+            "github",
+            Some("workflow_run"),
+            fixture("github/workflow_run.requested.json"),
+        ),
+        (
+            "github",
+            Some("workflow_run"),
+            fixture("github/workflow_run.requested.action_required.json"),
+        ),
+        (
+            "github",
+            Some("workflow_run"),
+            fixture("github/workflow_run.completed.success.json"),
+        ),
+        (
+            "github",
+            Some("workflow_job"),
+            fixture("github/workflow_job.in_progress.json"),
+        ),
+        (
+            "gitlab",
+            Some("Deployment Hook"),
+            fixture("gitlab/deployment_hook.success.json"),
+        ),
+        (
+            "gitlab",
+            Some("Pipeline Hook"),
+            fixture("gitlab/pipeline_hook.success.json"),
+        ),
+        (
+            "jenkins",
+            None,
+            fixture("jenkins/notification_plugin.help_example.json"),
+        ),
+        (
+            "jenkins",
+            None,
+            fixture("jenkins/notification_plugin.completed_aborted.synthetic.json"),
+        ),
+        (
+            "jenkins",
+            None,
+            fixture("jenkins/build.lastBuild.success.json"),
+        ),
+        (
+            "jenkins",
+            None,
+            fixture("jenkins/build.building_in_progress.json"),
+        ),
+        (
+            "flux",
+            None,
+            fixture("flux/event.kustomization.error_validationfailed.generic_webhook.json"),
+        ),
+        (
+            "azure",
+            None,
+            fixture("azure-devops/ms.vss-release.deployment-completed-event.msdocs.json"),
+        ),
+        (
+            "azure",
+            None,
+            fixture(
+                "azure-devops/ms.vss-release.deployment-approval-completed-event.aspnet-webhooks-pr.json",
+            ),
+        ),
+        (
+            "azure",
+            None,
+            fixture("azure-devops/ms.vss-pipelines.run-state-changed-event.msdocs.json"),
+        ),
+        (
+            "azure",
+            None,
+            fixture("azure-devops/build.complete.aspnet-webhooks.json"),
+        ),
+        (
+            "jira",
+            None,
+            fixture("jira/jira_issue_updated.status_todo_to_done.json"),
+        ),
+        (
+            "jira",
+            None,
+            fixture("jira/jira_issue_updated.status_todo_to_done.integration.json"),
+        ),
+        (
+            "servicenow",
+            None,
+            fixture("servicenow/change_request.standard.new_approved.demisto.json"),
+        ),
+    ];
+    for f in [
+        "application.synced_healthy_succeeded.full.yaml",
+        "application.outofsync_progressing_running.yaml",
+        "application.synced_healthy_succeeded.min.yaml",
+    ] {
+        posts.push(("argocd", None, wrapped("app", &format!("argocd/{f}"))));
+    }
+    for f in [
+        "rollout.canary_progressing_setweight.yaml",
+        "rollout.phase_paused.yaml",
+        "rollout.phase_healthy.yaml",
+        "rollout.phase_degraded.yaml",
+        "rollout.aborted.yaml",
+        "rollout.progress_deadline_exceeded.yaml",
+    ] {
+        posts.push((
+            "rollouts",
+            None,
+            wrapped("rollout", &format!("argo-rollouts/{f}")),
+        ));
+    }
+    // Payloads no preset maps: accepted (202), counted `unmapped`.
+    let unmapped: Vec<(&str, Option<&str>, Vec<u8>)> = vec![
+        ("jira", None, fixture("jira/jira_issue_created.json")),
+        (
+            "azure",
+            None,
+            fixture("azure-devops/workitem.updated.state_change.aspnet-webhooks.json"),
+        ),
+        // an Application with no metadata (gitops-engine's health test data)
+        (
+            "argocd",
+            None,
+            wrapped("app", "argocd/application.health_degraded.min.yaml"),
+        ),
+        (
+            "github",
+            Some("ping"),
+            b"{\"zen\":\"Keep it logically awesome.\"}".to_vec(),
+        ),
+        // octokit's gh-pages example reuses the success example's status id
+        (
+            "github",
+            Some("deployment_status"),
+            fixture("github/deployment_status.in_progress.gh-pages.json"),
+        ),
+    ];
+    for (source, event, body) in posts.iter().chain(&unmapped) {
+        let mut h = auth(source, body);
+        if let Some(e) = event {
+            let name = if *source == "gitlab" {
+                "X-Gitlab-Event"
+            } else {
+                "X-GitHub-Event"
+            };
+            h.push((name, e.to_string()));
+        }
+        let (code, answer) = post_full(port, source, &h, body);
+        assert_eq!(code, 202, "{source} {event:?}: {answer}");
+    }
+    let m = a.metrics();
+    let count = |source: &str, result: &str| {
+        sample(
+            &m,
+            &format!(r#"relstat_events_total{{result="{result}",source="{source}"}}"#),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(count("jira", "unmapped"), 1.0);
+    assert_eq!(count("azure", "unmapped"), 1.0);
+    assert_eq!(count("github", "unmapped"), 1.0);
+    assert_eq!(count("argocd", "unmapped"), 1.0);
+    assert_eq!(count("github", "duplicate"), 1.0);
+    assert_eq!(a.signal("-TERM"), Some(0));
+
+    let data = a.dir.path().join("data");
+    // Every release the store tracks (approval-only releases have history
+    // but no key: list those by name).
+    let mut releases: Vec<String> = {
+        let store = relstat::store::Store::open(&data).unwrap();
+        store
+            .load()
+            .unwrap()
+            .keys
+            .into_iter()
+            .map(|(k, _)| k.release)
+            .collect()
+    };
+    releases.extend(["Release-1", "TEST-11", "TEST-12", "CHG0031889"].map(String::from));
+    releases.sort();
+    releases.dedup();
+    let mut got: Vec<String> = releases
+        .iter()
+        .flat_map(|r| {
+            history(&data, r, started)
+                .into_iter()
+                .map(move |l| format!("{r} | {l}"))
+        })
+        .collect();
+    got.sort();
+    for l in &got {
+        println!("{l}");
+    }
+    let want = include_str!("fixtures/webhooks.expected.txt");
+    let mut want: Vec<&str> = want
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn each_failure_gets_its_answer_and_other_sources_keep_working() {
+    let a = agent("");
+    let port = a.port;
+    let body = br#"{"time":"2026-11-01T10:00:00Z","release":"r1","environment":"prod","status":"deployed","id":"e1"}"#;
+    let good = auth("generic", body);
+    // unknown source
+    assert_eq!(post(port, "nope", &good, body), 404);
+    // missing signature, wrong secret, a valid signature over another body
+    assert_eq!(post(port, "generic", &[], body), 401);
+    let wrong = vec![("X-Relstat-Signature-256", sign(b"other", body))];
+    assert_eq!(post(port, "generic", &wrong, body), 401);
+    let other_body = auth("generic", b"{}");
+    assert_eq!(post(port, "generic", &other_body, body), 401);
+    assert_eq!(post(port, "github", &auth("gitlab", body), body), 401);
+    // accepted, then the same delivery again: a duplicate, still 202
+    assert_eq!(post(port, "generic", &good, body), 202);
+    assert_eq!(post(port, "generic", &good, body), 202);
+    // over max_body (2KiB for this source)
+    let big = format!(
+        "[{}]",
+        vec![std::str::from_utf8(body).unwrap(); 40].join(",")
+    );
+    assert_eq!(
+        post(
+            port,
+            "generic",
+            &auth("generic", big.as_bytes()),
+            big.as_bytes()
+        ),
+        413
+    );
+    // not JSON: 415 for a form body, 400 for a JSON body that is not JSON
+    let form = b"payload=%7B%7D";
+    let mut h = vec![(
+        "Content-Type",
+        "application/x-www-form-urlencoded".to_string(),
+    )];
+    h.push(("X-Relstat-Signature-256", sign(SECRET.as_bytes(), form)));
+    assert_eq!(post(port, "generic", &h, form), 415);
+    assert_eq!(
+        post(port, "github", &auth("github", b"{nope"), b"{nope"),
+        400
+    );
+    // a flood on `limited` (2/s) gets 429 while `generic` keeps answering 202
+    let mut codes = Vec::new();
+    for i in 0..20 {
+        let b = format!(
+            r#"{{"time":"2026-11-01T10:00:{i:02}Z","release":"flood","environment":"prod","status":"in_progress"}}"#
+        );
+        codes.push(post(
+            port,
+            "limited",
+            &auth("limited", b.as_bytes()),
+            b.as_bytes(),
+        ));
+    }
+    assert!(codes.contains(&429), "{codes:?}");
+    assert!(
+        codes.iter().filter(|c| **c == 202).count() >= 2,
+        "{codes:?}"
+    );
+    let b2 = br#"{"time":"2026-11-01T10:01:00Z","release":"r2","environment":"prod","status":"deployed"}"#;
+    assert_eq!(post(port, "generic", &auth("generic", b2), b2), 202);
+
+    let m = a.metrics();
+    let v = |s: &str| sample(&m, s).unwrap_or(0.0);
+    assert_eq!(
+        v(r#"relstat_events_total{result="accepted",source="generic"}"#),
+        2.0
+    );
+    assert_eq!(
+        v(r#"relstat_events_total{result="duplicate",source="generic"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"relstat_events_total{result="invalid",source="generic"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"relstat_events_total{result="invalid",source="github"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"relstat_source_errors_total{kind="auth",source="generic"}"#),
+        3.0
+    );
+    assert_eq!(
+        v(r#"relstat_source_errors_total{kind="too_large",source="generic"}"#),
+        1.0
+    );
+    assert!(v(r#"relstat_source_errors_total{kind="rate_limited",source="limited"}"#) >= 1.0);
+}
+
+#[test]
+fn generic_takes_an_object_an_array_or_ndjson_and_counts_each_record() {
+    let a = agent("");
+    let port = a.port;
+    let ev = |i: u32, status: &str| {
+        format!(
+            r#"{{"time":"2026-11-01T10:00:{i:02}Z","release":"g{i}","environment":"prod","status":"{status}"}}"#
+        )
+    };
+    let array = format!("[{},{},{}]", ev(1, "deployed"), ev(2, "nope"), "{\"x\":1}");
+    let ndjson = format!("{}\n{}\n", ev(3, "deployed"), ev(4, "failed"));
+    let pretty = "{\n  \"time\": \"2026-11-01T10:00:05Z\",\n  \"release\": \"g5\",\n  \"environment\": \"prod\",\n  \"status\": \"deployed\"\n}";
+    for body in [array.as_str(), ndjson.as_str(), pretty] {
+        assert_eq!(
+            post(
+                port,
+                "generic",
+                &auth("generic", body.as_bytes()),
+                body.as_bytes()
+            ),
+            202
+        );
+    }
+    let m = a.metrics();
+    let v = |r: &str| {
+        sample(
+            &m,
+            &format!(r#"relstat_events_total{{result="{r}",source="generic"}}"#),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(
+        (v("accepted"), v("unmapped"), v("invalid")),
+        (4.0, 1.0, 1.0)
+    );
+}
+
+#[test]
+fn a_full_spool_under_block_answers_503() {
+    // A 1-byte spool: full as soon as one anomaly is waiting in it.
+    let a = agent("[spool]\nenabled = true\nmax_bytes = \"1B\"\nwhen_full = \"block\"\n");
+    let ev = |sec: u32, status: &str| {
+        format!(
+            r#"{{"time":"2026-11-01T10:00:{sec:02}Z","release":"r1","environment":"prod","status":"{status}"}}"#
+        )
+    };
+    // deployed, then back to in_test: invalid_transition goes to the outbox.
+    for (sec, status) in [(0, "deployed"), (1, "in_test")] {
+        let b = ev(sec, status);
+        assert_eq!(
+            post(
+                a.port,
+                "generic",
+                &auth("generic", b.as_bytes()),
+                b.as_bytes()
+            ),
+            202
+        );
+    }
+    let b = ev(2, "deployed");
+    assert_eq!(
+        post(
+            a.port,
+            "generic",
+            &auth("generic", b.as_bytes()),
+            b.as_bytes()
+        ),
+        503
+    );
+    let m = a.metrics();
+    assert_eq!(
+        sample(
+            &m,
+            r#"relstat_events_total{result="accepted",source="generic"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"relstat_source_errors_total{kind="spool_full",source="generic"}"#
+        ),
+        Some(1.0)
+    );
+}
