@@ -305,6 +305,10 @@ impl Tracker {
         &self.model
     }
 
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = (&Key, &KeyState)> {
         self.keys.iter()
     }
