@@ -53,7 +53,7 @@ impl Axis {
 
 /// Row filters; `None` matches everything. `environments` is a partner's
 /// scope (any of them), on top of the `environment` filter.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<String>,
