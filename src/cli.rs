@@ -285,19 +285,36 @@ fn coarse(secs: u64) -> String {
 
 /// `relstat status`'s table: aligned columns, one row per key.
 fn status_table(rows: &[crate::api::view::Row]) -> String {
-    let mut table = vec![[
-        "RELEASE", "SERVICE", "ENVIRONMENT", "SITE", "STATUS", "ENTERED", "IN STATUS", "ACTOR",
-        "FLAGS",
-    ]
-    .map(String::from)];
+    let mut table = vec![
+        [
+            "RELEASE",
+            "SERVICE",
+            "ENVIRONMENT",
+            "SITE",
+            "STATUS",
+            "ENTERED",
+            "IN STATUS",
+            "ACTOR",
+            "FLAGS",
+        ]
+        .map(String::from),
+    ];
     for r in rows {
-        let age = r.time_in_status_seconds.map_or("-".into(), |s| coarse(s as u64));
+        let age = r
+            .time_in_status_seconds
+            .map_or("-".into(), |s| coarse(s as u64));
         let mut flags = Vec::new();
         if r.stuck {
             flags.push("stuck".to_string());
         }
         if let Some(f) = r.finished_reason {
-            flags.push(format!("finished:{}", serde_json::to_value(f).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()));
+            flags.push(format!(
+                "finished:{}",
+                serde_json::to_value(f)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            ));
         }
         table.push([
             r.release.clone(),
@@ -308,7 +325,11 @@ fn status_table(rows: &[crate::api::view::Row]) -> String {
             r.entered_at.clone(),
             age,
             r.last_actor.clone().unwrap_or_else(|| "-".into()),
-            if flags.is_empty() { "-".into() } else { flags.join(",") },
+            if flags.is_empty() {
+                "-".into()
+            } else {
+                flags.join(",")
+            },
         ]);
     }
     let mut widths = [0usize; 9];

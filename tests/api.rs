@@ -69,7 +69,11 @@ fn statuses(v: &serde_json::Value, field: &str) -> BTreeMap<String, (String, Str
         .iter()
         .map(|r| {
             (
-                format!("{}/{}", r["release"].as_str().unwrap(), r["environment"].as_str().unwrap()),
+                format!(
+                    "{}/{}",
+                    r["release"].as_str().unwrap(),
+                    r["environment"].as_str().unwrap()
+                ),
                 (
                     r["status"].as_str().unwrap().to_string(),
                     r["entered_at"].as_str().unwrap().to_string(),
@@ -131,8 +135,14 @@ fn api_current_history_and_snapshots_follow_the_history() {
 
     let now = json(port, "/api/v1/releases", &[]);
     let cur = statuses(&now, "releases");
-    assert_eq!(cur["r1/prod"], ("deployed".into(), "2026-11-01T10:30:00.000Z".into()));
-    assert_eq!(cur["r2/staging"], ("complete".into(), "2026-11-01T11:30:00.000Z".into()));
+    assert_eq!(
+        cur["r1/prod"],
+        ("deployed".into(), "2026-11-01T10:30:00.000Z".into())
+    );
+    assert_eq!(
+        cur["r2/staging"],
+        ("complete".into(), "2026-11-01T11:30:00.000Z".into())
+    );
     assert_eq!(now["releases"][1]["finished"], true);
     assert_eq!(now["releases"][1]["finished_reason"], "terminal");
 
@@ -141,7 +151,9 @@ fn api_current_history_and_snapshots_follow_the_history() {
     let evs = h["events"].as_array().unwrap();
     assert_eq!(evs.len(), 3, "{h}");
     assert_eq!(
-        evs.iter().map(|e| e["to"].as_str().unwrap()).collect::<Vec<_>>(),
+        evs.iter()
+            .map(|e| e["to"].as_str().unwrap())
+            .collect::<Vec<_>>(),
         ["in_progress", "deployed", "failed"]
     );
     assert_eq!(evs[1]["from"], "in_progress");
@@ -157,8 +169,14 @@ fn api_current_history_and_snapshots_follow_the_history() {
     let at_t1 = json(port, &format!("/api/v1/releases?at={t1}"), &[]);
     assert_eq!(at_t1["axis"], "recorded");
     let s1 = statuses(&at_t1, "releases");
-    assert_eq!(s1["r1/prod"], ("deployed".into(), "2026-11-01T10:30:00.000Z".into()));
-    assert_eq!(s1["r2/staging"], ("deployed".into(), "2026-11-01T11:00:00.000Z".into()));
+    assert_eq!(
+        s1["r1/prod"],
+        ("deployed".into(), "2026-11-01T10:30:00.000Z".into())
+    );
+    assert_eq!(
+        s1["r2/staging"],
+        ("deployed".into(), "2026-11-01T11:00:00.000Z".into())
+    );
     assert_eq!(at_t1["releases"][1]["finished"], false);
     let h1 = json(port, &format!("/api/v1/releases/r1/history?at={t1}"), &[]);
     assert_eq!(h1["count"], 2);
@@ -167,19 +185,37 @@ fn api_current_history_and_snapshots_follow_the_history() {
     assert_eq!(statuses(&at_t2, "releases"), cur);
     // Before anything was recorded: nothing known, and the detail is a 404.
     let early = "2026-11-01T10:25:00Z";
-    assert_eq!(json(port, &format!("/api/v1/releases?at={early}"), &[])["count"], 0);
-    assert_eq!(get(port, &format!("/api/v1/releases/r1?at={early}"), &[]).0, 404);
+    assert_eq!(
+        json(port, &format!("/api/v1/releases?at={early}"), &[])["count"],
+        0
+    );
+    assert_eq!(
+        get(port, &format!("/api/v1/releases/r1?at={early}"), &[]).0,
+        404
+    );
     // The event axis at 10:25, as known now: the late failed (10:20) counts.
-    let ev = json(port, &format!("/api/v1/releases/r1?at={early}&axis=event"), &[]);
+    let ev = json(
+        port,
+        &format!("/api/v1/releases/r1?at={early}&axis=event"),
+        &[],
+    );
     assert_eq!(ev["keys"][0]["status"], "failed");
     assert_eq!(ev["keys"][0]["entered_at"], "2026-11-01T10:20:00.000Z");
     assert_eq!(ev["keys"][0]["last_actor"], "late-lou");
     // ... and at 10:15 it was in progress.
-    let ev = json(port, "/api/v1/releases/r1?at=2026-11-01T10:15:00Z&axis=event", &[]);
+    let ev = json(
+        port,
+        "/api/v1/releases/r1?at=2026-11-01T10:15:00Z&axis=event",
+        &[],
+    );
     assert_eq!(ev["keys"][0]["status"], "in_progress");
 
     // Filters, the detail, unknowns and bad queries.
-    let f = json(port, "/api/v1/releases?environment=staging&status=complete", &[]);
+    let f = json(
+        port,
+        "/api/v1/releases?environment=staging&status=complete",
+        &[],
+    );
     assert_eq!(f["count"], 1);
     assert_eq!(f["releases"][0]["release"], "r2");
     let d = json(port, "/api/v1/releases/r2", &[]);
@@ -201,7 +237,10 @@ fn api_current_history_and_snapshots_follow_the_history() {
     assert_eq!(rows[1]["status"], "deployed");
     let out = relstat(&["status", "-c", &cfg, "--release", "r2"]);
     let table = stdout(&out);
-    assert!(table.contains("r2") && table.contains("complete") && !table.contains("r1 "), "{table}");
+    assert!(
+        table.contains("r2") && table.contains("complete") && !table.contains("r1 "),
+        "{table}"
+    );
 
     // ... and from the store once the agent is stopped.
     assert_eq!(agent.signal("-TERM"), Some(0));
@@ -218,7 +257,10 @@ fn api_current_history_and_snapshots_follow_the_history() {
 #[test]
 fn api_etag_answers_304_until_something_changes() {
     let mut agent = Agent::new("");
-    append(&agent, &line("a1", "10:00", "r1", "prod", "in_progress", "ann"));
+    append(
+        &agent,
+        &line("a1", "10:00", "r1", "prod", "in_progress", "ann"),
+    );
     agent.start();
     wait_events(&agent, "accepted", 1.0);
     let port = agent.port;
@@ -237,15 +279,24 @@ fn api_etag_answers_304_until_something_changes() {
     assert!(body3.is_empty());
     // Another tag in the list, or `*`, also match; a different one does not.
     let list = format!("W/\"0000\", {tag}");
-    assert_eq!(get(port, "/api/v1/releases", &[("If-None-Match", &list)]).0, 304);
-    assert_eq!(get(port, "/api/v1/releases", &[("If-None-Match", "\"x\"")]).0, 200);
+    assert_eq!(
+        get(port, "/api/v1/releases", &[("If-None-Match", &list)]).0,
+        304
+    );
+    assert_eq!(
+        get(port, "/api/v1/releases", &[("If-None-Match", "\"x\"")]).0,
+        200
+    );
     // Each query has its own tag.
     let (_, hq, _) = get(port, "/api/v1/releases?environment=prod", &[]);
     let (_, hh, _) = get(port, "/api/v1/releases/r1/history", &[]);
     assert_ne!(hh["etag"], tag);
     assert!(hq.contains_key("etag"));
     // A new event changes the answer and its tag.
-    append(&agent, &line("a2", "10:30", "r1", "prod", "deployed", "ann"));
+    append(
+        &agent,
+        &line("a2", "10:30", "r1", "prod", "deployed", "ann"),
+    );
     wait_events(&agent, "accepted", 2.0);
     let (s, h4, _) = get(port, "/api/v1/releases", &[("If-None-Match", &tag)]);
     assert_eq!(s, 200);
@@ -309,11 +360,21 @@ fn api_partner_sees_its_environments_and_never_a_redacted_field() {
     agent.start();
     let port = agent.port;
     assert!(wait_until(20, || {
-        get(port, "/api/v1/releases", &[("Authorization", &ops)]).2.contains("\"count\": 3")
+        get(port, "/api/v1/releases", &[("Authorization", &ops)])
+            .2
+            .contains("\"count\":3")
     }));
     let t = now_rfc3339();
     assert_eq!(get(port, "/api/v1/releases", &[]).0, 401);
-    assert_eq!(get(port, "/api/v1/releases", &[("Authorization", &auth("acme", "x"))]).0, 401);
+    assert_eq!(
+        get(
+            port,
+            "/api/v1/releases",
+            &[("Authorization", &auth("acme", "x"))]
+        )
+        .0,
+        401
+    );
 
     // The full view for a user who is not a partner.
     let full = json(port, "/api/v1/releases", &[("Authorization", &ops)]);
@@ -331,7 +392,10 @@ fn api_partner_sees_its_environments_and_never_a_redacted_field() {
     let check = |path: &str| -> serde_json::Value {
         let (s, _, body) = get(port, path, &[("Authorization", &acme)]);
         assert_eq!(s, 200, "{path}: {body}");
-        assert!(!body.contains("secret-sam"), "{path} leaks the actor: {body}");
+        assert!(
+            !body.contains("secret-sam"),
+            "{path} leaks the actor: {body}"
+        );
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         let mut keys = Vec::new();
         all_keys(&v, &mut keys);
@@ -350,8 +414,14 @@ fn api_partner_sees_its_environments_and_never_a_redacted_field() {
     assert_eq!(h["count"], 2);
     assert_eq!(h["events"][1]["late"], true);
     assert_eq!(check(&format!("/api/v1/releases?at={t}"))["count"], 1);
-    assert_eq!(check(&format!("/api/v1/releases/r1?at={t}&axis=event"))["count"], 1);
-    assert_eq!(check(&format!("/api/v1/releases/r1/history?at={t}"))["count"], 2);
+    assert_eq!(
+        check(&format!("/api/v1/releases/r1?at={t}&axis=event"))["count"],
+        1
+    );
+    assert_eq!(
+        check(&format!("/api/v1/releases/r1/history?at={t}"))["count"],
+        2
+    );
     assert_eq!(check("/api/v1/releases?environment=prod")["count"], 0);
     assert_eq!(check("/api/v1/releases?release=r2")["count"], 0);
 
@@ -365,7 +435,10 @@ fn api_partner_sees_its_environments_and_never_a_redacted_field() {
         let (s, _, body) = get(port, path, &[("Authorization", &acme)]);
         assert_eq!((s, &body), (404, &unknown.2), "{path}");
     }
-    assert_eq!(get(port, "/api/v1/releases/r2", &[("Authorization", &ops)]).0, 200);
+    assert_eq!(
+        get(port, "/api/v1/releases/r2", &[("Authorization", &ops)]).0,
+        200
+    );
 
     // The partner's ETag differs from the full view's for the same path.
     let (_, h_ops, _) = get(port, "/api/v1/releases/r1", &[("Authorization", &ops)]);

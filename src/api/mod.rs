@@ -321,7 +321,12 @@ struct Answer {
 }
 
 /// Runs on the core thread: the partner's scope and the rows or history.
-fn find(core: &Core, user: Option<&str>, route: &Route, mut q: Query) -> Result<(Found, Redact), ApiError> {
+fn find(
+    core: &Core,
+    user: Option<&str>,
+    route: &Route,
+    mut q: Query,
+) -> Result<(Found, Redact), ApiError> {
     let scope = Scope::of(user.and_then(|u| core.partners().get(u)));
     q.filter.environments = scope.environments;
     let tracker = core.tracker();
@@ -366,15 +371,16 @@ pub async fn serve(core: &CoreHandle, path: &str, req: Request<Bytes>) -> Respon
     let user = req.extensions().get::<AuthUser>().map(|u| u.0.clone());
     let (at, axis) = (q.at, q.axis);
     let r2 = route.clone();
-    let found = core
-        .call(move |c| find(c, user.as_deref(), &r2, q))
-        .await;
+    let found = core.call(move |c| find(c, user.as_deref(), &r2, q)).await;
     let (found, redact) = match found {
         Ok(Ok(f)) => f,
         Ok(Err(ApiError::BadRequest(m))) => return json_error(StatusCode::BAD_REQUEST, &m),
         Ok(Err(e)) => {
             tracing::error!("api: {e}");
-            return json_error(StatusCode::INTERNAL_SERVER_ERROR, "the store could not be read");
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the store could not be read",
+            );
         }
         Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
@@ -450,7 +456,7 @@ fn respond(
     {
         r.time_in_status_seconds = Some((reference - r.entered_at_ms).max(0) as f64 / 1000.0);
     }
-    let mut body = serde_json::to_vec_pretty(&answer).unwrap_or_default();
+    let mut body = serde_json::to_vec(&answer).unwrap_or_default();
     body.push(b'\n');
     let mut r = Response::new(Body::new(Bytes::from(body)));
     r.headers_mut().insert(
