@@ -42,6 +42,15 @@ pub enum Request {
     Ping,
     /// Counts, bytes and oldest age of the live spool.
     SpoolInspect,
+    /// `relstat status`: the rows of the release status API (full view).
+    Status {
+        #[serde(default)]
+        filter: crate::api::view::Filter,
+        #[serde(default)]
+        at: Option<crate::event::TimeMs>,
+        #[serde(default)]
+        axis: crate::api::view::Axis,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,7 +92,63 @@ fn handle(core: &mut Core, req: Request) -> Result<Value, String> {
             serde_json::to_value(SpoolSummary::of(stats, crate::event::now_ms()))
                 .map_err(|e| e.to_string())
         }
+        Request::Status { filter, at, axis } => {
+            let q = crate::api::Query { filter, at, axis };
+            let t = core.tracker();
+            let rows = crate::api::rows(
+                t.keys(),
+                core.store(),
+                t.model(),
+                t.settings().stale_after,
+                crate::event::now_ms(),
+                &q,
+            )
+            .map_err(|e| e.to_string())?;
+            serde_json::to_value(with_time_in_status(rows, at)).map_err(|e| e.to_string())
+        }
     }
+}
+
+/// Fills each row's time in status, from `at` or now.
+fn with_time_in_status(
+    mut rows: Vec<crate::api::view::Row>,
+    at: Option<crate::event::TimeMs>,
+) -> Vec<crate::api::view::Row> {
+    let reference = at.unwrap_or_else(crate::event::now_ms);
+    for r in &mut rows {
+        r.time_in_status_seconds = Some((reference - r.entered_at_ms).max(0) as f64 / 1000.0);
+    }
+    rows
+}
+
+/// `relstat status`: through the agent when it runs, else from the store
+/// (the model and stale_after come from `loaded`).
+pub fn status(
+    loaded: &crate::config::Loaded,
+    q: crate::api::Query,
+) -> Result<Vec<crate::api::view::Row>, AdminError> {
+    let data_dir = &loaded.config.agent.data_dir;
+    let req = Request::Status {
+        filter: q.filter.clone(),
+        at: q.at,
+        axis: q.axis,
+    };
+    if let Some(v) = request(data_dir, &req)? {
+        return serde_json::from_value(v).map_err(|e| AdminError::Protocol(e.to_string()));
+    }
+    let model = crate::model::Model::from_config(&loaded.config.model)
+        .map_err(|_| AdminError::Remote("the model is invalid (run check-config)".into()))?;
+    let store = Store::open(data_dir)?;
+    let keys = store.load()?.keys;
+    let rows = crate::api::rows(
+        keys.iter().map(|(k, s)| (k, s)),
+        &store,
+        &model,
+        loaded.config.tracking.stale_after.as_millis() as crate::event::TimeMs,
+        crate::event::now_ms(),
+        &q,
+    )?;
+    Ok(with_time_in_status(rows, q.at))
 }
 
 /// Serves the admin socket until the task is dropped.

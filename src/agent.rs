@@ -137,6 +137,14 @@ impl crate::http::Service for Shared {
     ) -> crate::http::ResponseFuture<'a> {
         Box::pin(crate::sources::webhook::serve(self, source, req))
     }
+
+    fn api<'a>(
+        &'a self,
+        path: &'a str,
+        req: hyper::Request<hyper::body::Bytes>,
+    ) -> crate::http::ResponseFuture<'a> {
+        Box::pin(crate::api::serve(&self.core, path, req))
+    }
 }
 
 /// The core: tracker, store and the metrics it feeds. Only the core thread
@@ -147,6 +155,8 @@ pub struct Core {
     shared: Arc<Shared>,
     /// Each source's last word on whether it has read its backlog.
     caught_up: BTreeMap<String, bool>,
+    /// `[http.partners]`: the API's partner views (replaced on reload).
+    partners: BTreeMap<String, config::PartnerConfig>,
 }
 
 impl Core {
@@ -182,6 +192,10 @@ impl Core {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn partners(&self) -> &BTreeMap<String, config::PartnerConfig> {
+        &self.partners
     }
 
     fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
@@ -271,6 +285,7 @@ impl Core {
                             self.tracker = tracker;
                             *self.metrics() = metrics;
                             self.caught_up.clear();
+                            self.partners = loaded.config.http.partners.clone();
                             let _ = reply.send(Ok(checkpoints));
                         }
                         Err(e) => {
@@ -386,6 +401,7 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
             .filter(|s| s.kind == SourceType::File)
             .map(|s| (s.name.clone(), false))
             .collect(),
+        partners: loaded.config.http.partners.clone(),
     };
     let core_thread = std::thread::Builder::new()
         .name("core".into())

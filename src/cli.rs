@@ -55,6 +55,26 @@ pub enum Command {
     /// The store-and-forward spool
     #[command(subcommand)]
     Spool(SpoolCommand),
+    /// Release status: the current view, or the history as it stood at a
+    /// time (through the running agent, or from the store when it is stopped)
+    Status {
+        /// Answer as of this time (RFC 3339), from the history
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// With --at: `recorded` (what relstat knew then) or `event` (the
+        /// state then, as known now)
+        #[arg(long, value_enum, default_value_t = AxisArg::Recorded, requires = "at")]
+        axis: AxisArg,
+        /// Only this release
+        #[arg(long, value_name = "R")]
+        release: Option<String>,
+        /// Only this environment
+        #[arg(long, value_name = "E")]
+        environment: Option<String>,
+        /// Print JSON (the API's rows) instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -73,6 +93,12 @@ pub enum SpoolCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AxisArg {
+    Recorded,
+    Event,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -189,6 +215,45 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Status {
+            at,
+            axis,
+            release,
+            environment,
+            json,
+        } => {
+            let loaded = load_config(cli.config.as_deref())?;
+            let at = match at {
+                Some(t) => Some(crate::event::parse_rfc3339(&t).ok_or_else(|| {
+                    Failure::usage(anyhow::anyhow!(
+                        "--at {t:?} is not an RFC 3339 time, e.g. 2026-11-03T14:05:00Z"
+                    ))
+                })?),
+                None => None,
+            };
+            let q = crate::api::Query {
+                filter: crate::api::view::Filter {
+                    release,
+                    environment,
+                    ..Default::default()
+                },
+                at,
+                axis: match axis {
+                    AxisArg::Recorded => crate::api::view::Axis::Recorded,
+                    AxisArg::Event => crate::api::view::Axis::Event,
+                },
+            };
+            let rows = crate::admin::status(&loaded, q).map_err(Failure::runtime)?;
+            let mut out = std::io::stdout().lock();
+            let written = if json {
+                serde_json::to_writer_pretty(&mut out, &rows)
+                    .map_err(std::io::Error::other)
+                    .and_then(|_| out.write_all(b"\n"))
+            } else {
+                out.write_all(status_table(&rows).as_bytes())
+            };
+            written.map_err(Failure::runtime)
+        }
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "relstat", &mut std::io::stdout());
@@ -199,6 +264,94 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             man.render(&mut std::io::stdout()).map_err(Failure::runtime)
         }
     }
+}
+
+/// A duration in its two largest units: `11d 4h`, `3m 20s`.
+fn coarse(secs: u64) -> String {
+    let units = [(86400, "d"), (3600, "h"), (60, "m"), (1, "s")];
+    let mut parts = Vec::new();
+    let mut rest = secs;
+    for (n, u) in units {
+        if rest >= n || (parts.is_empty() && n == 1) {
+            parts.push(format!("{}{u}", rest / n));
+            rest %= n;
+        }
+        if parts.len() == 2 || (!parts.is_empty() && rest == 0) {
+            break;
+        }
+    }
+    parts.join(" ")
+}
+
+/// `relstat status`'s table: aligned columns, one row per key.
+fn status_table(rows: &[crate::api::view::Row]) -> String {
+    let mut table = vec![
+        [
+            "RELEASE",
+            "SERVICE",
+            "ENVIRONMENT",
+            "SITE",
+            "STATUS",
+            "ENTERED",
+            "IN STATUS",
+            "ACTOR",
+            "FLAGS",
+        ]
+        .map(String::from),
+    ];
+    for r in rows {
+        let age = r
+            .time_in_status_seconds
+            .map_or("-".into(), |s| coarse(s as u64));
+        let mut flags = Vec::new();
+        if r.stuck {
+            flags.push("stuck".to_string());
+        }
+        if let Some(f) = r.finished_reason {
+            flags.push(format!(
+                "finished:{}",
+                serde_json::to_value(f)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            ));
+        }
+        table.push([
+            r.release.clone(),
+            r.service.clone(),
+            r.environment.clone(),
+            r.site.clone(),
+            r.status.clone(),
+            r.entered_at.clone(),
+            age,
+            r.last_actor.clone().unwrap_or_else(|| "-".into()),
+            if flags.is_empty() {
+                "-".into()
+            } else {
+                flags.join(",")
+            },
+        ]);
+    }
+    let mut widths = [0usize; 9];
+    for row in &table {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if rows.is_empty() {
+        out.push_str("(no tracked release matches)\n");
+    }
+    out
 }
 
 fn check_config(explicit: Option<&Path>) -> Result<(), Failure> {

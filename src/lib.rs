@@ -20,6 +20,7 @@
 //! - [`sinks`]: the Prometheus registry (and, later, the SIEM forwarder).
 //! - [`http`]: the one listener: /metrics, /healthz, /readyz (TLS and basic
 //!   auth from an exporter-toolkit web config), and routes for /api/v1 and /hooks.
+//! - [`api`]: `/api/v1`: release status, audit trail, snapshots, partner views.
 //! - [`replay`]: `relstat replay`: historical logs through the whole flow, in memory.
 //! - [`admin`]: the local admin socket the CLI uses while the agent runs.
 //! - [`agent`]: `relstat run`: source threads, the core (tracker + store), HTTP, signals.
@@ -27,6 +28,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod detect;

@@ -5,6 +5,7 @@
 mod util;
 
 mod anomalies;
+mod api;
 mod cli;
 mod prometheus;
 mod replay;

@@ -140,6 +140,25 @@ pub struct HttpConfig {
     /// exporter-toolkit web config (TLS, basic auth) for /metrics and /api.
     #[serde(default)]
     pub web_config_file: Option<PathBuf>,
+    /// Read-only partner views of /api/v1: basic-auth user name (from the
+    /// web config's basic_auth_users) -> what that user may see. Users not
+    /// listed see everything.
+    #[serde(default)]
+    pub partners: BTreeMap<String, PartnerConfig>,
+}
+
+/// `[http.partners.<user>]`: a basic-auth user's view of /api/v1.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerConfig {
+    /// The environments whose releases the user may see; others answer 404,
+    /// as if they did not exist.
+    pub environments: Vec<String>,
+    /// Fields left out of every answer to this user: any of `actor` (also
+    /// actor_type), `reason`, `source`, `version` (also commit, artifact),
+    /// `event_id`, `anomalies`.
+    #[serde(default)]
+    pub redact: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -147,6 +166,7 @@ impl Default for HttpConfig {
         Self {
             listen: default_listen(),
             web_config_file: None,
+            partners: BTreeMap::new(),
         }
     }
 }

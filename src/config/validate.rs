@@ -553,6 +553,35 @@ impl Validator<'_> {
                 ),
             );
         }
+        let http = &self.loaded.config.http;
+        if !http.partners.is_empty() && http.web_config_file.is_none() {
+            self.push(
+                "http.partners",
+                "partner views need basic auth to know who asks: set web_config_file to an \
+                 exporter-toolkit web config with basic_auth_users naming each partner",
+            );
+        }
+        for (user, p) in &http.partners {
+            let key = format!("http.partners.{user}");
+            if p.environments.is_empty() {
+                self.push(
+                    &format!("{key}.environments"),
+                    "a partner needs at least one environment it may see, e.g. \
+                     environments = [\"staging\"]",
+                );
+            }
+            for f in &p.redact {
+                if !crate::api::REDACTABLE.contains(&f.as_str()) {
+                    self.push(
+                        &format!("{key}.redact"),
+                        format!(
+                            "{f:?} cannot be redacted; the fields that can are {}",
+                            crate::api::REDACTABLE.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     fn siem(&mut self, siem: &SiemConfig) {

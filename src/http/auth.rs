@@ -75,17 +75,16 @@ impl BasicAuth {
         })
     }
 
-    /// Whether the `Authorization` header holds a configured user's password.
-    pub async fn check(self: &Arc<Self>, header: Option<&HeaderValue>) -> bool {
-        let Some((user, password)) = header.and_then(parse_basic) else {
-            return false;
-        };
+    /// The user whose password the `Authorization` header holds, if it
+    /// holds a configured user's password.
+    pub async fn check(self: &Arc<Self>, header: Option<&HeaderValue>) -> Option<String> {
+        let (user, password) = header.and_then(parse_basic)?;
         let known = self.users.get(&user).cloned();
         let key = known.as_ref().map(|hash| cache_key(&user, hash, &password));
         if let Some(key) = &key
             && self.cached(key)
         {
-            return true;
+            return Some(user);
         }
         let this = Arc::clone(self);
         let verified = tokio::task::spawn_blocking(move || {
@@ -108,7 +107,7 @@ impl BasicAuth {
             }
             cache.push_back(key);
         }
-        verified
+        verified.then_some(user)
     }
 
     fn cached(&self, key: &[u8; 32]) -> bool {

@@ -93,7 +93,8 @@ pub trait Service: Send + Sync + 'static {
 
     /// `/api/v1/{path}` (any method), after basic auth; `path` is what
     /// follows `/api/v1/` (empty for `/api/v1` itself). The body has been
-    /// read in full.
+    /// read in full; with basic auth, the request's extensions hold the
+    /// [`AuthUser`].
     fn api<'a>(&'a self, path: &'a str, req: Request<Bytes>) -> ResponseFuture<'a> {
         let _ = (path, req);
         Box::pin(async { not_found() })
@@ -107,6 +108,11 @@ pub trait Service: Send + Sync + 'static {
         Box::pin(async { not_found() })
     }
 }
+
+/// The basic-auth user a request to `/api/v1` authenticated as, in the
+/// request's extensions (absent when no basic auth is configured).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUser(pub String);
 
 /// Errors of the listener; each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -300,7 +306,7 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
             },
         },
         "/metrics" => {
-            if let Some(denied) = authorize(ctx, &req).await {
+            if let Err(denied) = authorize(ctx, &req).await {
                 return denied;
             }
             if let Some(r) = get_or_head(&req) {
@@ -314,13 +320,19 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
             resp
         }
         p if p == "/api/v1" || p.starts_with("/api/v1/") => {
-            if let Some(denied) = authorize(ctx, &req).await {
-                return denied;
-            }
+            let user = match authorize(ctx, &req).await {
+                Ok(user) => user,
+                Err(denied) => return denied,
+            };
             let rest = p.strip_prefix("/api/v1").unwrap_or("");
             let rest = rest.strip_prefix('/').unwrap_or(rest);
             match buffer(req).await {
-                Ok(req) => ctx.svc.api(rest, req).await,
+                Ok(mut req) => {
+                    if let Some(user) = user {
+                        req.extensions_mut().insert(AuthUser(user));
+                    }
+                    ctx.svc.api(rest, req).await
+                }
                 Err(r) => r,
             }
         }
@@ -341,18 +353,21 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// `None` when basic auth lets the request through, else the 401.
-async fn authorize(ctx: &Ctx, req: &Request<Incoming>) -> Option<Response<Body>> {
-    let auth = ctx.web.auth.as_ref()?;
-    if auth.check(req.headers().get(header::AUTHORIZATION)).await {
-        return None;
+/// `Ok` when basic auth lets the request through (with the user, when
+/// basic auth is configured), else the 401.
+async fn authorize(ctx: &Ctx, req: &Request<Incoming>) -> Result<Option<String>, Response<Body>> {
+    let Some(auth) = ctx.web.auth.as_ref() else {
+        return Ok(None);
+    };
+    if let Some(user) = auth.check(req.headers().get(header::AUTHORIZATION)).await {
+        return Ok(Some(user));
     }
     let mut resp = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
     resp.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"relstat\""),
     );
-    Some(resp)
+    Err(resp)
 }
 
 /// `None` for GET and HEAD (hyper leaves out the body of a HEAD answer),

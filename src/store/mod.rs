@@ -319,6 +319,47 @@ impl Store {
         Ok(out)
     }
 
+    /// Visits history rows of every release, grouped by release and in
+    /// recorded order within each (what a per-key fold needs). With
+    /// `recorded_until`, only rows recorded at or before it: found through
+    /// the `history_by_time` index, so an early instant reads few rows;
+    /// without, the whole table in one sequential pass. One read
+    /// transaction: a consistent view.
+    pub fn history_scan(
+        &self,
+        recorded_until: Option<TimeMs>,
+        mut visit: impl FnMut(HistoryRecord),
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(HISTORY)?;
+        let decode = |v: &[u8]| -> Result<HistoryRecord, StoreError> {
+            serde_json::from_slice(v).map_err(|e| corrupt("history", e))
+        };
+        match recorded_until {
+            None => {
+                for row in table.iter()? {
+                    let (_, v) = row?;
+                    visit(decode(v.value())?);
+                }
+            }
+            Some(until) => {
+                let by_time = tx.open_table(HISTORY_BY_TIME)?;
+                let mut rows: Vec<(String, u64)> = Vec::new();
+                for row in by_time.range(..=(until, u64::MAX))? {
+                    let (k, v) = row?;
+                    rows.push((v.value().to_string(), k.value().1));
+                }
+                rows.sort_unstable();
+                for (release, seq) in rows {
+                    if let Some(v) = table.get((release.as_str(), seq))? {
+                        visit(decode(v.value())?);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Number of history rows (all releases).
     pub fn history_len(&self) -> Result<u64, StoreError> {
         let tx = self.db.begin_read()?;

@@ -330,6 +330,10 @@ impl Tracker {
         Arc::clone(&self.model)
     }
 
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = (&Key, &KeyState)> {
         self.keys.iter()
     }
