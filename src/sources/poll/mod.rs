@@ -23,6 +23,8 @@
 //! misses nothing.
 
 pub mod client;
+#[cfg(test)]
+pub(crate) mod testserver;
 mod tools;
 
 use std::collections::BTreeMap;
