@@ -415,6 +415,7 @@ impl Reader {
         };
         let mut failures = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
+            let opened = Instant::now();
             let r = match &rv {
                 None => self.list(&mut client).map(|v| {
                     rv = Some(v);
@@ -425,7 +426,13 @@ impl Reader {
                 return;
             }
             match r {
-                Ok(()) => failures = 0,
+                Ok(()) => {
+                    failures = 0;
+                    // a server ending watches at once must not make a busy loop
+                    if rv.is_some() && opened.elapsed() < Duration::from_secs(1) {
+                        std::thread::sleep(Duration::from_secs(1) - opened.elapsed());
+                    }
+                }
                 Err(PollError::Gone { .. }) => rv = None,
                 Err(e) => {
                     failures += 1;
