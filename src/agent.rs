@@ -225,6 +225,9 @@ impl Core {
         if let Some(t) = latest {
             m.source_event(&b.source, t);
         }
+        if let Some(secs) = b.poll_seconds {
+            m.source_poll(&b.source, secs);
+        }
         for kind in b.errors {
             m.source_error(&b.source, kind);
         }
@@ -329,12 +332,21 @@ impl Sources {
             if s.kind == SourceType::Webhook {
                 continue; // served by the HTTP listener (`Shared::hooks`)
             }
-            if s.kind != SourceType::File {
-                tracing::warn!(
-                    source = %s.name,
-                    "sources of type {} are not implemented in this version: source not started",
-                    s.kind.as_str()
-                );
+            if matches!(s.kind, SourceType::Poll | SourceType::Kubernetes) {
+                let handle = crate::sources::poll_thread(
+                    s,
+                    &model,
+                    cfg,
+                    checkpoints,
+                    tx_fn(tx),
+                    &stop,
+                    once,
+                )
+                .map_err(|detail| AgentError::Source {
+                    source_name: s.name.clone(),
+                    detail,
+                })?;
+                threads.push(handle);
                 continue;
             }
             let parser =
@@ -365,6 +377,12 @@ impl Sources {
             let _ = t.join();
         }
     }
+}
+
+/// A batch sender into the core for a source thread.
+fn tx_fn(tx: &SyncSender<CoreMsg>) -> crate::sources::file::Sender {
+    let tx = tx.clone();
+    Arc::new(move |b| tx.send(CoreMsg::Batch(b)).is_ok())
 }
 
 /// The webhook sources of `loaded` (secrets read now).
@@ -398,7 +416,7 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
             .config
             .sources
             .iter()
-            .filter(|s| s.kind == SourceType::File)
+            .filter(|s| s.kind != SourceType::Webhook)
             .map(|s| (s.name.clone(), false))
             .collect(),
         partners: loaded.config.http.partners.clone(),

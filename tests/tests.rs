@@ -7,6 +7,7 @@ mod util;
 mod anomalies;
 mod api;
 mod cli;
+mod poll;
 mod prometheus;
 mod replay;
 mod run;

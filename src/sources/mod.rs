@@ -5,10 +5,13 @@
 //! hands the core [`SourceBatch`]es: parsed lines in order, with the
 //! checkpoint that is true once they are applied, so the core commits both
 //! in one store transaction. [`presets`] map each CI/CD tool's payloads;
-//! [`webhook`] serves them at `/hooks/{source}`.
+//! [`webhook`] serves them at `/hooks/{source}`; [`poll`] asks the tools'
+//! APIs with the same presets; [`kubernetes`] watches Deployment rollouts.
 
 pub mod file;
+pub mod kubernetes;
 pub mod line;
+pub mod poll;
 pub mod presets;
 pub mod timefmt;
 pub mod webhook;
@@ -35,4 +38,39 @@ pub struct SourceBatch {
     pub errors: Vec<&'static str>,
     /// The source has read everything available (its backlog) with this batch.
     pub caught_up: bool,
+    /// Poll sources: how long the poll behind this batch took (seconds).
+    pub poll_seconds: Option<f64>,
+}
+
+/// Starts the thread of a poll or kubernetes source (the agent's wiring).
+pub fn poll_thread(
+    s: &crate::config::SourceConfig,
+    model: &crate::model::Model,
+    cfg: &crate::config::Config,
+    checkpoints: &std::collections::BTreeMap<String, Vec<u8>>,
+    send: file::Sender,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    once: bool,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let stop = stop.clone();
+    let spawn = std::thread::Builder::new().name(format!("source-{}", s.name));
+    if s.kind == crate::config::SourceType::Kubernetes {
+        let parser =
+            presets::PresetParser::with_preset(s, &kubernetes::PRESET, model, &cfg.agent.site)
+                .map_err(|e| e.to_string())?;
+        let cp = checkpoints.get(&kubernetes::checkpoint_name(&s.name));
+        let k = kubernetes::KubeSource::new(s, parser, cp.map(|v| v.as_slice()))
+            .map_err(|e| e.to_string())?;
+        return spawn
+            .spawn(move || k.run(send, stop, once))
+            .map_err(|e| e.to_string());
+    }
+    let parser =
+        presets::PresetParser::new(s, model, &cfg.agent.site).map_err(|e| e.to_string())?;
+    let cp = checkpoints.get(&poll::checkpoint_name(&s.name));
+    let p =
+        poll::PollSource::new(s, parser, cp.map(|v| v.as_slice())).map_err(|e| e.to_string())?;
+    spawn
+        .spawn(move || p.run(send, stop, once))
+        .map_err(|e| e.to_string())
 }

@@ -106,6 +106,7 @@ pub struct Metrics {
     events: IntCounterVec,
     source_last: GaugeVec,
     source_errors: IntCounterVec,
+    source_poll: HistogramVec,
     pub spool_events: IntGauge,
     pub spool_bytes: IntGauge,
     pub spool_oldest_age: Gauge,
@@ -217,6 +218,18 @@ impl Metrics {
             "Read, poll and parse errors per source.",
             &["source", "kind"]
         );
+        let source_poll = {
+            let h = HistogramVec::new(
+                HistogramOpts::new(
+                    "relstat_source_poll_duration_seconds",
+                    "Wall time of one poll of a poll or kubernetes source (every URL, pages included).",
+                )
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                &["source"],
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            h
+        };
         let spool_events = IntGauge::new(
             "relstat_spool_events",
             "SIEM records pending in the store-and-forward spool.",
@@ -283,6 +296,7 @@ impl Metrics {
             events,
             source_last,
             source_errors,
+            source_poll,
             spool_events,
             spool_bytes,
             spool_oldest_age,
@@ -324,6 +338,11 @@ impl Metrics {
         if t > g.get() {
             g.set(t);
         }
+    }
+
+    /// One poll of a poll source took `secs`.
+    pub fn source_poll(&self, source: &str, secs: f64) {
+        self.source_poll.with_label_values(&[source]).observe(secs);
     }
 
     pub fn source_error(&self, source: &str, kind: &str) {

@@ -21,6 +21,10 @@ pub const PRESET: Preset = Preset {
         ("FAILED", "failed"),
         ("UNSTABLE", "failed"),
         ("ABORTED", "cancelled"),
+        // a pipeline waiting at an `input` step (wfapi, read by the poller)
+        ("PAUSED_PENDING_INPUT", "paused"),
+        // a queue item cancelled before it ran (queue API, read by the poller)
+        ("CANCELLED", "cancelled"),
     ],
     fallbacks: &[],
 };

@@ -103,6 +103,17 @@ impl PresetParser {
             source_name: src.name.clone(),
             preset: name.to_string(),
         })?;
+        Self::with_preset(src, preset, model, agent_site)
+    }
+
+    /// A parser for `preset`, which need not be one of [`PRESETS`] (the
+    /// Kubernetes source's own mapping).
+    pub fn with_preset(
+        src: &SourceConfig,
+        preset: &'static Preset,
+        model: &Model,
+        agent_site: &str,
+    ) -> Result<PresetParser, PresetError> {
         let mut cfg = src.clone();
         cfg.format = LineFormat::Json;
         cfg.match_ = None;
@@ -151,6 +162,11 @@ impl PresetParser {
         self.preset
     }
 
+    /// Maps a record a source built itself (defaults, status table, checks).
+    pub fn map_raw(&self, raw: RawFields<'_>) -> Parsed {
+        self.line.map_fields(raw)
+    }
+
     /// Parses one payload into one outcome per status change; never empty.
     /// Bodies that are not JSON (or, for `generic`, not canonical events)
     /// give one `Invalid`.
@@ -163,9 +179,18 @@ impl PresetParser {
             Ok(v) => v,
             Err(e) => return vec![Parsed::Invalid(format!("bad JSON: {e}"))],
         };
+        self.parse_value(event, &value, received)
+    }
+
+    /// [`parse`](Self::parse) of an already decoded payload: what pollers
+    /// hand over, shaped as the tool's webhook or API object.
+    pub fn parse_value(&self, event: Option<&str>, value: &Value, received: TimeMs) -> Vec<Parsed> {
+        if self.preset.name == "generic" {
+            return generic::parse(&self.line, value.to_string().as_bytes());
+        }
         let input = Input {
             event,
-            body: &value,
+            body: value,
             received,
         };
         let records = (self.preset.extract)(&input);
@@ -179,7 +204,7 @@ impl PresetParser {
             .into_iter()
             .map(|mut raw| {
                 for (field, path) in &self.overrides {
-                    if let Some(v) = text_at(&value, path) {
+                    if let Some(v) = text_at(value, path) {
                         raw.set(*field, v);
                     }
                 }

@@ -179,6 +179,7 @@ impl Hook {
             checkpoint: None,
             errors: Vec::new(),
             caught_up: true,
+            poll_seconds: None,
         };
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();

@@ -1,0 +1,378 @@
+//! Each poller against a real HTTP server on 127.0.0.1 serving the tools'
+//! real payloads (tests/fixtures): mapping, ids shared with the webhooks,
+//! 304s, pagination, 429 + Retry-After, 500, 401, and requests at rest.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::testserver::{Handler, Resp, Server, fixture};
+use super::{PollSource, PollState};
+use crate::config::SourceConfig;
+use crate::model::Model;
+use crate::sources::presets::PresetParser;
+use crate::sources::{Item, SourceBatch};
+
+fn source(preset: &str, urls: &[String], extra: &str) -> PollSource {
+    let src: SourceConfig = toml::from_str(&format!(
+        "name = \"p\"\ntype = \"poll\"\npreset = \"{preset}\"\nurls = {urls:?}\ninterval = \"30s\"\n{extra}\n\
+         [defaults]\nenvironment = \"production\"\n"
+    ))
+    .unwrap();
+    let model = Model::builtin();
+    let parser = PresetParser::new(&src, &model, "").unwrap();
+    PollSource::new(&src, parser, None).unwrap()
+}
+
+fn events(b: &SourceBatch) -> Vec<(String, String, String)> {
+    b.items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Event(e) => Some((e.id.clone(), e.release.clone(), e.status.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn serve(f: impl Fn(&super::testserver::Req) -> Resp + Send + Sync + 'static) -> Server {
+    let h: Handler = Arc::new(f);
+    Server::start(h)
+}
+
+/// Jenkins: a job with a finished and a running pipeline build waiting at
+/// an input step (wfapi), then a queued build that is cancelled.
+#[test]
+fn jenkins_builds_input_steps_and_a_cancelled_queue_item() {
+    let port = Arc::new(Mutex::new(0u16));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let (p2, q2) = (port.clone(), queued.clone());
+    let srv = serve(move |r| {
+        let base = format!("http://127.0.0.1:{}", p2.lock().unwrap());
+        if r.path.starts_with("/job/fish/api/json") {
+            // What `tree=` returns: the job with its builds' fields
+            // (the fixtures' build objects, their URLs pointed here).
+            let mut done = fixture("jenkins/build.lastBuild.success.json");
+            done["url"] = json!(format!("{base}/job/fish/10/"));
+            let mut running = fixture("jenkins/build.building_in_progress.json");
+            running["number"] = json!(11);
+            running["url"] = json!(format!("{base}/job/fish/11/"));
+            let mut job = fixture("jenkins/job.api.red_lastFailedBuild.json");
+            job["name"] = json!("fish");
+            job["url"] = json!(format!("{base}/job/fish/"));
+            job["builds"] = json!([running, done]);
+            job["nextBuildNumber"] = json!(12);
+            if q2.load(Ordering::SeqCst) == 0 {
+                job["inQueue"] = json!(true);
+                job["queueItem"] = json!({"id": 143, "inQueueSince": 1524074568030i64});
+            }
+            Resp::json(200, job.to_string())
+        } else if r.path == "/job/fish/11/wfapi/describe" {
+            Resp::json(
+                200,
+                fixture("jenkins/wfapi.describe.paused_pending_input.json").to_string(),
+            )
+        } else if r.path == "/queue/item/143/api/json" {
+            Resp::json(
+                200,
+                fixture("jenkins/queue_item.cancelled.json").to_string(),
+            )
+        } else {
+            Resp::json(404, "{}")
+        }
+    });
+    *port.lock().unwrap() = srv.port;
+    let mut p = source("jenkins", &[srv.url("/job/fish/")], "");
+    let (b, _) = p.poll_once();
+    let ev = events(&b);
+    assert!(
+        ev.contains(&(
+            "jenkins:fish:12:QUEUED".into(),
+            "fish#12".into(),
+            "scheduled".into()
+        )),
+        "{ev:?}"
+    );
+    assert!(
+        ev.contains(&(
+            "jenkins:fish:10:SUCCESS".into(),
+            "fish#10".into(),
+            "deployed".into()
+        )),
+        "{ev:?}"
+    );
+    assert!(
+        ev.contains(&(
+            "jenkins:fish:11:STARTED".into(),
+            "fish#11".into(),
+            "in_progress".into()
+        )),
+        "{ev:?}"
+    );
+    assert!(
+        ev.contains(&(
+            "jenkins:fish:11:PAUSED_PENDING_INPUT".into(),
+            "fish#11".into(),
+            "paused".into()
+        )),
+        "{ev:?}"
+    );
+    // the same build from the webhook's point of view: same id
+    let done = fixture("jenkins/build.lastBuild.success.json");
+    let hook = p.parser.parse_value(None, &done, 0);
+    match &hook[..] {
+        [crate::sources::line::Parsed::Event(e)] => assert_eq!(e.id, "jenkins:fish:10:SUCCESS"),
+        other => panic!("{other:?}"),
+    }
+    // Nothing new: nothing emitted.
+    let (b, _) = p.poll_once();
+    assert!(events(&b).is_empty());
+    // The queue item left without a build: cancelled.
+    queued.store(1, Ordering::SeqCst);
+    let (b, _) = p.poll_once();
+    assert_eq!(
+        events(&b),
+        vec![(
+            "jenkins:fish:12:CANCELLED".into(),
+            "fish#12".into(),
+            "cancelled".into()
+        )]
+    );
+}
+
+/// GitHub: ETags make an unchanged poll three 304s; a finished deployment
+/// is no longer followed.
+#[test]
+fn github_deployments_statuses_and_runs_with_etags() {
+    let srv = serve(|r| {
+        let etag = |e: &str| {
+            if r.header("if-none-match") == Some(e) {
+                Some(Resp::json(304, "").header("ETag", e))
+            } else {
+                None
+            }
+        };
+        if r.path.starts_with("/repos/o/Hello-World/deployments?") {
+            etag("\"d1\"").unwrap_or_else(|| {
+                let d = fixture("github/deployment.created.json")["deployment"].clone();
+                Resp::json(200, json!([d]).to_string()).header("ETag", "\"d1\"")
+            })
+        } else if r
+            .path
+            .starts_with("/repos/o/Hello-World/deployments/145988746/statuses")
+        {
+            etag("\"s1\"").unwrap_or_else(|| {
+                let s =
+                    fixture("github/deployment_status.success.json")["deployment_status"].clone();
+                Resp::json(200, json!([s]).to_string()).header("ETag", "\"s1\"")
+            })
+        } else if r.path.starts_with("/repos/o/Hello-World/actions/runs") {
+            etag("\"r1\"").unwrap_or_else(|| {
+                let w =
+                    fixture("github/workflow_run.completed.success.json")["workflow_run"].clone();
+                Resp::json(
+                    200,
+                    json!({"total_count": 1, "workflow_runs": [w]}).to_string(),
+                )
+                .header("ETag", "\"r1\"")
+            })
+        } else {
+            Resp::json(404, "{}")
+        }
+    });
+    let mut p = source("github", &[srv.url("/repos/o/Hello-World")], "");
+    let (b, _) = p.poll_once();
+    let ids: Vec<String> = events(&b).into_iter().map(|e| e.0).collect();
+    assert!(
+        ids.contains(&"github:deployment:145988746".to_string()),
+        "{ids:?}"
+    );
+    assert!(
+        ids.contains(&"github:deployment_status:209916254".to_string()),
+        "{ids:?}"
+    );
+    assert!(
+        ids.iter().any(|i| i.starts_with("github:workflow_run:")),
+        "{ids:?}"
+    );
+    // webhook payload of the same status: same id
+    let hook = p.parser.parse_value(
+        Some("deployment_status"),
+        &fixture("github/deployment_status.success.json"),
+        0,
+    );
+    assert!(
+        matches!(&hook[..], [crate::sources::line::Parsed::Event(e)] if e.id == "github:deployment_status:209916254")
+    );
+    let before = srv.paths().len();
+    let (b, _) = p.poll_once();
+    assert!(b.items.is_empty() && b.errors.is_empty(), "{:?}", b.items);
+    // the deployment finished (success): only the two lists, both 304
+    let after: Vec<String> = srv.paths()[before..].to_vec();
+    assert_eq!(after.len(), 2, "{after:?}");
+}
+
+/// GitLab: every page of the first poll (X-Next-Page), then only what
+/// changed since the cursor.
+#[test]
+fn gitlab_paginates_and_keeps_an_updated_after_cursor() {
+    let srv = serve(|r| {
+        let page = |p: &str| {
+            r.path.contains(&format!("page={p}&")) || r.path.ends_with(&format!("page={p}"))
+        };
+        if r.path == "/api/v4/projects/1" {
+            Resp::json(200, r#"{"id":1,"name":"shop"}"#)
+        } else if r.path.starts_with("/api/v4/projects/1/deployments?") {
+            if r.path.contains("updated_after=") {
+                return Resp::json(200, "[]");
+            }
+            let mut d = fixture("gitlab/api_deployment.json");
+            if page("1") {
+                Resp::json(200, json!([d]).to_string()).header("X-Next-Page", "2")
+            } else {
+                d["id"] = json!(43);
+                d["updated_at"] = json!("2016-08-11T12:00:00.000Z");
+                Resp::json(200, json!([d]).to_string()).header("X-Next-Page", "")
+            }
+        } else if r.path.starts_with("/api/v4/projects/1/pipelines?") {
+            if r.path.contains("updated_after=") {
+                Resp::json(200, "[]")
+            } else {
+                Resp::json(
+                    200,
+                    json!([fixture("gitlab/api_pipeline.json")]).to_string(),
+                )
+            }
+        } else {
+            Resp::json(404, "{}")
+        }
+    });
+    let mut p = source("gitlab", &[srv.url("/api/v4/projects/1")], "");
+    let (b, _) = p.poll_once();
+    let ev = events(&b);
+    assert!(
+        ev.contains(&(
+            "gitlab:deployment:42:success".into(),
+            "master".into(),
+            "deployed".into()
+        )),
+        "{ev:?}"
+    );
+    assert!(
+        ev.contains(&(
+            "gitlab:deployment:43:success".into(),
+            "master".into(),
+            "deployed".into()
+        )),
+        "{ev:?}"
+    );
+    assert!(
+        ev.contains(&(
+            "gitlab:pipeline:46:success".into(),
+            "main".into(),
+            "deployed".into()
+        )),
+        "{ev:?}"
+    );
+    assert_eq!(
+        p.state
+            .cursors
+            .get(&format!("deployments:{}", srv.url("/api/v4/projects/1")))
+            .map(String::as_str),
+        Some("2016-08-11T11:59:59.000Z")
+    );
+    let (b, _) = p.poll_once();
+    assert!(b.items.is_empty());
+    let last: Vec<String> = srv.paths().iter().rev().take(2).cloned().collect();
+    assert!(
+        last.iter()
+            .all(|p| p.contains("updated_after=2016-08-11T11%3A")),
+        "{last:?}"
+    );
+}
+
+/// Argo CD: the applications list.
+#[test]
+fn argocd_applications() {
+    let srv = serve(|_| {
+        let app = fixture("argocd/application.synced_healthy_succeeded.min.yaml");
+        Resp::json(200, json!({"items": [app]}).to_string()).header("ETag", "\"a\"")
+    });
+    let mut p = source("argocd", &[srv.url("/api/v1/applications")], "");
+    let (b, _) = p.poll_once();
+    let ev = events(&b);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].2, "deployed");
+    assert!(ev[0].0.starts_with("argocd:"));
+    assert_eq!(p.state.etags.len(), 1);
+}
+
+/// 429 with Retry-After, 500 and 401 are counted by kind; the poll after
+/// them resumes; a token file is sent as a bearer token and re-read.
+#[test]
+fn errors_are_counted_and_retry_after_is_honoured() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let srv = serve(move |r| {
+        let auth = r.header("authorization").unwrap_or("").to_string();
+        match n2.fetch_add(1, Ordering::SeqCst) {
+            0 => Resp::json(429, "{}").header("Retry-After", "7"),
+            1 => Resp::json(500, "{}"),
+            _ if auth != "Bearer fresh" => Resp::json(401, "{}"),
+            _ => Resp::json(200, r#"{"items":[]}"#),
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "expired\n").unwrap();
+    let mut p = source(
+        "argocd",
+        &[srv.url("/api/v1/applications")],
+        &format!("token_file = {:?}", token.to_str().unwrap()),
+    );
+    let (b, wait) = p.poll_once();
+    assert_eq!(b.errors, vec!["rate_limited"]);
+    assert_eq!(wait, Some(Duration::from_secs(7)));
+    let (b, _) = p.poll_once();
+    assert_eq!(b.errors, vec!["http"]);
+    let (b, _) = p.poll_once();
+    assert_eq!(b.errors, vec!["auth"]);
+    assert_eq!(
+        srv.log
+            .lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .header("authorization"),
+        Some("Bearer expired")
+    );
+    std::fs::write(&token, "fresh\n").unwrap();
+    let (b, _) = p.poll_once();
+    assert!(b.errors.is_empty(), "{:?}", b.errors);
+}
+
+/// A restored checkpoint re-emits nothing.
+#[test]
+fn a_checkpoint_restores_what_was_emitted() {
+    let srv = serve(|_| {
+        let app = fixture("argocd/application.synced_healthy_succeeded.min.yaml");
+        Resp::json(200, json!({"items": [app]}).to_string())
+    });
+    let mut p = source("argocd", &[srv.url("/apps")], "");
+    let (b, _) = p.poll_once();
+    assert_eq!(events(&b).len(), 1);
+    let cp = b.checkpoint.unwrap().1;
+    let state: PollState = serde_json::from_slice(&cp).unwrap();
+    assert_eq!(state.seen.len(), 1);
+    let src: SourceConfig = toml::from_str(&format!(
+        "name = \"p\"\ntype = \"poll\"\npreset = \"argocd\"\nurls = [{:?}]\n[defaults]\nenvironment = \"x\"\n",
+        srv.url("/apps")
+    ))
+    .unwrap();
+    let parser = PresetParser::new(&src, &Model::builtin(), "").unwrap();
+    let mut again = PollSource::new(&src, parser, Some(&cp)).unwrap();
+    let (b, _) = again.poll_once();
+    assert!(b.items.is_empty());
+    let _: Value = serde_json::from_slice(&b.checkpoint.unwrap().1).unwrap();
+}
