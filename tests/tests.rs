@@ -6,6 +6,7 @@ mod util;
 
 mod anomalies;
 mod cli;
+mod ops;
 mod prometheus;
 mod replay;
 mod run;
