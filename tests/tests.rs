@@ -7,6 +7,7 @@ mod util;
 mod anomalies;
 mod cli;
 mod ops;
+mod packaging;
 mod prometheus;
 mod replay;
 mod run;
