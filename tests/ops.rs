@@ -56,15 +56,20 @@ const NO_DATA: &[(&str, &str, &str, &str)] = &[
         "A",
         "the example resolves no stuck or conflicting status (clean history; its one stuck release is still open)",
     ),
+    ("relstat-durations", "MTTSR (1d, recorded)", "A", "idem"),
+    ("relstat-durations", "Resolution time", "A", "idem"),
     (
         "relstat-durations",
-        "MTTSR (1d, recorded)",
+        "Resolution time p50 / p95",
         "A",
         "idem",
     ),
-    ("relstat-durations", "Resolution time", "A", "idem"),
-    ("relstat-durations", "Resolution time p50 / p95", "A", "idem"),
-    ("relstat-durations", "Resolution time p50 / p95", "B", "idem"),
+    (
+        "relstat-durations",
+        "Resolution time p50 / p95",
+        "B",
+        "idem",
+    ),
     (
         "relstat-dora",
         "Time to restore (mean)",
@@ -130,7 +135,10 @@ fn dashboards_are_importable_grafana_json_using_every_spec_series() {
             d["schemaVersion"].as_u64().is_some_and(|v| v >= 39),
             "{name}: schemaVersion of a current Grafana (>= 39)"
         );
-        assert!(d.get("id").is_none_or(Value::is_null), "{name}: no fixed id");
+        assert!(
+            d.get("id").is_none_or(Value::is_null),
+            "{name}: no fixed id"
+        );
         // Variables: a Prometheus datasource, then environment/service/site.
         let vars = d["templating"]["list"].as_array().expect("templating");
         let var = |n: &str| vars.iter().find(|v| v["name"] == n);
@@ -148,11 +156,16 @@ fn dashboards_are_importable_grafana_json_using_every_spec_series() {
         let mut ids = BTreeSet::new();
         for p in d["panels"].as_array().unwrap() {
             let title = p["title"].as_str().unwrap();
-            let id = p["id"].as_u64().unwrap_or_else(|| panic!("{name}: {title}: id"));
+            let id = p["id"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{name}: {title}: id"));
             assert!(ids.insert(id), "{name}: panel id {id} used twice");
             let g = &p["gridPos"];
             let (x, w) = (g["x"].as_u64().unwrap(), g["w"].as_u64().unwrap());
-            assert!(x + w <= 24 && g["h"].as_u64().unwrap() > 0, "{name}: {title}: {g}");
+            assert!(
+                x + w <= 24 && g["h"].as_u64().unwrap() > 0,
+                "{name}: {title}: {g}"
+            );
             assert_eq!(p["datasource"]["uid"], "${datasource}", "{name}: {title}");
             let ts = p["targets"].as_array().unwrap();
             assert!(!ts.is_empty(), "{name}: {title}: no query");
@@ -272,7 +285,8 @@ fn every_dashboard_query_returns_data_from_prometheus_scraping_the_example() {
             .expect("relstat starts"),
     );
     assert!(
-        wait_until(20, || http_get(port, "/readyz").is_some_and(|(s, _)| s == 200)),
+        wait_until(20, || http_get(port, "/readyz")
+            .is_some_and(|(s, _)| s == 200)),
         "agent did not become ready"
     );
 
@@ -295,7 +309,10 @@ fn every_dashboard_query_returns_data_from_prometheus_scraping_the_example() {
     let _prom = Prometheus(
         Command::new(prometheus)
             .arg(format!("--config.file={}", pcfg.display()))
-            .arg(format!("--storage.tsdb.path={}", pdir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                pdir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -304,13 +321,13 @@ fn every_dashboard_query_returns_data_from_prometheus_scraping_the_example() {
             .expect("prometheus starts"),
     );
     assert!(
-        wait_until(60, || http_get(pport, "/-/ready").is_some_and(|(s, _)| s == 200)),
+        wait_until(60, || http_get(pport, "/-/ready")
+            .is_some_and(|(s, _)| s == 200)),
         "prometheus did not become ready"
     );
     let api = |path: &str| -> Value {
         let (status, body) = http_get(pport, path).unwrap_or_default();
-        serde_json::from_str(&body)
-            .unwrap_or_else(|e| panic!("{path}: HTTP {status}: {e}: {body}"))
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: HTTP {status}: {e}: {body}"))
     };
     let instant = |q: &str| -> Value {
         api(&format!("/api/v1/query?query={}", urlencode(q)))["data"]["result"].clone()
@@ -395,7 +412,9 @@ fn every_dashboard_query_returns_data_from_prometheus_scraping_the_example() {
                 urlencode(&q)
             ));
             if r["status"] != "success" {
-                failures.push(format!("{uid} / {panel} / {ref_id}: query error {r}\n  {q}"));
+                failures.push(format!(
+                    "{uid} / {panel} / {ref_id}: query error {r}\n  {q}"
+                ));
                 continue;
             }
             let result = r["data"]["result"].as_array().unwrap();
@@ -420,7 +439,10 @@ fn every_dashboard_query_returns_data_from_prometheus_scraping_the_example() {
             }
         }
     }
-    eprintln!("without data on the example, as expected:\n  {}", report.join("\n  "));
+    eprintln!(
+        "without data on the example, as expected:\n  {}",
+        report.join("\n  ")
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(report.len(), NO_DATA.len());
 }
@@ -472,14 +494,20 @@ fn every_alert_is_documented_and_tested_firing_and_silent() {
             alerts.push(name.to_string());
             assert!(r["for"].is_string(), "{name}: for");
             let sev = r["labels"]["severity"].as_str().unwrap_or_default();
-            assert!(["critical", "warning", "info"].contains(&sev), "{name}: severity");
+            assert!(
+                ["critical", "warning", "info"].contains(&sev),
+                "{name}: severity"
+            );
             for a in ["summary", "description", "runbook_url"] {
                 assert!(r["annotations"][a].is_string(), "{name}: annotation {a}");
             }
             let url = r["annotations"]["runbook_url"].as_str().unwrap();
             let anchor = url.strip_prefix("docs/runbook.md#").unwrap_or_default();
             assert_eq!(anchor, name.to_lowercase(), "{name}: {url}");
-            assert!(anchors.contains(anchor), "{name}: no section in docs/runbook.md");
+            assert!(
+                anchors.contains(anchor),
+                "{name}: no section in docs/runbook.md"
+            );
         }
     }
     for must in [
@@ -496,7 +524,10 @@ fn every_alert_is_documented_and_tested_firing_and_silent() {
     ] {
         assert!(alerts.iter().any(|a| a == must), "no alert {must}");
     }
-    for (name, sev) in [("RelstatGateBypass", "critical"), ("RelstatUnauthorizedActor", "critical")] {
+    for (name, sev) in [
+        ("RelstatGateBypass", "critical"),
+        ("RelstatUnauthorizedActor", "critical"),
+    ] {
         let r = rules["groups"]
             .as_array()
             .unwrap()
@@ -596,5 +627,8 @@ fn the_systemd_unit_scores_at_most_2_and_verifies() {
         .output()
         .unwrap();
     let out = format!("{}{}", stdout(&o), stderr(&o));
-    assert!(o.status.success() && out.trim().is_empty(), "systemd-analyze verify:\n{out}");
+    assert!(
+        o.status.success() && out.trim().is_empty(),
+        "systemd-analyze verify:\n{out}"
+    );
 }
