@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Installs the real peers the test suite talks to (Debian packages), when
-# they are missing: prometheus and promtool (Debian package prometheus). Idempotent; needs root or sudo.
+# they are missing: prometheus and promtool (Debian package prometheus),
+# systemd-analyze, rpm, objcopy, adduser. Idempotent; needs root or sudo.
 set -euo pipefail
 
 need=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+# The operator kit: systemd-analyze (unit checks), rpm (rpm -qpl on the
+# .rpm), objcopy (stripping the packaged binary), adduser (the .deb's
+# maintainer scripts).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v rpm >/dev/null 2>&1 || need+=(rpm)
+command -v objcopy >/dev/null 2>&1 || need+=(binutils)
+command -v adduser >/dev/null 2>&1 || need+=(adduser)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -7,6 +7,8 @@ mod util;
 mod anomalies;
 mod api;
 mod cli;
+mod ops;
+mod packaging;
 mod poll;
 mod prometheus;
 mod replay;
