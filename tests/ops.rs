@@ -71,16 +71,6 @@ const NO_DATA: &[(&str, &str, &str, &str)] = &[
         "idem",
     ),
     (
-        "relstat-dora",
-        "Time to restore (mean)",
-        "A",
-        "each (service, environment) of the example restores once: the histogram series appears with \
-         that observation and increase()/rate() do not count a series' first sample \
-         (\"Time to restore by service\" shows it)",
-    ),
-    ("relstat-dora", "Time to restore p50 / p95", "A", "idem"),
-    ("relstat-dora", "Time to restore p50 / p95", "B", "idem"),
-    (
         "relstat-agent",
         "Source errors",
         "A",

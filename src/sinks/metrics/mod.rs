@@ -453,6 +453,9 @@ impl Metrics {
         self.in_status
             .with_label_values(&[environment, status])
             .inc();
+        if !self.exposed.contains_key(key) {
+            self.declare_target(service, environment, site);
+        }
         let finished_at = self.exposed.get(key).and_then(|e| e.finished_at);
         self.exposed.insert(
             key.clone(),
@@ -465,6 +468,21 @@ impl Metrics {
                 finished_at,
             },
         );
+    }
+
+    /// Creates the DORA series of a (service, environment, site) at zero the
+    /// first time it is seen: a series born at its first increment hides
+    /// that increment from `increase()` and `rate()`, so a first failure or
+    /// restore would never reach the change-failure and restore panels.
+    fn declare_target(&self, service: &str, environment: &str, site: &str) {
+        for outcome in ["success", "failure", "rollback"] {
+            self.deployments
+                .with_label_values(&[service, environment, outcome]);
+        }
+        self.restore
+            .with_label_values(&[service, environment, site]);
+        self.lead_time
+            .with_label_values(&[service, environment, site]);
     }
 
     fn unexpose(&mut self, key: &Key) {

@@ -118,3 +118,23 @@ fn per_release_label_values_are_escaped() {
         "{out}"
     );
 }
+
+#[test]
+fn dora_series_exist_at_zero_before_their_first_increment() {
+    let mut m = metrics(10, 10);
+    status(&mut m, &key("r1", "api", "prod"), "in_progress", 0);
+    let out = m.render();
+    for outcome in ["success", "failure", "rollback"] {
+        assert!(
+            out.contains(&format!(
+                r#"relstat_deployments_total{{environment="prod",outcome="{outcome}",service="api"}} 0"#
+            )),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains(
+            r#"relstat_restore_seconds_count{environment="prod",service="api",site=""} 0"#
+        )
+    );
+}
