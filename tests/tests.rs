@@ -7,6 +7,7 @@ mod util;
 mod anomalies;
 mod api;
 mod cli;
+mod fuzz;
 mod ops;
 mod packaging;
 mod poll;
