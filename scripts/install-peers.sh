@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Installs the real peers the test suite talks to (Debian packages), when
-# they are missing: prometheus and promtool (Debian package prometheus). Idempotent; needs root or sudo.
+# they are missing: prometheus and promtool (Debian package prometheus);
+# rsyslog with its TLS (gnutls) and RELP modules, the SIEM receiver of the
+# forwarding tests. Idempotent; needs root or sudo.
 set -euo pipefail
 
 need=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+have_module() { # rsyslog module files, wherever the multiarch dir is
+  compgen -G "/usr/lib/*/rsyslog/$1.so" >/dev/null || compgen -G "/usr/lib/rsyslog/$1.so" >/dev/null
+}
+{ command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ]; } || need+=(rsyslog)
+have_module lmnsd_gtls || need+=(rsyslog-gnutls)
+have_module imrelp || need+=(rsyslog-relp)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
