@@ -9,3 +9,4 @@ mod cli;
 mod prometheus;
 mod replay;
 mod run;
+mod siem;
