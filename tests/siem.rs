@@ -178,13 +178,6 @@ impl Rsyslog {
         }
     }
 
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg(c.id().to_string()).status();
-            let _ = c.wait();
-        }
-    }
-
     fn lines(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.join("received.log"))
             .unwrap_or_default()
