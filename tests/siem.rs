@@ -116,7 +116,7 @@ impl Rsyslog {
                 let tls = if tls {
                     format!(
                         " tls=\"on\" tls.caCert=\"{d}/ca.pem\" tls.myCert=\"{d}/server.pem\" \
-                         tls.myPrivKey=\"{d}/server.key\""
+                         tls.myPrivKey=\"{d}/server.key\" tls.authMode=\"certvalid\""
                     )
                 } else {
                     String::new()
@@ -159,7 +159,7 @@ impl Rsyslog {
             .arg(self.dir.join("rsyslog.pid"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("rsyslog.err")).unwrap())
             .spawn()
             .expect("rsyslogd starts");
         self.child = Some(child);
@@ -352,7 +352,17 @@ fn receiver_crash(input: Input, transport: &str, tls_relp: bool) -> usize {
     let mut rs = Rsyslog::new(bin, certs.path(), input);
     let extra = format!(
         "rate_limit = 400\nburst = 50\n{}",
-        if tls_relp { "tls = true" } else { "" }
+        if tls_relp {
+            // imrelp with certificates authenticates the client too (its
+            // default, "fingerprint", with no permitted peer refuses
+            // everyone): mTLS, with authMode certvalid.
+            format!(
+                "tls = true\nclient_cert_file = \"{d}/client.pem\"\nclient_key_file = \"{d}/client.key\"",
+                d = certs.path().display()
+            )
+        } else {
+            String::new()
+        }
     );
     let mut agent = Agent::new(&siem_conf(certs.path(), transport, rs.port, &extra));
     let n = 2000;
@@ -360,7 +370,8 @@ fn receiver_crash(input: Input, transport: &str, tls_relp: bool) -> usize {
     agent.start();
     assert!(
         wait_until(20, || rs.lines().len() >= 400),
-        "stream did not start"
+        "stream did not start; rsyslog said: {}",
+        std::fs::read_to_string(certs.path().join("rsyslog.err")).unwrap_or_default()
     );
     rs.kill9();
     let at_kill = rs.lines().len();
