@@ -6,7 +6,7 @@ use crate::detect::Anomaly;
 pub(super) fn write(a: &Anomaly, out: &mut Vec<u8>) {
     let mut m = serde_json::Map::new();
     for (k, v) in super::fields(a) {
-        m.insert(k.into(), serde_json::Value::String(v));
+        m.insert(k.into(), serde_json::Value::String(v.into_owned()));
     }
     m.insert("message".into(), a.message.clone().into());
     // Serializing a map of strings cannot fail.

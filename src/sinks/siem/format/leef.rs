@@ -23,7 +23,7 @@ pub(super) fn write(ctx: &FormatContext, a: &Anomaly, out: &mut Vec<u8>) {
     ];
     for (k, v) in super::fields(a) {
         if k != "rule" {
-            attrs.push((k, v));
+            attrs.push((k, v.into_owned()));
         }
     }
     attrs.push(("msg", a.message.clone()));

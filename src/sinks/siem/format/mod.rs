@@ -8,6 +8,8 @@ mod json;
 mod leef;
 mod rfc5424;
 
+use std::borrow::Cow;
+
 use crate::config::SiemFormat;
 use crate::detect::Anomaly;
 
@@ -58,36 +60,41 @@ pub fn facility_code(name: &str) -> Option<u8> {
 }
 
 /// The SPEC section 6 fields as (name, value) in their documented order;
-/// absent optional fields are left out.
-pub(crate) fn fields(a: &Anomaly) -> Vec<(&'static str, String)> {
+/// absent optional fields are left out. Borrowed where the record has the
+/// text (this runs for every event sent).
+pub(crate) fn fields(a: &Anomaly) -> Vec<(&'static str, Cow<'_, str>)> {
     use crate::event::format_rfc3339;
-    let mut v = vec![
-        ("rule", a.rule.clone()),
-        ("severity", a.severity.as_str().to_string()),
-        ("release", a.release.clone()),
-        ("service", a.service.clone()),
-        ("environment", a.environment.clone()),
-        ("site", a.site.clone()),
-    ];
+    fn b(s: &str) -> Cow<'_, str> {
+        Cow::Borrowed(s)
+    }
+    let mut v = Vec::with_capacity(17);
+    v.extend([
+        ("rule", b(&a.rule)),
+        ("severity", b(a.severity.as_str())),
+        ("release", b(&a.release)),
+        ("service", b(&a.service)),
+        ("environment", b(&a.environment)),
+        ("site", b(&a.site)),
+    ]);
     if let Some(f) = &a.from {
-        v.push(("from", f.clone()));
+        v.push(("from", b(f)));
     }
     v.extend([
-        ("to", a.to.clone()),
-        ("actor", a.actor.clone()),
-        ("actor_type", a.actor_type.as_str().to_string()),
-        ("source", a.source.clone()),
-        ("event_id", a.event_id.clone()),
-        ("event_time", format_rfc3339(a.event_time)),
-        ("detected_at", format_rfc3339(a.detected_at)),
+        ("to", b(&a.to)),
+        ("actor", b(&a.actor)),
+        ("actor_type", b(a.actor_type.as_str())),
+        ("source", b(&a.source)),
+        ("event_id", b(&a.event_id)),
+        ("event_time", Cow::Owned(format_rfc3339(a.event_time))),
+        ("detected_at", Cow::Owned(format_rfc3339(a.detected_at))),
     ]);
     if let Some(r) = &a.reason {
-        v.push(("reason", r.clone()));
+        v.push(("reason", b(r)));
     }
     if let Some(r) = &a.version {
-        v.push(("version", r.clone()));
+        v.push(("version", b(r)));
     }
-    v.push(("host", a.host.clone()));
+    v.push(("host", b(&a.host)));
     v
 }
 
