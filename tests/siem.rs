@@ -99,7 +99,10 @@ struct Rsyslog {
 }
 
 impl Rsyslog {
-    fn new(bin: PathBuf, dir: &Path, input: Input) -> Rsyslog {
+    /// `durable`: a disk queue synced at every message, so what rsyslog
+    /// acknowledged survives its own kill -9 (slow, and heavy on fsync: only
+    /// the receiver-crash tests need it).
+    fn new(bin: PathBuf, dir: &Path, input: Input, durable: bool) -> Rsyslog {
         let port = free_port();
         let d = dir.display();
         std::fs::create_dir_all(dir.join("work")).unwrap();
@@ -127,15 +130,18 @@ impl Rsyslog {
                 )
             }
         };
-        // A disk queue synced at every message: what rsyslog acknowledged
-        // survives its own kill -9.
+        let queue = if durable {
+            "queue.type=\"Disk\" queue.filename=\"inq\" queue.checkpointInterval=\"1\" \
+             queue.syncqueuefiles=\"on\""
+        } else {
+            "queue.type=\"LinkedList\""
+        };
         let conf = format!(
             "global(workDirectory=\"{d}/work\")\n{input_conf}\
              module(load=\"mmpstrucdata\")\n\
              template(name=\"line\" type=\"string\" \
              string=\"%msgid%\\t%hostname%\\t%app-name%\\t%timestamp:::date-rfc3339%\\t%$!%\\n\")\n\
-             ruleset(name=\"in\" queue.type=\"Disk\" queue.filename=\"inq\" \
-             queue.checkpointInterval=\"1\" queue.syncqueuefiles=\"on\") {{\n\
+             ruleset(name=\"in\" {queue}) {{\n\
                action(type=\"mmpstrucdata\")\n\
                action(type=\"omfile\" file=\"{d}/received.log\" template=\"line\")\n\
              }}\n"
@@ -274,6 +280,7 @@ fn tls_delivers_every_event_intact_and_in_order() {
             cert: "server",
             mtls: false,
         },
+        false,
     );
     let mut agent = Agent::new(&siem_conf(certs.path(), "tls", rs.port, ""));
     let n = 500;
@@ -349,7 +356,7 @@ fn receiver_crash(input: Input, transport: &str, tls_relp: bool) -> usize {
     };
     let certs = tempfile::tempdir().unwrap();
     write_certs(certs.path());
-    let mut rs = Rsyslog::new(bin, certs.path(), input);
+    let mut rs = Rsyslog::new(bin, certs.path(), input, true);
     let extra = format!(
         "rate_limit = 400\nburst = 50\n{}",
         if tls_relp {
@@ -471,7 +478,12 @@ fn agent_killed_with_events_pending_delivers_them_after_restart() {
         port,
         child: None,
     };
-    let conf = Rsyslog::new(rs.bin.clone(), certs.path(), Input::Relp { tls: false });
+    let conf = Rsyslog::new(
+        rs.bin.clone(),
+        certs.path(),
+        Input::Relp { tls: false },
+        false,
+    );
     let text = std::fs::read_to_string(certs.path().join("rsyslog.conf"))
         .unwrap()
         .replace(
@@ -547,7 +559,7 @@ fn tls_refusals_send_nothing() {
         ] {
             std::fs::copy(certs.path().join(f), dir.path().join(f)).unwrap();
         }
-        let rs = Rsyslog::new(bin.clone(), dir.path(), input);
+        let rs = Rsyslog::new(bin.clone(), dir.path(), input, false);
         let conf = format!(
             "[siem]\ntransport = \"tls\"\naddress = \"127.0.0.1:{}\"\n{tls}\nforward = \"all\"\n",
             rs.port
@@ -597,6 +609,7 @@ fn rate_limit_holds() {
             cert: "server",
             mtls: false,
         },
+        false,
     );
     let (rate, burst) = (200.0, 50.0);
     let mut agent = Agent::new(&siem_conf(
