@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real peers the test suite talks to (Debian packages), when
-# they are missing: prometheus and promtool (Debian package prometheus),
-# systemd-analyze, rpm, objcopy, adduser. Idempotent; needs root or sudo.
+# they are missing: prometheus and promtool (Debian package prometheus);
+# rsyslog with its TLS (gnutls) and RELP modules, the SIEM receiver of the
+# forwarding tests; systemd-analyze, rpm, objcopy, adduser (the operator
+# kit). Idempotent; needs root or sudo.
 set -euo pipefail
 
 need=()
@@ -13,6 +15,12 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v rpm >/dev/null 2>&1 || need+=(rpm)
 command -v objcopy >/dev/null 2>&1 || need+=(binutils)
 command -v adduser >/dev/null 2>&1 || need+=(adduser)
+have_module() { # rsyslog module files, wherever the multiarch dir is
+  compgen -G "/usr/lib/*/rsyslog/$1.so" >/dev/null || compgen -G "/usr/lib/rsyslog/$1.so" >/dev/null
+}
+{ command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ]; } || need+=(rsyslog)
+have_module lmnsd_gtls || need+=(rsyslog-gnutls)
+have_module imrelp || need+=(rsyslog-relp)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -8,6 +8,10 @@
 //!   batch it applies the events, commits state + history + outbox +
 //!   checkpoint + counters in one transaction, then updates the metrics;
 //!   every [`TICK`] it runs the periodic check (stuck, staleness, retention);
+//! - with `[siem]`, the forwarder thread, sharing the store (redb serializes
+//!   its writes with the core's): it drains the outbox the core fills
+//!   ([`crate::sinks::siem`]); with `[spool] when_full = "block"` sources
+//!   wait before sending a batch while the outbox is over `max_bytes`;
 //! - the tokio runtime: the HTTP listener and the signals. SIGTERM/SIGINT
 //!   stop the sources, let the core commit what they read, and exit; SIGHUP
 //!   reloads the configuration when it validates (else keeps the old one and
@@ -26,10 +30,11 @@ use crate::config::{self, Loaded, SourceType};
 use crate::event::{InputResult, now_ms};
 use crate::model::Model;
 use crate::sinks::metrics::Metrics;
+use crate::sinks::siem::{Forwarder, Observer, SpoolGate};
 use crate::sources::file::FileSource;
 use crate::sources::line::LineParser;
 use crate::sources::{Item, SourceBatch};
-use crate::store::{Store, StoreError};
+use crate::store::{OutboxStats, Store, StoreError};
 use crate::track::{Effect, Tracker};
 
 /// How often the periodic check runs (SPEC: the stuck check at least every 15 s).
@@ -53,6 +58,8 @@ pub enum AgentError {
     Runtime(std::io::Error),
     #[error("the core stopped unexpectedly")]
     CoreGone,
+    #[error("siem: {0}")]
+    Siem(#[from] crate::sinks::siem::transport::TransportError),
 }
 
 /// Source checkpoints by name, as the store holds them.
@@ -115,6 +122,48 @@ impl CoreHandle {
     }
 }
 
+impl Shared {
+    fn lock_metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
+        self.metrics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The forwarder's reports, as the metrics of SPEC section 4.
+struct ForwardObserver {
+    shared: Arc<Shared>,
+    sink: &'static str,
+}
+
+impl Observer for ForwardObserver {
+    fn count(&self, result: &'static str, n: u64) {
+        self.shared
+            .lock_metrics()
+            .forward_events
+            .with_label_values(&[self.sink, result])
+            .inc_by(n);
+    }
+    fn connected(&self, up: bool) {
+        self.shared
+            .lock_metrics()
+            .forward_connected
+            .with_label_values(&[self.sink])
+            .set(i64::from(up));
+    }
+    fn spool(&self, stats: &OutboxStats) {
+        set_spool_gauges(&self.shared.lock_metrics(), stats, now_ms());
+    }
+}
+
+fn set_spool_gauges(m: &Metrics, stats: &OutboxStats, now: crate::event::TimeMs) {
+    m.spool_events.set(stats.events as i64);
+    m.spool_bytes.set(stats.bytes as i64);
+    m.spool_oldest_age.set(
+        stats
+            .oldest_detected_at
+            .map_or(0.0, |t| ((now - t).max(0)) as f64 / 1000.0),
+    );
+}
+
 impl crate::http::Service for Shared {
     fn metrics(&self) -> String {
         let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
@@ -151,7 +200,11 @@ impl crate::http::Service for Shared {
 /// touches it; other threads go through [`CoreHandle`].
 pub struct Core {
     tracker: Tracker,
-    store: Store,
+    store: Arc<Store>,
+    /// The outbox's fill state (`[spool] max_bytes`); `None` without an outbox.
+    gate: Option<Arc<SpoolGate>>,
+    /// The `sink` label for dropped records.
+    sink: &'static str,
     shared: Arc<Shared>,
     /// Each source's last word on whether it has read its backlog.
     caught_up: BTreeMap<String, bool>,
@@ -248,6 +301,9 @@ impl Core {
             }
         }
         self.store.commit(&batch, checkpoints, &counters)?;
+        if !batch.outbox.is_empty() {
+            self.check_spool()?;
+        }
         let mut m = self.metrics();
         for e in &effects {
             m.apply(e);
@@ -255,20 +311,43 @@ impl Core {
         Ok(())
     }
 
+    /// Applies `[spool] max_bytes`: drops the oldest records (`drop_oldest`)
+    /// or marks the outbox full (`block`); keeps the spool gauges current.
+    fn check_spool(&mut self) -> Result<(), StoreError> {
+        let Some(gate) = &self.gate else {
+            return Ok(());
+        };
+        let mut stats = self.store.outbox_stats()?;
+        if gate.policy() == crate::config::WhenFull::DropOldest && stats.bytes > gate.max_bytes() {
+            let n = self.store.outbox_drop_oldest(gate.max_bytes())?;
+            tracing::warn!(
+                "spool full: dropped the {n} oldest SIEM records (when_full = \"drop_oldest\")"
+            );
+            self.metrics()
+                .forward_events
+                .with_label_values(&[self.sink, "dropped"])
+                .inc_by(n);
+            stats = self.store.outbox_stats()?;
+        }
+        gate.update(&stats);
+        set_spool_gauges(&self.metrics(), &stats, now_ms());
+        Ok(())
+    }
+
     fn tick(&mut self) -> Result<(), StoreError> {
         let now = now_ms();
-        let caught_up = self.caught_up.values().all(|c| *c);
+        // While a blocking spool is full, the stuck check waits: an episode
+        // found later is written when room returns (the key stays stuck).
+        let full = self.gate.as_ref().is_some_and(|g| g.is_full());
+        let caught_up = self.caught_up.values().all(|c| *c) && !full;
         self.tracker.tick(now, caught_up);
         self.commit(&[])?;
         let stats = self.store.outbox_stats()?;
+        if let Some(g) = &self.gate {
+            g.update(&stats);
+        }
         let mut m = self.metrics();
-        m.spool_events.set(stats.events as i64);
-        m.spool_bytes.set(stats.bytes as i64);
-        m.spool_oldest_age.set(
-            stats
-                .oldest_detected_at
-                .map_or(0.0, |t| ((now - t).max(0)) as f64 / 1000.0),
-        );
+        set_spool_gauges(&m, &stats, now);
         m.expire(now);
         Ok(())
     }
@@ -323,6 +402,7 @@ impl Sources {
         checkpoints: &Checkpoints,
         tx: &SyncSender<CoreMsg>,
         once: bool,
+        gate: Option<Arc<SpoolGate>>,
     ) -> Result<Sources, AgentError> {
         let cfg = &loaded.config;
         let model = Model::from_config(&cfg.model).map_err(|_| AgentError::Model)?;
@@ -357,8 +437,18 @@ impl Sources {
             let cp = checkpoints.get(&crate::sources::file::checkpoint_name(&s.name));
             let source = FileSource::new(s, parser, cp.map(|v| v.as_slice()));
             let tx = tx.clone();
-            let send: crate::sources::file::Sender =
-                Arc::new(move |b| tx.send(CoreMsg::Batch(b)).is_ok());
+            let (gate, stop_send) = (gate.clone(), stop.clone());
+            // A full blocking spool holds the batch here, uncommitted: the
+            // file keeps its lines and the checkpoint stays behind them.
+            let send: crate::sources::file::Sender = Arc::new(move |b| {
+                while gate.as_ref().is_some_and(|g| g.is_full()) {
+                    if stop_send.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                tx.send(CoreMsg::Batch(b)).is_ok()
+            });
             let stop = stop.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("source-{}", s.name))
@@ -399,7 +489,7 @@ fn hooks_for(loaded: &Loaded) -> Result<crate::sources::webhook::Hooks, AgentErr
 /// Runs the agent until a signal (or, with `once`, until every source's
 /// backlog is read and committed).
 pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(), AgentError> {
-    let store = Store::open(&loaded.config.agent.data_dir)?;
+    let store = Arc::new(Store::open(&loaded.config.agent.data_dir)?);
     let (tracker, metrics, checkpoints) = Core::build(&loaded, &store)?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<CoreMsg>(CHANNEL);
     let shared = Arc::new(Shared {
@@ -408,9 +498,49 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
         core: CoreHandle { tx: tx.clone() },
         hooks: std::sync::RwLock::new(Arc::new(hooks_for(&loaded)?)),
     });
+    let cfg = &loaded.config;
+    let gate =
+        (cfg.siem.is_some() || cfg.spool.enabled).then(|| Arc::new(SpoolGate::new(&cfg.spool)));
+    let sink = cfg
+        .siem
+        .as_ref()
+        .map_or("none", crate::sinks::siem::forward::sink_name);
+    let forward_stop = Arc::new(AtomicBool::new(false));
+    let forwarder = match (&cfg.siem, &gate) {
+        (Some(siem), Some(gate)) => {
+            let host = cfg
+                .agent
+                .hostname
+                .clone()
+                .unwrap_or_else(crate::cli::hostname);
+            let observer = Arc::new(ForwardObserver {
+                shared: shared.clone(),
+                sink,
+            });
+            let f = Forwarder::new(
+                siem,
+                &host,
+                &cfg.agent.site,
+                store.clone(),
+                observer,
+                gate.clone(),
+                forward_stop.clone(),
+            )?;
+            Some(f.spawn().map_err(AgentError::Runtime)?)
+        }
+        _ => None,
+    };
+    let stop_forwarder = move || {
+        forward_stop.store(true, Ordering::Relaxed);
+        if let Some(f) = forwarder {
+            let _ = f.join();
+        }
+    };
     let core = Core {
         tracker,
         store,
+        gate: gate.clone(),
+        sink,
         shared: shared.clone(),
         caught_up: loaded
             .config
@@ -425,7 +555,7 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
         .name("core".into())
         .spawn(move || core.run(rx))
         .map_err(AgentError::Runtime)?;
-    let sources = Sources::start(&loaded, &checkpoints, &tx, once)?;
+    let sources = Sources::start(&loaded, &checkpoints, &tx, once, gate.clone())?;
     shared.ready.store(true, Ordering::Relaxed);
 
     if once {
@@ -433,7 +563,9 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
         // Shared holds a sender too: the core stops on this message, after
         // every batch the sources sent before it.
         let _ = tx.send(CoreMsg::Shutdown);
-        return core_thread.join().map_err(|_| AgentError::CoreGone)?;
+        let r = core_thread.join().map_err(|_| AgentError::CoreGone)?;
+        stop_forwarder();
+        return r;
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -441,10 +573,18 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
         .enable_all()
         .build()
         .map_err(AgentError::Runtime)?;
-    let result = rt.block_on(serve(config_path, loaded, shared, sources, tx.clone()));
+    let result = rt.block_on(serve(
+        config_path,
+        loaded,
+        shared,
+        sources,
+        tx.clone(),
+        gate,
+    ));
     let _ = tx.send(CoreMsg::Shutdown);
     drop(tx);
     let core_result = core_thread.join().map_err(|_| AgentError::CoreGone)?;
+    stop_forwarder();
     result.and(core_result)
 }
 
@@ -464,6 +604,7 @@ async fn serve(
     shared: Arc<Shared>,
     mut sources: Sources,
     tx: SyncSender<CoreMsg>,
+    gate: Option<Arc<SpoolGate>>,
 ) -> Result<(), AgentError> {
     use tokio::signal::unix::{SignalKind, signal};
     let server = crate::http::Server::bind(
@@ -501,6 +642,9 @@ async fn serve(
                         if new.config.http.listen != current.config.http.listen {
                             tracing::warn!("[http] listen changed: takes effect at the next restart");
                         }
+                        if format!("{:?}{:?}", new.config.siem, new.config.spool) != format!("{:?}{:?}", current.config.siem, current.config.spool) {
+                            tracing::warn!("[siem] or [spool] changed: takes effect at the next restart");
+                        }
                         let old = std::mem::replace(&mut sources, Sources { stop: Arc::new(AtomicBool::new(true)), threads: vec![] });
                         tokio::task::spawn_blocking(move || old.stop()).await.ok();
                         let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
@@ -512,7 +656,7 @@ async fn serve(
                                     Ok(h) => *shared.hooks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(h),
                                     Err(e) => tracing::error!("webhook sources keep their previous settings: {e}"),
                                 }
-                                sources = Sources::start(&new, &checkpoints, &tx, false)?;
+                                sources = Sources::start(&new, &checkpoints, &tx, false, gate.clone())?;
                                 current = new;
                                 tracing::info!("configuration reloaded");
                             }

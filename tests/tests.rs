@@ -14,4 +14,5 @@ mod poll;
 mod prometheus;
 mod replay;
 mod run;
+mod siem;
 mod webhooks;

@@ -1,2 +1,3 @@
-//! Sinks.
+//! Sinks: the Prometheus registry and the SIEM forwarder.
 pub mod metrics;
+pub mod siem;

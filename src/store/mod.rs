@@ -15,7 +15,7 @@
 //! | `counters` | "source\0result" | u64 | input accounting (`relstat_events_total`) |
 //! | `outbox` | seq | JSON [`Anomaly`] | SIEM records waiting for delivery |
 //! | `approvals` | (release, service) | earliest approval ms | the gate's ledger: approvals from approval sources (service `-`: the whole release) |
-//! | `meta` | name | bytes | sequence numbers, outbox byte total, restore episodes, schema version |
+//! | `meta` | name | bytes | sequence numbers, outbox byte total, the dropped-records ledger (`outbox_dropped`), restore episodes, schema version |
 //!
 //! One call to [`Store::commit`] writes a tracker [`Batch`] (dirty keys,
 //! removed keys, history, seen ids, outbox records, restore episodes,
@@ -113,6 +113,15 @@ pub struct OutboxStats {
     pub events: u64,
     pub bytes: u64,
     pub oldest_detected_at: Option<TimeMs>,
+}
+
+/// Records dropped from a full outbox (`when_full = "drop_oldest"`) and not
+/// reported yet.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DroppedLedger {
+    pub count: u64,
+    pub first: Option<TimeMs>,
+    pub last: Option<TimeMs>,
 }
 
 pub struct Store {
@@ -404,6 +413,89 @@ impl Store {
         }
         tx.commit()?;
         Ok(removed)
+    }
+
+    /// `when_full = "drop_oldest"`: removes the oldest records until the
+    /// outbox holds at most `max_bytes`, and adds them to the dropped ledger
+    /// (count, first and last detection time) that
+    /// [`Store::outbox_take_dropped`] reports later. Returns how many went.
+    pub fn outbox_drop_oldest(&self, max_bytes: u64) -> Result<u64, StoreError> {
+        let tx = self.db.begin_write()?;
+        let dropped;
+        {
+            let mut table = tx.open_table(OUTBOX)?;
+            let mut meta = tx.open_table(META)?;
+            let mut bytes = read_u64(&meta, "outbox_bytes")?;
+            let mut ledger: DroppedLedger = match meta.get("outbox_dropped")? {
+                Some(v) => serde_json::from_slice(v.value()).map_err(|e| corrupt("meta", e))?,
+                None => DroppedLedger::default(),
+            };
+            let mut n = 0u64;
+            while bytes > max_bytes {
+                let Some((k, v)) = table.pop_first()? else {
+                    break;
+                };
+                let _ = k;
+                bytes = bytes.saturating_sub(v.value().len() as u64);
+                if let Ok(rec) = serde_json::from_slice::<Anomaly>(v.value()) {
+                    ledger.first.get_or_insert(rec.detected_at);
+                    ledger.last = Some(rec.detected_at);
+                }
+                n += 1;
+            }
+            ledger.count += n;
+            meta.insert("outbox_bytes", bytes.to_be_bytes().as_slice())?;
+            if n > 0 {
+                let v = serde_json::to_vec(&ledger).map_err(|e| corrupt("meta", e))?;
+                meta.insert("outbox_dropped", v.as_slice())?;
+            }
+            dropped = n;
+        }
+        tx.commit()?;
+        Ok(dropped)
+    }
+
+    /// Turns the dropped ledger (if any) into one record made by `make`,
+    /// put at the head of the outbox (`at_head`: sent next by a forwarder
+    /// that reads from the start, i.e. just after it connected) or at its
+    /// tail, and clears the ledger, in one transaction. Returns whether
+    /// there was one.
+    pub fn outbox_take_dropped(
+        &self,
+        at_head: bool,
+        make: impl FnOnce(&DroppedLedger) -> Anomaly,
+    ) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let ledger: DroppedLedger = match meta.get("outbox_dropped")? {
+                Some(v) => serde_json::from_slice(v.value()).map_err(|e| corrupt("meta", e))?,
+                None => return Ok(false),
+            };
+            meta.remove("outbox_dropped")?;
+            let mut table = tx.open_table(OUTBOX)?;
+            let mut oseq = read_u64(&meta, "outbox_seq")?;
+            // The head of the outbox, below every pending record: the seq
+            // just under the first one is free (the dropped records freed
+            // it), else append.
+            let seq = match table.first()? {
+                Some((k, _)) if at_head && k.value() > 1 => k.value() - 1,
+                Some(_) | None => {
+                    oseq += 1;
+                    meta.insert("outbox_seq", oseq.to_be_bytes().as_slice())?;
+                    oseq
+                }
+            };
+            if table.get(seq)?.is_some() {
+                return Err(corrupt("outbox", format!("seq {seq} taken")));
+            }
+            let v = serde_json::to_vec(&make(&ledger)).map_err(|e| corrupt("outbox", e))?;
+            let bytes = read_u64(&meta, "outbox_bytes")? + v.len() as u64;
+            table.insert(seq, v.as_slice())?;
+            meta.insert("outbox_bytes", bytes.to_be_bytes().as_slice())?;
+        }
+        tx.commit()?;
+        Ok(true)
     }
 
     pub fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {

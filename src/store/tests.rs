@@ -141,6 +141,49 @@ fn outbox_removal_frees_bytes_and_keeps_the_rest_in_order() {
 }
 
 #[test]
+fn drop_oldest_keeps_the_newest_and_one_summary_takes_the_head() {
+    let store = Store::in_memory().unwrap();
+    for i in 1..=5 {
+        let (b, c, n) = batch(i);
+        store.commit(&b, &c, &n).unwrap();
+    }
+    let one = store.outbox_stats().unwrap().bytes / 5;
+    assert_eq!(store.outbox_drop_oldest(one * 2).unwrap(), 3);
+    let stats = store.outbox_stats().unwrap();
+    assert_eq!(stats.events, 2);
+    assert!(stats.bytes <= one * 2);
+    // Nothing to drop: nothing changes.
+    assert_eq!(store.outbox_drop_oldest(one * 2).unwrap(), 0);
+    let mut ledger = None;
+    assert!(
+        store
+            .outbox_take_dropped(true, |l| {
+                ledger = Some(l.clone());
+                let mut a = store_rec(9);
+                a.message = format!("{} dropped", l.count);
+                a
+            })
+            .unwrap()
+    );
+    assert_eq!(ledger.unwrap().count, 3);
+    let rest = store.outbox_read(0, 10).unwrap();
+    assert_eq!(
+        rest.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    assert_eq!(rest[0].1.message, "3 dropped");
+    // The ledger is cleared: reported once.
+    assert!(!store.outbox_take_dropped(true, |_| store_rec(0)).unwrap());
+    let after = store.outbox_stats().unwrap();
+    assert_eq!(after.events, 3);
+    assert!(after.bytes > stats.bytes);
+}
+
+fn store_rec(i: u64) -> crate::detect::Anomaly {
+    batch(i).0.outbox.remove(0)
+}
+
+#[test]
 fn retention_purges_old_history_and_seen_ids() {
     let store = Store::in_memory().unwrap();
     for i in 1..=4 {
