@@ -693,6 +693,14 @@ pub fn import(
         .ok_or(BundleError::NoTrustedKeys)?;
     let mut checked = Vec::new();
     for path in paths {
+        if path.extension().is_some_and(|e| e == "tmp") {
+            return Err(BundleError::NotABundle {
+                path: path.clone(),
+                detail: "a .tmp file is an export that did not finish (or is still \
+                         running); nothing imported: export again"
+                    .into(),
+            });
+        }
         let file = File::open(path).map_err(io_err(path))?;
         let v = verify(&file, path, Trust::Require(dir), progress)?;
         checked.push((path, file, v.manifest));
@@ -764,3 +772,6 @@ fn import_one(
     pb.finish_and_clear();
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests;
