@@ -5,6 +5,7 @@
 mod util;
 
 mod anomalies;
+mod bundles;
 mod api;
 mod cli;
 mod poll;
