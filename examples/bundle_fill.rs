@@ -39,7 +39,9 @@ fn main() {
                 reason: Some("CHG-12345".into()),
                 version: Some("1.2.3".into()),
                 host: "site-a-host".into(),
-                message: format!("2026.11.{i} entered deployed in production during a change freeze"),
+                message: format!(
+                    "2026.11.{i} entered deployed in production during a change freeze"
+                ),
             })
             .collect();
         let b = Batch {

@@ -303,12 +303,17 @@ pub fn spool_import(
 ) -> Result<Vec<crate::spool::bundle::ImportReport>, anyhow::Error> {
     let data_dir = &loaded.config.agent.data_dir;
     let req = Request::SpoolImport {
-        files: files.iter().map(|f| absolute(f)).collect::<Result<_, _>>()?,
+        files: files
+            .iter()
+            .map(|f| absolute(f))
+            .collect::<Result<_, _>>()?,
     };
     if let Some(v) = request(data_dir, &req)? {
         return Ok(serde_json::from_value(v)?);
     }
     let store = Store::open(data_dir)?;
     let settings = crate::spool::Settings::from_config(&loaded.config);
-    Ok(crate::spool::bundle::import(&store, &settings, files, true)?)
+    Ok(crate::spool::bundle::import(
+        &store, &settings, files, true,
+    )?)
 }

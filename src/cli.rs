@@ -295,8 +295,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Spool(SpoolCommand::Import { json, files }) => {
             let loaded = load_config(cli.config.as_deref())?;
-            let reports =
-                crate::admin::spool_import(&loaded, &files).map_err(Failure::runtime)?;
+            let reports = crate::admin::spool_import(&loaded, &files).map_err(Failure::runtime)?;
             if json {
                 println!(
                     "{}",

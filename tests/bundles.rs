@@ -59,10 +59,25 @@ fn site_bundle(keys: &Path, n: usize) -> (Agent, PathBuf) {
         live_spool(&a)
     );
     let out = keys.join("site-t.bundle");
-    let o = relstat(&["-c", cfg(&a), "spool", "export", "--out", out.to_str().unwrap()]);
+    let o = relstat(&[
+        "-c",
+        cfg(&a),
+        "spool",
+        "export",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains(&format!("exported {n} events")), "{}", stderr(&o));
-    assert_eq!(live_spool(&a)["events"], 0, "export removes what it exported");
+    assert!(
+        stderr(&o).contains(&format!("exported {n} events")),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        live_spool(&a)["events"],
+        0,
+        "export removes what it exported"
+    );
     (a, out)
 }
 
@@ -75,7 +90,10 @@ fn bundle_exported_by_a_running_site_imports_once_into_a_relay_stopped_or_runnin
     let o = relstat(&["spool", "inspect", bundle.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
-    assert!(text.contains("site: t") && text.contains("events: 40"), "{text}");
+    assert!(
+        text.contains("site: t") && text.contains("events: 40"),
+        "{text}"
+    );
     assert!(text.contains("signature: not checked"), "{text}");
 
     let mut relay = Agent::new(&format!(
@@ -83,12 +101,29 @@ fn bundle_exported_by_a_running_site_imports_once_into_a_relay_stopped_or_runnin
         keys.path().join("trusted").display()
     ));
     // Stopped: the store is opened directly.
-    let o = relstat(&["-c", cfg(&relay), "spool", "import", bundle.to_str().unwrap()]);
+    let o = relstat(&[
+        "-c",
+        cfg(&relay),
+        "spool",
+        "import",
+        bundle.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("40 events, 40 enqueued, 0 already imported"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("40 events, 40 enqueued, 0 already imported"),
+        "{}",
+        stderr(&o)
+    );
     // Running: through the admin socket; the ledger remembers.
     relay.start();
-    let o = relstat(&["-c", cfg(&relay), "spool", "import", "--json", bundle.to_str().unwrap()]);
+    let o = relstat(&[
+        "-c",
+        cfg(&relay),
+        "spool",
+        "import",
+        "--json",
+        bundle.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(r[0]["already_imported_at"].is_string(), "{r}");
@@ -109,11 +144,25 @@ fn a_tampered_bundle_is_refused_with_exit_1_and_the_reason() {
     relay.start();
     let o = relstat(&["-c", cfg(&relay), "spool", "import", cut.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("damaged or truncated bundle"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("damaged or truncated bundle"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(live_spool(&relay)["events"], 0);
     // A relay that trusts nobody.
     let lonely = Agent::new("[spool]\nenabled = true\n");
-    let o = relstat(&["-c", cfg(&lonely), "spool", "import", bundle.to_str().unwrap()]);
+    let o = relstat(&[
+        "-c",
+        cfg(&lonely),
+        "spool",
+        "import",
+        bundle.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("trusted_keys_dir is not set"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("trusted_keys_dir is not set"),
+        "{}",
+        stderr(&o)
+    );
 }

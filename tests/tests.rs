@@ -5,8 +5,8 @@
 mod util;
 
 mod anomalies;
-mod bundles;
 mod api;
+mod bundles;
 mod cli;
 mod poll;
 mod prometheus;

@@ -79,9 +79,7 @@ pub enum BundleError {
          `relstat keygen --out /etc/relstat/bundle` and set signing_key_file = \"/etc/relstat/bundle.key\""
     )]
     NoSigningKey,
-    #[error(
-        "[spool] trusted_keys_dir is not set: put each site's public key there as <site>.pub"
-    )]
+    #[error("[spool] trusted_keys_dir is not set: put each site's public key there as <site>.pub")]
     NoTrustedKeys,
     #[error("[agent] site is empty: a bundle is signed for a site; set [agent] site")]
     NoSite,
@@ -283,10 +281,7 @@ pub fn export(
         created_at: crate::event::format_rfc3339(crate::event::now_ms()),
     };
     let manifest_json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
-    let sig = format!(
-        "{}\n",
-        STANDARD.encode(key.sign(&manifest_json).to_bytes())
-    );
+    let sig = format!("{}\n", STANDARD.encode(key.sign(&manifest_json).to_bytes()));
 
     // Pass 2: the archive, to FILE.tmp.
     let mut tmp_name = out.as_os_str().to_owned();
@@ -310,8 +305,11 @@ pub fn export(
         h.set_cksum();
         Ok(h)
     };
-    tar.append(&header(MANIFEST, manifest_json.len() as u64)?, &manifest_json[..])
-        .map_err(&io)?;
+    tar.append(
+        &header(MANIFEST, manifest_json.len() as u64)?,
+        &manifest_json[..],
+    )
+    .map_err(&io)?;
     tar.append(&header(SIGNATURE, sig.len() as u64)?, sig.as_bytes())
         .map_err(&io)?;
     // The payload is streamed straight into the archive: header, data,
@@ -402,7 +400,9 @@ fn next_entry<R>(
     entries: &mut tar::Entries<'_, flate2::read::GzDecoder<BufReader<File>>>,
     path: &Path,
     name: &str,
-    f: impl FnOnce(&mut tar::Entry<'_, flate2::read::GzDecoder<BufReader<File>>>) -> Result<R, BundleError>,
+    f: impl FnOnce(
+        &mut tar::Entry<'_, flate2::read::GzDecoder<BufReader<File>>>,
+    ) -> Result<R, BundleError>,
 ) -> Result<R, BundleError> {
     let not = |detail: String| BundleError::NotABundle {
         path: path.to_path_buf(),
@@ -428,7 +428,9 @@ fn next_entry<R>(
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     if found != name || entry.header().entry_type() != tar::EntryType::Regular {
-        return Err(not(format!("expected the file {name} next, found {found:?}")));
+        return Err(not(format!(
+            "expected the file {name} next, found {found:?}"
+        )));
     }
     f(&mut entry)
 }
@@ -526,7 +528,12 @@ fn check_payload(
 
 /// Checks the manifest's version, site and signature, then streams the
 /// payload against it. Nothing is written anywhere.
-fn verify(file: &File, path: &Path, trust: Trust<'_>, progress: bool) -> Result<Verified, BundleError> {
+fn verify(
+    file: &File,
+    path: &Path,
+    trust: Trust<'_>,
+    progress: bool,
+) -> Result<Verified, BundleError> {
     let mut archive = open_archive(file, path)?;
     let mut entries = archive.entries().map_err(|e| BundleError::NotABundle {
         path: path.to_path_buf(),
@@ -557,8 +564,8 @@ fn verify(file: &File, path: &Path, trust: Trust<'_>, progress: bool) -> Result<
         }
         None => return Err(not("manifest.json has no format_version".into())),
     }
-    let manifest: Manifest = serde_json::from_value(loose)
-        .map_err(|e| not(format!("manifest.json: {e}")))?;
+    let manifest: Manifest =
+        serde_json::from_value(loose).map_err(|e| not(format!("manifest.json: {e}")))?;
     let sig = STANDARD
         .decode(String::from_utf8_lossy(&sig_text).trim())
         .ok()
@@ -573,7 +580,7 @@ fn verify(file: &File, path: &Path, trust: Trust<'_>, progress: bool) -> Result<
     let (size, sha) = next_entry(&mut entries, path, PAYLOAD, |e| {
         stream_payload(e, path, |rec| {
             count += 1;
-            if count % 4096 == 0 {
+            if count.is_multiple_of(4096) {
                 pb.set_position(count * manifest.payload_bytes / manifest.count.max(1));
             }
             oldest = Some(oldest.map_or(rec.detected_at, |t| t.min(rec.detected_at)));
@@ -590,7 +597,6 @@ fn verify(file: &File, path: &Path, trust: Trust<'_>, progress: bool) -> Result<
             .unwrap_or_default();
         return Err(not(format!("unexpected entry {name:?} after {PAYLOAD}")));
     }
-    drop(entries);
     // Read the gzip stream to its end: its CRC catches a damaged tail.
     std::io::copy(&mut archive.into_inner(), &mut std::io::sink())
         .map_err(|e| damaged(path, "the end of the gzip stream", e))?;
@@ -737,7 +743,9 @@ fn import_one(
     file.rewind().map_err(io_err(path))?;
     let now = crate::event::now_ms();
     let mut archive = open_archive(file, path)?;
-    let mut entries = archive.entries().map_err(|e| damaged(path, "the archive", e))?;
+    let mut entries = archive
+        .entries()
+        .map_err(|e| damaged(path, "the archive", e))?;
     next_entry(&mut entries, path, MANIFEST, |_| Ok(()))?;
     next_entry(&mut entries, path, SIGNATURE, |_| Ok(()))?;
     let pb = bar(progress, m.count, "import", false);

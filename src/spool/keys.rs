@@ -24,7 +24,9 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} exists: refusing to overwrite a key (remove it first, or choose another --out)")]
+    #[error(
+        "{path} exists: refusing to overwrite a key (remove it first, or choose another --out)"
+    )]
     Exists { path: PathBuf },
     #[error(
         "{path} is not an Ed25519 {kind} key: expected one line of base64 encoding 32 bytes ({detail})"
@@ -115,9 +117,7 @@ pub fn load_verifying(path: &Path) -> Result<VerifyingKey, KeyError> {
 
 /// The trusted key file of `site`, if the name is usable as a file name.
 pub fn trusted_path(dir: &Path, site: &str) -> Option<PathBuf> {
-    let ok = !site.is_empty()
-        && !site.starts_with('.')
-        && !site.contains(['/', '\\', '\0']);
+    let ok = !site.is_empty() && !site.starts_with('.') && !site.contains(['/', '\\', '\0']);
     ok.then(|| dir.join(format!("{site}.pub")))
 }
 
@@ -154,7 +154,10 @@ mod tests {
         let sk = load_signing(&k).unwrap();
         assert_eq!(load_verifying(&p).unwrap(), sk.verifying_key());
         let again = generate(&dir.path().join("site-a")).unwrap_err();
-        assert!(again.to_string().contains("refusing to overwrite"), "{again}");
+        assert!(
+            again.to_string().contains("refusing to overwrite"),
+            "{again}"
+        );
     }
 
     #[test]
@@ -169,7 +172,10 @@ mod tests {
     #[test]
     fn site_names_that_are_not_file_names_have_no_key() {
         let d = Path::new("/k");
-        assert_eq!(trusted_path(d, "dc-east"), Some(PathBuf::from("/k/dc-east.pub")));
+        assert_eq!(
+            trusted_path(d, "dc-east"),
+            Some(PathBuf::from("/k/dc-east.pub"))
+        );
         for bad in ["", "../etc", ".hidden", "a/b"] {
             assert_eq!(trusted_path(d, bad), None, "{bad}");
         }

@@ -151,7 +151,7 @@ impl OutboxSnapshot {
         &self,
         mut visit: impl FnMut(u64, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let iter = self.table.iter().map_err(|e| StoreError::from(e))?;
+        let iter = self.table.iter().map_err(StoreError::from)?;
         for row in iter {
             let (k, v) = row.map_err(StoreError::from)?;
             visit(k.value(), v.value())?;
@@ -530,8 +530,7 @@ impl Store {
             meta.insert("outbox_bytes", obytes.to_be_bytes().as_slice())?;
             if let Some((id, row)) = ledger {
                 let v = serde_json::to_vec(row).map_err(|e| corrupt("imported_bundles", e))?;
-                tx.open_table(IMPORTED_BUNDLES)?
-                    .insert(id, v.as_slice())?;
+                tx.open_table(IMPORTED_BUNDLES)?.insert(id, v.as_slice())?;
             }
         }
         tx.commit()?;

@@ -192,11 +192,18 @@ fn export_refuses_without_a_site_or_a_key_and_names_the_setting() {
     enqueue(&site, vec![record(1, "stuck")]);
     let mut s = w.a.clone();
     s.signing_key_file = None;
-    let e = export(&site, &s, &w.path("x"), false, false).unwrap_err().to_string();
-    assert!(e.contains("signing_key_file") && e.contains("relstat keygen"), "{e}");
+    let e = export(&site, &s, &w.path("x"), false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("signing_key_file") && e.contains("relstat keygen"),
+        "{e}"
+    );
     s = w.a.clone();
     s.site = String::new();
-    let e = export(&site, &s, &w.path("x"), false, false).unwrap_err().to_string();
+    let e = export(&site, &s, &w.path("x"), false, false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("[agent] site"), "{e}");
     assert_eq!(site.outbox_stats().unwrap().events, 1);
 }
@@ -268,7 +275,10 @@ fn an_untrusted_key_is_refused() {
     e[1].1 = sign(&rogue, &e[0].1);
     pack(&out, &e);
     let msg = refused(&w, &out);
-    assert!(msg.contains("bad signature") && msg.contains("untrusted key"), "{msg}");
+    assert!(
+        msg.contains("bad signature") && msg.contains("untrusted key"),
+        "{msg}"
+    );
 
     // A site without a .pub in trusted_keys_dir.
     let site = Store::in_memory().unwrap();
@@ -359,7 +369,11 @@ fn the_same_bundle_twice_and_overlapping_bundles_forward_each_record_once() {
     // Same event id under two rules: two records, both must arrive.
     enqueue(
         &site,
-        vec![record(1, "stuck"), record(1, "flapping"), record(2, "stuck")],
+        vec![
+            record(1, "stuck"),
+            record(1, "flapping"),
+            record(2, "stuck"),
+        ],
     );
     let first = w.path("first");
     export(&site, &w.a, &first, true, false).unwrap();
@@ -382,8 +396,13 @@ fn the_same_bundle_twice_and_overlapping_bundles_forward_each_record_once() {
         .collect();
     assert_eq!(
         ids,
-        [("ev-1", "stuck"), ("ev-1", "flapping"), ("ev-2", "stuck"), ("ev-3", "stuck")]
-            .map(|(a, b)| (a.to_string(), b.to_string()))
+        [
+            ("ev-1", "stuck"),
+            ("ev-1", "flapping"),
+            ("ev-2", "stuck"),
+            ("ev-3", "stuck")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
     );
     // Delivered and gone from the relay's outbox, the records still count as
     // imported: a re-export of the same events months later adds nothing.
@@ -406,7 +425,10 @@ fn an_interrupted_import_resumes_without_duplicates() {
     relay.import_chunk(&first, 0, None).unwrap();
     assert!(relay.imported_bundle(&m.bundle_id).unwrap().is_none());
     let r = import(&relay, &w.relay, &[out], false).unwrap();
-    assert_eq!((r[0].enqueued, r[0].duplicates), (CHUNK as u64 + 7, CHUNK as u64));
+    assert_eq!(
+        (r[0].enqueued, r[0].duplicates),
+        (CHUNK as u64 + 7, CHUNK as u64)
+    );
     assert_eq!(relay.outbox_stats().unwrap().events, m.count);
     assert!(relay.imported_bundle(&m.bundle_id).unwrap().is_some());
 }
