@@ -42,6 +42,10 @@ pub enum Request {
     Ping,
     /// Counts, bytes and oldest age of the live spool.
     SpoolInspect,
+    /// `relstat spool export`: the agent writes the bundle (paths absolute).
+    SpoolExport { out: PathBuf, keep: bool },
+    /// `relstat spool import`: the agent verifies and enqueues the bundles.
+    SpoolImport { files: Vec<PathBuf> },
     /// `relstat status`: the rows of the release status API (full view).
     Status {
         #[serde(default)]
@@ -91,6 +95,16 @@ fn handle(core: &mut Core, req: Request) -> Result<Value, String> {
             let stats = core.store().outbox_stats().map_err(|e| e.to_string())?;
             serde_json::to_value(SpoolSummary::of(stats, crate::event::now_ms()))
                 .map_err(|e| e.to_string())
+        }
+        Request::SpoolExport { out, keep } => {
+            let r = crate::spool::bundle::export(core.store(), core.bundles(), &out, keep, false)
+                .map_err(|e| e.to_string())?;
+            serde_json::to_value(r).map_err(|e| e.to_string())
+        }
+        Request::SpoolImport { files } => {
+            let r = crate::spool::bundle::import(core.store(), core.bundles(), &files, false)
+                .map_err(|e| e.to_string())?;
+            serde_json::to_value(r).map_err(|e| e.to_string())
         }
         Request::Status { filter, at, axis } => {
             let q = crate::api::Query { filter, at, axis };
@@ -250,4 +264,56 @@ pub fn spool_inspect(data_dir: &Path) -> Result<SpoolSummary, AdminError> {
         store.outbox_stats()?,
         crate::event::now_ms(),
     ))
+}
+
+/// Makes a CLI path absolute: the agent's working directory is not the CLI's.
+fn absolute(p: &Path) -> Result<PathBuf, AdminError> {
+    std::path::absolute(p).map_err(|source| AdminError::Io {
+        path: p.to_path_buf(),
+        source,
+    })
+}
+
+/// `relstat spool export`: through the agent when it runs (the report as
+/// JSON), else from the store directly.
+pub fn spool_export(
+    loaded: &crate::config::Loaded,
+    out: &Path,
+    keep: bool,
+) -> Result<Value, anyhow::Error> {
+    let data_dir = &loaded.config.agent.data_dir;
+    let req = Request::SpoolExport {
+        out: absolute(out)?,
+        keep,
+    };
+    if let Some(v) = request(data_dir, &req)? {
+        return Ok(v);
+    }
+    let store = Store::open(data_dir)?;
+    let settings = crate::spool::Settings::from_config(&loaded.config);
+    let r = crate::spool::bundle::export(&store, &settings, out, keep, true)?;
+    Ok(serde_json::to_value(r)?)
+}
+
+/// `relstat spool import`: through the agent when it runs, else into the
+/// store directly (with a progress bar on a terminal).
+pub fn spool_import(
+    loaded: &crate::config::Loaded,
+    files: &[PathBuf],
+) -> Result<Vec<crate::spool::bundle::ImportReport>, anyhow::Error> {
+    let data_dir = &loaded.config.agent.data_dir;
+    let req = Request::SpoolImport {
+        files: files
+            .iter()
+            .map(|f| absolute(f))
+            .collect::<Result<_, _>>()?,
+    };
+    if let Some(v) = request(data_dir, &req)? {
+        return Ok(serde_json::from_value(v)?);
+    }
+    let store = Store::open(data_dir)?;
+    let settings = crate::spool::Settings::from_config(&loaded.config);
+    Ok(crate::spool::bundle::import(
+        &store, &settings, files, true,
+    )?)
 }

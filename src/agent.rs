@@ -210,6 +210,8 @@ pub struct Core {
     caught_up: BTreeMap<String, bool>,
     /// `[http.partners]`: the API's partner views (replaced on reload).
     partners: BTreeMap<String, config::PartnerConfig>,
+    /// Site, host and keys for `spool export|import` (replaced on reload).
+    bundles: crate::spool::Settings,
 }
 
 impl Core {
@@ -245,6 +247,10 @@ impl Core {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn bundles(&self) -> &crate::spool::Settings {
+        &self.bundles
     }
 
     pub fn partners(&self) -> &BTreeMap<String, config::PartnerConfig> {
@@ -368,6 +374,7 @@ impl Core {
                             *self.metrics() = metrics;
                             self.caught_up.clear();
                             self.partners = loaded.config.http.partners.clone();
+                            self.bundles = crate::spool::Settings::from_config(&loaded.config);
                             let _ = reply.send(Ok(checkpoints));
                         }
                         Err(e) => {
@@ -550,6 +557,7 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
             .map(|s| (s.name.clone(), false))
             .collect(),
         partners: loaded.config.http.partners.clone(),
+        bundles: crate::spool::Settings::from_config(&loaded.config),
     };
     let core_thread = std::thread::Builder::new()
         .name("core".into())

@@ -75,6 +75,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create an Ed25519 key pair for signing a site's bundles: PREFIX.key
+    /// (private, mode 0600) and PREFIX.pub (for the relays' trusted_keys_dir,
+    /// as <site>.pub)
+    Keygen {
+        /// Path prefix of the two files
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -87,11 +95,37 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum SpoolCommand {
     /// Count, size and age of the live spool (through the running agent, or
-    /// from the store when it is stopped)
+    /// from the store when it is stopped), or of a bundle FILE
     Inspect {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
+        /// A bundle: its manifest, signature (when its site's key is
+        /// trusted) and payload are checked
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Write the outbox to a signed bundle (air-gapped sites); the exported
+    /// events leave the outbox once the bundle is on disk
+    Export {
+        /// The bundle file (written as FILE.tmp, then renamed)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Leave the exported events in the outbox
+        #[arg(long)]
+        keep: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify bundles (signature, checksum) and enqueue their events for
+    /// forwarding, each event once; one bad bundle imports nothing
+    Import {
+        /// Print the reports as JSON
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -197,7 +231,112 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             };
             written.map_err(Failure::runtime)
         }
-        Command::Spool(SpoolCommand::Inspect { json }) => {
+        Command::Spool(SpoolCommand::Inspect {
+            json,
+            file: Some(file),
+        }) => {
+            let loaded = load_config(cli.config.as_deref())?;
+            let dir = loaded.config.spool.trusted_keys_dir.as_deref();
+            let i = crate::spool::bundle::inspect(&file, dir).map_err(Failure::runtime)?;
+            if json {
+                println!("{}", serde_json::to_string(&i).map_err(Failure::runtime)?);
+            } else {
+                let m = &i.manifest;
+                let sig = match &i.signature {
+                    crate::spool::bundle::SignatureStatus::Valid { key } => {
+                        format!("valid ({})", key.display())
+                    }
+                    crate::spool::bundle::SignatureStatus::NotChecked { why } => {
+                        format!("not checked: {why}")
+                    }
+                };
+                println!(
+                    "bundle: {}\nsite: {}\nhost: {}\nagent version: {}\ncreated: {}\n\
+                     events: {}\nsequence: {}..{}\nbytes: {} (payload {})\noldest: {}\n\
+                     newest: {}\nsignature: {sig}\npayload: sha256 {} verified",
+                    m.bundle_id,
+                    m.site,
+                    m.host,
+                    m.agent_version,
+                    m.created_at,
+                    m.count,
+                    m.first_seq,
+                    m.last_seq,
+                    i.file_bytes,
+                    m.payload_bytes,
+                    i.oldest_detected_at.as_deref().unwrap_or("-"),
+                    i.newest_detected_at.as_deref().unwrap_or("-"),
+                    m.payload_sha256,
+                );
+            }
+            Ok(())
+        }
+        Command::Spool(SpoolCommand::Export { out, keep, json }) => {
+            let loaded = load_config(cli.config.as_deref())?;
+            let r = crate::admin::spool_export(&loaded, &out, keep).map_err(Failure::runtime)?;
+            if json {
+                println!("{r}");
+            } else {
+                let m = &r["manifest"];
+                eprintln!(
+                    "exported {} events ({} bytes) to {}; bundle {}; {}",
+                    m["count"],
+                    r["file_bytes"],
+                    out.display(),
+                    m["bundle_id"].as_str().unwrap_or("?"),
+                    if keep {
+                        "kept in the outbox".to_string()
+                    } else {
+                        format!("{} removed from the outbox", r["removed"])
+                    }
+                );
+            }
+            Ok(())
+        }
+        Command::Spool(SpoolCommand::Import { json, files }) => {
+            let loaded = load_config(cli.config.as_deref())?;
+            let reports = crate::admin::spool_import(&loaded, &files).map_err(Failure::runtime)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&reports).map_err(Failure::runtime)?
+                );
+            } else {
+                for r in &reports {
+                    match &r.already_imported_at {
+                        Some(at) => eprintln!(
+                            "{}: bundle {} (site {}, host {}) was already imported at {at}: nothing to do",
+                            r.path.display(),
+                            r.bundle_id,
+                            r.site,
+                            r.host
+                        ),
+                        None => eprintln!(
+                            "{}: bundle {} (site {}, host {}): {} events, {} enqueued, {} already imported",
+                            r.path.display(),
+                            r.bundle_id,
+                            r.site,
+                            r.host,
+                            r.count,
+                            r.enqueued,
+                            r.duplicates
+                        ),
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Keygen { out } => {
+            let (k, p) = crate::spool::keys::generate(&out).map_err(Failure::runtime)?;
+            eprintln!(
+                "wrote {} (private: set [spool] signing_key_file) and {} \
+                 (public: copy it to each relay's trusted_keys_dir as <site>.pub)",
+                k.display(),
+                p.display()
+            );
+            Ok(())
+        }
+        Command::Spool(SpoolCommand::Inspect { json, file: None }) => {
             let loaded = load_config(cli.config.as_deref())?;
             let s = crate::admin::spool_inspect(&loaded.config.agent.data_dir)
                 .map_err(Failure::runtime)?;

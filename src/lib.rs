@@ -17,6 +17,7 @@
 //! - [`track`]: the tracker: per-key state, durations, MTTSR, DORA.
 //! - [`detect`]: anomaly rules, called by the tracker on every change.
 //! - [`store`]: the embedded store: one atomic transaction per input batch.
+//! - [`spool`]: air-gapped sync: signed outbox bundles, export and import.
 //! - [`sinks`]: the Prometheus registry (and, later, the SIEM forwarder).
 //! - [`http`]: the one listener: /metrics, /healthz, /readyz (TLS and basic
 //!   auth from an exporter-toolkit web config), and routes for /api/v1 and /hooks.
@@ -39,5 +40,6 @@ pub mod model;
 pub mod replay;
 pub mod sinks;
 pub mod sources;
+pub mod spool;
 pub mod store;
 pub mod track;

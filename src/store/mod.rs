@@ -16,6 +16,8 @@
 //! | `outbox` | seq | JSON [`Anomaly`] | SIEM records waiting for delivery |
 //! | `approvals` | (release, service) | earliest approval ms | the gate's ledger: approvals from approval sources (service `-`: the whole release) |
 //! | `meta` | name | bytes | sequence numbers, outbox byte total, the dropped-records ledger (`outbox_dropped`), restore episodes, schema version |
+//! | `imported_bundles` | bundle id | JSON [`ImportedBundle`] | the ledger of imported bundles (`spool import`), kept forever |
+//! | `imported_records` | xxh3-128 of `event_id \0 rule` | imported_at ms | identities of imported records, kept forever (outlives `dedupe_window`) |
 //!
 //! One call to [`Store::commit`] writes a tracker [`Batch`] (dirty keys,
 //! removed keys, history, seen ids, outbox records, restore episodes,
@@ -46,6 +48,8 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const APPROVALS: TableDefinition<(&str, &str), i64> = TableDefinition::new("approvals");
+const IMPORTED_BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("imported_bundles");
+const IMPORTED_RECORDS: TableDefinition<u128, i64> = TableDefinition::new("imported_records");
 
 const SCHEMA_VERSION: &[u8] = b"1";
 
@@ -124,6 +128,47 @@ pub struct DroppedLedger {
     pub last: Option<TimeMs>,
 }
 
+/// One row of the import ledger: a bundle imported by `spool import`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImportedBundle {
+    pub site: String,
+    pub host: String,
+    pub imported_at: TimeMs,
+    /// Records in the bundle.
+    pub count: u64,
+}
+
+/// The identity of an imported record: `event_id` alone is not unique
+/// (several rules may fire on one event), `(event_id, rule)` is.
+pub fn record_identity(rec: &Anomaly) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(rec.event_id.as_bytes());
+    h.update(&[0]);
+    h.update(rec.rule.as_bytes());
+    h.digest128()
+}
+
+/// A consistent view of the outbox (one read transaction): what an export
+/// reads twice (hash, then write) without seeing a change in between.
+pub struct OutboxSnapshot {
+    table: redb::ReadOnlyTable<u64, &'static [u8]>,
+}
+
+impl OutboxSnapshot {
+    /// Visits every record (seq, stored JSON) in seq order.
+    pub fn scan<E: From<StoreError>>(
+        &self,
+        mut visit: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let iter = self.table.iter().map_err(StoreError::from)?;
+        for row in iter {
+            let (k, v) = row.map_err(StoreError::from)?;
+            visit(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+}
+
 pub struct Store {
     db: Database,
     path: Option<PathBuf>,
@@ -176,6 +221,8 @@ impl Store {
             tx.open_table(COUNTERS)?;
             tx.open_table(OUTBOX)?;
             tx.open_table(APPROVALS)?;
+            tx.open_table(IMPORTED_BUNDLES)?;
+            tx.open_table(IMPORTED_RECORDS)?;
             let mut meta = tx.open_table(META)?;
             let found = meta.get("schema")?.map(|v| v.value().to_vec());
             match found {
@@ -496,6 +543,90 @@ impl Store {
         }
         tx.commit()?;
         Ok(true)
+    }
+
+    /// A consistent read-only view of the whole outbox.
+    pub fn outbox_snapshot(&self) -> Result<OutboxSnapshot, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(OutboxSnapshot {
+            table: tx.open_table(OUTBOX)?,
+        })
+    }
+
+    /// Removes the records with `first <= seq <= last` (an exported range)
+    /// in one transaction; returns how many were removed.
+    pub fn outbox_remove_range(&self, first: u64, last: u64) -> Result<u64, StoreError> {
+        let tx = self.db.begin_write()?;
+        let removed;
+        {
+            let mut table = tx.open_table(OUTBOX)?;
+            let mut meta = tx.open_table(META)?;
+            let mut n = 0;
+            let mut freed = 0u64;
+            table.retain_in(first..=last, |_, v| {
+                n += 1;
+                freed += v.len() as u64;
+                false
+            })?;
+            let bytes = read_u64(&meta, "outbox_bytes")?.saturating_sub(freed);
+            meta.insert("outbox_bytes", bytes.to_be_bytes().as_slice())?;
+            removed = n;
+        }
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    /// The ledger's row for a bundle id, if it was imported.
+    pub fn imported_bundle(&self, id: &str) -> Result<Option<ImportedBundle>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(IMPORTED_BUNDLES)?;
+        match table.get(id)? {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(v.value()).map_err(|e| corrupt("imported_bundles", e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Enqueues imported records whose identity ([`record_identity`]) was
+    /// never imported, in one transaction with their identities and, on a
+    /// bundle's last chunk, its ledger row. Returns (enqueued, duplicates).
+    pub fn import_chunk(
+        &self,
+        records: &[Anomaly],
+        now: TimeMs,
+        ledger: Option<(&str, &ImportedBundle)>,
+    ) -> Result<(u64, u64), StoreError> {
+        let tx = self.db.begin_write()?;
+        let (mut added, mut dup) = (0, 0);
+        {
+            let mut ids = tx.open_table(IMPORTED_RECORDS)?;
+            let mut outbox = tx.open_table(OUTBOX)?;
+            let mut meta = tx.open_table(META)?;
+            let mut oseq = read_u64(&meta, "outbox_seq")?;
+            let mut obytes = read_u64(&meta, "outbox_bytes")?;
+            for rec in records {
+                let id = record_identity(rec);
+                if ids.get(id)?.is_some() {
+                    dup += 1;
+                    continue;
+                }
+                ids.insert(id, now)?;
+                oseq += 1;
+                let v = serde_json::to_vec(rec).map_err(|e| corrupt("outbox", e))?;
+                obytes += v.len() as u64;
+                outbox.insert(oseq, v.as_slice())?;
+                added += 1;
+            }
+            meta.insert("outbox_seq", oseq.to_be_bytes().as_slice())?;
+            meta.insert("outbox_bytes", obytes.to_be_bytes().as_slice())?;
+            if let Some((id, row)) = ledger {
+                let v = serde_json::to_vec(row).map_err(|e| corrupt("imported_bundles", e))?;
+                tx.open_table(IMPORTED_BUNDLES)?.insert(id, v.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok((added, dup))
     }
 
     pub fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {

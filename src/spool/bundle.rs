@@ -1,0 +1,785 @@
+//! Signed spool bundles: the outbox carried out of an air-gapped site on
+//! removable media and imported on a connected relay, exactly once.
+//!
+//! # Format (version 1)
+//!
+//! A gzip-compressed tar archive (ustar) with exactly three regular files,
+//! in this order:
+//!
+//! 1. `manifest.json`: [`Manifest`], at most 64 KiB.
+//! 2. `manifest.sig`: the Ed25519 signature of the exact bytes of
+//!    `manifest.json` by the site's private key, as one line of standard
+//!    base64 (64 bytes decoded).
+//! 3. `events.ndjson`: the outbox records ([`Anomaly`], SPEC section 6),
+//!    one compact JSON object per line, in outbox order. Its SHA-256 and
+//!    size are in the manifest, so the signature covers the payload too.
+//!
+//! The manifest comes first so an importer checks the signature before it
+//! reads a byte of payload. Nothing else may be in the archive.
+//!
+//! # Export
+//!
+//! One read transaction gives a stable view of the outbox; a first pass
+//! hashes and counts the records, a second streams them into the tar
+//! (the tar header needs the payload size first) through gzip to
+//! `FILE.tmp`, which is fsynced and renamed to `FILE`, then the directory
+//! is fsynced. Only then, without `--keep`, is the exported seq range
+//! removed from the outbox in one transaction. A crash leaves the outbox
+//! whole and at most a `FILE.tmp` that nothing imports.
+//!
+//! # Import
+//!
+//! Before anything is enqueued: the format version, the site's trusted key
+//! (`<trusted_keys_dir>/<site>.pub`), the signature, then a streaming pass
+//! over the payload (size, SHA-256, count, each line a record). A second
+//! pass over the same open file enqueues in chunks of [`CHUNK`] records per
+//! store transaction, each with the identities of its records; the last
+//! chunk also writes the bundle's row in the import ledger, and is held
+//! back until the second pass has re-checked the hash. Records whose
+//! identity (`event_id` + `rule`) was ever imported are skipped, so a
+//! bundle imported twice, or two overlapping bundles, forward each record
+//! once; an import interrupted by a crash resumes where it stopped.
+//! Memory stays constant whatever the bundle's size.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::{Signature, Signer, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::Settings;
+use super::keys::{self, KeyError};
+use crate::detect::Anomaly;
+use crate::event::TimeMs;
+use crate::store::{ImportedBundle, Store, StoreError};
+
+/// The bundle format this relstat writes and reads.
+pub const FORMAT_VERSION: u64 = 1;
+/// Records per import transaction.
+pub const CHUNK: usize = 10_000;
+const MANIFEST: &str = "manifest.json";
+const SIGNATURE: &str = "manifest.sig";
+const PAYLOAD: &str = "events.ndjson";
+const MAX_MANIFEST: u64 = 64 * 1024;
+const MAX_SIGNATURE: u64 = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "[spool] signing_key_file is not set: create this site's key pair with \
+         `relstat keygen --out /etc/relstat/bundle` and set signing_key_file = \"/etc/relstat/bundle.key\""
+    )]
+    NoSigningKey,
+    #[error("[spool] trusted_keys_dir is not set: put each site's public key there as <site>.pub")]
+    NoTrustedKeys,
+    #[error("[agent] site is empty: a bundle is signed for a site; set [agent] site")]
+    NoSite,
+    #[error("the outbox is empty: nothing to export")]
+    Empty,
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{path}: not a relstat bundle: {detail}")]
+    NotABundle { path: PathBuf, detail: String },
+    #[error(
+        "{path}: damaged or truncated bundle ({detail}); nothing imported: copy it again from the site"
+    )]
+    Damaged { path: PathBuf, detail: String },
+    #[error(
+        "{path}: unknown bundle format version {found} (this relstat reads version {FORMAT_VERSION}); \
+         nothing imported: import it with a relstat that reads that version"
+    )]
+    UnknownVersion { path: PathBuf, found: String },
+    #[error(
+        "{path}: untrusted site {site:?}: no public key {key}; nothing imported: \
+         add the site's .pub file there if you trust it"
+    )]
+    UntrustedSite {
+        path: PathBuf,
+        site: String,
+        key: String,
+    },
+    #[error(
+        "{path}: bad signature: the manifest says site {site:?} but it is signed by the key of \
+         site {signer:?}; nothing imported (a site's key cannot sign another site's bundles)"
+    )]
+    WrongSiteKey {
+        path: PathBuf,
+        site: String,
+        signer: String,
+    },
+    #[error(
+        "{path}: bad signature: manifest.json is not signed by site {site:?}'s trusted key {key} \
+         (the manifest was altered, or signed by an untrusted key); nothing imported"
+    )]
+    BadSignature {
+        path: PathBuf,
+        site: String,
+        key: String,
+    },
+    #[error(
+        "{path}: payload checksum mismatch: events.ndjson {detail}; the payload was altered \
+         or damaged; nothing imported"
+    )]
+    BadPayload { path: PathBuf, detail: String },
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> BundleError + '_ {
+    move |source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u64,
+    /// Random 128-bit id, hex: the key of the relay's import ledger.
+    pub bundle_id: String,
+    pub site: String,
+    pub host: String,
+    pub agent_version: String,
+    /// Outbox sequence numbers of the first and last exported record.
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Records (lines) in `events.ndjson`.
+    pub count: u64,
+    /// Size of `events.ndjson` in bytes.
+    pub payload_bytes: u64,
+    /// SHA-256 of `events.ndjson`, lowercase hex.
+    pub payload_sha256: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub path: PathBuf,
+    pub manifest: Manifest,
+    pub file_bytes: u64,
+    /// Records removed from the outbox (0 with `--keep`).
+    pub removed: u64,
+}
+
+/// What an import did with one bundle.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImportReport {
+    pub path: PathBuf,
+    pub bundle_id: String,
+    pub site: String,
+    pub host: String,
+    pub count: u64,
+    /// Records enqueued for forwarding.
+    pub enqueued: u64,
+    /// Records skipped: imported before (by this or an overlapping bundle).
+    pub duplicates: u64,
+    /// Set when the ledger already had this bundle: nothing was read.
+    pub already_imported_at: Option<String>,
+}
+
+/// The signature check `inspect` reports.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum SignatureStatus {
+    Valid { key: PathBuf },
+    NotChecked { why: String },
+}
+
+/// `spool inspect FILE`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub path: PathBuf,
+    pub file_bytes: u64,
+    pub manifest: Manifest,
+    pub signature: SignatureStatus,
+    /// The payload matched the manifest's size, hash and count.
+    pub payload_verified: bool,
+    pub oldest_detected_at: Option<String>,
+    pub newest_detected_at: Option<String>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A progress bar on stderr when it is a terminal (and `show`), else hidden.
+fn bar(show: bool, len: u64, what: &str, bytes: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !show || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    let tmpl = if bytes {
+        "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})"
+    } else {
+        "{msg} [{bar:40}] {pos}/{len} ({eta})"
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(tmpl) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// `relstat spool export --out FILE [--keep]`.
+pub fn export(
+    store: &Store,
+    settings: &Settings,
+    out: &Path,
+    keep: bool,
+    progress: bool,
+) -> Result<ExportReport, BundleError> {
+    if settings.site.is_empty() {
+        return Err(BundleError::NoSite);
+    }
+    let key_file = settings
+        .signing_key_file
+        .as_ref()
+        .ok_or(BundleError::NoSigningKey)?;
+    let key = keys::load_signing(key_file)?;
+    let snap = store.outbox_snapshot()?;
+
+    // Pass 1: size, hash, count, seq range.
+    let mut hasher = Sha256::new();
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let (mut first, mut last) = (None, 0u64);
+    snap.scan::<BundleError>(|seq, rec| {
+        hasher.update(rec);
+        hasher.update(b"\n");
+        bytes += rec.len() as u64 + 1;
+        count += 1;
+        first.get_or_insert(seq);
+        last = seq;
+        Ok(())
+    })?;
+    let first = first.ok_or(BundleError::Empty)?;
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| KeyError::Random(e.to_string()))?;
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        bundle_id: hex(&id),
+        site: settings.site.clone(),
+        host: settings.host.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        first_seq: first,
+        last_seq: last,
+        count,
+        payload_bytes: bytes,
+        payload_sha256: hex(&hasher.finalize()),
+        created_at: crate::event::format_rfc3339(crate::event::now_ms()),
+    };
+    let manifest_json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+    let sig = format!("{}\n", STANDARD.encode(key.sign(&manifest_json).to_bytes()));
+
+    // Pass 2: the archive, to FILE.tmp.
+    let mut tmp_name = out.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let io = io_err(&tmp);
+    let file = File::create(&tmp).map_err(&io)?;
+    let gz = flate2::write::GzEncoder::new(
+        std::io::BufWriter::with_capacity(1 << 16, file),
+        flate2::Compression::default(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    let mtime = (crate::event::now_ms() / 1000).max(0) as u64;
+    let header = |name: &str, size: u64| -> Result<tar::Header, BundleError> {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).map_err(&io)?;
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_mtime(mtime);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        Ok(h)
+    };
+    tar.append(
+        &header(MANIFEST, manifest_json.len() as u64)?,
+        &manifest_json[..],
+    )
+    .map_err(&io)?;
+    tar.append(&header(SIGNATURE, sig.len() as u64)?, sig.as_bytes())
+        .map_err(&io)?;
+    // The payload is streamed straight into the archive: header, data,
+    // zero padding to the 512-byte block, as tar::Builder::append would.
+    let h = header(PAYLOAD, bytes)?;
+    let w = tar.get_mut();
+    w.write_all(h.as_bytes()).map_err(&io)?;
+    let pb = bar(progress, count, "export", false);
+    let mut again = Sha256::new();
+    let mut written = 0u64;
+    snap.scan::<BundleError>(|seq, rec| {
+        if seq > last {
+            return Ok(());
+        }
+        w.write_all(rec).map_err(&io)?;
+        w.write_all(b"\n").map_err(&io)?;
+        again.update(rec);
+        again.update(b"\n");
+        written += rec.len() as u64 + 1;
+        pb.inc(1);
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    if written != bytes || hex(&again.finalize()) != manifest.payload_sha256 {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(BundleError::Damaged {
+            path: tmp.clone(),
+            detail: "the outbox changed while it was exported".into(),
+        });
+    }
+    let pad = (512 - bytes % 512) % 512;
+    w.write_all(&vec![0u8; pad as usize]).map_err(&io)?;
+    let gz = tar.into_inner().map_err(&io)?;
+    let buf = gz.finish().map_err(&io)?;
+    let file = buf.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(&io)?;
+    let file_bytes = file.metadata().map_err(&io)?.len();
+    drop(file);
+    std::fs::rename(&tmp, out).map_err(io_err(out))?;
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))?;
+    drop(snap);
+    let removed = if keep {
+        0
+    } else {
+        store.outbox_remove_range(first, last)?
+    };
+    Ok(ExportReport {
+        path: out.to_path_buf(),
+        manifest,
+        file_bytes,
+        removed,
+    })
+}
+
+/// How `verify` treats the signature.
+enum Trust<'a> {
+    /// Import: the site must have a trusted key and the signature must verify.
+    Require(&'a Path),
+    /// Inspect: check it when a key is there.
+    IfKnown(Option<&'a Path>),
+}
+
+type Archive = tar::Archive<flate2::read::GzDecoder<BufReader<File>>>;
+
+fn open_archive(file: &File, path: &Path) -> Result<Archive, BundleError> {
+    let f = file.try_clone().map_err(io_err(path))?;
+    Ok(tar::Archive::new(flate2::read::GzDecoder::new(
+        BufReader::with_capacity(1 << 16, f),
+    )))
+}
+
+/// An error while reading the archive: damaged (truncated, bad gzip) vs not a bundle.
+fn damaged(path: &Path, what: &str, e: std::io::Error) -> BundleError {
+    BundleError::Damaged {
+        path: path.to_path_buf(),
+        detail: format!("reading {what}: {e}"),
+    }
+}
+
+/// Reads the next entry, which must be the regular file `name`; hands it to `f`.
+fn next_entry<R>(
+    entries: &mut tar::Entries<'_, flate2::read::GzDecoder<BufReader<File>>>,
+    path: &Path,
+    name: &str,
+    f: impl FnOnce(
+        &mut tar::Entry<'_, flate2::read::GzDecoder<BufReader<File>>>,
+    ) -> Result<R, BundleError>,
+) -> Result<R, BundleError> {
+    let not = |detail: String| BundleError::NotABundle {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut entry = match entries.next() {
+        None => {
+            return Err(BundleError::Damaged {
+                path: path.to_path_buf(),
+                detail: format!("{name} is missing: the archive ends early"),
+            });
+        }
+        Some(e) => e.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                damaged(path, name, e)
+            } else {
+                not(format!("not a gzip tar archive ({e})"))
+            }
+        })?,
+    };
+    let found = entry
+        .path()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if found != name || entry.header().entry_type() != tar::EntryType::Regular {
+        return Err(not(format!(
+            "expected the file {name} next, found {found:?}"
+        )));
+    }
+    f(&mut entry)
+}
+
+fn read_small(
+    entry: &mut impl Read,
+    size: u64,
+    max: u64,
+    path: &Path,
+    name: &str,
+) -> Result<Vec<u8>, BundleError> {
+    if size > max {
+        return Err(BundleError::NotABundle {
+            path: path.to_path_buf(),
+            detail: format!("{name} is {size} bytes, more than {max}"),
+        });
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    entry
+        .read_to_end(&mut buf)
+        .map_err(|e| damaged(path, name, e))?;
+    Ok(buf)
+}
+
+/// A bundle whose manifest is authentic and whose payload matches it.
+struct Verified {
+    manifest: Manifest,
+    signature: SignatureStatus,
+    oldest: Option<TimeMs>,
+    newest: Option<TimeMs>,
+}
+
+/// Streams the payload entry's lines: total bytes, hash, each record.
+fn stream_payload(
+    entry: &mut impl Read,
+    path: &Path,
+    mut each: impl FnMut(Anomaly) -> Result<(), BundleError>,
+) -> Result<(u64, String), BundleError> {
+    let mut r = BufReader::with_capacity(1 << 16, entry);
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut line = Vec::new();
+    let mut n = 0u64;
+    loop {
+        line.clear();
+        let got = r
+            .read_until(b'\n', &mut line)
+            .map_err(|e| damaged(path, PAYLOAD, e))?;
+        if got == 0 {
+            break;
+        }
+        n += 1;
+        total += got as u64;
+        hasher.update(&line);
+        let rec: Anomaly = serde_json::from_slice(&line).map_err(|e| BundleError::BadPayload {
+            path: path.to_path_buf(),
+            detail: format!("line {n} is not a record ({e})"),
+        })?;
+        each(rec)?;
+    }
+    Ok((total, hex(&hasher.finalize())))
+}
+
+fn check_payload(
+    path: &Path,
+    m: &Manifest,
+    size: u64,
+    sha: &str,
+    count: u64,
+) -> Result<(), BundleError> {
+    let bad = |detail: String| BundleError::BadPayload {
+        path: path.to_path_buf(),
+        detail,
+    };
+    if size != m.payload_bytes {
+        return Err(bad(format!(
+            "is {size} bytes, the manifest says {}",
+            m.payload_bytes
+        )));
+    }
+    if sha != m.payload_sha256 {
+        return Err(bad(format!(
+            "has SHA-256 {sha}, the manifest says {}",
+            m.payload_sha256
+        )));
+    }
+    if count != m.count {
+        return Err(bad(format!(
+            "holds {count} records, the manifest says {}",
+            m.count
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the manifest's version, site and signature, then streams the
+/// payload against it. Nothing is written anywhere.
+fn verify(
+    file: &File,
+    path: &Path,
+    trust: Trust<'_>,
+    progress: bool,
+) -> Result<Verified, BundleError> {
+    let mut archive = open_archive(file, path)?;
+    let mut entries = archive.entries().map_err(|e| BundleError::NotABundle {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    let manifest_json = next_entry(&mut entries, path, MANIFEST, |e| {
+        let size = e.header().size().unwrap_or(u64::MAX);
+        read_small(e, size, MAX_MANIFEST, path, MANIFEST)
+    })?;
+    let sig_text = next_entry(&mut entries, path, SIGNATURE, |e| {
+        let size = e.header().size().unwrap_or(u64::MAX);
+        read_small(e, size, MAX_SIGNATURE, path, SIGNATURE)
+    })?;
+    let not = |detail: String| BundleError::NotABundle {
+        path: path.to_path_buf(),
+        detail,
+    };
+    // The version first: a newer format's manifest may not parse as ours.
+    let loose: serde_json::Value = serde_json::from_slice(&manifest_json)
+        .map_err(|e| not(format!("manifest.json is not JSON ({e})")))?;
+    match loose.get("format_version") {
+        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(FORMAT_VERSION) => {}
+        Some(v) => {
+            return Err(BundleError::UnknownVersion {
+                path: path.to_path_buf(),
+                found: v.to_string(),
+            });
+        }
+        None => return Err(not("manifest.json has no format_version".into())),
+    }
+    let manifest: Manifest =
+        serde_json::from_value(loose).map_err(|e| not(format!("manifest.json: {e}")))?;
+    let sig = STANDARD
+        .decode(String::from_utf8_lossy(&sig_text).trim())
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
+        .map(|b| Signature::from_bytes(&b))
+        .ok_or_else(|| not("manifest.sig is not a base64 Ed25519 signature".into()))?;
+    let signature = check_signature(path, &manifest, &manifest_json, &sig, trust)?;
+
+    let pb = bar(progress, manifest.payload_bytes, "verify", true);
+    let (mut oldest, mut newest): (Option<TimeMs>, Option<TimeMs>) = (None, None);
+    let mut count = 0u64;
+    let (size, sha) = next_entry(&mut entries, path, PAYLOAD, |e| {
+        stream_payload(e, path, |rec| {
+            count += 1;
+            if count.is_multiple_of(4096) {
+                pb.set_position(count * manifest.payload_bytes / manifest.count.max(1));
+            }
+            oldest = Some(oldest.map_or(rec.detected_at, |t| t.min(rec.detected_at)));
+            newest = Some(newest.map_or(rec.detected_at, |t| t.max(rec.detected_at)));
+            Ok(())
+        })
+    })?;
+    pb.finish_and_clear();
+    check_payload(path, &manifest, size, &sha, count)?;
+    if let Some(extra) = entries.next() {
+        let name = extra
+            .ok()
+            .and_then(|e| e.path().ok().map(|p| p.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        return Err(not(format!("unexpected entry {name:?} after {PAYLOAD}")));
+    }
+    // Read the gzip stream to its end: its CRC catches a damaged tail.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink())
+        .map_err(|e| damaged(path, "the end of the gzip stream", e))?;
+    Ok(Verified {
+        manifest,
+        signature,
+        oldest,
+        newest,
+    })
+}
+
+fn check_signature(
+    path: &Path,
+    m: &Manifest,
+    manifest_json: &[u8],
+    sig: &Signature,
+    trust: Trust<'_>,
+) -> Result<SignatureStatus, BundleError> {
+    let (dir, required) = match trust {
+        Trust::Require(d) => (Some(d), true),
+        Trust::IfKnown(d) => (d, false),
+    };
+    let Some(dir) = dir else {
+        return Ok(SignatureStatus::NotChecked {
+            why: "[spool] trusted_keys_dir is not set".into(),
+        });
+    };
+    let key_path = keys::trusted_path(dir, &m.site);
+    let key: Option<VerifyingKey> = match &key_path {
+        Some(p) if p.exists() => Some(keys::load_verifying(p)?),
+        _ => None,
+    };
+    let shown = key_path
+        .clone()
+        .unwrap_or_else(|| dir.join("<site>.pub"))
+        .display()
+        .to_string();
+    let Some(key) = key else {
+        if !required {
+            return Ok(SignatureStatus::NotChecked {
+                why: format!("no trusted key {shown}"),
+            });
+        }
+        return Err(BundleError::UntrustedSite {
+            path: path.to_path_buf(),
+            site: m.site.clone(),
+            key: shown,
+        });
+    };
+    if key.verify_strict(manifest_json, sig).is_ok() {
+        return Ok(SignatureStatus::Valid {
+            key: key_path.unwrap_or_default(),
+        });
+    }
+    // Name the culprit when another trusted site's key made the signature.
+    for (site, other) in keys::trusted_keys(dir) {
+        if site != m.site && other.verify_strict(manifest_json, sig).is_ok() {
+            return Err(BundleError::WrongSiteKey {
+                path: path.to_path_buf(),
+                site: m.site.clone(),
+                signer: site,
+            });
+        }
+    }
+    Err(BundleError::BadSignature {
+        path: path.to_path_buf(),
+        site: m.site.clone(),
+        key: shown,
+    })
+}
+
+/// `relstat spool inspect FILE`: the manifest, the signature when a
+/// trusted key is known, the payload checked against the manifest.
+pub fn inspect(path: &Path, trusted_keys_dir: Option<&Path>) -> Result<Inspection, BundleError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let file_bytes = file.metadata().map_err(io_err(path))?.len();
+    let v = verify(&file, path, Trust::IfKnown(trusted_keys_dir), false)?;
+    Ok(Inspection {
+        path: path.to_path_buf(),
+        file_bytes,
+        manifest: v.manifest,
+        signature: v.signature,
+        payload_verified: true,
+        oldest_detected_at: v.oldest.map(crate::event::format_rfc3339),
+        newest_detected_at: v.newest.map(crate::event::format_rfc3339),
+    })
+}
+
+/// `relstat spool import FILE...`: every bundle is verified before any is
+/// imported; one bad bundle refuses the whole command, importing nothing.
+pub fn import(
+    store: &Store,
+    settings: &Settings,
+    paths: &[PathBuf],
+    progress: bool,
+) -> Result<Vec<ImportReport>, BundleError> {
+    let dir = settings
+        .trusted_keys_dir
+        .as_deref()
+        .ok_or(BundleError::NoTrustedKeys)?;
+    let mut checked = Vec::new();
+    for path in paths {
+        if path.extension().is_some_and(|e| e == "tmp") {
+            return Err(BundleError::NotABundle {
+                path: path.clone(),
+                detail: "a .tmp file is an export that did not finish (or is still \
+                         running); nothing imported: export again"
+                    .into(),
+            });
+        }
+        let file = File::open(path).map_err(io_err(path))?;
+        let v = verify(&file, path, Trust::Require(dir), progress)?;
+        checked.push((path, file, v.manifest));
+    }
+    let mut reports = Vec::new();
+    for (path, mut file, m) in checked {
+        reports.push(import_one(store, path, &mut file, &m, progress)?);
+    }
+    Ok(reports)
+}
+
+fn import_one(
+    store: &Store,
+    path: &Path,
+    file: &mut File,
+    m: &Manifest,
+    progress: bool,
+) -> Result<ImportReport, BundleError> {
+    let mut report = ImportReport {
+        path: path.to_path_buf(),
+        bundle_id: m.bundle_id.clone(),
+        site: m.site.clone(),
+        host: m.host.clone(),
+        count: m.count,
+        enqueued: 0,
+        duplicates: 0,
+        already_imported_at: None,
+    };
+    if let Some(row) = store.imported_bundle(&m.bundle_id)? {
+        report.duplicates = m.count;
+        report.already_imported_at = Some(crate::event::format_rfc3339(row.imported_at));
+        return Ok(report);
+    }
+    file.rewind().map_err(io_err(path))?;
+    let now = crate::event::now_ms();
+    let mut archive = open_archive(file, path)?;
+    let mut entries = archive
+        .entries()
+        .map_err(|e| damaged(path, "the archive", e))?;
+    next_entry(&mut entries, path, MANIFEST, |_| Ok(()))?;
+    next_entry(&mut entries, path, SIGNATURE, |_| Ok(()))?;
+    let pb = bar(progress, m.count, "import", false);
+    let mut chunk: Vec<Anomaly> = Vec::with_capacity(CHUNK);
+    let mut count = 0u64;
+    let (size, sha) = next_entry(&mut entries, path, PAYLOAD, |e| {
+        stream_payload(e, path, |rec| {
+            count += 1;
+            // Hold one full chunk back: the last one commits with the ledger
+            // row, after the hash is checked again.
+            if chunk.len() == CHUNK {
+                let (a, d) = store.import_chunk(&chunk, now, None)?;
+                report.enqueued += a;
+                report.duplicates += d;
+                pb.inc(chunk.len() as u64);
+                chunk.clear();
+            }
+            chunk.push(rec);
+            Ok(())
+        })
+    })?;
+    check_payload(path, m, size, &sha, count)?;
+    let row = ImportedBundle {
+        site: m.site.clone(),
+        host: m.host.clone(),
+        imported_at: now,
+        count: m.count,
+    };
+    let (a, d) = store.import_chunk(&chunk, now, Some((&m.bundle_id, &row)))?;
+    report.enqueued += a;
+    report.duplicates += d;
+    pb.finish_and_clear();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests;

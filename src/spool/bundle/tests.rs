@@ -1,0 +1,450 @@
+//! Bundles end to end on real files and stores: round trip, every kind of
+//! refusal (nothing imported, the message says which), idempotency.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::config::Severity;
+use crate::event::ActorType;
+use crate::track::Batch;
+
+fn record(i: u64, rule: &str) -> Anomaly {
+    Anomaly {
+        rule: rule.into(),
+        severity: Severity::Warning,
+        release: format!("r{i}"),
+        service: "svc".into(),
+        environment: "production".into(),
+        site: "dc-a".into(),
+        from: Some("in_progress".into()),
+        to: "deployed".into(),
+        actor: "bot".into(),
+        actor_type: ActorType::Automation,
+        source: "deploy-log".into(),
+        event_id: format!("ev-{i}"),
+        event_time: 1_700_000_000_000 + i as i64,
+        detected_at: 1_700_000_001_000 + i as i64,
+        reason: Some("line one\nline two \"quoted\"".into()),
+        version: Some("1.2.3".into()),
+        host: "host-a".into(),
+        message: format!("r{i} moved"),
+    }
+}
+
+fn enqueue(store: &Store, recs: Vec<Anomaly>) {
+    let b = Batch {
+        outbox: recs,
+        ..Default::default()
+    };
+    store.commit(&b, &[], &Default::default()).unwrap();
+}
+
+fn outbox(store: &Store) -> Vec<Anomaly> {
+    store
+        .outbox_read(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// Two sites (dc-a, dc-b) with key pairs, a relay trusting both.
+struct World {
+    dir: tempfile::TempDir,
+    a: Settings,
+    b: Settings,
+    relay: Settings,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let trusted = dir.path().join("trusted");
+        std::fs::create_dir(&trusted).unwrap();
+        let site = |name: &str| {
+            let (k, p) = keys::generate(&dir.path().join(name)).unwrap();
+            std::fs::copy(&p, trusted.join(format!("{name}.pub"))).unwrap();
+            Settings {
+                site: name.into(),
+                host: format!("host-{name}"),
+                signing_key_file: Some(k),
+                trusted_keys_dir: None,
+            }
+        };
+        let a = site("dc-a");
+        let b = site("dc-b");
+        let relay = Settings {
+            site: "central".into(),
+            host: "relay".into(),
+            signing_key_file: None,
+            trusted_keys_dir: Some(trusted),
+        };
+        World { dir, a, b, relay }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A site store with `n` records, exported (kept) to `name`.
+    fn bundle(&self, name: &str, n: u64) -> PathBuf {
+        let store = Store::in_memory().unwrap();
+        enqueue(&store, (0..n).map(|i| record(i, "stuck")).collect());
+        let out = self.path(name);
+        export(&store, &self.a, &out, true, false).unwrap();
+        out
+    }
+}
+
+/// Unpacks a bundle into its three entries (name, bytes).
+fn unpack(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let f = std::fs::File::open(path).unwrap();
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut v = Vec::new();
+            e.read_to_end(&mut v).unwrap();
+            (name, v)
+        })
+        .collect()
+}
+
+/// Packs entries into a bundle file, as an attacker with tar and gzip would.
+fn pack(path: &Path, entries: &[(String, Vec<u8>)]) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut t = tar::Builder::new(flate2::write::GzEncoder::new(
+        f,
+        flate2::Compression::default(),
+    ));
+    for (name, data) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        t.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    t.into_inner().unwrap().finish().unwrap();
+}
+
+fn sign(key_file: &Path, manifest: &[u8]) -> Vec<u8> {
+    let k = keys::load_signing(key_file).unwrap();
+    format!("{}\n", STANDARD.encode(k.sign(manifest).to_bytes())).into_bytes()
+}
+
+/// Imports `path` into a fresh relay store; on refusal asserts nothing was
+/// imported and returns the message.
+fn refused(w: &World, path: &Path) -> String {
+    let relay = Store::in_memory().unwrap();
+    let e = import(&relay, &w.relay, &[path.to_path_buf()], false)
+        .expect_err("the bundle must be refused")
+        .to_string();
+    assert_eq!(relay.outbox_stats().unwrap().events, 0, "{e}");
+    e
+}
+
+#[test]
+fn export_then_import_carries_every_record_unchanged_and_empties_the_site_outbox() {
+    let w = World::new();
+    let site = Store::in_memory().unwrap();
+    let recs: Vec<Anomaly> = (0..25_003).map(|i| record(i, "stuck")).collect();
+    enqueue(&site, recs.clone());
+    let out = w.path("a.bundle");
+    let r = export(&site, &w.a, &out, false, false).unwrap();
+    assert_eq!(r.manifest.count, 25_003);
+    assert_eq!((r.manifest.first_seq, r.manifest.last_seq), (1, 25_003));
+    assert_eq!(r.removed, 25_003);
+    assert_eq!(site.outbox_stats().unwrap(), Default::default());
+    assert!(!w.path("a.bundle.tmp").exists());
+
+    let names: Vec<String> = unpack(&out).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["manifest.json", "manifest.sig", "events.ndjson"]);
+
+    let i = inspect(&out, w.relay.trusted_keys_dir.as_deref()).unwrap();
+    assert!(matches!(i.signature, SignatureStatus::Valid { .. }));
+    assert_eq!(i.manifest.host, "host-dc-a");
+
+    let relay = Store::in_memory().unwrap();
+    let reps = import(&relay, &w.relay, &[out], false).unwrap();
+    assert_eq!((reps[0].enqueued, reps[0].duplicates), (25_003, 0));
+    assert_eq!(outbox(&relay), recs);
+}
+
+#[test]
+fn keep_leaves_the_outbox_and_an_empty_outbox_exports_nothing() {
+    let w = World::new();
+    let site = Store::in_memory().unwrap();
+    let e = export(&site, &w.a, &w.path("x"), false, false).unwrap_err();
+    assert!(matches!(e, BundleError::Empty), "{e}");
+    assert!(!w.path("x").exists() && !w.path("x.tmp").exists());
+    enqueue(&site, vec![record(1, "stuck")]);
+    let r = export(&site, &w.a, &w.path("x"), true, false).unwrap();
+    assert_eq!(r.removed, 0);
+    assert_eq!(site.outbox_stats().unwrap().events, 1);
+}
+
+#[test]
+fn export_refuses_without_a_site_or_a_key_and_names_the_setting() {
+    let w = World::new();
+    let site = Store::in_memory().unwrap();
+    enqueue(&site, vec![record(1, "stuck")]);
+    let mut s = w.a.clone();
+    s.signing_key_file = None;
+    let e = export(&site, &s, &w.path("x"), false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("signing_key_file") && e.contains("relstat keygen"),
+        "{e}"
+    );
+    s = w.a.clone();
+    s.site = String::new();
+    let e = export(&site, &s, &w.path("x"), false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[agent] site"), "{e}");
+    assert_eq!(site.outbox_stats().unwrap().events, 1);
+}
+
+#[test]
+fn a_flipped_payload_byte_is_a_checksum_mismatch() {
+    let w = World::new();
+    let out = w.bundle("a", 10);
+    let mut e = unpack(&out);
+    let p = &mut e[2].1;
+    let at = p.iter().position(|&b| b == b'7').unwrap();
+    p[at] = b'8';
+    pack(&out, &e);
+    let msg = refused(&w, &out);
+    assert!(msg.contains("payload checksum mismatch"), "{msg}");
+}
+
+#[test]
+fn a_flipped_manifest_byte_is_a_bad_signature() {
+    let w = World::new();
+    let out = w.bundle("a", 10);
+    let mut e = unpack(&out);
+    let text = String::from_utf8(e[0].1.clone()).unwrap();
+    e[0].1 = text.replace("\"count\": 10", "\"count\": 11").into_bytes();
+    assert_ne!(e[0].1, text.as_bytes());
+    pack(&out, &e);
+    let msg = refused(&w, &out);
+    assert!(
+        msg.contains("bad signature") && msg.contains("not signed by site \"dc-a\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_truncated_or_damaged_file_is_refused_as_damaged() {
+    let w = World::new();
+    let out = w.bundle("a", 2_000);
+    let bytes = std::fs::read(&out).unwrap();
+    for cut in [bytes.len() - 5, bytes.len() / 2, 200] {
+        let t = w.path("cut");
+        std::fs::write(&t, &bytes[..cut]).unwrap();
+        let msg = refused(&w, &t);
+        assert!(msg.contains("damaged or truncated"), "cut {cut}: {msg}");
+    }
+    // One raw byte flipped inside the compressed stream.
+    let mut flipped = bytes.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    let t = w.path("flipped");
+    std::fs::write(&t, &flipped).unwrap();
+    let msg = refused(&w, &t);
+    assert!(
+        msg.contains("damaged") || msg.contains("checksum") || msg.contains("not a relstat"),
+        "{msg}"
+    );
+    let t = w.path("junk");
+    std::fs::write(&t, b"hello, not a bundle").unwrap();
+    let msg = refused(&w, &t);
+    assert!(msg.contains("not a relstat bundle"), "{msg}");
+}
+
+#[test]
+fn an_untrusted_key_is_refused() {
+    let w = World::new();
+    // A key pair nobody trusts signs a bundle that claims dc-a.
+    let (rogue, _) = keys::generate(&w.path("rogue")).unwrap();
+    let out = w.bundle("a", 3);
+    let mut e = unpack(&out);
+    e[1].1 = sign(&rogue, &e[0].1);
+    pack(&out, &e);
+    let msg = refused(&w, &out);
+    assert!(
+        msg.contains("bad signature") && msg.contains("untrusted key"),
+        "{msg}"
+    );
+
+    // A site without a .pub in trusted_keys_dir.
+    let site = Store::in_memory().unwrap();
+    enqueue(&site, vec![record(1, "stuck")]);
+    let s = Settings {
+        site: "dc-unknown".into(),
+        signing_key_file: Some(rogue),
+        ..w.a.clone()
+    };
+    let out = w.path("u");
+    export(&site, &s, &out, true, false).unwrap();
+    let msg = refused(&w, &out);
+    assert!(msg.contains("untrusted site \"dc-unknown\""), "{msg}");
+}
+
+#[test]
+fn one_site_key_cannot_sign_another_sites_bundle() {
+    let w = World::new();
+    let site = Store::in_memory().unwrap();
+    enqueue(&site, vec![record(1, "stuck")]);
+    // dc-a's key, manifest says dc-b.
+    let s = Settings {
+        signing_key_file: w.a.signing_key_file.clone(),
+        ..w.b.clone()
+    };
+    let out = w.path("forged");
+    export(&site, &s, &out, true, false).unwrap();
+    let msg = refused(&w, &out);
+    assert!(
+        msg.contains("manifest says site \"dc-b\"") && msg.contains("key of site \"dc-a\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_unknown_format_version_is_refused_even_when_signed() {
+    let w = World::new();
+    let out = w.bundle("a", 3);
+    let mut e = unpack(&out);
+    let text = String::from_utf8(e[0].1.clone()).unwrap();
+    e[0].1 = text
+        .replace("\"format_version\": 1", "\"format_version\": 2")
+        .into_bytes();
+    e[1].1 = sign(w.a.signing_key_file.as_ref().unwrap(), &e[0].1);
+    pack(&out, &e);
+    let msg = refused(&w, &out);
+    assert!(msg.contains("unknown bundle format version 2"), "{msg}");
+}
+
+#[test]
+fn extra_or_reordered_entries_are_not_a_bundle() {
+    let w = World::new();
+    let out = w.bundle("a", 3);
+    let e = unpack(&out);
+    let mut extra = e.clone();
+    extra.push(("evil.sh".into(), b"rm -rf /".to_vec()));
+    pack(&out, &extra);
+    assert!(refused(&w, &out).contains("unexpected entry \"evil.sh\""));
+    let swapped = vec![e[1].clone(), e[0].clone(), e[2].clone()];
+    pack(&out, &swapped);
+    assert!(refused(&w, &out).contains("expected the file manifest.json"));
+}
+
+#[test]
+fn a_tmp_file_never_imports() {
+    let w = World::new();
+    let out = w.bundle("a", 3);
+    let tmp = w.path("a.tmp");
+    std::fs::copy(&out, &tmp).unwrap();
+    assert!(refused(&w, &tmp).contains("did not finish"));
+}
+
+#[test]
+fn one_bad_bundle_among_several_imports_nothing() {
+    let w = World::new();
+    let good = w.bundle("good", 5);
+    let bad = w.path("bad");
+    std::fs::write(&bad, b"\x1f\x8b garbage").unwrap();
+    let relay = Store::in_memory().unwrap();
+    assert!(import(&relay, &w.relay, &[good, bad], false).is_err());
+    assert_eq!(relay.outbox_stats().unwrap().events, 0);
+}
+
+#[test]
+fn the_same_bundle_twice_and_overlapping_bundles_forward_each_record_once() {
+    let w = World::new();
+    let site = Store::in_memory().unwrap();
+    // Same event id under two rules: two records, both must arrive.
+    enqueue(
+        &site,
+        vec![
+            record(1, "stuck"),
+            record(1, "flapping"),
+            record(2, "stuck"),
+        ],
+    );
+    let first = w.path("first");
+    export(&site, &w.a, &first, true, false).unwrap();
+    enqueue(&site, vec![record(3, "stuck")]);
+    let second = w.path("second"); // overlaps: 1/stuck, 1/flapping, 2 again, plus 3
+    export(&site, &w.a, &second, true, false).unwrap();
+
+    let relay = Store::in_memory().unwrap();
+    let r = import(&relay, &w.relay, std::slice::from_ref(&first), false).unwrap();
+    assert_eq!((r[0].enqueued, r[0].duplicates), (3, 0));
+    let r = import(&relay, &w.relay, std::slice::from_ref(&first), false).unwrap();
+    assert!(r[0].already_imported_at.is_some());
+    assert_eq!(r[0].enqueued, 0);
+    let r = import(&relay, &w.relay, &[second.clone(), second], false).unwrap();
+    assert_eq!((r[0].enqueued, r[0].duplicates), (1, 3));
+    assert!(r[1].already_imported_at.is_some());
+    let ids: Vec<(String, String)> = outbox(&relay)
+        .into_iter()
+        .map(|r| (r.event_id, r.rule))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("ev-1", "stuck"),
+            ("ev-1", "flapping"),
+            ("ev-2", "stuck"),
+            ("ev-3", "stuck")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    // Delivered and gone from the relay's outbox, the records still count as
+    // imported: a re-export of the same events months later adds nothing.
+    relay.outbox_remove(u64::MAX).unwrap();
+    let third = w.path("third");
+    export(&site, &w.a, &third, false, false).unwrap();
+    let r = import(&relay, &w.relay, &[third], false).unwrap();
+    assert_eq!((r[0].enqueued, r[0].duplicates), (0, 4));
+    assert_eq!(relay.outbox_stats().unwrap().events, 0);
+}
+
+#[test]
+fn an_interrupted_import_resumes_without_duplicates() {
+    let w = World::new();
+    let out = w.bundle("a", (CHUNK * 2 + 7) as u64);
+    let m = inspect(&out, None).unwrap().manifest;
+    let relay = Store::in_memory().unwrap();
+    // The first chunk committed, then a crash: no ledger row yet.
+    let first: Vec<Anomaly> = (0..CHUNK as u64).map(|i| record(i, "stuck")).collect();
+    relay.import_chunk(&first, 0, None).unwrap();
+    assert!(relay.imported_bundle(&m.bundle_id).unwrap().is_none());
+    let r = import(&relay, &w.relay, &[out], false).unwrap();
+    assert_eq!(
+        (r[0].enqueued, r[0].duplicates),
+        (CHUNK as u64 + 7, CHUNK as u64)
+    );
+    assert_eq!(relay.outbox_stats().unwrap().events, m.count);
+    assert!(relay.imported_bundle(&m.bundle_id).unwrap().is_some());
+}
+
+#[test]
+fn a_store_on_disk_keeps_the_ledger_across_reopening() {
+    let w = World::new();
+    let out = w.bundle("a", 4);
+    let data = w.path("relay-data");
+    {
+        let relay = Store::open(&data).unwrap();
+        import(&relay, &w.relay, std::slice::from_ref(&out), false).unwrap();
+        relay.outbox_remove(u64::MAX).unwrap();
+    }
+    let relay = Store::open(&data).unwrap();
+    let r = import(&relay, &w.relay, &[out], false).unwrap();
+    assert!(r[0].already_imported_at.is_some());
+    assert_eq!(relay.outbox_stats().unwrap().events, 0);
+}
