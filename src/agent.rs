@@ -39,8 +39,10 @@ use crate::track::{Effect, Tracker};
 
 /// How often the periodic check runs (SPEC: the stuck check at least every 15 s).
 pub const TICK: Duration = Duration::from_secs(5);
-/// Batches in flight between the sources and the core.
-const CHANNEL: usize = 64;
+/// Batches in flight between the sources and the core. Small on purpose:
+/// it bounds how far reading runs past a full spool (`when_full = "block"`
+/// waits between batches) and how long a webhook waits behind file batches.
+const CHANNEL: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

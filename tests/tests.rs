@@ -16,4 +16,5 @@ mod prometheus;
 mod replay;
 mod run;
 mod siem;
+mod spool_limits;
 mod webhooks;
