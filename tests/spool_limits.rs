@@ -27,10 +27,7 @@ fn receiver(port: u16) -> Arc<Mutex<Vec<String>>> {
                     }
                     buf.extend_from_slice(&chunk[..n]);
                     // frames: "LEN SP MSG"
-                    loop {
-                        let Some(sp) = buf.iter().position(|b| *b == b' ') else {
-                            break;
-                        };
+                    while let Some(sp) = buf.iter().position(|b| *b == b' ') {
                         let Ok(len) = std::str::from_utf8(&buf[..sp])
                             .unwrap_or("x")
                             .parse::<usize>()
