@@ -1,12 +1,16 @@
 //! Air-gapped sync with the real binary: `keygen`, `spool export` through a
 //! running site agent's admin socket, `spool import` into a stopped relay
 //! (store opened directly) and a running one (through its socket), refusals
-//! with their exit code and message.
+//! with their exit code and message; and the whole path into a real
+//! rsyslog: a site with an unreachable SIEM exports, a relay imports and
+//! forwards every event once, with the site's site and host.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::rsyslog::*;
 use crate::util::*;
 
 /// Every `deployed` line of `append_lines` (2026-11-01, environment prod)
@@ -165,4 +169,189 @@ fn a_tampered_bundle_is_refused_with_exit_1_and_the_reason() {
         "{}",
         stderr(&o)
     );
+}
+
+/// Replaces the `[agent]` site `Agent::new` writes with `site` and `hostname`.
+fn set_site_and_host(a: &Agent, site: &str, host: &str) {
+    let text = std::fs::read_to_string(&a.config).unwrap();
+    let text = text.replacen(
+        "site = \"t\"\n",
+        &format!("site = \"{site}\"\nhostname = \"{host}\"\n"),
+        1,
+    );
+    std::fs::write(&a.config, text).unwrap();
+}
+
+/// Releases `r1..=rn`, service `s<i>` each (no release supersedes another):
+/// `deployed` inside [`FREEZE`] (a change_freeze), then `cancelled`, which
+/// `deployed` may not go to (an invalid_transition).
+fn freeze_and_invalid_lines(path: &Path, n: usize) {
+    let mut buf = String::new();
+    for (hour, status) in [(0, "deployed"), (1, "cancelled")] {
+        for i in 1..=n {
+            buf.push_str(&format!(
+                "{{\"time\":\"2026-11-01T{hour:02}:{:02}:{:02}Z\",\"release\":\"r{i}\",\
+                 \"environment\":\"prod\",\"status\":\"{status}\",\"service\":\"s{i}\"}}\n",
+                (i / 60) % 60,
+                i % 60
+            ));
+        }
+    }
+    std::fs::write(path, buf).unwrap();
+}
+
+#[test]
+fn site_with_unreachable_siem_exports_and_relay_forwards_every_event_once_to_rsyslog() {
+    let Some((bin, _serial)) = rsyslogd() else {
+        return;
+    };
+    let n = 25;
+    let want = 2 * n;
+    let keys = tempfile::tempdir().unwrap();
+    // Site A: its SIEM is a closed port; the outbox accumulates.
+    let key = keygen(keys.path(), "site-a", "site-a");
+    let closed = free_port();
+    let mut a = Agent::new(&format!(
+        "{FREEZE}\n[spool]\nsigning_key_file = \"{}\"\n\n\
+         [siem]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{closed}\"\n",
+        key.display()
+    ));
+    set_site_and_host(&a, "site-a", "host-a");
+    freeze_and_invalid_lines(&a.log("deploy.log"), n);
+    a.start();
+    assert!(
+        wait_until(20, || live_spool(&a)["events"] == want as u64),
+        "site A's outbox never held {want} records: {}",
+        live_spool(&a)
+    );
+    assert_eq!(
+        sample(&a.metrics(), r#"relstat_forward_connected{sink="tcp"}"#),
+        Some(0.0),
+        "site A's SIEM must be unreachable"
+    );
+    let bundle = keys.path().join("site-a.bundle");
+    let o = relstat(&[
+        "-c",
+        cfg(&a),
+        "spool",
+        "export",
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("exported {want} events")),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(a.signal("-TERM"), Some(0));
+
+    // Relay B: its own site and host, a real rsyslog over TLS.
+    let certs = tempfile::tempdir().unwrap();
+    write_certs(certs.path());
+    let rs = Rsyslog::new(
+        bin,
+        certs.path(),
+        Input::Tls {
+            cert: "server",
+            mtls: false,
+        },
+        false,
+    );
+    let mut b = Agent::new(&format!(
+        "[spool]\ntrusted_keys_dir = \"{}\"\n\n\
+         [siem]\ntransport = \"tls\"\naddress = \"127.0.0.1:{}\"\n\
+         ca_file = \"{}/ca.pem\"\nserver_name = \"localhost\"\n",
+        keys.path().join("trusted").display(),
+        rs.port,
+        certs.path().display()
+    ));
+    set_site_and_host(&b, "relay", "relay-host");
+    b.start();
+    assert!(
+        wait_until(15, || sample(
+            &b.metrics(),
+            r#"relstat_forward_connected{sink="tls"}"#
+        ) == Some(1.0)),
+        "the relay never connected to rsyslog: {}",
+        std::fs::read_to_string(certs.path().join("rsyslog.err")).unwrap_or_default()
+    );
+    assert!(rs.lines().is_empty(), "the relay has nothing of its own");
+    let import = || {
+        let o = relstat(&["-c", cfg(&b), "spool", "import", bundle.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let said = import();
+    assert!(
+        said.contains(&format!(
+            "{want} events, {want} enqueued, 0 already imported"
+        )),
+        "{said}"
+    );
+    assert!(
+        wait_until(30, || rs.lines().len() >= want),
+        "rsyslog received {} of {want}",
+        rs.lines().len()
+    );
+    // Delivered means removed: the relay's outbox empties.
+    assert!(
+        wait_until(10, || live_spool(&b)["events"] == 0),
+        "{}",
+        live_spool(&b)
+    );
+    let check = |rs: &Rsyslog| {
+        let lines = rs.lines();
+        let received = rs.received();
+        assert_eq!(received.len(), want, "{lines:#?}");
+        let mut per_id: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let mut per_release: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (line, sd) in lines.iter().zip(&received) {
+            let cols: Vec<&str> = line.split('\t').collect();
+            // MSGID, HOSTNAME: the record's rule and the site's host.
+            assert_eq!(
+                cols[..3],
+                [sd["rule"].as_str(), "host-a", "relstat"],
+                "{line}"
+            );
+            assert_eq!(sd["site"], "site-a", "{line}");
+            assert_eq!(sd["host"], "host-a", "{line}");
+            assert!(!sd["event_id"].is_empty(), "{line}");
+            *per_id
+                .entry((sd["event_id"].clone(), sd["rule"].clone()))
+                .or_default() += 1;
+            per_release
+                .entry(sd["release"].clone())
+                .or_default()
+                .push(sd["rule"].clone());
+        }
+        let dups: Vec<_> = per_id.iter().filter(|(_, c)| **c > 1).collect();
+        assert!(dups.is_empty(), "received more than once: {dups:?}");
+        assert_eq!(per_id.len(), want);
+        for i in 1..=n {
+            let mut rules = per_release
+                .get(&format!("r{i}"))
+                .cloned()
+                .unwrap_or_default();
+            rules.sort();
+            assert_eq!(
+                rules,
+                ["change_freeze", "invalid_transition"],
+                "release r{i}"
+            );
+        }
+    };
+    check(&rs);
+
+    // The same bundle again: the ledger refuses it, nothing more is sent.
+    let said = import();
+    assert!(said.contains("already imported"), "{said}");
+    assert_eq!(live_spool(&b)["events"], 0);
+    assert!(
+        !wait_until(3, || rs.lines().len() > want),
+        "a second import sent again: {} lines",
+        rs.lines().len()
+    );
+    check(&rs);
+    assert_eq!(b.signal("-TERM"), Some(0));
 }

@@ -14,6 +14,7 @@ mod packaging;
 mod poll;
 mod prometheus;
 mod replay;
+mod rsyslog;
 mod run;
 mod siem;
 mod spool_limits;
