@@ -208,15 +208,6 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-struct Prometheus(std::process::Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Child(std::process::Child);
 
 impl Drop for Child {
@@ -281,40 +272,16 @@ fn every_dashboard_query_returns_data_from_prometheus_scraping_the_example() {
     );
 
     // Prometheus: scrapes every second, evaluates the shipped rules every second.
-    let pdir = tempfile::tempdir().unwrap();
-    let pport = free_port();
-    let pcfg = pdir.path().join("prometheus.yml");
-    std::fs::write(
-        &pcfg,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: relstat\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
-            root().join("alerts/relstat.rules.yml").display()
-        ),
-    )
-    .unwrap();
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let _prom = Prometheus(
-        Command::new(prometheus)
-            .arg(format!("--config.file={}", pcfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                pdir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus starts"),
+    let prom = Prometheus::start(
+        &prometheus,
+        port,
+        &[root().join("alerts/relstat.rules.yml")],
     );
-    assert!(
-        wait_until(60, || http_get(pport, "/-/ready")
-            .is_some_and(|(s, _)| s == 200)),
-        "prometheus did not become ready"
-    );
+    let pport = prom.port;
     let api = |path: &str| -> Value {
         let (status, body) = http_get(pport, path).unwrap_or_default();
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: HTTP {status}: {e}: {body}"))

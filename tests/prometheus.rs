@@ -2,18 +2,7 @@
 //! its own config and storage) scrapes the running agent; promtool checks
 //! the live exposition.
 
-use std::process::{Command, Stdio};
-
 use crate::util::*;
-
-struct Prometheus(std::process::Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn prometheus_scrapes_the_agent_and_promtool_accepts_the_live_exposition() {
@@ -31,36 +20,8 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_live_exposition() {
         "promtool check metrics on the live /metrics:\n{findings}"
     );
 
-    let pdir = tempfile::tempdir().unwrap();
-    let pport = free_port();
-    let cfg = pdir.path().join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: relstat\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-            agent.port
-        ),
-    )
-    .unwrap();
-    let _prom = Prometheus(
-        Command::new(prometheus)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                pdir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus starts"),
-    );
-    assert!(
-        wait_until(60, || http_get(pport, "/-/ready")
-            .is_some_and(|(s, _)| s == 200)),
-        "prometheus did not become ready"
-    );
+    let prom = Prometheus::start(&prometheus, agent.port, &[]);
+    let pport = prom.port;
     let query = |q: &str| {
         http_get(pport, &format!("/api/v1/query?query={q}"))
             .map(|(_, b)| b)

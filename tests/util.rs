@@ -251,3 +251,67 @@ pub fn stored_counts(data_dir: &Path) -> std::collections::BTreeMap<String, u64>
         .map(|((_, r), n)| (r.as_str().to_string(), n))
         .collect()
 }
+
+/// A real Prometheus (Debian's package) on a free loopback port, with its own
+/// config and storage in a temporary directory, scraping 127.0.0.1:`target`
+/// every second and evaluating `rule_files` every second; killed when
+/// dropped. `start` returns once `/-/ready` answers 200 (bounded wait).
+pub struct Prometheus {
+    child: std::process::Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(binary: &Path, target: u16, rule_files: &[PathBuf]) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let cfg = dir.path().join("prometheus.yml");
+        let rules: String = rule_files
+            .iter()
+            .map(|r| format!("  - {}\n", r.display()))
+            .collect();
+        let rules = if rules.is_empty() {
+            String::new()
+        } else {
+            format!("rule_files:\n{rules}")
+        };
+        std::fs::write(
+            &cfg,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rules}scrape_configs:\n  - job_name: relstat\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus starts");
+        let prom = Prometheus {
+            child,
+            port,
+            _dir: dir,
+        };
+        assert!(
+            wait_until(60, || http_get(port, "/-/ready")
+                .is_some_and(|(s, _)| s == 200)),
+            "prometheus did not become ready"
+        );
+        prom
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
