@@ -26,16 +26,18 @@
 //! # Validators
 //!
 //! Every 200 carries a weak `ETag`: an xxh3-128 of the body without its
-//! time-derived fields (`generated_at`, `time_in_status_seconds`), and
+//! time-derived values (`generated_at`, `time_in_status_seconds`), and
 //! `If-None-Match` with a matching tag answers 304. Why weak and why a hash:
 //! time in status changes every second, so a strong tag over the bytes would
 //! never match between two polls; a commit counter would miss what changes
 //! with the clock alone (a key becoming stuck or stale) and would have to be
 //! combined with the caller's scope and query. A hash over what the caller
 //! is shown is right for every user and query by construction. The body is
-//! built either way (the hash needs it), so a 304 saves the transfer and the
-//! client's parsing, not the agent's work; 10,000 keys take a few ms.
+//! built either way (the hash needs it), in one pass on the core thread from
+//! the tracker's borrowed keys ([`render`]); a 304 saves the transfer and the
+//! client's parsing.
 
+pub mod render;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -43,16 +45,16 @@ use std::collections::BTreeMap;
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Serialize;
 
 use crate::agent::{Core, CoreHandle};
 use crate::config::PartnerConfig;
-use crate::event::{TimeMs, format_rfc3339, now_ms, parse_rfc3339};
+use crate::event::{TimeMs, now_ms, parse_rfc3339};
 use crate::http::{AuthUser, Body};
 use crate::model::Model;
 use crate::store::{Store, StoreError};
 use crate::track::KeyState;
-use view::{Axis, Filter, HistoryRow, Row};
+use render::{Head, Items, Rendered};
+use view::{Axis, Filter, HistoryRow, Row, RowRef};
 
 /// Fields a partner's `redact` may name.
 pub const REDACTABLE: &[&str] = &[
@@ -293,61 +295,62 @@ fn route(path: &str) -> Option<Route> {
     })
 }
 
-/// What the core thread hands back.
-enum Found {
-    Rows(Vec<Row>),
-    History(Vec<HistoryRow>),
-}
-
-/// The JSON answer; `generated_at` and each row's time in status are
-/// filled after the ETag is computed.
-#[derive(Serialize)]
-struct Answer {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    generated_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    axis: Option<Axis>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    release: Option<String>,
-    count: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    releases: Option<Vec<Row>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    keys: Option<Vec<Row>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    events: Option<Vec<HistoryRow>>,
-}
-
-/// Runs on the core thread: the partner's scope and the rows or history.
+/// Runs on the core thread: the partner's scope, then the rows (borrowed
+/// from the tracker, or folded from the store) or the history, rendered.
+/// `None`: the release has nothing the caller may see.
 fn find(
     core: &Core,
     user: Option<&str>,
     route: &Route,
     mut q: Query,
-) -> Result<(Found, Redact), ApiError> {
+) -> Result<Option<Rendered>, ApiError> {
     let scope = Scope::of(user.and_then(|u| core.partners().get(u)));
     q.filter.environments = scope.environments;
     let tracker = core.tracker();
-    let stale_after = tracker.settings().stale_after;
-    let found = match route {
-        Route::List | Route::Release(_) => Found::Rows(rows(
-            tracker.keys(),
-            core.store(),
-            tracker.model(),
-            stale_after,
-            now_ms(),
-            &q,
-        )?),
-        Route::History(release) => Found::History(view::history(
-            core.store(),
-            release,
-            q.at.map(|t| (t, q.axis)),
-            &q.filter,
-        )?),
+    let now = now_ms();
+    let release = match route {
+        Route::List => None,
+        Route::Release(r) | Route::History(r) => Some(r.as_str()),
     };
-    Ok((found, scope.redact))
+    let head = Head {
+        now,
+        at: q.at,
+        axis: q.axis,
+        release,
+    };
+    let rendered = match route {
+        Route::History(release) => {
+            let events =
+                view::history(core.store(), release, q.at.map(|t| (t, q.axis)), &q.filter)?;
+            (!events.is_empty())
+                .then(|| render::answer(&head, &Items::Events(&events), scope.redact))
+        }
+        Route::List | Route::Release(_) => {
+            let name = if release.is_some() {
+                "keys"
+            } else {
+                "releases"
+            };
+            let owned;
+            let rows = match q.at {
+                None => view::current_refs(tracker.keys(), tracker.model(), now, &q.filter),
+                Some(at) => {
+                    owned = view::snapshot(
+                        core.store(),
+                        tracker.model(),
+                        tracker.settings().stale_after,
+                        at,
+                        q.axis,
+                        &q.filter,
+                    )?;
+                    owned.iter().map(RowRef::of_row).collect()
+                }
+            };
+            (release.is_none() || !rows.is_empty())
+                .then(|| render::answer(&head, &Items::Rows(name, rows), scope.redact))
+        }
+    };
+    Ok(rendered)
 }
 
 /// Answers `/api/v1/{path}`.
@@ -369,11 +372,12 @@ pub async fn serve(core: &CoreHandle, path: &str, req: Request<Bytes>) -> Respon
         q.filter.release = Some(r.clone());
     }
     let user = req.extensions().get::<AuthUser>().map(|u| u.0.clone());
-    let (at, axis) = (q.at, q.axis);
-    let r2 = route.clone();
-    let found = core.call(move |c| find(c, user.as_deref(), &r2, q)).await;
-    let (found, redact) = match found {
-        Ok(Ok(f)) => f,
+    let found = core
+        .call(move |c| find(c, user.as_deref(), &route, q))
+        .await;
+    let rendered = match found {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => return release_not_found(),
         Ok(Err(ApiError::BadRequest(m))) => return json_error(StatusCode::BAD_REQUEST, &m),
         Ok(Err(e)) => {
             tracing::error!("api: {e}");
@@ -384,81 +388,18 @@ pub async fn serve(core: &CoreHandle, path: &str, req: Request<Bytes>) -> Respon
         }
         Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
-    let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
-    // Off the async workers: 10,000 rows take a few ms to serialize.
-    tokio::task::spawn_blocking(move || {
-        respond(route, found, redact, at, axis, if_none_match.as_ref())
-    })
-    .await
-    .unwrap_or_else(|_| json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
-}
-
-fn respond(
-    route: Route,
-    found: Found,
-    redact: Redact,
-    at: Option<TimeMs>,
-    axis: Axis,
-    if_none_match: Option<&HeaderValue>,
-) -> Response<Body> {
-    let mut answer = Answer {
-        generated_at: None,
-        at: at.map(format_rfc3339),
-        axis: at.map(|_| axis),
-        release: None,
-        count: 0,
-        releases: None,
-        keys: None,
-        events: None,
-    };
-    match (&route, found) {
-        (Route::List, Found::Rows(mut rows)) => {
-            rows.iter_mut().for_each(|r| redact.row(r));
-            answer.count = rows.len();
-            answer.releases = Some(rows);
-        }
-        (Route::Release(rel) | Route::History(rel), Found::Rows(mut rows)) => {
-            if rows.is_empty() {
-                return release_not_found();
-            }
-            rows.iter_mut().for_each(|r| redact.row(r));
-            answer.release = Some(rel.clone());
-            answer.count = rows.len();
-            answer.keys = Some(rows);
-        }
-        (_, Found::History(mut events)) => {
-            if events.is_empty() {
-                return release_not_found();
-            }
-            events.iter_mut().for_each(|h| redact.history(h));
-            if let Route::History(rel) | Route::Release(rel) = &route {
-                answer.release = Some(rel.clone());
-            }
-            answer.count = events.len();
-            answer.events = Some(events);
-        }
-    }
-    let tag = etag(&answer);
-    if if_none_match.is_some_and(|h| matches(h, &tag)) {
+    let tag = rendered.tag;
+    if req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|h| matches(h, &tag))
+    {
         let mut r = Response::new(Body::new(Bytes::new()));
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         set_validator(&mut r, &tag);
         return r;
     }
-    let now = now_ms();
-    let reference = at.unwrap_or(now);
-    answer.generated_at = Some(format_rfc3339(now));
-    for r in answer
-        .releases
-        .iter_mut()
-        .chain(answer.keys.iter_mut())
-        .flatten()
-    {
-        r.time_in_status_seconds = Some((reference - r.entered_at_ms).max(0) as f64 / 1000.0);
-    }
-    let mut body = serde_json::to_vec(&answer).unwrap_or_default();
-    body.push(b'\n');
-    let mut r = Response::new(Body::new(Bytes::from(body)));
+    let mut r = Response::new(Body::new(Bytes::from(rendered.body)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -473,23 +414,6 @@ fn set_validator(r: &mut Response<Body>, tag: &str) {
     }
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-}
-
-/// `W/"<xxh3-128 hex>"` of the answer without its time-derived fields.
-fn etag(answer: &Answer) -> String {
-    struct H(xxhash_rust::xxh3::Xxh3);
-    impl std::io::Write for H {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.update(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut h = H(xxhash_rust::xxh3::Xxh3::new());
-    let _ = serde_json::to_writer(&mut h, answer);
-    format!("W/\"{:032x}\"", h.0.digest128())
 }
 
 /// `If-None-Match` (weak comparison, RFC 9110 13.1.2): `*` or any listed tag.

@@ -22,7 +22,7 @@
 //! newer release's `deployed` on the same (service, environment, site) in
 //! the same snapshot; or no event for `stale_after` before `at`.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use serde::{Deserialize, Serialize};
 
@@ -120,6 +120,8 @@ pub struct Row {
     pub time_in_status_seconds: Option<f64>,
     /// Event time of the last report applied.
     pub last_event_time: String,
+    #[serde(skip)]
+    pub last_event_time_ms: TimeMs,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,42 +212,131 @@ fn stuck(model: &Model, status: &str, entered_at: TimeMs, now: TimeMs) -> bool {
         .is_some_and(|limit| now - entered_at > limit.as_millis() as TimeMs)
 }
 
-/// The current view: one row per tracked key that `filter` lets through,
-/// sorted by key. `now` is the agent's clock (for `stuck`).
+/// A row as borrowed from the tracker's keys or from an owned [`Row`]: what
+/// the renderer writes, without a copy of each string.
+#[derive(Debug, Clone, Copy)]
+pub struct RowRef<'a> {
+    pub release: &'a str,
+    pub service: &'a str,
+    pub environment: &'a str,
+    pub site: &'a str,
+    pub status: &'a str,
+    pub entered_at: TimeMs,
+    pub last_event_time: TimeMs,
+    pub last_event_id: Option<&'a str>,
+    pub last_actor: Option<&'a str>,
+    pub last_actor_type: Option<ActorType>,
+    pub last_source: Option<&'a str>,
+    pub last_reason: Option<&'a str>,
+    pub version: Option<&'a str>,
+    pub stuck: bool,
+    pub finished_reason: Option<FinishReason>,
+}
+
+impl<'a> RowRef<'a> {
+    /// The row of a tracked key; `now` is the agent's clock (for `stuck`).
+    pub fn of(key: &'a Key, ks: &'a KeyState, model: &Model, now: TimeMs) -> Self {
+        let finished = ks.finished.map(|f| f.reason);
+        Self {
+            release: &key.release,
+            service: &key.service,
+            environment: &key.environment,
+            site: &key.site,
+            status: &ks.status,
+            entered_at: ks.entered_at,
+            last_event_time: ks.last.time,
+            last_event_id: Some(&ks.last.event_id),
+            last_actor: Some(&ks.last.actor),
+            last_actor_type: Some(ks.last.actor_type),
+            last_source: Some(&ks.last.source),
+            last_reason: ks.last.reason.as_deref(),
+            version: ks.last.version.as_deref(),
+            stuck: finished.is_none() && stuck(model, &ks.status, ks.entered_at, now),
+            finished_reason: finished,
+        }
+    }
+
+    /// An owned row, borrowed.
+    pub fn of_row(r: &'a Row) -> Self {
+        Self {
+            release: &r.release,
+            service: &r.service,
+            environment: &r.environment,
+            site: &r.site,
+            status: &r.status,
+            entered_at: r.entered_at_ms,
+            last_event_time: r.last_event_time_ms,
+            last_event_id: r.last_event_id.as_deref(),
+            last_actor: r.last_actor.as_deref(),
+            last_actor_type: r.last_actor_type,
+            last_source: r.last_source.as_deref(),
+            last_reason: r.last_reason.as_deref(),
+            version: r.version.as_deref(),
+            stuck: r.stuck,
+            finished_reason: r.finished_reason,
+        }
+    }
+
+    pub fn to_row(&self) -> Row {
+        let s = |v: Option<&str>| v.map(str::to_string);
+        Row {
+            release: self.release.to_string(),
+            service: self.service.to_string(),
+            environment: self.environment.to_string(),
+            site: self.site.to_string(),
+            status: self.status.to_string(),
+            entered_at: format_rfc3339(self.entered_at),
+            entered_at_ms: self.entered_at,
+            time_in_status_seconds: None,
+            last_event_time: format_rfc3339(self.last_event_time),
+            last_event_time_ms: self.last_event_time,
+            last_event_id: s(self.last_event_id),
+            last_actor: s(self.last_actor),
+            last_actor_type: self.last_actor_type,
+            last_source: s(self.last_source),
+            last_reason: s(self.last_reason),
+            version: s(self.version),
+            stuck: self.stuck,
+            finished: self.finished_reason.is_some(),
+            finished_reason: self.finished_reason,
+        }
+    }
+}
+
+/// The current view, borrowed: one row per tracked key that `filter` lets
+/// through, sorted by key. `now` is the agent's clock (for `stuck`).
+pub fn current_refs<'a>(
+    keys: impl Iterator<Item = (&'a Key, &'a KeyState)>,
+    model: &Model,
+    now: TimeMs,
+    filter: &Filter,
+) -> Vec<RowRef<'a>> {
+    let mut rows: Vec<RowRef<'a>> = keys
+        .filter(|(k, ks)| filter.key(k) && filter.status(&ks.status))
+        .map(|(k, ks)| RowRef::of(k, ks, model, now))
+        .collect();
+    rows.sort_unstable_by(|a, b| {
+        (a.release, a.service, a.environment, a.site).cmp(&(
+            b.release,
+            b.service,
+            b.environment,
+            b.site,
+        ))
+    });
+    rows
+}
+
+/// The current view (see [`current_refs`]), owned.
 pub fn current<'a>(
     keys: impl Iterator<Item = (&'a Key, &'a KeyState)>,
     model: &Model,
     now: TimeMs,
     filter: &Filter,
 ) -> Vec<Row> {
-    let mut rows: Vec<Row> = keys
-        .filter(|(k, ks)| filter.key(k) && filter.status(&ks.status))
-        .map(|(k, ks)| {
-            let finished = ks.finished.map(|f| f.reason);
-            Row {
-                release: k.release.clone(),
-                service: k.service.clone(),
-                environment: k.environment.clone(),
-                site: k.site.clone(),
-                status: ks.status.clone(),
-                entered_at: format_rfc3339(ks.entered_at),
-                entered_at_ms: ks.entered_at,
-                time_in_status_seconds: None,
-                last_event_time: format_rfc3339(ks.last.time),
-                last_event_id: Some(ks.last.event_id.clone()),
-                last_actor: Some(ks.last.actor.clone()),
-                last_actor_type: Some(ks.last.actor_type),
-                last_source: Some(ks.last.source.clone()),
-                last_reason: ks.last.reason.clone(),
-                version: ks.last.version.clone(),
-                stuck: finished.is_none() && stuck(model, &ks.status, ks.entered_at, now),
-                finished: finished.is_some(),
-                finished_reason: finished,
-            }
-        })
-        .collect();
-    sort_rows(&mut rows);
-    rows
+    current_refs(keys, model, now, filter)
+        .iter()
+        .map(RowRef::to_row)
+        .collect()
 }
 
 fn sort_rows(rows: &mut [Row]) {
@@ -406,6 +497,7 @@ impl<'m> Folder<'m> {
                     entered_at_ms: f.entered_at,
                     time_in_status_seconds: None,
                     last_event_time: format_rfc3339(e.time),
+                    last_event_time_ms: e.time,
                     last_event_id: Some(e.id.clone()),
                     last_actor: Some(e.actor.clone()),
                     last_actor_type: Some(e.actor_type),
