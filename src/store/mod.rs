@@ -159,6 +159,10 @@ pub struct Tracked {
     pub counters: BTreeMap<(String, InputResult), u64>,
 }
 
+/// The relay's tracker as [`Store::import_chunk`] calls it: the chunk's
+/// newly enqueued records in, the writes they cause out.
+pub type TrackChunk<'a> = dyn FnMut(&[&Anomaly]) -> Tracked + 'a;
+
 /// The identity of an imported record: `event_id` alone is not unique
 /// (several rules may fire on one event), `(event_id, rule)` is.
 pub fn record_identity(rec: &Anomaly) -> u128 {
@@ -560,7 +564,7 @@ impl Store {
         now: TimeMs,
         ledger: Option<(&str, &ImportedBundle)>,
         max_bytes: Option<u64>,
-        track: Option<&mut dyn FnMut(&[&Anomaly]) -> Tracked>,
+        track: Option<&mut TrackChunk<'_>>,
     ) -> Result<ChunkOutcome, StoreError> {
         let tx = self.db.begin_write()?;
         let mut out = ChunkOutcome::default();
