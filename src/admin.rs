@@ -102,8 +102,7 @@ fn handle(core: &mut Core, req: Request) -> Result<Value, String> {
             serde_json::to_value(r).map_err(|e| e.to_string())
         }
         Request::SpoolImport { files } => {
-            let r = crate::spool::bundle::import(core.store(), core.bundles(), &files, false)
-                .map_err(|e| e.to_string())?;
+            let r = core.import_bundles(&files).map_err(|e| e.to_string())?;
             serde_json::to_value(r).map_err(|e| e.to_string())
         }
         Request::Status { filter, at, axis } => {
@@ -313,7 +312,24 @@ pub fn spool_import(
     }
     let store = Store::open(data_dir)?;
     let settings = crate::spool::Settings::from_config(&loaded.config);
-    Ok(crate::spool::bundle::import(
-        &store, &settings, files, true,
+    if !settings.track_imports {
+        return Ok(crate::spool::bundle::import(
+            &store, &settings, files, true,
+        )?);
+    }
+    // The tracker `run` would have, from the config and the store: the
+    // imported transitions are applied as the running agent would.
+    let (mut tracker, _, _) = crate::agent::Core::build(loaded, &store)?;
+    let mut committed = |_: Vec<crate::track::Effect>| {};
+    let mut t = crate::spool::relay::Tracking {
+        tracker: &mut tracker,
+        committed: &mut committed,
+    };
+    Ok(crate::spool::bundle::import_tracked(
+        &store,
+        &settings,
+        files,
+        true,
+        Some(&mut t),
     )?)
 }

@@ -62,6 +62,11 @@ pub enum AgentError {
     CoreGone,
     #[error("siem: {0}")]
     Siem(#[from] crate::sinks::siem::transport::TransportError),
+    #[error(
+        "a tracked import failed in the store ({0}): the tracker may be ahead of the store; \
+         stopping so that a restart rebuilds it from the store (the import resumes when run again)"
+    )]
+    Diverged(String),
 }
 
 /// Source checkpoints by name, as the store holds them.
@@ -214,11 +219,13 @@ pub struct Core {
     partners: BTreeMap<String, config::PartnerConfig>,
     /// Site, host and keys for `spool export|import` (replaced on reload).
     bundles: crate::spool::Settings,
+    /// Set when a tracked import failed in the store: the core stops.
+    diverged: Option<String>,
 }
 
 impl Core {
     /// Builds the tracker and the metrics for `loaded` from what the store holds.
-    fn build(
+    pub(crate) fn build(
         loaded: &Loaded,
         store: &Store,
     ) -> Result<(Tracker, Metrics, Checkpoints), AgentError> {
@@ -257,6 +264,56 @@ impl Core {
 
     pub fn partners(&self) -> &BTreeMap<String, config::PartnerConfig> {
         &self.partners
+    }
+
+    /// `relstat spool import` on the running agent: the bundles' records
+    /// go to the outbox and, with `[spool] track_imports`, their
+    /// transitions through this tracker (each chunk one transaction, its
+    /// effects in the metrics once committed).
+    pub fn import_bundles(
+        &mut self,
+        files: &[PathBuf],
+    ) -> Result<Vec<crate::spool::bundle::ImportReport>, crate::spool::bundle::BundleError> {
+        use crate::spool::bundle::{BundleError, import_tracked};
+        let (store, settings, shared) = (
+            self.store.clone(),
+            self.bundles.clone(),
+            self.shared.clone(),
+        );
+        let result = if settings.track_imports {
+            let mut committed = |effects: Vec<Effect>| {
+                let mut m = shared.lock_metrics();
+                for e in &effects {
+                    m.apply(e);
+                }
+            };
+            let mut t = crate::spool::relay::Tracking {
+                tracker: &mut self.tracker,
+                committed: &mut committed,
+            };
+            let r = import_tracked(&store, &settings, files, false, Some(&mut t));
+            if let Err(BundleError::Store(e)) = &r {
+                self.diverged = Some(e.to_string());
+            }
+            r
+        } else {
+            import_tracked(&store, &settings, files, false, None)
+        };
+        let dropped: u64 = result.iter().flatten().map(|r| r.dropped).sum();
+        if dropped > 0 {
+            tracing::warn!(
+                "spool full: dropped the {dropped} oldest SIEM records while importing \
+                 (when_full = \"drop_oldest\")"
+            );
+            self.metrics()
+                .forward_events
+                .with_label_values(&[self.sink, "dropped"])
+                .inc_by(dropped);
+        }
+        if let Err(e) = self.check_spool() {
+            self.diverged.get_or_insert(e.to_string());
+        }
+        result
     }
 
     fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
@@ -367,7 +424,12 @@ impl Core {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
                 Ok(CoreMsg::Batch(b)) => self.apply(b)?,
-                Ok(CoreMsg::Call(f)) => f(&mut self),
+                Ok(CoreMsg::Call(f)) => {
+                    f(&mut self);
+                    if let Some(e) = self.diverged.take() {
+                        return Err(AgentError::Diverged(e));
+                    }
+                }
                 Ok(CoreMsg::Reload(loaded, reply)) => {
                     let result = Core::build(&loaded, &self.store);
                     match result {
@@ -560,6 +622,7 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
             .collect(),
         partners: loaded.config.http.partners.clone(),
         bundles: crate::spool::Settings::from_config(&loaded.config),
+        diverged: None,
     };
     let core_thread = std::thread::Builder::new()
         .name("core".into())

@@ -312,14 +312,35 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                             r.host
                         ),
                         None => eprintln!(
-                            "{}: bundle {} (site {}, host {}): {} events, {} enqueued, {} already imported",
+                            "{}: bundle {} (site {}, host {}): {} events, {} enqueued, {} already imported{}{}{}",
                             r.path.display(),
                             r.bundle_id,
                             r.site,
                             r.host,
                             r.count,
                             r.enqueued,
-                            r.duplicates
+                            r.duplicates,
+                            if r.tracked > 0 {
+                                format!(", {} transitions tracked", r.tracked)
+                            } else {
+                                String::new()
+                            },
+                            if r.invalid > 0 {
+                                format!(
+                                    ", {} bad transition records skipped (counted invalid)",
+                                    r.invalid
+                                )
+                            } else {
+                                String::new()
+                            },
+                            if r.dropped > 0 {
+                                format!(
+                                    ", {} oldest spool records dropped (when_full = \"drop_oldest\")",
+                                    r.dropped
+                                )
+                            } else {
+                                String::new()
+                            }
                         ),
                     }
                 }

@@ -355,3 +355,210 @@ fn site_with_unreachable_siem_exports_and_relay_forwards_every_event_once_to_rsy
     check(&rs);
     assert_eq!(b.signal("-TERM"), Some(0));
 }
+
+/// Removes the file source `Agent::new` writes: a relay with no sources.
+fn without_sources(a: &Agent) {
+    let text = std::fs::read_to_string(&a.config).unwrap();
+    let start = text.find("[[sources]]").unwrap();
+    let end = start + text[start..].find("\n\n").unwrap() + 2;
+    std::fs::write(&a.config, format!("{}{}", &text[..start], &text[end..])).unwrap();
+}
+
+/// A site's history over the last 12 hours (event times in the past):
+/// (release, service, status, minutes after the start).
+const HISTORY: [(&str, &str, &str, i64); 14] = [
+    ("r1", "api", "scheduled", 0),
+    ("r1", "api", "in_progress", 60),
+    ("r1", "api", "deployed", 90),
+    ("r1", "api", "complete", 180),
+    ("r2", "web", "in_progress", 120),
+    ("r2", "web", "failed", 140),
+    ("r2", "web", "rolled_back", 160),
+    ("r3", "api", "in_progress", 240),
+    ("r3", "api", "deployed", 300),
+    ("r4", "db", "scheduled", 300),
+    ("r4", "db", "approved", 360),
+    ("r4", "db", "in_progress", 420),
+    ("r4", "db", "deployed", 540),
+    // deployed -> cancelled is not allowed: an invalid_transition too.
+    ("r4", "db", "cancelled", 600),
+];
+
+fn write_history(path: &Path, start_ms: i64) {
+    let mut buf = String::new();
+    for (release, service, status, min) in HISTORY {
+        let t = relstat::event::format_rfc3339(start_ms + min * 60_000);
+        buf.push_str(&format!(
+            "{{\"time\":\"{t}\",\"release\":\"{release}\",\"service\":\"{service}\",\
+             \"environment\":\"prod\",\"status\":\"{status}\",\"actor\":\"bob\",\
+             \"actor_type\":\"human\",\"version\":\"{release}.0\"}}\n"
+        ));
+    }
+    std::fs::write(path, buf).unwrap();
+}
+
+/// The series a relay must show exactly as the site does for the same
+/// history (sorted sample lines). `counters`: also transitions, durations,
+/// MTTSR and DORA, which live in the running agent's memory (like any
+/// counter they restart from zero with the process); without, the series
+/// rebuilt from the store's state: per-release status, time in status,
+/// releases per status (non-zero).
+fn history_series(exposition: &str, counters: bool) -> Vec<String> {
+    const STATE: [&str; 3] = [
+        "relstat_release_status{",
+        "relstat_release_status_since_timestamp_seconds{",
+        "relstat_releases_in_status{",
+    ];
+    const COUNTERS: [&str; 5] = [
+        "relstat_status_transitions_total{",
+        "relstat_status_duration_seconds_",
+        "relstat_status_resolution_seconds_",
+        "relstat_deployments_total{",
+        "relstat_restore_seconds_",
+    ];
+    let mut v: Vec<String> = exposition
+        .lines()
+        .filter(|l| {
+            (STATE.iter().any(|f| l.starts_with(f)) && !l.ends_with(" 0"))
+                || (counters && COUNTERS.iter().any(|f| l.starts_with(f)))
+        })
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn relay_tracks_a_forward_all_sites_history_from_its_bundle_stopped_or_running() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keygen(keys.path(), "site-a", "site-a");
+    let start = (relstat::event::now_ms() / 60_000 - 12 * 60) * 60_000;
+    // Site A: forward = "all", its SIEM a closed port.
+    let siem = |port: u16| {
+        format!("[siem]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\nforward = \"all\"\n")
+    };
+    let mut a = Agent::new(&format!(
+        "[spool]\nsigning_key_file = \"{}\"\n\n{}",
+        key.display(),
+        siem(free_port())
+    ));
+    set_site_and_host(&a, "site-a", "host-a");
+    write_history(&a.log("deploy.log"), start);
+    a.start();
+    // Every line is a transition record (the first of a key too), plus
+    // r4's invalid_transition.
+    let want = HISTORY.len() as u64 + 1;
+    assert!(
+        wait_until(20, || live_spool(&a)["events"] == want),
+        "site A's outbox never held {want} records: {}",
+        live_spool(&a)
+    );
+    let site_metrics = a.metrics();
+    let site_series = history_series(&site_metrics, true);
+    let site_state = history_series(&site_metrics, false);
+    assert!(
+        site_series
+            .iter()
+            .any(|l| l.contains("relstat_release_status{") && l.contains("site=\"site-a\"")),
+        "{site_series:#?}"
+    );
+    let bundle = keys.path().join("site-a.bundle");
+    let o = relstat(&[
+        "-c",
+        cfg(&a),
+        "spool",
+        "export",
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(a.signal("-TERM"), Some(0));
+
+    // Relays: a [siem] (unreachable, so the outbox can be counted), no sources.
+    let relay = || {
+        let b = Agent::new(&format!(
+            "[spool]\ntrusted_keys_dir = \"{}\"\n\n{}",
+            keys.path().join("trusted").display(),
+            siem(free_port())
+        ));
+        set_site_and_host(&b, "relay", "relay-host");
+        without_sources(&b);
+        b
+    };
+    let import = |b: &Agent| {
+        let o = relstat(&["-c", cfg(b), "spool", "import", bundle.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let check = |b: &Agent, before: i64, after: i64, counters: bool| {
+        let m = b.metrics();
+        let expected = if counters { &site_series } else { &site_state };
+        assert_eq!(
+            &history_series(&m, counters),
+            expected,
+            "the relay's series differ from the site's"
+        );
+        assert_eq!(
+            sample(
+                &m,
+                r#"relstat_events_total{result="accepted",source="import"}"#
+            ),
+            Some(HISTORY.len() as f64),
+            "{m}"
+        );
+        // Exactly the site's records: the relay's own transition and
+        // invalid_transition records for the same events are not added.
+        assert_eq!(live_spool(b)["events"], want);
+        let (status, body) = http_get(b.port, "/api/v1/releases/r4/history").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let h: Value = serde_json::from_str(&body).unwrap();
+        let events = h["events"].as_array().unwrap();
+        assert_eq!(events.len(), 5, "{h}");
+        for (e, (_, _, status, min)) in events.iter().zip(HISTORY[9..].iter()) {
+            assert_eq!(e["to"], *status, "{e}");
+            assert_eq!(e["site"], "site-a", "{e}");
+            assert_eq!(e["source"], "f", "the site's source: {e}");
+            assert_eq!(e["actor_type"], "human", "{e}");
+            let t = relstat::event::parse_rfc3339(e["time"].as_str().unwrap()).unwrap();
+            assert_eq!(t, start + min * 60_000, "event time kept: {e}");
+            let rec = relstat::event::parse_rfc3339(e["recorded_at"].as_str().unwrap()).unwrap();
+            assert!(
+                (before..=after).contains(&rec),
+                "recorded at import time: {e}"
+            );
+        }
+    };
+
+    // B1: imported while stopped (the CLI builds the tracker from the
+    // config and the store), then started.
+    let mut b1 = relay();
+    let before = relstat::event::now_ms();
+    let said = import(&b1);
+    let after = relstat::event::now_ms();
+    assert!(
+        said.contains(&format!(
+            "{want} events, {want} enqueued, 0 already imported, {} transitions tracked",
+            HISTORY.len()
+        )),
+        "{said}"
+    );
+    b1.start();
+    check(&b1, before, after, false);
+    assert_eq!(b1.signal("-TERM"), Some(0));
+
+    // B2: imported while running (through the admin socket, on its core).
+    let mut b2 = relay();
+    b2.start();
+    let before = relstat::event::now_ms();
+    import(&b2);
+    let after = relstat::event::now_ms();
+    check(&b2, before, after, true);
+    // Again: the ledger answers, nothing changes.
+    let said = import(&b2);
+    assert!(said.contains("already imported"), "{said}");
+    check(&b2, before, after, true);
+    // After a restart, what the store holds.
+    assert_eq!(b2.signal("-TERM"), Some(0));
+    b2.start();
+    check(&b2, before, after, false);
+}

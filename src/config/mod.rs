@@ -472,6 +472,12 @@ pub struct SpoolConfig {
     pub signing_key_file: Option<PathBuf>,
     #[serde(default)]
     pub trusted_keys_dir: Option<PathBuf>,
+    /// `spool import`: feed every imported `transition` record (bundles of
+    /// `forward = "all"` sites) into this agent's tracker as a canonical
+    /// event, so its metrics, history and API show the sites' releases.
+    /// Anomaly records are forwarded only. Default true.
+    #[serde(default = "default_true")]
+    pub track_imports: bool,
 }
 
 impl Default for SpoolConfig {
@@ -482,6 +488,7 @@ impl Default for SpoolConfig {
             when_full: WhenFull::default(),
             signing_key_file: None,
             trusted_keys_dir: None,
+            track_imports: true,
         }
     }
 }

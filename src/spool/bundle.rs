@@ -53,6 +53,7 @@ use sha2::{Digest, Sha256};
 
 use super::Settings;
 use super::keys::{self, KeyError};
+use crate::config::WhenFull;
 use crate::detect::Anomaly;
 use crate::event::TimeMs;
 use crate::store::{ImportedBundle, Store, StoreError};
@@ -128,6 +129,31 @@ pub enum BundleError {
         key: String,
     },
     #[error(
+        "{path}: bundle id {bundle_id} was already imported from site {imported_site:?}, but this \
+         bundle is signed by site {site:?}; nothing imported (bundle ids are random: a reused id \
+         means a forged or copied manifest)"
+    )]
+    ReusedId {
+        path: PathBuf,
+        bundle_id: String,
+        site: String,
+        imported_site: String,
+    },
+    #[error(
+        "{path}: the spool is full ([spool] max_bytes = {max_bytes} bytes, when_full = \"block\"): \
+         {imported} of the bundle's {count} records are imported, the rest wait{earlier}; nothing \
+         is lost or doubled: run the same import again once the SIEM has drained the spool \
+         (records already imported are skipped)"
+    )]
+    SpoolFull {
+        path: PathBuf,
+        max_bytes: u64,
+        imported: u64,
+        count: u64,
+        /// Mentions bundles of the same command imported before this one.
+        earlier: String,
+    },
+    #[error(
         "{path}: payload checksum mismatch: events.ndjson {detail}; the payload was altered \
          or damaged; nothing imported"
     )]
@@ -187,6 +213,15 @@ pub struct ImportReport {
     pub duplicates: u64,
     /// Set when the ledger already had this bundle: nothing was read.
     pub already_imported_at: Option<String>,
+    /// Transition records fed into the relay's tracker (`track_imports`).
+    #[serde(default)]
+    pub tracked: u64,
+    /// Transition records that were not an event (counted `invalid`).
+    #[serde(default)]
+    pub invalid: u64,
+    /// Oldest outbox records dropped to make room (`when_full = "drop_oldest"`).
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 /// The signature check `inspect` reports.
@@ -459,6 +494,8 @@ fn read_small(
 struct Verified {
     manifest: Manifest,
     signature: SignatureStatus,
+    /// False when the payload was not read (a bundle already imported).
+    payload_verified: bool,
     oldest: Option<TimeMs>,
     newest: Option<TimeMs>,
 }
@@ -526,13 +563,15 @@ fn check_payload(
     Ok(())
 }
 
-/// Checks the manifest's version, site and signature, then streams the
-/// payload against it. Nothing is written anywhere.
+/// Checks the manifest's version, site and signature, then (unless
+/// `payload_needed` says no, e.g. for a bundle the ledger already holds)
+/// streams the payload against it. Nothing is written anywhere.
 fn verify(
     file: &File,
     path: &Path,
     trust: Trust<'_>,
     progress: bool,
+    payload_needed: &dyn Fn(&Manifest) -> Result<bool, BundleError>,
 ) -> Result<Verified, BundleError> {
     let mut archive = open_archive(file, path)?;
     let mut entries = archive.entries().map_err(|e| BundleError::NotABundle {
@@ -573,6 +612,15 @@ fn verify(
         .map(|b| Signature::from_bytes(&b))
         .ok_or_else(|| not("manifest.sig is not a base64 Ed25519 signature".into()))?;
     let signature = check_signature(path, &manifest, &manifest_json, &sig, trust)?;
+    if !payload_needed(&manifest)? {
+        return Ok(Verified {
+            manifest,
+            signature,
+            payload_verified: false,
+            oldest: None,
+            newest: None,
+        });
+    }
 
     let pb = bar(progress, manifest.payload_bytes, "verify", true);
     let (mut oldest, mut newest): (Option<TimeMs>, Option<TimeMs>) = (None, None);
@@ -603,6 +651,7 @@ fn verify(
     Ok(Verified {
         manifest,
         signature,
+        payload_verified: true,
         oldest,
         newest,
     })
@@ -673,25 +722,49 @@ fn check_signature(
 pub fn inspect(path: &Path, trusted_keys_dir: Option<&Path>) -> Result<Inspection, BundleError> {
     let file = File::open(path).map_err(io_err(path))?;
     let file_bytes = file.metadata().map_err(io_err(path))?.len();
-    let v = verify(&file, path, Trust::IfKnown(trusted_keys_dir), false)?;
+    let v = verify(
+        &file,
+        path,
+        Trust::IfKnown(trusted_keys_dir),
+        false,
+        &|_| Ok(true),
+    )?;
     Ok(Inspection {
         path: path.to_path_buf(),
         file_bytes,
         manifest: v.manifest,
         signature: v.signature,
-        payload_verified: true,
+        payload_verified: v.payload_verified,
         oldest_detected_at: v.oldest.map(crate::event::format_rfc3339),
         newest_detected_at: v.newest.map(crate::event::format_rfc3339),
     })
 }
 
-/// `relstat spool import FILE...`: every bundle is verified before any is
-/// imported; one bad bundle refuses the whole command, importing nothing.
+/// `relstat spool import FILE...` without tracking (see [`import_tracked`]).
 pub fn import(
     store: &Store,
     settings: &Settings,
     paths: &[PathBuf],
     progress: bool,
+) -> Result<Vec<ImportReport>, BundleError> {
+    import_tracked(store, settings, paths, progress, None)
+}
+
+/// `relstat spool import FILE...`: every bundle is verified before any is
+/// imported; one bad bundle refuses the whole command, importing nothing.
+/// A bundle the ledger already holds is recognised after its signature
+/// check, without reading its payload. With `tracking`, the transition
+/// records feed the relay's tracker in each chunk's transaction
+/// ([`super::relay`]). `settings.limit` applies `[spool] max_bytes`:
+/// `block` stops at the limit with [`BundleError::SpoolFull`] (what went in
+/// stays, the rest imports when run again), `drop_oldest` drops the oldest
+/// records after each chunk.
+pub fn import_tracked(
+    store: &Store,
+    settings: &Settings,
+    paths: &[PathBuf],
+    progress: bool,
+    mut tracking: Option<&mut super::relay::Tracking<'_>>,
 ) -> Result<Vec<ImportReport>, BundleError> {
     let dir = settings
         .trusted_keys_dir
@@ -708,22 +781,74 @@ pub fn import(
             });
         }
         let file = File::open(path).map_err(io_err(path))?;
-        let v = verify(&file, path, Trust::Require(dir), progress)?;
+        // The signature first (a forged manifest cannot claim a known id),
+        // then the ledger: a bundle imported before is not read again.
+        let known = |m: &Manifest| -> Result<bool, BundleError> {
+            match store.imported_bundle(&m.bundle_id)? {
+                None => Ok(true),
+                Some(row) if row.site == m.site => Ok(false),
+                Some(row) => Err(BundleError::ReusedId {
+                    path: path.clone(),
+                    bundle_id: m.bundle_id.clone(),
+                    site: m.site.clone(),
+                    imported_site: row.site,
+                }),
+            }
+        };
+        let v = verify(&file, path, Trust::Require(dir), progress, &known)?;
         checked.push((path, file, v.manifest));
     }
-    let mut reports = Vec::new();
+    let mut reports: Vec<ImportReport> = Vec::new();
     for (path, mut file, m) in checked {
-        reports.push(import_one(store, path, &mut file, &m, progress)?);
+        let r = import_one(
+            store,
+            settings,
+            path,
+            &mut file,
+            &m,
+            progress,
+            tracking.as_deref_mut(),
+        );
+        match r {
+            Ok(r) => reports.push(r),
+            Err(BundleError::SpoolFull {
+                path,
+                max_bytes,
+                imported,
+                count,
+                ..
+            }) => {
+                let done: Vec<String> = reports
+                    .iter()
+                    .map(|r| r.path.display().to_string())
+                    .collect();
+                let earlier = if done.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (imported completely before it: {})", done.join(", "))
+                };
+                return Err(BundleError::SpoolFull {
+                    path,
+                    max_bytes,
+                    imported,
+                    count,
+                    earlier,
+                });
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(reports)
 }
 
 fn import_one(
     store: &Store,
+    settings: &Settings,
     path: &Path,
     file: &mut File,
     m: &Manifest,
     progress: bool,
+    mut tracking: Option<&mut super::relay::Tracking<'_>>,
 ) -> Result<ImportReport, BundleError> {
     let mut report = ImportReport {
         path: path.to_path_buf(),
@@ -734,12 +859,20 @@ fn import_one(
         enqueued: 0,
         duplicates: 0,
         already_imported_at: None,
+        tracked: 0,
+        invalid: 0,
+        dropped: 0,
     };
     if let Some(row) = store.imported_bundle(&m.bundle_id)? {
         report.duplicates = m.count;
         report.already_imported_at = Some(crate::event::format_rfc3339(row.imported_at));
         return Ok(report);
     }
+    let (block_at, drop_at) = match settings.limit {
+        Some((max, WhenFull::Block)) => (Some(max), None),
+        Some((max, WhenFull::DropOldest)) => (None, Some(max)),
+        None => (None, None),
+    };
     file.rewind().map_err(io_err(path))?;
     let now = crate::event::now_ms();
     let mut archive = open_archive(file, path)?;
@@ -749,18 +882,59 @@ fn import_one(
     next_entry(&mut entries, path, MANIFEST, |_| Ok(()))?;
     next_entry(&mut entries, path, SIGNATURE, |_| Ok(()))?;
     let pb = bar(progress, m.count, "import", false);
-    let mut chunk: Vec<Anomaly> = Vec::with_capacity(CHUNK);
+    // One chunk: enqueue, track, commit, then show the effects.
+    let mut chunk_in = |chunk: &[Anomaly],
+                        ledger: Option<(&str, &ImportedBundle)>,
+                        report: &mut ImportReport|
+     -> Result<(), BundleError> {
+        let mut effects = Vec::new();
+        let outcome = match tracking.as_deref_mut() {
+            Some(t) => {
+                let mut track = |new: &[&Anomaly]| {
+                    let (tracked, e, counts) = t.track(new, now);
+                    effects = e;
+                    report.tracked += counts.tracked;
+                    report.invalid += counts.invalid;
+                    tracked
+                };
+                store.import_chunk(chunk, now, ledger, block_at, Some(&mut track))?
+            }
+            None => store.import_chunk(chunk, now, ledger, block_at, None)?,
+        };
+        if let Some(t) = tracking.as_deref_mut() {
+            (t.committed)(effects);
+        }
+        report.enqueued += outcome.enqueued;
+        report.duplicates += outcome.duplicates;
+        pb.inc(outcome.consumed as u64);
+        if outcome.full {
+            return Err(BundleError::SpoolFull {
+                path: path.to_path_buf(),
+                max_bytes: block_at.unwrap_or_default(),
+                imported: report.enqueued + report.duplicates,
+                count: m.count,
+                earlier: String::new(),
+            });
+        }
+        if let Some(max) = drop_at
+            && store.outbox_bytes()? > max
+        {
+            report.dropped += store.outbox_drop_oldest(max)?;
+        }
+        Ok(())
+    };
+    let mut chunk: Vec<Anomaly> = Vec::with_capacity(CHUNK + 16);
     let mut count = 0u64;
     let (size, sha) = next_entry(&mut entries, path, PAYLOAD, |e| {
         stream_payload(e, path, |rec| {
             count += 1;
             // Hold one full chunk back: the last one commits with the ledger
-            // row, after the hash is checked again.
-            if chunk.len() == CHUNK {
-                let (a, d) = store.import_chunk(&chunk, now, None)?;
-                report.enqueued += a;
-                report.duplicates += d;
-                pb.inc(chunk.len() as u64);
+            // row, after the hash is checked again. A chunk ends between
+            // two events, never inside one event's records (its transition
+            // and the rules' records): the relay's tracker judges an event
+            // in the transaction that enqueues all the site said about it.
+            if chunk.len() >= CHUNK && chunk.last().is_some_and(|l| l.event_id != rec.event_id) {
+                chunk_in(&chunk, None, &mut report)?;
                 chunk.clear();
             }
             chunk.push(rec);
@@ -774,9 +948,7 @@ fn import_one(
         imported_at: now,
         count: m.count,
     };
-    let (a, d) = store.import_chunk(&chunk, now, Some((&m.bundle_id, &row)))?;
-    report.enqueued += a;
-    report.duplicates += d;
+    chunk_in(&chunk, Some((&m.bundle_id, &row)), &mut report)?;
     pb.finish_and_clear();
     Ok(report)
 }

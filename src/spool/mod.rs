@@ -1,14 +1,16 @@
 //! The spool beyond the live outbox: air-gapped sync (SPEC section 7).
 //! A site with no path to the SIEM exports its outbox as a signed bundle
 //! ([`bundle`]); a connected relay verifies and imports it exactly once.
-//! Site key pairs come from [`keys`].
+//! Site key pairs come from [`keys`]; [`relay`] feeds imported transition
+//! records into the relay's own tracker.
 
 pub mod bundle;
 pub mod keys;
+pub mod relay;
 
 use std::path::PathBuf;
 
-use crate::config::Config;
+use crate::config::{Config, WhenFull};
 
 /// What export and import need from the configuration.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +23,11 @@ pub struct Settings {
     pub signing_key_file: Option<PathBuf>,
     /// `[spool] trusted_keys_dir`: `<site>.pub` per trusted site (import).
     pub trusted_keys_dir: Option<PathBuf>,
+    /// `[spool] track_imports`: imported transition records feed the tracker.
+    pub track_imports: bool,
+    /// `[spool] max_bytes` and `when_full`, applied to what an import adds;
+    /// `None`: no limit.
+    pub limit: Option<(u64, WhenFull)>,
 }
 
 impl Settings {
@@ -34,6 +41,8 @@ impl Settings {
                 .unwrap_or_else(crate::cli::hostname),
             signing_key_file: cfg.spool.signing_key_file.clone(),
             trusted_keys_dir: cfg.spool.trusted_keys_dir.clone(),
+            track_imports: cfg.spool.track_imports,
+            limit: Some((cfg.spool.max_bytes.as_u64(), cfg.spool.when_full)),
         }
     }
 }

@@ -17,7 +17,7 @@
 //! | `approvals` | (release, service) | earliest approval ms | the gate's ledger: approvals from approval sources (service `-`: the whole release) |
 //! | `meta` | name | bytes | sequence numbers, outbox byte total, the dropped-records ledger (`outbox_dropped`), restore episodes, schema version |
 //! | `imported_bundles` | bundle id | JSON [`ImportedBundle`] | the ledger of imported bundles (`spool import`), kept forever |
-//! | `imported_records` | xxh3-128 of `event_id \0 rule` | imported_at ms | identities of imported records, kept forever (outlives `dedupe_window`) |
+//! | `imported_records` | xxh3-128 of `event_id \0 rule` | imported_at ms | identities of imported records, kept forever (outlives `dedupe_window`); a batch's outbox record with an identity found here is not enqueued (a relay re-judging imported events does not duplicate the sites' records) |
 //!
 //! One call to [`Store::commit`] writes a tracker [`Batch`] (dirty keys,
 //! removed keys, history, seen ids, outbox records, restore episodes,
@@ -137,6 +137,31 @@ pub struct ImportedBundle {
     /// Records in the bundle.
     pub count: u64,
 }
+
+/// What one [`Store::import_chunk`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkOutcome {
+    /// Records enqueued.
+    pub enqueued: u64,
+    /// Records skipped: imported before.
+    pub duplicates: u64,
+    /// Records of the chunk dealt with (enqueued or skipped), from its start.
+    pub consumed: usize,
+    /// The outbox reached `max_bytes`: the records after `consumed` wait.
+    pub full: bool,
+}
+
+/// What the relay's tracker made of a chunk of imported records, written in
+/// the chunk's transaction.
+#[derive(Debug, Default)]
+pub struct Tracked {
+    pub batch: Batch,
+    pub counters: BTreeMap<(String, InputResult), u64>,
+}
+
+/// The relay's tracker as [`Store::import_chunk`] calls it: the chunk's
+/// newly enqueued records in, the writes they cause out.
+pub type TrackChunk<'a> = dyn FnMut(&[&Anomaly]) -> Tracked + 'a;
 
 /// The identity of an imported record: `event_id` alone is not unique
 /// (several rules may fire on one event), `(event_id, rule)` is.
@@ -292,73 +317,7 @@ impl Store {
         counters: &BTreeMap<(String, InputResult), u64>,
     ) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
-        {
-            let mut keys = tx.open_table(KEYS)?;
-            for (key, state) in &batch.keys {
-                let v = serde_json::to_vec(state).map_err(|e| corrupt("keys", e))?;
-                keys.insert(key.encode().as_slice(), v.as_slice())?;
-            }
-            for key in &batch.removed_keys {
-                keys.remove(key.encode().as_slice())?;
-            }
-            let mut meta = tx.open_table(META)?;
-            let mut seq = read_u64(&meta, "history_seq")?;
-            let mut history = tx.open_table(HISTORY)?;
-            let mut by_time = tx.open_table(HISTORY_BY_TIME)?;
-            for rec in &batch.history {
-                seq += 1;
-                let v = serde_json::to_vec(rec).map_err(|e| corrupt("history", e))?;
-                history.insert((rec.event.release.as_str(), seq), v.as_slice())?;
-                by_time.insert((rec.recorded_at, seq), rec.event.release.as_str())?;
-            }
-            meta.insert("history_seq", seq.to_be_bytes().as_slice())?;
-            if let Some(before) = batch.history_purge_before {
-                let old: Vec<((i64, u64), String)> = by_time
-                    .range(..(before, 0))?
-                    .map(|r| r.map(|(k, v)| (k.value(), v.value().to_string())))
-                    .collect::<Result<_, _>>()?;
-                for ((at, s), release) in old {
-                    history.remove((release.as_str(), s))?;
-                    by_time.remove((at, s))?;
-                }
-            }
-            let mut seen = tx.open_table(SEEN)?;
-            for (h, at) in &batch.seen {
-                seen.insert(*h, *at)?;
-            }
-            if let Some(before) = batch.seen_purge_before {
-                seen.retain(|_, at| at >= before)?;
-            }
-            let mut outbox = tx.open_table(OUTBOX)?;
-            let mut oseq = read_u64(&meta, "outbox_seq")?;
-            let mut obytes = read_u64(&meta, "outbox_bytes")?;
-            for rec in &batch.outbox {
-                oseq += 1;
-                let v = serde_json::to_vec(rec).map_err(|e| corrupt("outbox", e))?;
-                obytes += v.len() as u64;
-                outbox.insert(oseq, v.as_slice())?;
-            }
-            meta.insert("outbox_seq", oseq.to_be_bytes().as_slice())?;
-            meta.insert("outbox_bytes", obytes.to_be_bytes().as_slice())?;
-            if let Some(failing) = &batch.failing {
-                let v = serde_json::to_vec(failing).map_err(|e| corrupt("meta", e))?;
-                meta.insert("failing", v.as_slice())?;
-            }
-            let mut approvals = tx.open_table(APPROVALS)?;
-            for (release, service, at) in &batch.approvals {
-                approvals.insert((release.as_str(), service.as_str()), *at)?;
-            }
-            let mut cps = tx.open_table(CHECKPOINTS)?;
-            for (name, bytes) in checkpoints {
-                cps.insert(name.as_str(), bytes.as_slice())?;
-            }
-            let mut ctr = tx.open_table(COUNTERS)?;
-            for ((source, result), delta) in counters {
-                let name = format!("{source}\0{}", result.as_str());
-                let old = ctr.get(name.as_str())?.map(|v| v.value()).unwrap_or(0);
-                ctr.insert(name.as_str(), old + delta)?;
-            }
-        }
+        write_batch(&tx, batch, checkpoints, counters, None)?;
         tx.commit()?;
         Ok(())
     }
@@ -589,16 +548,27 @@ impl Store {
     }
 
     /// Enqueues imported records whose identity ([`record_identity`]) was
-    /// never imported, in one transaction with their identities and, on a
-    /// bundle's last chunk, its ledger row. Returns (enqueued, duplicates).
+    /// never imported, in order, in one transaction with their identities,
+    /// what `track` makes of them (the relay's tracker: state, history,
+    /// its own records, counters) and, when the whole chunk went in, the
+    /// bundle's ledger row (`ledger`, on a bundle's last chunk).
+    ///
+    /// `max_bytes` (`when_full = "block"`): a record that would take the
+    /// outbox past it is not enqueued, nor any after it (unless the outbox
+    /// is empty: one record larger than the limit still moves); the
+    /// outcome says how many records were consumed, and the ledger row is
+    /// not written, so importing the bundle again resumes exactly there.
     pub fn import_chunk(
         &self,
         records: &[Anomaly],
         now: TimeMs,
         ledger: Option<(&str, &ImportedBundle)>,
-    ) -> Result<(u64, u64), StoreError> {
+        max_bytes: Option<u64>,
+        track: Option<&mut TrackChunk<'_>>,
+    ) -> Result<ChunkOutcome, StoreError> {
         let tx = self.db.begin_write()?;
-        let (mut added, mut dup) = (0, 0);
+        let mut out = ChunkOutcome::default();
+        let mut new: Vec<&Anomaly> = Vec::new();
         {
             let mut ids = tx.open_table(IMPORTED_RECORDS)?;
             let mut outbox = tx.open_table(OUTBOX)?;
@@ -608,25 +578,47 @@ impl Store {
             for rec in records {
                 let id = record_identity(rec);
                 if ids.get(id)?.is_some() {
-                    dup += 1;
+                    out.duplicates += 1;
+                    out.consumed += 1;
                     continue;
+                }
+                let v = serde_json::to_vec(rec).map_err(|e| corrupt("outbox", e))?;
+                if let Some(max) = max_bytes
+                    && obytes > 0
+                    && obytes + v.len() as u64 > max
+                {
+                    out.full = true;
+                    break;
                 }
                 ids.insert(id, now)?;
                 oseq += 1;
-                let v = serde_json::to_vec(rec).map_err(|e| corrupt("outbox", e))?;
                 obytes += v.len() as u64;
                 outbox.insert(oseq, v.as_slice())?;
-                added += 1;
+                out.enqueued += 1;
+                out.consumed += 1;
+                new.push(rec);
             }
             meta.insert("outbox_seq", oseq.to_be_bytes().as_slice())?;
             meta.insert("outbox_bytes", obytes.to_be_bytes().as_slice())?;
-            if let Some((id, row)) = ledger {
-                let v = serde_json::to_vec(row).map_err(|e| corrupt("imported_bundles", e))?;
-                tx.open_table(IMPORTED_BUNDLES)?.insert(id, v.as_slice())?;
-            }
+        }
+        if let Some(track) = track {
+            let t = track(&new);
+            write_batch(&tx, &t.batch, &[], &t.counters, Some(now))?;
+        }
+        if let Some((id, row)) = ledger
+            && !out.full
+        {
+            let v = serde_json::to_vec(row).map_err(|e| corrupt("imported_bundles", e))?;
+            tx.open_table(IMPORTED_BUNDLES)?.insert(id, v.as_slice())?;
         }
         tx.commit()?;
-        Ok((added, dup))
+        Ok(out)
+    }
+
+    /// Bytes the outbox holds (what `[spool] max_bytes` limits).
+    pub fn outbox_bytes(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        read_u64(&tx.open_table(META)?, "outbox_bytes")
     }
 
     pub fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
@@ -647,6 +639,99 @@ impl Store {
             oldest_detected_at: oldest,
         })
     }
+}
+
+/// The writes of one tracker batch inside `tx`. Outbox records whose
+/// identity ([`record_identity`]) was imported from a bundle are not
+/// enqueued again (a relay's rules re-judging an imported event must not
+/// duplicate the site's record); with `register`, the identities of those
+/// enqueued are recorded as imported at that time (an import's own tracking,
+/// so a later overlapping bundle does not send them twice either).
+fn write_batch(
+    tx: &redb::WriteTransaction,
+    batch: &Batch,
+    checkpoints: &[(String, Vec<u8>)],
+    counters: &BTreeMap<(String, InputResult), u64>,
+    register: Option<TimeMs>,
+) -> Result<(), StoreError> {
+    let mut keys = tx.open_table(KEYS)?;
+    for (key, state) in &batch.keys {
+        let v = serde_json::to_vec(state).map_err(|e| corrupt("keys", e))?;
+        keys.insert(key.encode().as_slice(), v.as_slice())?;
+    }
+    for key in &batch.removed_keys {
+        keys.remove(key.encode().as_slice())?;
+    }
+    let mut meta = tx.open_table(META)?;
+    let mut seq = read_u64(&meta, "history_seq")?;
+    let mut history = tx.open_table(HISTORY)?;
+    let mut by_time = tx.open_table(HISTORY_BY_TIME)?;
+    for rec in &batch.history {
+        seq += 1;
+        let v = serde_json::to_vec(rec).map_err(|e| corrupt("history", e))?;
+        history.insert((rec.event.release.as_str(), seq), v.as_slice())?;
+        by_time.insert((rec.recorded_at, seq), rec.event.release.as_str())?;
+    }
+    meta.insert("history_seq", seq.to_be_bytes().as_slice())?;
+    if let Some(before) = batch.history_purge_before {
+        let old: Vec<((i64, u64), String)> = by_time
+            .range(..(before, 0))?
+            .map(|r| r.map(|(k, v)| (k.value(), v.value().to_string())))
+            .collect::<Result<_, _>>()?;
+        for ((at, s), release) in old {
+            history.remove((release.as_str(), s))?;
+            by_time.remove((at, s))?;
+        }
+    }
+    let mut seen = tx.open_table(SEEN)?;
+    for (h, at) in &batch.seen {
+        seen.insert(*h, *at)?;
+    }
+    if let Some(before) = batch.seen_purge_before {
+        seen.retain(|_, at| at >= before)?;
+    }
+    let mut outbox = tx.open_table(OUTBOX)?;
+    let mut imported = tx.open_table(IMPORTED_RECORDS)?;
+    // An agent that never imported pays nothing for the check.
+    let check = !batch.outbox.is_empty() && (register.is_some() || !imported.is_empty()?);
+    let mut oseq = read_u64(&meta, "outbox_seq")?;
+    let mut obytes = read_u64(&meta, "outbox_bytes")?;
+    for rec in &batch.outbox {
+        if check {
+            let id = record_identity(rec);
+            if imported.get(id)?.is_some() {
+                continue;
+            }
+            if let Some(at) = register {
+                imported.insert(id, at)?;
+            }
+        }
+        oseq += 1;
+        let v = serde_json::to_vec(rec).map_err(|e| corrupt("outbox", e))?;
+        obytes += v.len() as u64;
+        outbox.insert(oseq, v.as_slice())?;
+    }
+    meta.insert("outbox_seq", oseq.to_be_bytes().as_slice())?;
+    meta.insert("outbox_bytes", obytes.to_be_bytes().as_slice())?;
+    if let Some(failing) = &batch.failing {
+        let v = serde_json::to_vec(failing).map_err(|e| corrupt("meta", e))?;
+        meta.insert("failing", v.as_slice())?;
+    }
+    let mut approvals = tx.open_table(APPROVALS)?;
+    for (release, service, at) in &batch.approvals {
+        approvals.insert((release.as_str(), service.as_str()), *at)?;
+    }
+    let mut cps = tx.open_table(CHECKPOINTS)?;
+    for (name, bytes) in checkpoints {
+        cps.insert(name.as_str(), bytes.as_slice())?;
+    }
+    let mut ctr = tx.open_table(COUNTERS)?;
+    for ((source, result), delta) in counters {
+        let name = format!("{source}\0{}", result.as_str());
+        let old = ctr.get(name.as_str())?.map(|v| v.value()).unwrap_or(0);
+        ctr.insert(name.as_str(), old + delta)?;
+    }
+    Ok(())
 }
 
 fn read_u64(

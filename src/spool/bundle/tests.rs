@@ -69,7 +69,7 @@ impl World {
                 site: name.into(),
                 host: format!("host-{name}"),
                 signing_key_file: Some(k),
-                trusted_keys_dir: None,
+                ..Settings::default()
             }
         };
         let a = site("dc-a");
@@ -77,8 +77,8 @@ impl World {
         let relay = Settings {
             site: "central".into(),
             host: "relay".into(),
-            signing_key_file: None,
             trusted_keys_dir: Some(trusted),
+            ..Settings::default()
         };
         World { dir, a, b, relay }
     }
@@ -422,7 +422,7 @@ fn an_interrupted_import_resumes_without_duplicates() {
     let relay = Store::in_memory().unwrap();
     // The first chunk committed, then a crash: no ledger row yet.
     let first: Vec<Anomaly> = (0..CHUNK as u64).map(|i| record(i, "stuck")).collect();
-    relay.import_chunk(&first, 0, None).unwrap();
+    relay.import_chunk(&first, 0, None, None, None).unwrap();
     assert!(relay.imported_bundle(&m.bundle_id).unwrap().is_none());
     let r = import(&relay, &w.relay, &[out], false).unwrap();
     assert_eq!(
@@ -447,4 +447,273 @@ fn a_store_on_disk_keeps_the_ledger_across_reopening() {
     let r = import(&relay, &w.relay, &[out], false).unwrap();
     assert!(r[0].already_imported_at.is_some());
     assert_eq!(relay.outbox_stats().unwrap().events, 0);
+}
+
+/// The outbox bytes of `n` records like [`record`]'s.
+fn bytes_of(n: u64) -> u64 {
+    (0..n)
+        .map(|i| serde_json::to_vec(&record(i, "stuck")).unwrap().len() as u64)
+        .sum()
+}
+
+fn limited(w: &World, max: u64, when_full: WhenFull) -> Settings {
+    Settings {
+        limit: Some((max, when_full)),
+        ..w.relay.clone()
+    }
+}
+
+#[test]
+fn block_stops_at_max_bytes_and_running_again_imports_the_rest_exactly_once() {
+    let w = World::new();
+    let out = w.bundle("a", 50);
+    let m = inspect(&out, None).unwrap().manifest;
+    let relay = Store::in_memory().unwrap();
+    // Room for 20 records (record sizes differ by a digit or two).
+    let settings = limited(&w, bytes_of(20), WhenFull::Block);
+    let mut delivered: Vec<String> = Vec::new();
+    let mut runs = 0;
+    let report = loop {
+        runs += 1;
+        assert!(runs < 10, "the import never finished");
+        match import(&relay, &settings, std::slice::from_ref(&out), false) {
+            Ok(r) => break r,
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    matches!(e, BundleError::SpoolFull { count: 50, .. }),
+                    "{msg}"
+                );
+                assert!(
+                    msg.contains("the spool is full") && msg.contains("run the same import again"),
+                    "{msg}"
+                );
+                assert!(relay.imported_bundle(&m.bundle_id).unwrap().is_none());
+                let stats = relay.outbox_stats().unwrap();
+                assert!(stats.bytes <= bytes_of(20), "{stats:?}");
+                assert!(stats.events >= 18, "{stats:?}");
+            }
+        }
+        // The SIEM drains the spool.
+        delivered.extend(outbox(&relay).into_iter().map(|r| r.event_id));
+        relay.outbox_remove(u64::MAX).unwrap();
+    };
+    assert_eq!(runs, 3, "20 + 19 + 11 records");
+    assert_eq!(report[0].enqueued + report[0].duplicates, 50);
+    delivered.extend(outbox(&relay).into_iter().map(|r| r.event_id));
+    delivered.sort();
+    let mut want: Vec<String> = (0..50).map(|i| format!("ev-{i}")).collect();
+    want.sort();
+    assert_eq!(delivered, want, "every record once");
+    assert!(relay.imported_bundle(&m.bundle_id).unwrap().is_some());
+    // A full spool from the start: nothing imported, the same message.
+    let full = Store::in_memory().unwrap();
+    enqueue(&full, (100..125).map(|i| record(i, "stuck")).collect());
+    let e = import(&full, &settings, &[out], false).unwrap_err();
+    assert!(
+        matches!(e, BundleError::SpoolFull { imported: 0, .. }),
+        "{e}"
+    );
+    assert_eq!(full.outbox_stats().unwrap().events, 25);
+}
+
+#[test]
+fn drop_oldest_imports_everything_then_drops_the_oldest_and_counts_them() {
+    let w = World::new();
+    let out = w.bundle("a", 50);
+    let relay = Store::in_memory().unwrap();
+    let settings = limited(&w, bytes_of(20), WhenFull::DropOldest);
+    let r = import(&relay, &settings, std::slice::from_ref(&out), false).unwrap();
+    assert_eq!(r[0].enqueued, 50);
+    let kept = outbox(&relay);
+    assert_eq!(r[0].dropped + kept.len() as u64, 50);
+    assert!(r[0].dropped >= 30, "{}", r[0].dropped);
+    assert_eq!(kept.last().unwrap().event_id, "ev-49", "the newest stay");
+    assert!(relay.outbox_stats().unwrap().bytes <= bytes_of(20));
+    // Counted in the dropped ledger, reported as one SIEM event later.
+    let mut seen = 0;
+    relay
+        .outbox_take_dropped(true, |l| {
+            seen = l.count;
+            record(999, "dropped")
+        })
+        .unwrap();
+    assert_eq!(seen, r[0].dropped);
+    // The bundle is imported: dropped records do not come back.
+    let r = import(&relay, &settings, &[out], false).unwrap();
+    assert!(r[0].already_imported_at.is_some());
+}
+
+#[test]
+fn a_known_bundle_is_recognised_after_its_signature_without_reading_the_payload() {
+    let w = World::new();
+    let out = w.bundle("a", 5);
+    let relay = Store::in_memory().unwrap();
+    import(&relay, &w.relay, std::slice::from_ref(&out), false).unwrap();
+    // Same signed manifest, payload damaged: not read, already imported.
+    let mut entries = unpack(&out);
+    entries[2].1[3] ^= 0x20;
+    let copy = w.path("copy");
+    pack(&copy, &entries);
+    let r = import(&relay, &w.relay, &[copy], false).unwrap();
+    assert!(r[0].already_imported_at.is_some());
+    assert_eq!(r[0].enqueued, 0);
+    // A manifest reusing the id, altered: the signature refuses it first.
+    let mut forged = unpack(&out);
+    let text = String::from_utf8(forged[0].1.clone()).unwrap();
+    forged[0].1 = text.replace("\"count\": 5", "\"count\": 6").into_bytes();
+    let f = w.path("forged");
+    pack(&f, &forged);
+    let e = import(&relay, &w.relay, &[f], false).unwrap_err();
+    assert!(matches!(e, BundleError::BadSignature { .. }), "{e}");
+    // Site dc-b signs a manifest of its own reusing dc-a's bundle id.
+    let mut other = unpack(&out);
+    let text = String::from_utf8(other[0].1.clone()).unwrap();
+    other[0].1 = text.replace("\"dc-a\"", "\"dc-b\"").into_bytes();
+    other[1].1 = sign(w.b.signing_key_file.as_ref().unwrap(), &other[0].1);
+    let b = w.path("b-reuses");
+    pack(&b, &other);
+    let e = import(&relay, &w.relay, &[b], false).unwrap_err();
+    assert!(matches!(e, BundleError::ReusedId { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("already imported from site \"dc-a\""),
+        "{e}"
+    );
+    assert_eq!(relay.outbox_stats().unwrap().events, 5);
+}
+
+/// A relay tracker (`forward = "all"`: it makes transition records itself,
+/// as the site did) with the default model.
+fn relay_tracker() -> crate::track::Tracker {
+    let cfg: crate::config::Config = toml::from_str(
+        "[agent]\nhostname = \"relay\"\n[siem]\ntransport = \"tcp\"\n\
+         address = \"127.0.0.1:1\"\nforward = \"all\"\n",
+    )
+    .unwrap();
+    crate::track::Tracker::from_config(&cfg, true).unwrap()
+}
+
+fn transition(id: &str, release: &str, from: Option<&str>, to: &str, t: i64) -> Anomaly {
+    Anomaly {
+        rule: "transition".into(),
+        release: release.into(),
+        from: from.map(str::to_string),
+        to: to.into(),
+        event_id: id.into(),
+        event_time: t,
+        ..record(0, "transition")
+    }
+}
+
+#[test]
+fn tracked_import_feeds_the_tracker_once_and_never_duplicates_a_site_record() {
+    let w = World::new();
+    let site = Store::in_memory().unwrap();
+    let h = 3_600_000;
+    let t0 = 1_700_000_000_000;
+    // Filler up to the chunk boundary, then r1's history: its last event
+    // straddles the boundary (the transition is record CHUNK, the site's
+    // invalid_transition on it record CHUNK + 1).
+    let mut recs: Vec<Anomaly> = (0..CHUNK as u64 - 3).map(|i| record(i, "stuck")).collect();
+    recs.push(transition("e1", "r1", None, "in_progress", t0));
+    recs.push(transition(
+        "e2",
+        "r1",
+        Some("in_progress"),
+        "deployed",
+        t0 + 2 * h,
+    ));
+    recs.push(transition(
+        "e3",
+        "r1",
+        Some("deployed"),
+        "cancelled",
+        t0 + 5 * h,
+    ));
+    recs.push(Anomaly {
+        rule: "invalid_transition".into(),
+        ..transition("e3", "r1", Some("deployed"), "cancelled", t0 + 5 * h)
+    });
+    let mut bad = transition("e4", "r2", None, "deployed", t0);
+    bad.environment.clear();
+    recs.push(bad);
+    assert_eq!(recs[CHUNK - 1].event_id, "e3");
+    enqueue(&site, recs.clone());
+    let first = w.path("first");
+    export(&site, &w.a, &first, true, false).unwrap();
+
+    let relay = Store::in_memory().unwrap();
+    let mut tracker = relay_tracker();
+    let effects = std::cell::RefCell::new(Vec::new());
+    let mut sink = |e: Vec<crate::track::Effect>| effects.borrow_mut().extend(e);
+    let mut t = crate::spool::relay::Tracking {
+        tracker: &mut tracker,
+        committed: &mut sink,
+    };
+    let r = import_tracked(
+        &relay,
+        &w.relay,
+        std::slice::from_ref(&first),
+        false,
+        Some(&mut t),
+    )
+    .unwrap();
+    assert_eq!((r[0].tracked, r[0].invalid), (3, 1));
+    assert_eq!(r[0].enqueued, recs.len() as u64);
+    // The relay re-judged r1 (its own transition and invalid_transition
+    // records for e1..e3): none duplicates what the site said.
+    let out = outbox(&relay);
+    assert_eq!(out, recs, "exactly the site's records, once");
+    let key = crate::event::Key {
+        release: "r1".into(),
+        service: "svc".into(),
+        environment: "production".into(),
+        site: "dc-a".into(),
+    };
+    let ks = tracker.get(&key).unwrap();
+    assert_eq!(
+        (ks.status.as_str(), ks.entered_at),
+        ("cancelled", t0 + 5 * h)
+    );
+    let durations: Vec<(String, f64)> = effects
+        .borrow()
+        .iter()
+        .filter_map(|e| match e {
+            crate::track::Effect::Duration { status, secs, .. } => Some((status.clone(), *secs)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        durations,
+        [
+            ("in_progress".to_string(), 7200.0),
+            ("deployed".to_string(), 10800.0)
+        ],
+        "event-time durations"
+    );
+    let history = relay.history("r1").unwrap();
+    assert_eq!(history.len(), 3);
+    let imported_at = relay
+        .imported_bundle(&r[0].bundle_id)
+        .unwrap()
+        .unwrap()
+        .imported_at;
+    assert!(history.iter().all(|h| h.recorded_at == imported_at));
+
+    // An overlapping bundle: only the new event is tracked.
+    enqueue(
+        &site,
+        vec![transition("e5", "r3", None, "deployed", t0 + 6 * h)],
+    );
+    let second = w.path("second");
+    export(&site, &w.a, &second, true, false).unwrap();
+    let mut t = crate::spool::relay::Tracking {
+        tracker: &mut tracker,
+        committed: &mut sink,
+    };
+    let r = import_tracked(&relay, &w.relay, &[second], false, Some(&mut t)).unwrap();
+    assert_eq!((r[0].enqueued, r[0].tracked), (1, 1));
+    assert_eq!(relay.history("r1").unwrap().len(), 3);
+    assert_eq!(outbox(&relay).len(), recs.len() + 1);
 }

@@ -1,0 +1,288 @@
+//! Relay tracking: the `transition` records of an imported bundle (a
+//! `forward = "all"` site) become canonical events for the relay's own
+//! tracker, so central metrics, history and the API see the sites' releases,
+//! however late, with event-time durations (SPEC section 1).
+//!
+//! Each transition record is converted back into the event that caused it:
+//! its id is the record's `event_id` (so a re-import or an overlapping
+//! bundle dedupes in the tracker as well as in the import ledger), its time
+//! the record's `event_time`, and site, source, actor, actor_type, version
+//! and reason are the site's. The recorded time is the import time. The
+//! events go through [`Tracker::apply`] like any source batch, inside the
+//! store transaction that enqueues the chunk ([`crate::store::Store::import_chunk`]).
+//! A record that cannot be an event is counted `invalid` and skipped.
+//! Input accounting uses the source label [`IMPORT_SOURCE`]: the relay's
+//! `relstat_events_total` then tells its own input from imported history.
+
+use std::collections::BTreeMap;
+
+use crate::detect::Anomaly;
+use crate::event::{Event, InputResult, NO_ACTOR, NO_SERVICE, TimeMs};
+use crate::store::Tracked;
+use crate::track::{Effect, Tracker};
+
+/// The rule name of a transition record (`forward = "all"`).
+pub const TRANSITION: &str = "transition";
+/// The `source` label imported events are counted under in `relstat_events_total`.
+pub const IMPORT_SOURCE: &str = "import";
+
+/// Why a transition record is not an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("not a transition record (rule {0:?})")]
+    NotTransition(String),
+    #[error("transition record without {0}")]
+    Missing(&'static str),
+    #[error("transition record with event_time {0} (before 1970)")]
+    BadTime(TimeMs),
+}
+
+/// The canonical event a transition record reports.
+pub fn to_event(rec: &Anomaly) -> Result<Event, RecordError> {
+    if rec.rule != TRANSITION {
+        return Err(RecordError::NotTransition(rec.rule.clone()));
+    }
+    for (name, v) in [
+        ("event_id", &rec.event_id),
+        ("release", &rec.release),
+        ("environment", &rec.environment),
+        ("to", &rec.to),
+    ] {
+        if v.trim().is_empty() {
+            return Err(RecordError::Missing(name));
+        }
+    }
+    if rec.event_time < 0 {
+        return Err(RecordError::BadTime(rec.event_time));
+    }
+    let or = |v: &str, default: &str| {
+        if v.is_empty() {
+            default.to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    Ok(Event {
+        id: rec.event_id.clone(),
+        time: rec.event_time,
+        release: rec.release.clone(),
+        service: or(&rec.service, NO_SERVICE),
+        environment: rec.environment.clone(),
+        site: rec.site.clone(),
+        status: rec.to.clone(),
+        actor: or(&rec.actor, NO_ACTOR),
+        actor_type: rec.actor_type,
+        source: or(&rec.source, IMPORT_SOURCE),
+        reason: rec.reason.clone(),
+        version: rec.version.clone(),
+        commit: None,
+        artifact: None,
+        commit_time: None,
+        change_class: None,
+    })
+}
+
+/// The relay's tracker during an import, and where the effects of each
+/// committed chunk go (the running agent's metrics; nowhere when the CLI
+/// imports into a stopped agent's store).
+pub struct Tracking<'a> {
+    pub tracker: &'a mut Tracker,
+    pub committed: &'a mut dyn FnMut(Vec<Effect>),
+}
+
+/// What one chunk did to the tracker.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkCounts {
+    /// Transition records applied to the tracker.
+    pub tracked: u64,
+    /// Transition records that are not an event (counted `invalid`).
+    pub invalid: u64,
+}
+
+impl Tracking<'_> {
+    /// Applies the transition records among `records` (the chunk's new
+    /// ones) at agent time `now`; returns the store writes, the effects to
+    /// show once committed, and the counts. Other records are not tracked.
+    pub fn track(
+        &mut self,
+        records: &[&Anomaly],
+        now: TimeMs,
+    ) -> (Tracked, Vec<Effect>, ChunkCounts) {
+        let mut counts = ChunkCounts::default();
+        for rec in records.iter().filter(|r| r.rule == TRANSITION) {
+            match to_event(rec) {
+                Ok(ev) => {
+                    self.tracker.apply(ev, now);
+                    counts.tracked += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "import: event {:?} of site {:?} not tracked: {e}",
+                        rec.event_id,
+                        rec.site
+                    );
+                    self.tracker.count(IMPORT_SOURCE, InputResult::Invalid);
+                    counts.invalid += 1;
+                }
+            }
+        }
+        let batch = self.tracker.take_batch();
+        let mut effects = self.tracker.take_effects();
+        let mut counters: BTreeMap<(String, InputResult), u64> = BTreeMap::new();
+        for e in &mut effects {
+            if let Effect::Input { source, result } = e {
+                *source = IMPORT_SOURCE.to_string();
+                *counters.entry((source.clone(), *result)).or_default() += 1;
+            }
+        }
+        (Tracked { batch, counters }, effects, counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Severity};
+    use crate::event::ActorType;
+
+    fn transition(id: &str, to: &str, time: TimeMs) -> Anomaly {
+        Anomaly {
+            rule: TRANSITION.into(),
+            severity: Severity::Info,
+            release: "r1".into(),
+            service: "api".into(),
+            environment: "prod".into(),
+            site: "dc-a".into(),
+            from: None,
+            to: to.into(),
+            actor: "alice".into(),
+            actor_type: ActorType::Human,
+            source: "deploy-log".into(),
+            event_id: id.into(),
+            event_time: time,
+            detected_at: time + 5,
+            reason: Some("CHG-1".into()),
+            version: Some("1.2".into()),
+            host: "host-a".into(),
+            message: "moved".into(),
+        }
+    }
+
+    #[test]
+    fn a_transition_record_is_the_event_it_reports() {
+        let ev = to_event(&transition("ev-1", "deployed", 1_000)).unwrap();
+        assert_eq!(
+            (
+                ev.id.as_str(),
+                ev.time,
+                ev.status.as_str(),
+                ev.site.as_str()
+            ),
+            ("ev-1", 1_000, "deployed", "dc-a")
+        );
+        assert_eq!(
+            (ev.actor.as_str(), ev.actor_type, ev.source.as_str()),
+            ("alice", ActorType::Human, "deploy-log")
+        );
+        assert_eq!(ev.reason.as_deref(), Some("CHG-1"));
+        assert_eq!(ev.version.as_deref(), Some("1.2"));
+        assert_eq!((ev.release.as_str(), ev.service.as_str()), ("r1", "api"));
+        let mut bare = transition("ev-2", "deployed", 1_000);
+        bare.service.clear();
+        bare.actor.clear();
+        bare.source.clear();
+        let ev = to_event(&bare).unwrap();
+        assert_eq!(
+            (ev.service.as_str(), ev.actor.as_str(), ev.source.as_str()),
+            ("-", "-", IMPORT_SOURCE)
+        );
+    }
+
+    #[test]
+    fn bad_records_are_refused_with_the_reason() {
+        let mut r = transition("ev-1", "deployed", 1_000);
+        r.rule = "stuck".into();
+        assert_eq!(
+            to_event(&r),
+            Err(RecordError::NotTransition("stuck".into()))
+        );
+        for (field, f) in [
+            (
+                "event_id",
+                (|r: &mut Anomaly| r.event_id.clear()) as fn(&mut Anomaly),
+            ),
+            ("release", |r| r.release = " ".into()),
+            ("environment", |r| r.environment.clear()),
+            ("to", |r| r.to.clear()),
+        ] {
+            let mut r = transition("ev-1", "deployed", 1_000);
+            f(&mut r);
+            assert_eq!(to_event(&r), Err(RecordError::Missing(field)));
+        }
+        let r = transition("ev-1", "deployed", -5);
+        assert_eq!(to_event(&r), Err(RecordError::BadTime(-5)));
+    }
+
+    #[test]
+    fn tracking_counts_bad_records_invalid_and_applies_the_rest_by_event_time() {
+        let cfg = Config::default();
+        let mut tracker = Tracker::from_config(&cfg, true).unwrap();
+        let mut sink = |_: Vec<Effect>| {};
+        let mut t = Tracking {
+            tracker: &mut tracker,
+            committed: &mut sink,
+        };
+        let hour = 3_600_000;
+        let mut bad = transition("ev-x", "deployed", 0);
+        bad.release.clear();
+        let mut anomaly = transition("ev-2", "deployed", 2 * hour);
+        anomaly.rule = "change_freeze".into();
+        // Out of order on purpose: deployed (t=2h) before in_progress (t=0).
+        let recs = [
+            transition("ev-2", "deployed", 2 * hour),
+            bad,
+            anomaly,
+            transition("ev-1", "in_progress", 0),
+        ];
+        let refs: Vec<&Anomaly> = recs.iter().collect();
+        let now = 10 * hour;
+        let (tracked, effects, counts) = t.track(&refs, now);
+        assert_eq!(
+            counts,
+            ChunkCounts {
+                tracked: 2,
+                invalid: 1
+            }
+        );
+        let c = |r: InputResult| {
+            tracked
+                .counters
+                .get(&(IMPORT_SOURCE.to_string(), r))
+                .copied()
+        };
+        assert_eq!(c(InputResult::Accepted), Some(1));
+        assert_eq!(c(InputResult::Late), Some(1));
+        assert_eq!(c(InputResult::Invalid), Some(1));
+        assert!(effects.iter().all(|e| match e {
+            Effect::Input { source, .. } => source == IMPORT_SOURCE,
+            _ => true,
+        }));
+        assert_eq!(tracked.batch.history.len(), 2);
+        assert!(tracked.batch.history.iter().all(|h| h.recorded_at == now));
+        let key = to_event(&recs[0]).unwrap().key();
+        let ks = tracker.get(&key).unwrap();
+        assert_eq!((ks.status.as_str(), ks.entered_at), ("deployed", 2 * hour));
+        // The same records again: duplicates by event id.
+        let mut t = Tracking {
+            tracker: &mut tracker,
+            committed: &mut sink,
+        };
+        let (tracked, _, _) = t.track(&refs, now + 1);
+        assert_eq!(
+            tracked
+                .counters
+                .get(&(IMPORT_SOURCE.to_string(), InputResult::Duplicate)),
+            Some(&2)
+        );
+    }
+}
