@@ -39,6 +39,9 @@ use crate::track::{Effect, Tracker};
 
 /// How often the periodic check runs (SPEC: the stuck check at least every 15 s).
 pub const TICK: Duration = Duration::from_secs(5);
+
+/// At most this many waiting source batches share one store transaction.
+const GROUP: usize = 16;
 /// Batches in flight between the sources and the core. Small on purpose:
 /// it bounds how far reading runs past a full spool (`when_full = "block"`
 /// waits between batches) and how long a webhook waits behind file batches.
@@ -326,31 +329,50 @@ impl Core {
     /// Applies one source batch: tracker, one store transaction, metrics.
     /// When it returns Ok, the batch is durable.
     pub fn apply(&mut self, b: SourceBatch) -> Result<(), StoreError> {
+        self.apply_group(vec![b])
+    }
+
+    /// Applies source batches that were waiting together in one store
+    /// transaction (group commit): each batch's events in order, every
+    /// checkpoint with the state it produced, one fsync for all. A backlog
+    /// read fills the channel faster than one commit per batch drains it;
+    /// grouping is what keeps `run --once` near `replay`. When it returns
+    /// Ok, every batch is durable.
+    pub fn apply_group(&mut self, batches: Vec<SourceBatch>) -> Result<(), StoreError> {
         let now = now_ms();
-        let mut latest: Option<i64> = None;
-        for item in b.items {
-            match item {
-                Item::Event(e) => {
-                    latest = Some(latest.map_or(e.time, |t| t.max(e.time)));
-                    self.tracker.apply(*e, now);
+        let mut checkpoints: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut after = Vec::with_capacity(batches.len());
+        for b in batches {
+            let mut latest: Option<i64> = None;
+            for item in b.items {
+                match item {
+                    Item::Event(e) => {
+                        latest = Some(latest.map_or(e.time, |t| t.max(e.time)));
+                        self.tracker.apply(*e, now);
+                    }
+                    Item::Rejected(r) => self.tracker.count(&b.source, r),
                 }
-                Item::Rejected(r) => self.tracker.count(&b.source, r),
             }
+            // A later checkpoint of the same source overwrites an earlier
+            // one in the same transaction.
+            checkpoints.extend(b.checkpoint);
+            after.push((b.source, latest, b.poll_seconds, b.errors, b.caught_up));
         }
-        let checkpoints: Vec<(String, Vec<u8>)> = b.checkpoint.into_iter().collect();
         self.commit(&checkpoints)?;
-        let m = self.metrics();
-        if let Some(t) = latest {
-            m.source_event(&b.source, t);
+        for (source, latest, poll_seconds, errors, caught_up) in after {
+            let m = self.metrics();
+            if let Some(t) = latest {
+                m.source_event(&source, t);
+            }
+            if let Some(secs) = poll_seconds {
+                m.source_poll(&source, secs);
+            }
+            for kind in errors {
+                m.source_error(&source, kind);
+            }
+            drop(m);
+            self.caught_up.insert(source, caught_up);
         }
-        if let Some(secs) = b.poll_seconds {
-            m.source_poll(&b.source, secs);
-        }
-        for kind in b.errors {
-            m.source_error(&b.source, kind);
-        }
-        drop(m);
-        self.caught_up.insert(b.source, b.caught_up);
         Ok(())
     }
 
@@ -420,10 +442,29 @@ impl Core {
     /// The core thread's loop.
     fn run(mut self, rx: Receiver<CoreMsg>) -> Result<(), AgentError> {
         let mut next_tick = Instant::now() + TICK;
+        // A message read while grouping batches, handled next.
+        let mut held: Option<CoreMsg> = None;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok(CoreMsg::Batch(b)) => self.apply(b)?,
+            let msg = match held.take() {
+                Some(m) => Ok(m),
+                None => rx.recv_timeout(wait),
+            };
+            match msg {
+                Ok(CoreMsg::Batch(b)) => {
+                    let mut group = vec![b];
+                    while group.len() < GROUP {
+                        match rx.try_recv() {
+                            Ok(CoreMsg::Batch(b)) => group.push(b),
+                            Ok(other) => {
+                                held = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.apply_group(group)?
+                }
                 Ok(CoreMsg::Call(f)) => {
                     f(&mut self);
                     if let Some(e) = self.diverged.take() {

@@ -367,3 +367,45 @@ fn kill_9_never_shows_half_a_batch() {
     }
     assert!(last > 0, "the child never committed a batch");
 }
+
+/// A schema 1 store (seen ids keyed by hash) opens as schema 2 with its
+/// seen ids, now keyed by time, and purges them by time.
+#[test]
+fn a_schema_1_store_is_migrated_with_its_seen_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let tx = store.db.begin_write().unwrap();
+        {
+            tx.delete_table(SEEN).unwrap();
+            let mut v1 = tx.open_table(SEEN_V1).unwrap();
+            for (h, at) in [(7u128, 3_000i64), (5, 1_000), (9, 2_000)] {
+                v1.insert(h, at).unwrap();
+            }
+            tx.open_table(META)
+                .unwrap()
+                .insert("schema", b"1".as_slice())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let mut seen = store.load().unwrap().seen;
+    seen.sort();
+    assert_eq!(seen, vec![(5, 1_000), (7, 3_000), (9, 2_000)]);
+    let purge = Batch {
+        seen_purge_before: Some(2_500),
+        ..Default::default()
+    };
+    store.commit(&purge, &[], &BTreeMap::new()).unwrap();
+    assert_eq!(store.load().unwrap().seen, vec![(7, 3_000)]);
+    drop(store);
+    // Opening again finds schema 2: nothing to migrate, nothing lost.
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.load().unwrap().seen, vec![(7, 3_000)]);
+    let tx = store.db.begin_read().unwrap();
+    assert!(
+        tx.open_table(SEEN_V1).is_err(),
+        "the schema 1 table is gone"
+    );
+}
