@@ -261,6 +261,12 @@ impl Core {
         &self.store
     }
 
+    /// The store, for readers off the core thread (a redb read transaction
+    /// sees the last commit, which is what the metrics show).
+    pub fn store_handle(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
     pub fn bundles(&self) -> &crate::spool::Settings {
         &self.bundles
     }

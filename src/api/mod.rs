@@ -274,6 +274,15 @@ enum Route {
     History(String),
 }
 
+impl Route {
+    fn release(&self) -> Option<&str> {
+        match self {
+            Route::List => None,
+            Route::Release(r) | Route::History(r) => Some(r),
+        }
+    }
+}
+
 fn route(path: &str) -> Option<Route> {
     let rest = path.strip_prefix("releases")?;
     if rest.is_empty() || rest == "/" {
@@ -295,22 +304,60 @@ fn route(path: &str) -> Option<Route> {
     })
 }
 
-/// Runs on the core thread: the partner's scope, then the rows (borrowed
-/// from the tracker, or folded from the store) or the history, rendered.
-/// `None`: the release has nothing the caller may see.
-fn find(
-    core: &Core,
-    user: Option<&str>,
-    route: &Route,
-    mut q: Query,
-) -> Result<Option<Rendered>, ApiError> {
+/// What a store read needs, taken from the core: the history folds and
+/// scans run off the core thread (a snapshot of 10,000 keys takes ~100 ms,
+/// which would pause ingestion that long).
+struct StoreRead {
+    store: std::sync::Arc<Store>,
+    model: Model,
+    stale_after: TimeMs,
+}
+
+/// Runs on the core thread: the partner's scope, then the current rows
+/// (borrowed from the tracker) rendered, or what a store read needs.
+fn find(core: &Core, user: Option<&str>, route: &Route, q: &mut Query) -> Result<Found, ApiError> {
     let scope = Scope::of(user.and_then(|u| core.partners().get(u)));
     q.filter.environments = scope.environments;
     let tracker = core.tracker();
+    if q.at.is_some() || matches!(route, Route::History(_)) {
+        return Ok(Found::Read(
+            StoreRead {
+                store: core.store_handle(),
+                model: tracker.model().clone(),
+                stale_after: tracker.settings().stale_after,
+            },
+            scope.redact,
+        ));
+    }
     let now = now_ms();
-    let release = match route {
-        Route::List => None,
-        Route::Release(r) | Route::History(r) => Some(r.as_str()),
+    let release = route.release();
+    let rows = view::current_refs(tracker.keys(), tracker.model(), now, &q.filter);
+    Ok(Found::Done(render_rows(
+        now,
+        release,
+        q,
+        rows,
+        scope.redact,
+    )))
+}
+
+/// What the core hands back.
+enum Found {
+    Done(Option<Rendered>),
+    Read(StoreRead, Redact),
+}
+
+fn render_rows(
+    now: TimeMs,
+    release: Option<&str>,
+    q: &Query,
+    rows: Vec<RowRef>,
+    redact: Redact,
+) -> Option<Rendered> {
+    let name = if release.is_some() {
+        "keys"
+    } else {
+        "releases"
     };
     let head = Head {
         now,
@@ -318,39 +365,35 @@ fn find(
         axis: q.axis,
         release,
     };
-    let rendered = match route {
-        Route::History(release) => {
-            let events =
-                view::history(core.store(), release, q.at.map(|t| (t, q.axis)), &q.filter)?;
-            (!events.is_empty())
-                .then(|| render::answer(&head, &Items::Events(&events), scope.redact))
-        }
-        Route::List | Route::Release(_) => {
-            let name = if release.is_some() {
-                "keys"
-            } else {
-                "releases"
-            };
-            let owned;
-            let rows = match q.at {
-                None => view::current_refs(tracker.keys(), tracker.model(), now, &q.filter),
-                Some(at) => {
-                    owned = view::snapshot(
-                        core.store(),
-                        tracker.model(),
-                        tracker.settings().stale_after,
-                        at,
-                        q.axis,
-                        &q.filter,
-                    )?;
-                    owned.iter().map(RowRef::of_row).collect()
-                }
-            };
-            (release.is_none() || !rows.is_empty())
-                .then(|| render::answer(&head, &Items::Rows(name, rows), scope.redact))
-        }
-    };
-    Ok(rendered)
+    (release.is_none() || !rows.is_empty())
+        .then(|| render::answer(&head, &Items::Rows(name, rows), redact))
+}
+
+/// Off the core thread: a snapshot folded from the history, or the history.
+fn read(
+    r: &StoreRead,
+    route: &Route,
+    q: &Query,
+    redact: Redact,
+) -> Result<Option<Rendered>, ApiError> {
+    let now = now_ms();
+    let release = route.release();
+    if let Route::History(release) = route {
+        let events = view::history(&r.store, release, q.at.map(|t| (t, q.axis)), &q.filter)?;
+        let head = Head {
+            now,
+            at: q.at,
+            axis: q.axis,
+            release: Some(release),
+        };
+        return Ok(
+            (!events.is_empty()).then(|| render::answer(&head, &Items::Events(&events), redact))
+        );
+    }
+    let at = q.at.unwrap_or(now);
+    let owned = view::snapshot(&r.store, &r.model, r.stale_after, at, q.axis, &q.filter)?;
+    let rows = owned.iter().map(RowRef::of_row).collect();
+    Ok(render_rows(now, release, q, rows, redact))
 }
 
 /// Answers `/api/v1/{path}`.
@@ -373,8 +416,18 @@ pub async fn serve(core: &CoreHandle, path: &str, req: Request<Bytes>) -> Respon
     }
     let user = req.extensions().get::<AuthUser>().map(|u| u.0.clone());
     let found = core
-        .call(move |c| find(c, user.as_deref(), &route, q))
+        .call(move |c| find(c, user.as_deref(), &route, &mut q).map(|f| (f, route, q)))
         .await;
+    let found = match found {
+        Ok(Ok((Found::Done(r), ..))) => Ok(Ok(r)),
+        Ok(Ok((Found::Read(r, redact), route, q))) => {
+            tokio::task::spawn_blocking(move || read(&r, &route, &q, redact))
+                .await
+                .map_err(|_| crate::agent::AgentError::CoreGone)
+        }
+        Ok(Err(e)) => Ok(Err(e)),
+        Err(e) => Err(e),
+    };
     let rendered = match found {
         Ok(Ok(Some(r))) => r,
         Ok(Ok(None)) => return release_not_found(),
