@@ -135,11 +135,13 @@ fn with_time_in_status(
 }
 
 /// `relstat status`: through the agent when it runs, else from the store
-/// (the model and stale_after come from `loaded`).
+/// (the model and stale_after come from `loaded`). With the rows, how many
+/// imported transitions wait for the agent's tracker (a stopped agent's
+/// store; the running agent applied them at its start).
 pub fn status(
     loaded: &crate::config::Loaded,
     q: crate::api::Query,
-) -> Result<Vec<crate::api::view::Row>, AdminError> {
+) -> Result<(Vec<crate::api::view::Row>, u64), AdminError> {
     let data_dir = &loaded.config.agent.data_dir;
     let req = Request::Status {
         filter: q.filter.clone(),
@@ -147,7 +149,8 @@ pub fn status(
         axis: q.axis,
     };
     if let Some(v) = request(data_dir, &req)? {
-        return serde_json::from_value(v).map_err(|e| AdminError::Protocol(e.to_string()));
+        let rows = serde_json::from_value(v).map_err(|e| AdminError::Protocol(e.to_string()))?;
+        return Ok((rows, 0));
     }
     let model = crate::model::Model::from_config(&loaded.config.model)
         .map_err(|_| AdminError::Remote("the model is invalid (run check-config)".into()))?;
@@ -161,7 +164,7 @@ pub fn status(
         crate::event::now_ms(),
         &q,
     )?;
-    Ok(with_time_in_status(rows, q.at))
+    Ok((with_time_in_status(rows, q.at), store.pending_len()?))
 }
 
 /// Serves the admin socket until the task is dropped.
@@ -317,14 +320,9 @@ pub fn spool_import(
             &store, &settings, files, true,
         )?);
     }
-    // The tracker `run` would have, from the config and the store: the
-    // imported transitions are applied as the running agent would.
-    let (mut tracker, _, _) = crate::agent::Core::build(loaded, &store)?;
-    let mut committed = |_: Vec<crate::track::Effect>| {};
-    let mut t = crate::spool::relay::Tracking {
-        tracker: &mut tracker,
-        committed: &mut committed,
-    };
+    // The counters and histograms the events must reach live in the
+    // agent: it applies them when it starts.
+    let mut t = crate::spool::relay::Tracking::Deferred;
     Ok(crate::spool::bundle::import_tracked(
         &store,
         &settings,

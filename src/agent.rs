@@ -244,6 +244,7 @@ impl Core {
         for e in tracker.take_effects() {
             metrics.apply(&e);
         }
+        drain_pending(cfg, &mut tracker, &mut metrics, store)?;
         let now = now_ms();
         tracker.tick(now, false);
         for e in tracker.take_effects() {
@@ -296,7 +297,7 @@ impl Core {
                     m.apply(e);
                 }
             };
-            let mut t = crate::spool::relay::Tracking {
+            let mut t = crate::spool::relay::Tracking::Live {
                 tracker: &mut self.tracker,
                 committed: &mut committed,
             };
@@ -506,6 +507,35 @@ impl Core {
             }
         }
     }
+}
+
+/// Applies the transitions imported while the agent was stopped, before
+/// the first tick, as the running agent would have at their import.
+fn drain_pending(
+    cfg: &config::Config,
+    tracker: &mut Tracker,
+    metrics: &mut Metrics,
+    store: &Store,
+) -> Result<(), AgentError> {
+    let pending = store.pending_len()?;
+    if pending == 0 {
+        return Ok(());
+    }
+    if !cfg.spool.track_imports {
+        tracing::warn!(
+            "{pending} imported transitions wait for the tracker but [spool] track_imports = \
+             false: they stay pending (set it to true to track them)"
+        );
+        return Ok(());
+    }
+    let mut committed = |effects: Vec<Effect>| {
+        for e in &effects {
+            metrics.apply(e);
+        }
+    };
+    let n = crate::spool::relay::drain_pending(tracker, store, &mut committed)?;
+    tracing::info!("tracked {n} transitions imported while the agent was stopped");
+    Ok(())
 }
 
 /// Running source threads and how to stop them.

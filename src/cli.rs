@@ -322,6 +322,11 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                             r.duplicates,
                             if r.tracked > 0 {
                                 format!(", {} transitions tracked", r.tracked)
+                            } else if r.pending > 0 {
+                                format!(
+                                    ", {} transitions to track when the agent starts",
+                                    r.pending
+                                )
                             } else {
                                 String::new()
                             },
@@ -403,7 +408,13 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                     AxisArg::Event => crate::api::view::Axis::Event,
                 },
             };
-            let rows = crate::admin::status(&loaded, q).map_err(Failure::runtime)?;
+            let (rows, pending) = crate::admin::status(&loaded, q).map_err(Failure::runtime)?;
+            if pending > 0 {
+                eprintln!(
+                    "{pending} imported transitions pending: the agent tracks them when it \
+                     starts (not in this view yet)"
+                );
+            }
             let mut out = std::io::stdout().lock();
             let written = if json {
                 serde_json::to_writer_pretty(&mut out, &rows)

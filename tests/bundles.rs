@@ -400,7 +400,9 @@ fn write_history(path: &Path, start_ms: i64) {
 /// The series a relay must show exactly as the site does for the same
 /// history (sorted sample lines). `counters`: also transitions, durations,
 /// MTTSR and DORA, which live in the running agent's memory (like any
-/// counter they restart from zero with the process); without, the series
+/// counter they restart from zero with the process: the relay that
+/// imported, or that started after an import into its stopped store,
+/// shows them until it restarts); without, the series
 /// rebuilt from the store's state: per-release status, time in status,
 /// releases per status (non-zero).
 fn history_series(exposition: &str, counters: bool) -> Vec<String> {
@@ -529,19 +531,35 @@ fn relay_tracks_a_forward_all_sites_history_from_its_bundle_stopped_or_running()
         }
     };
 
-    // B1: imported while stopped (the CLI builds the tracker from the
-    // config and the store), then started.
+    // B1: imported while stopped (enqueued, its transitions pending in the
+    // store), then started: the agent tracks them before it serves, so its
+    // counters and histograms are the site's too.
     let mut b1 = relay();
     let before = relstat::event::now_ms();
     let said = import(&b1);
     let after = relstat::event::now_ms();
     assert!(
         said.contains(&format!(
-            "{want} events, {want} enqueued, 0 already imported, {} transitions tracked",
+            "{want} events, {want} enqueued, 0 already imported, {} transitions to track \
+             when the agent starts",
             HISTORY.len()
         )),
         "{said}"
     );
+    let o = relstat(&["-c", cfg(&b1), "status"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("{} imported transitions pending", HISTORY.len())),
+        "{}",
+        stderr(&o)
+    );
+    b1.start();
+    check(&b1, before, after, true);
+    assert_eq!(b1.signal("-TERM"), Some(0));
+    let o = relstat(&["-c", cfg(&b1), "status"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("pending"), "{}", stderr(&o));
+    // Started again: tracked once, what the store holds.
     b1.start();
     check(&b1, before, after, false);
     assert_eq!(b1.signal("-TERM"), Some(0));

@@ -216,6 +216,10 @@ pub struct ImportReport {
     /// Transition records fed into the relay's tracker (`track_imports`).
     #[serde(default)]
     pub tracked: u64,
+    /// Transition records set aside for the relay's tracker, applied when
+    /// the agent starts (an import into a stopped agent).
+    #[serde(default)]
+    pub pending: u64,
     /// Transition records that were not an event (counted `invalid`).
     #[serde(default)]
     pub invalid: u64,
@@ -860,6 +864,7 @@ fn import_one(
         duplicates: 0,
         already_imported_at: None,
         tracked: 0,
+        pending: 0,
         invalid: 0,
         dropped: 0,
     };
@@ -894,6 +899,7 @@ fn import_one(
                     let (tracked, e, counts) = t.track(new, now);
                     effects = e;
                     report.tracked += counts.tracked;
+                    report.pending += counts.pending;
                     report.invalid += counts.invalid;
                     tracked
                 };
@@ -902,7 +908,7 @@ fn import_one(
             None => store.import_chunk(chunk, now, ledger, block_at, None)?,
         };
         if let Some(t) = tracking.as_deref_mut() {
-            (t.committed)(effects);
+            t.committed(effects);
         }
         report.enqueued += outcome.enqueued;
         report.duplicates += outcome.duplicates;

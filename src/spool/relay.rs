@@ -10,6 +10,10 @@
 //! and reason are the site's. The recorded time is the import time. The
 //! events go through [`Tracker::apply`] like any source batch, inside the
 //! store transaction that enqueues the chunk ([`crate::store::Store::import_chunk`]).
+//! When the agent is stopped, the CLI's import puts them in the store's
+//! pending table instead ([`Tracking::Deferred`]) and the agent applies
+//! them at its start ([`drain_pending`]): only a running process has the
+//! counters and histograms they must reach.
 //! A record that cannot be an event is counted `invalid` and skipped.
 //! Input accounting uses the source label [`IMPORT_SOURCE`]: the relay's
 //! `relstat_events_total` then tells its own input from imported history.
@@ -18,7 +22,7 @@ use std::collections::BTreeMap;
 
 use crate::detect::Anomaly;
 use crate::event::{Event, InputResult, NO_ACTOR, NO_SERVICE, TimeMs};
-use crate::store::Tracked;
+use crate::store::{Store, StoreError, Tracked};
 use crate::track::{Effect, Tracker};
 
 /// The rule name of a transition record (`forward = "all"`).
@@ -82,12 +86,19 @@ pub fn to_event(rec: &Anomaly) -> Result<Event, RecordError> {
     })
 }
 
-/// The relay's tracker during an import, and where the effects of each
-/// committed chunk go (the running agent's metrics; nowhere when the CLI
-/// imports into a stopped agent's store).
-pub struct Tracking<'a> {
-    pub tracker: &'a mut Tracker,
-    pub committed: &'a mut dyn FnMut(Vec<Effect>),
+/// What an import does with the transition records of each chunk.
+pub enum Tracking<'a> {
+    /// The running agent: through its tracker, in the chunk's transaction;
+    /// `committed` shows the effects (its metrics) once committed.
+    Live {
+        tracker: &'a mut Tracker,
+        committed: &'a mut dyn FnMut(Vec<Effect>),
+    },
+    /// The agent is stopped: its metrics live in a process that does not
+    /// run yet, so the events go to the store's pending table, in the
+    /// chunk's transaction, and the agent applies them when it starts
+    /// ([`drain_pending`]): its counters and histograms then see them.
+    Deferred,
 }
 
 /// What one chunk did to the tracker.
@@ -95,47 +106,144 @@ pub struct Tracking<'a> {
 pub struct ChunkCounts {
     /// Transition records applied to the tracker.
     pub tracked: u64,
+    /// Transition records left for the agent's tracker at its start.
+    pub pending: u64,
     /// Transition records that are not an event (counted `invalid`).
     pub invalid: u64,
 }
 
 impl Tracking<'_> {
-    /// Applies the transition records among `records` (the chunk's new
-    /// ones) at agent time `now`; returns the store writes, the effects to
-    /// show once committed, and the counts. Other records are not tracked.
+    /// Applies (or, [`Tracking::Deferred`], sets aside) the transition
+    /// records among `records` (the chunk's new ones) at agent time `now`;
+    /// returns the store writes, the effects to show once committed, and
+    /// the counts. Other records are not tracked.
     pub fn track(
         &mut self,
         records: &[&Anomaly],
         now: TimeMs,
     ) -> (Tracked, Vec<Effect>, ChunkCounts) {
         let mut counts = ChunkCounts::default();
+        let mut pending = Vec::new();
+        let mut invalid = 0;
         for rec in records.iter().filter(|r| r.rule == TRANSITION) {
             match to_event(rec) {
-                Ok(ev) => {
-                    self.tracker.apply(ev, now);
-                    counts.tracked += 1;
-                }
+                Ok(ev) => match self {
+                    Tracking::Live { tracker, .. } => {
+                        tracker.apply(ev, now);
+                        counts.tracked += 1;
+                    }
+                    Tracking::Deferred => {
+                        pending.push(ev);
+                        counts.pending += 1;
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(
                         "import: event {:?} of site {:?} not tracked: {e}",
                         rec.event_id,
                         rec.site
                     );
-                    self.tracker.count(IMPORT_SOURCE, InputResult::Invalid);
+                    match self {
+                        Tracking::Live { tracker, .. } => {
+                            tracker.count(IMPORT_SOURCE, InputResult::Invalid)
+                        }
+                        Tracking::Deferred => invalid += 1,
+                    }
                     counts.invalid += 1;
                 }
             }
         }
-        let batch = self.tracker.take_batch();
-        let mut effects = self.tracker.take_effects();
-        let mut counters: BTreeMap<(String, InputResult), u64> = BTreeMap::new();
-        for e in &mut effects {
-            if let Effect::Input { source, result } = e {
-                *source = IMPORT_SOURCE.to_string();
-                *counters.entry((source.clone(), *result)).or_default() += 1;
+        match self {
+            Tracking::Live { tracker, .. } => {
+                let (mut tracked, effects) = take_imported(tracker);
+                tracked.pending = pending;
+                (tracked, effects, counts)
+            }
+            Tracking::Deferred => {
+                // Stored now: the agent restores input accounting from the
+                // store at its start.
+                let mut counters = BTreeMap::new();
+                if invalid > 0 {
+                    counters.insert((IMPORT_SOURCE.to_string(), InputResult::Invalid), invalid);
+                }
+                let tracked = Tracked {
+                    batch: Default::default(),
+                    counters,
+                    pending,
+                };
+                (tracked, Vec::new(), counts)
             }
         }
-        (Tracked { batch, counters }, effects, counts)
+    }
+
+    /// Shows a committed chunk's effects (in the running agent's metrics).
+    pub fn committed(&mut self, effects: Vec<Effect>) {
+        if let Tracking::Live { committed, .. } = self {
+            committed(effects);
+        }
+    }
+}
+
+/// The tracker's writes and effects since the last take, input accounting
+/// under [`IMPORT_SOURCE`].
+fn take_imported(tracker: &mut Tracker) -> (Tracked, Vec<Effect>) {
+    let batch = tracker.take_batch();
+    let mut effects = tracker.take_effects();
+    let mut counters: BTreeMap<(String, InputResult), u64> = BTreeMap::new();
+    for e in &mut effects {
+        if let Effect::Input { source, result } = e {
+            *source = IMPORT_SOURCE.to_string();
+            *counters.entry((source.clone(), *result)).or_default() += 1;
+        }
+    }
+    let tracked = Tracked {
+        batch,
+        counters,
+        pending: Vec::new(),
+    };
+    (tracked, effects)
+}
+
+/// Pending events per drain transaction (as an import chunk: bounded memory).
+pub const DRAIN_CHUNK: usize = 10_000;
+
+/// The agent's start: applies the events imported while it was stopped
+/// ([`Tracking::Deferred`]) through `tracker` as the running agent would
+/// have at the import (each at its import time, which becomes its recorded
+/// time), in import order, [`DRAIN_CHUNK`] at a time. Each chunk is one
+/// store transaction that also removes its pending rows, then its effects
+/// go to `committed`. A crash leaves every event either applied and gone
+/// or pending and unapplied; a store error leaves the tracker ahead of the
+/// store, so the caller must not go on with it. Returns how many were
+/// applied.
+pub fn drain_pending(
+    tracker: &mut Tracker,
+    store: &Store,
+    committed: &mut dyn FnMut(Vec<Effect>),
+) -> Result<u64, StoreError> {
+    drain_chunks(tracker, store, committed, DRAIN_CHUNK)
+}
+
+fn drain_chunks(
+    tracker: &mut Tracker,
+    store: &Store,
+    committed: &mut dyn FnMut(Vec<Effect>),
+    chunk: usize,
+) -> Result<u64, StoreError> {
+    let mut applied = 0;
+    loop {
+        let rows = store.pending_read(chunk)?;
+        let Some((upto, at)) = rows.last().map(|(s, p)| (*s, p.recorded_at)) else {
+            return Ok(applied);
+        };
+        let n = rows.len() as u64;
+        for (_, p) in rows {
+            tracker.apply(p.event, p.recorded_at);
+        }
+        let (tracked, effects) = take_imported(tracker);
+        store.commit_drained(&tracked.batch, &tracked.counters, upto, at)?;
+        committed(effects);
+        applied += n;
     }
 }
 
@@ -228,7 +336,7 @@ mod tests {
         let cfg = Config::default();
         let mut tracker = Tracker::from_config(&cfg, true).unwrap();
         let mut sink = |_: Vec<Effect>| {};
-        let mut t = Tracking {
+        let mut t = Tracking::Live {
             tracker: &mut tracker,
             committed: &mut sink,
         };
@@ -251,6 +359,7 @@ mod tests {
             counts,
             ChunkCounts {
                 tracked: 2,
+                pending: 0,
                 invalid: 1
             }
         );
@@ -273,7 +382,7 @@ mod tests {
         let ks = tracker.get(&key).unwrap();
         assert_eq!((ks.status.as_str(), ks.entered_at), ("deployed", 2 * hour));
         // The same records again: duplicates by event id.
-        let mut t = Tracking {
+        let mut t = Tracking::Live {
             tracker: &mut tracker,
             committed: &mut sink,
         };
@@ -284,5 +393,208 @@ mod tests {
                 .get(&(IMPORT_SOURCE.to_string(), InputResult::Duplicate)),
             Some(&2)
         );
+    }
+
+    /// What `relstat run` does at start: the tracker from the store.
+    fn started(store: &Store) -> Tracker {
+        let mut tracker = Tracker::from_config(&Config::default(), true).unwrap();
+        let snap = store.load().unwrap();
+        tracker.restore(snap.keys, snap.seen, snap.failing, snap.approvals);
+        tracker.take_effects();
+        tracker
+    }
+
+    #[test]
+    fn a_drain_cut_short_by_a_crash_resumes_with_nothing_lost_or_applied_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let hour = 3_600_000;
+        // 25 keys, two events each, imported into the stopped agent.
+        let recs: Vec<Anomaly> = (0..25)
+            .flat_map(|i| {
+                let r = format!("r{i}");
+                [
+                    Anomaly {
+                        release: r.clone(),
+                        ..transition(&format!("a{i}"), "in_progress", i * hour)
+                    },
+                    Anomaly {
+                        release: r,
+                        ..transition(&format!("b{i}"), "deployed", i * hour + hour / 2)
+                    },
+                ]
+            })
+            .collect();
+        let imported_at = 100 * hour;
+        let mut defer = |new: &[&Anomaly]| Tracking::Deferred.track(new, imported_at).0;
+        store
+            .import_chunk(&recs, imported_at, None, None, Some(&mut defer))
+            .unwrap();
+        assert_eq!(store.pending_len().unwrap(), 50);
+        assert_eq!(store.history_len().unwrap(), 0);
+
+        // The first start dies (kill -9) once its first chunk is committed:
+        // the second chunk was never committed.
+        let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut tracker = started(&store);
+            drain_chunks(&mut tracker, &store, &mut |_| panic!("killed"), 20)
+        }));
+        assert!(crashed.is_err());
+        assert_eq!(store.pending_len().unwrap(), 30);
+        assert_eq!(store.history_len().unwrap(), 20);
+        drop(store);
+
+        // The restart: the store reopened, the tracker rebuilt from it.
+        let store = Store::open(dir.path()).unwrap();
+        let mut tracker = started(&store);
+        let mut transitions = 0;
+        let n = drain_chunks(
+            &mut tracker,
+            &store,
+            &mut |effects| {
+                transitions += effects
+                    .iter()
+                    .filter(|e| matches!(e, Effect::Transition { .. }))
+                    .count()
+            },
+            20,
+        )
+        .unwrap();
+        assert_eq!(n, 30);
+        assert_eq!(store.pending_len().unwrap(), 0);
+        // Keys 0..9 were the committed chunk; keys 10..24 moved
+        // in_progress -> deployed after the restart, each once.
+        assert_eq!(transitions, 15);
+        let history = store.history_len().unwrap();
+        assert_eq!(history, 50, "every event once in the history");
+        for i in 0..25 {
+            let h = store.history(&format!("r{i}")).unwrap();
+            let ids: Vec<&str> = h.iter().map(|r| r.event.id.as_str()).collect();
+            assert_eq!(ids, [format!("a{i}"), format!("b{i}")]);
+            assert!(h.iter().all(|r| r.recorded_at == imported_at));
+        }
+        let counters = store.load().unwrap().counters;
+        assert_eq!(
+            counters.get(&(IMPORT_SOURCE.to_string(), InputResult::Accepted)),
+            Some(&50)
+        );
+        assert_eq!(counters.len(), 1, "{counters:?}");
+        assert!(tracker.keys().all(|(_, ks)| ks.status == "deployed"));
+        assert_eq!(tracker.len(), 25);
+    }
+
+    /// Many keys' histories imported into the stopped agent's store in `dir`.
+    fn pending_store(dir: &std::path::Path, keys: i64) -> Store {
+        let store = Store::open(dir).unwrap();
+        let hour = 3_600_000;
+        let recs: Vec<Anomaly> = (0..keys)
+            .flat_map(|i| {
+                let r = format!("r{i}");
+                [
+                    Anomaly {
+                        release: r.clone(),
+                        service: format!("s{i}"),
+                        ..transition(&format!("a{i}"), "in_progress", hour)
+                    },
+                    Anomaly {
+                        release: r,
+                        service: format!("s{i}"),
+                        ..transition(&format!("b{i}"), "deployed", 2 * hour)
+                    },
+                ]
+            })
+            .collect();
+        let mut defer = |new: &[&Anomaly]| Tracking::Deferred.track(new, 10 * hour).0;
+        store
+            .import_chunk(&recs, 10 * hour, None, None, Some(&mut defer))
+            .unwrap();
+        store
+    }
+
+    /// The child side of the kill -9 drain test: drains until killed.
+    #[test]
+    fn drain_crash_child() {
+        let Ok(dir) = std::env::var("RELSTAT_DRAIN_CHILD_DIR") else {
+            return; // only meaningful when started by the test below
+        };
+        let store = Store::open(std::path::Path::new(&dir)).unwrap();
+        let mut tracker = started(&store);
+        let flag = std::path::Path::new(&dir).join("started");
+        let mut first = true;
+        drain_chunks(
+            &mut tracker,
+            &store,
+            &mut |_| {
+                if std::mem::take(&mut first) {
+                    std::fs::write(&flag, b"1").unwrap();
+                }
+            },
+            50,
+        )
+        .unwrap();
+    }
+
+    /// kill -9 at arbitrary moments of the start's drain: after reopening,
+    /// every event is either applied (in the history, counted, its pending
+    /// row gone) or pending, never both nor neither; the next start ends
+    /// the drain with every event applied once.
+    #[test]
+    fn kill_9_during_the_drain_loses_nothing_and_applies_nothing_twice() {
+        const KEYS: i64 = 3_000;
+        let dir = tempfile::tempdir().unwrap();
+        drop(pending_store(dir.path(), KEYS));
+        let exe = std::env::current_exe().unwrap();
+        let mut last_applied = 0;
+        for round in 0..3u64 {
+            let _ = std::fs::remove_file(dir.path().join("started"));
+            let mut child = std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "spool::relay::tests::drain_crash_child",
+                    "--test-threads=1",
+                ])
+                .env("RELSTAT_DRAIN_CHILD_DIR", dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            for _ in 0..500 {
+                if dir.path().join("started").exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50 + 40 * round));
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+
+            let store = Store::open(dir.path()).unwrap();
+            let applied = store.history_len().unwrap();
+            let pending = store.pending_len().unwrap();
+            assert_eq!(applied + pending, 2 * KEYS as u64, "lost or doubled");
+            assert!(applied >= last_applied, "applied went backwards");
+            let counters = store.load().unwrap().counters;
+            let accepted = counters.get(&(IMPORT_SOURCE.to_string(), InputResult::Accepted));
+            assert_eq!(
+                accepted.copied().unwrap_or(0),
+                applied,
+                "counters vs history"
+            );
+            // The applied ones are the first in import order.
+            if let Some((seq, _)) = store.pending_read(1).unwrap().first() {
+                assert_eq!(*seq, applied + 1);
+            }
+            last_applied = applied;
+        }
+        assert!(last_applied > 0, "the child never committed a chunk");
+        let store = Store::open(dir.path()).unwrap();
+        let mut tracker = started(&store);
+        drain_pending(&mut tracker, &store, &mut |_| {}).unwrap();
+        assert_eq!(store.pending_len().unwrap(), 0);
+        assert_eq!(store.history_len().unwrap(), 2 * KEYS as u64);
+        for i in [0, KEYS / 2, KEYS - 1] {
+            assert_eq!(store.history(&format!("r{i}")).unwrap().len(), 2);
+        }
+        assert!(tracker.keys().all(|(_, ks)| ks.status == "deployed"));
     }
 }

@@ -18,6 +18,7 @@
 //! | `meta` | name | bytes | sequence numbers, outbox byte total, the dropped-records ledger (`outbox_dropped`), restore episodes, schema version |
 //! | `imported_bundles` | bundle id | JSON [`ImportedBundle`] | the ledger of imported bundles (`spool import`), kept forever |
 //! | `imported_records` | xxh3-128 of `event_id \0 rule` | imported_at ms | identities of imported records, kept forever (outlives `dedupe_window`); a batch's outbox record with an identity found here is not enqueued (a relay re-judging imported events does not duplicate the sites' records) |
+//! | `pending_tracking` | seq | JSON [`PendingEvent`] | imported transitions waiting for the relay's tracker: `spool import` into a stopped agent writes them with the chunk; the agent applies them at start ([`Store::commit_drained`] removes them with what they produce) |
 //!
 //! One call to [`Store::commit`] writes a tracker [`Batch`] (dirty keys,
 //! removed keys, history, seen ids, outbox records, restore episodes,
@@ -36,7 +37,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::detect::Anomaly;
-use crate::event::{InputResult, Key, TimeMs};
+use crate::event::{Event, InputResult, Key, TimeMs};
 use crate::track::{Batch, HistoryRecord, KeyState, Target};
 
 const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
@@ -52,6 +53,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const APPROVALS: TableDefinition<(&str, &str), i64> = TableDefinition::new("approvals");
 const IMPORTED_BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("imported_bundles");
 const IMPORTED_RECORDS: TableDefinition<u128, i64> = TableDefinition::new("imported_records");
+const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_tracking");
 
 const SCHEMA_VERSION: &[u8] = b"2";
 
@@ -159,6 +161,18 @@ pub struct ChunkOutcome {
 pub struct Tracked {
     pub batch: Batch,
     pub counters: BTreeMap<(String, InputResult), u64>,
+    /// Events for the tracker of the agent when it starts (an import into
+    /// a stopped agent): written to `pending_tracking`, recorded at the
+    /// chunk's import time.
+    pub pending: Vec<Event>,
+}
+
+/// An imported event waiting for the relay's tracker.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingEvent {
+    /// When it was imported: its recorded time in the history once applied.
+    pub recorded_at: TimeMs,
+    pub event: Event,
 }
 
 /// The relay's tracker as [`Store::import_chunk`] calls it: the chunk's
@@ -250,6 +264,7 @@ impl Store {
             tx.open_table(APPROVALS)?;
             tx.open_table(IMPORTED_BUNDLES)?;
             tx.open_table(IMPORTED_RECORDS)?;
+            tx.open_table(PENDING)?;
             let mut meta = tx.open_table(META)?;
             let found = meta.get("schema")?.map(|v| v.value().to_vec());
             match found {
@@ -617,6 +632,21 @@ impl Store {
         if let Some(track) = track {
             let t = track(&new);
             write_batch(&tx, &t.batch, &[], &t.counters, Some(now))?;
+            if !t.pending.is_empty() {
+                let mut pending = tx.open_table(PENDING)?;
+                let mut meta = tx.open_table(META)?;
+                let mut seq = read_u64(&meta, "pending_seq")?;
+                for event in t.pending {
+                    seq += 1;
+                    let row = PendingEvent {
+                        recorded_at: now,
+                        event,
+                    };
+                    let v = serde_json::to_vec(&row).map_err(|e| corrupt("pending_tracking", e))?;
+                    pending.insert(seq, v.as_slice())?;
+                }
+                meta.insert("pending_seq", seq.to_be_bytes().as_slice())?;
+            }
         }
         if let Some((id, row)) = ledger
             && !out.full
@@ -626,6 +656,45 @@ impl Store {
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Imported events waiting for the relay's tracker.
+    pub fn pending_len(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(PENDING)?.len()?)
+    }
+
+    /// The first `limit` pending events, in import order, with their seq.
+    pub fn pending_read(&self, limit: usize) -> Result<Vec<(u64, PendingEvent)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(PENDING)?;
+        let mut out = Vec::new();
+        for row in table.iter()?.take(limit) {
+            let (k, v) = row?;
+            let p =
+                serde_json::from_slice(v.value()).map_err(|e| corrupt("pending_tracking", e))?;
+            out.push((k.value(), p));
+        }
+        Ok(out)
+    }
+
+    /// Commits what the tracker made of the pending events up to and
+    /// including seq `upto`, and removes them, in one transaction: after a
+    /// crash they are either applied and gone, or still pending and not
+    /// applied. Like an import's own tracking, the identities of the
+    /// records enqueued are registered as imported at `at`.
+    pub fn commit_drained(
+        &self,
+        batch: &Batch,
+        counters: &BTreeMap<(String, InputResult), u64>,
+        upto: u64,
+        at: TimeMs,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        write_batch(&tx, batch, &[], counters, Some(at))?;
+        tx.open_table(PENDING)?.retain_in(..=upto, |_, _| false)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Bytes the outbox holds (what `[spool] max_bytes` limits).

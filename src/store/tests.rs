@@ -409,3 +409,76 @@ fn a_schema_1_store_is_migrated_with_its_seen_ids() {
         "the schema 1 table is gone"
     );
 }
+
+#[test]
+fn pending_events_are_kept_in_import_order_and_drained_with_their_writes_in_one_transaction() {
+    let store = Store::in_memory().unwrap();
+    // Two imports into the stopped agent, at 100 and 200.
+    for (now, ids) in [(100, 1..=3u64), (200, 4..=5)] {
+        let recs: Vec<Anomaly> = ids.clone().map(store_rec).collect();
+        let mut defer = |new: &[&Anomaly]| Tracked {
+            pending: new
+                .iter()
+                .map(|r| event(r.event_time as u64 / 1000))
+                .collect(),
+            ..Default::default()
+        };
+        let out = store
+            .import_chunk(&recs, now, None, None, Some(&mut defer))
+            .unwrap();
+        assert_eq!(out.enqueued, recs.len() as u64);
+    }
+    assert_eq!(store.pending_len().unwrap(), 5);
+    let rows = store.pending_read(10).unwrap();
+    let got: Vec<(u64, TimeMs, String)> = rows
+        .iter()
+        .map(|(s, p)| (*s, p.recorded_at, p.event.id.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, 100, "id-1".to_string()),
+            (2, 100, "id-2".into()),
+            (3, 100, "id-3".into()),
+            (4, 200, "id-4".into()),
+            (5, 200, "id-5".into()),
+        ]
+    );
+    assert_eq!(store.pending_read(2).unwrap().len(), 2);
+
+    // A drain step whose writes fail leaves its pending rows and writes nothing.
+    let (b, _, n) = batch(1);
+    {
+        let tx = store.db.begin_write().unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert("history_seq", b"bad".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    assert!(store.commit_drained(&b, &n, 3, 100).is_err());
+    assert_eq!(store.pending_len().unwrap(), 5);
+    assert_eq!(store.history_len().unwrap(), 0);
+    assert!(store.load().unwrap().counters.is_empty());
+    {
+        let tx = store.db.begin_write().unwrap();
+        tx.open_table(META).unwrap().remove("history_seq").unwrap();
+        tx.commit().unwrap();
+    }
+    // It succeeds: the rows up to `upto` go with the writes they produced.
+    store.commit_drained(&b, &n, 3, 100).unwrap();
+    let left: Vec<u64> = store
+        .pending_read(10)
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(left, [4, 5]);
+    assert_eq!(store.history_len().unwrap(), 1);
+    assert_eq!(
+        store.load().unwrap().counters[&("s".to_string(), InputResult::Accepted)],
+        1
+    );
+    // The relay's record for an imported identity is not enqueued again.
+    assert_eq!(store.outbox_stats().unwrap().events, 5);
+}

@@ -606,15 +606,12 @@ fn transition(id: &str, release: &str, from: Option<&str>, to: &str, t: i64) -> 
     }
 }
 
-#[test]
-fn tracked_import_feeds_the_tracker_once_and_never_duplicates_a_site_record() {
-    let w = World::new();
-    let site = Store::in_memory().unwrap();
+/// r1's history after filler up to the chunk boundary: its last event
+/// straddles the boundary (the transition is record CHUNK, the site's
+/// invalid_transition on it record CHUNK + 1); then a transition record
+/// that is no event (e4: no environment).
+fn r1_history(t0: i64) -> Vec<Anomaly> {
     let h = 3_600_000;
-    let t0 = 1_700_000_000_000;
-    // Filler up to the chunk boundary, then r1's history: its last event
-    // straddles the boundary (the transition is record CHUNK, the site's
-    // invalid_transition on it record CHUNK + 1).
     let mut recs: Vec<Anomaly> = (0..CHUNK as u64 - 3).map(|i| record(i, "stuck")).collect();
     recs.push(transition("e1", "r1", None, "in_progress", t0));
     recs.push(transition(
@@ -638,6 +635,16 @@ fn tracked_import_feeds_the_tracker_once_and_never_duplicates_a_site_record() {
     let mut bad = transition("e4", "r2", None, "deployed", t0);
     bad.environment.clear();
     recs.push(bad);
+    recs
+}
+
+#[test]
+fn tracked_import_feeds_the_tracker_once_and_never_duplicates_a_site_record() {
+    let w = World::new();
+    let site = Store::in_memory().unwrap();
+    let h = 3_600_000;
+    let t0 = 1_700_000_000_000;
+    let recs = r1_history(t0);
     assert_eq!(recs[CHUNK - 1].event_id, "e3");
     enqueue(&site, recs.clone());
     let first = w.path("first");
@@ -647,7 +654,7 @@ fn tracked_import_feeds_the_tracker_once_and_never_duplicates_a_site_record() {
     let mut tracker = relay_tracker();
     let effects = std::cell::RefCell::new(Vec::new());
     let mut sink = |e: Vec<crate::track::Effect>| effects.borrow_mut().extend(e);
-    let mut t = crate::spool::relay::Tracking {
+    let mut t = crate::spool::relay::Tracking::Live {
         tracker: &mut tracker,
         committed: &mut sink,
     };
@@ -708,7 +715,7 @@ fn tracked_import_feeds_the_tracker_once_and_never_duplicates_a_site_record() {
     );
     let second = w.path("second");
     export(&site, &w.a, &second, true, false).unwrap();
-    let mut t = crate::spool::relay::Tracking {
+    let mut t = crate::spool::relay::Tracking::Live {
         tracker: &mut tracker,
         committed: &mut sink,
     };
@@ -716,4 +723,118 @@ fn tracked_import_feeds_the_tracker_once_and_never_duplicates_a_site_record() {
     assert_eq!((r[0].enqueued, r[0].tracked), (1, 1));
     assert_eq!(relay.history("r1").unwrap().len(), 3);
     assert_eq!(outbox(&relay).len(), recs.len() + 1);
+}
+
+/// What a running agent's counters and histograms see of an import.
+fn metric_effects(effects: &[crate::track::Effect]) -> Vec<crate::track::Effect> {
+    use crate::track::Effect as E;
+    effects
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                E::Input { .. }
+                    | E::Transition { .. }
+                    | E::Duration { .. }
+                    | E::Resolution { .. }
+                    | E::Deployment { .. }
+                    | E::LeadTime { .. }
+                    | E::Restore { .. }
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn import_into_a_stopped_relay_is_tracked_at_its_start_as_a_running_relay_would() {
+    use crate::spool::relay::{Tracking, drain_pending};
+    let w = World::new();
+    let site = Store::in_memory().unwrap();
+    let t0 = 1_700_000_000_000;
+    let recs = r1_history(t0);
+    enqueue(&site, recs.clone());
+    let bundle = w.path("bundle");
+    export(&site, &w.a, &bundle, true, false).unwrap();
+    let one = std::slice::from_ref(&bundle);
+
+    // The running relay.
+    let live = Store::in_memory().unwrap();
+    let mut live_tracker = relay_tracker();
+    let mut live_effects = Vec::new();
+    let mut sink = |e: Vec<crate::track::Effect>| live_effects.extend(e);
+    let mut t = Tracking::Live {
+        tracker: &mut live_tracker,
+        committed: &mut sink,
+    };
+    import_tracked(&live, &w.relay, one, false, Some(&mut t)).unwrap();
+
+    // The stopped relay: forwarded as the running one, tracked at start.
+    let stopped = Store::in_memory().unwrap();
+    let r = import_tracked(
+        &stopped,
+        &w.relay,
+        one,
+        false,
+        Some(&mut Tracking::Deferred),
+    )
+    .unwrap();
+    assert_eq!((r[0].tracked, r[0].pending, r[0].invalid), (0, 3, 1));
+    assert_eq!(stopped.pending_len().unwrap(), 3);
+    assert!(stopped.load().unwrap().keys.is_empty());
+    assert_eq!(stopped.history_len().unwrap(), 0);
+    assert_eq!(outbox(&stopped), recs);
+    let imported_at = stopped
+        .imported_bundle(&r[0].bundle_id)
+        .unwrap()
+        .unwrap()
+        .imported_at;
+
+    let mut tracker = relay_tracker();
+    let snap = stopped.load().unwrap();
+    tracker.restore(snap.keys, snap.seen, snap.failing, snap.approvals);
+    tracker.take_effects();
+    let mut effects = Vec::new();
+    let n = drain_pending(&mut tracker, &stopped, &mut |e| effects.extend(e)).unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(stopped.pending_len().unwrap(), 0);
+    // The invalid record was counted in the store at import (the agent
+    // restores input counters at its start); everything else the same.
+    let invalid = crate::track::Effect::Input {
+        source: crate::spool::relay::IMPORT_SOURCE.into(),
+        result: crate::event::InputResult::Invalid,
+    };
+    let live_metrics: Vec<_> = metric_effects(&live_effects)
+        .into_iter()
+        .filter(|e| *e != invalid)
+        .collect();
+    assert!(live_metrics.len() > 5, "{live_metrics:?}");
+    assert_eq!(metric_effects(&effects), live_metrics);
+    assert_eq!(
+        stopped.load().unwrap().counters,
+        live.load().unwrap().counters
+    );
+    let key = crate::event::Key {
+        release: "r1".into(),
+        service: "svc".into(),
+        environment: "production".into(),
+        site: "dc-a".into(),
+    };
+    let (a, b) = (tracker.get(&key).unwrap(), live_tracker.get(&key).unwrap());
+    assert_eq!(
+        (&a.status, a.entered_at, a.max_time),
+        (&b.status, b.entered_at, b.max_time)
+    );
+    // The relay's own records on e1..e3 (transition, invalid_transition)
+    // are not added to what the site said.
+    assert_eq!(outbox(&stopped), recs);
+    assert_eq!(outbox(&live), recs);
+    let history = stopped.history("r1").unwrap();
+    assert_eq!(history.len(), 3);
+    assert!(history.iter().all(|h| h.recorded_at == imported_at));
+    // A second start: nothing left.
+    assert_eq!(
+        drain_pending(&mut tracker, &stopped, &mut |_| {}).unwrap(),
+        0
+    );
 }
