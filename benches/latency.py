@@ -14,7 +14,7 @@
    the CPU time (user+sys, /proc/PID/stat) over an idle window (60 s).
 
 Usage: benches/latency.py [--lines 300] [--keys 10000] [--idle 60] [--siem]
-       [--no-latency]
+       [--no-latency] [--bin PATH]
 (builds the release binary first, in $CARGO_TARGET_DIR or target/).
 Loopback only; every wait is bounded."""
 import argparse, json, os, shutil, socket, subprocess, sys, tempfile, time
@@ -96,11 +96,14 @@ def main():
     ap.add_argument("--idle", type=int, default=60)
     ap.add_argument("--siem", action="store_true", help="also line -> SIEM (rsyslog over TLS)")
     ap.add_argument("--no-latency", action="store_true", help="only the idle measurement")
+    ap.add_argument("--bin", help="a relstat binary to run (default: build the release binary)")
     a = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "relstat"], cwd=root, check=True)
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
-    exe = os.path.join(target, "release", "relstat")
+    exe = a.bin
+    if not exe:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "relstat"], cwd=root, check=True)
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
+        exe = os.path.join(target, "release", "relstat")
     d = tempfile.mkdtemp()
     port = free_port()
     os.makedirs(f"{d}/logs")

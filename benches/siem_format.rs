@@ -1,13 +1,14 @@
 //! SIEM formatting per event (events/s): one outbox record to the bytes of
 //! one message in each format (rfc5424, cef, leef, json), and the JSON
-//! decode of an outbox record the forwarder does before formatting.
+//! decode of an outbox record the forwarder does before formatting (owned,
+//! as before issue 10, and borrowed, as now), and the two together.
 //! Run: `cargo bench --bench siem_format`. Figures go to BENCHMARKS.md.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use relstat::config::{Severity, SiemFormat};
-use relstat::detect::Anomaly;
+use relstat::detect::{Anomaly, AnomalyRef};
 use relstat::event::ActorType;
 use relstat::sinks::siem::format::FormatContext;
 
@@ -60,11 +61,32 @@ fn bench(c: &mut Criterion) {
         });
     }
     let encoded: Vec<Vec<u8>> = recs.iter().map(|r| serde_json::to_vec(r).unwrap()).collect();
-    g.bench_function("outbox_decode_json", |b| {
+    g.bench_function("outbox_decode_owned", |b| {
         b.iter(|| {
             for e in &encoded {
                 black_box(serde_json::from_slice::<Anomaly>(e).unwrap());
             }
+        })
+    });
+    // What the forwarder does per record: decode borrowed, format rfc5424.
+    g.bench_function("outbox_decode_borrowed", |b| {
+        b.iter(|| {
+            for e in &encoded {
+                black_box(serde_json::from_slice::<AnomalyRef<'_>>(e).unwrap());
+            }
+        })
+    });
+    let ctx = FormatContext::new(SiemFormat::Rfc5424, "authpriv", "relstat@32473");
+    let mut out = Vec::with_capacity(1 << 20);
+    g.bench_function("decode_and_rfc5424", |b| {
+        b.iter(|| {
+            out.clear();
+            for e in &encoded {
+                let s = std::str::from_utf8(e).unwrap();
+                let r: AnomalyRef<'_> = serde_json::from_str(s).unwrap();
+                ctx.write_ref(&r, &mut out);
+            }
+            black_box(out.len())
         })
     });
     g.finish();

@@ -202,6 +202,19 @@ pub fn parse_rfc3339(s: &str) -> Option<TimeMs> {
 /// general formatter costs several times more. Years outside 0..=9999 fall
 /// back to chrono.
 pub fn format_rfc3339(t: TimeMs) -> String {
+    match rfc3339_bytes(t) {
+        // Only ASCII digits and separators were written.
+        Some(b) => String::from_utf8(b.to_vec()).unwrap_or_default(),
+        None => match chrono::DateTime::from_timestamp_millis(t) {
+            Some(dt) => dt.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            None => t.to_string(),
+        },
+    }
+}
+
+/// [`format_rfc3339`] without allocating, for years 0..=9999 (`None`
+/// outside them): the SIEM formatters write it straight into the message.
+pub fn rfc3339_bytes(t: TimeMs) -> Option<[u8; 24]> {
     let secs = t.div_euclid(1000);
     let ms = t.rem_euclid(1000) as u32;
     let days = secs.div_euclid(86_400);
@@ -217,10 +230,7 @@ pub fn format_rfc3339(t: TimeMs) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
     if !(0..=9999).contains(&year) {
-        return match chrono::DateTime::from_timestamp_millis(t) {
-            Some(dt) => dt.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            None => t.to_string(),
-        };
+        return None;
     }
     let mut b = *b"0000-00-00T00:00:00.000Z";
     let mut put = |at: usize, v: u32, width: usize| {
@@ -237,8 +247,7 @@ pub fn format_rfc3339(t: TimeMs) -> String {
     put(14, sod / 60 % 60, 2);
     put(17, sod % 60, 2);
     put(20, ms, 3);
-    // Only ASCII digits and separators were written.
-    String::from_utf8(b.to_vec()).unwrap_or_default()
+    Some(b)
 }
 
 /// The wall clock in milliseconds.
