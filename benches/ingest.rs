@@ -39,23 +39,39 @@ fn lines(n: usize) -> Vec<String> {
 
 /// The same events as logfmt lines.
 fn logfmt_lines(n: usize) -> Vec<String> {
-    lines(n).iter().map(|l| {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        v.as_object().unwrap().iter()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }).collect()
+    lines(n)
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
 }
 
 /// The same events as a deploy script's text line, read by a regex.
 fn text_lines(n: usize) -> Vec<String> {
-    lines(n).iter().map(|l| {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        let f = |k: &str| v[k].as_str().unwrap().to_string();
-        format!("{} {} {} {} {} {} {}", f("time"), f("actor"), f("service"), f("release"),
-            f("environment"), f("status").to_uppercase(), f("version"))
-    }).collect()
+    lines(n)
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let f = |k: &str| v[k].as_str().unwrap().to_string();
+            format!(
+                "{} {} {} {} {} {} {}",
+                f("time"),
+                f("actor"),
+                f("service"),
+                f("release"),
+                f("environment"),
+                f("status").to_uppercase(),
+                f("version")
+            )
+        })
+        .collect()
 }
 
 fn source_parser(model: &Model, extra: &str) -> LineParser {

@@ -32,7 +32,10 @@ fn record(i: usize) -> Anomaly {
         reason: None,
         version: Some(format!("1.{i}.0")),
         host: "web-1".into(),
-        message: format!("2026.11.{i} svc-{} production: in_progress -> deployed", i % 50),
+        message: format!(
+            "2026.11.{i} svc-{} production: in_progress -> deployed",
+            i % 50
+        ),
     }
 }
 
@@ -60,7 +63,10 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
-    let encoded: Vec<Vec<u8>> = recs.iter().map(|r| serde_json::to_vec(r).unwrap()).collect();
+    let encoded: Vec<Vec<u8>> = recs
+        .iter()
+        .map(|r| serde_json::to_vec(r).unwrap())
+        .collect();
     g.bench_function("outbox_decode_owned", |b| {
         b.iter(|| {
             for e in &encoded {
