@@ -1,17 +1,23 @@
 #!/usr/bin/env python3
-"""Line -> series latency and memory of a running agent (release build).
+"""Latency, memory and idle CPU of a running agent (release build).
 
-1. latency: appends one line at a time to a tailed file and polls /metrics
-   (every 1 ms) until that line's release appears; reports p50/p99/max over
-   N lines. The poll itself costs up to ~1 ms plus one /metrics render.
-2. memory: appends lines for 10,000 distinct release keys (status
-   in_progress, so all stay tracked), waits until they are accepted, lets
-   the agent idle, and reads its RSS (VmRSS) and CPU time over an idle
-   window.
+1. line -> series: appends one line at a time to a tailed file and polls
+   /metrics (every 1 ms) until that line's release appears; reports
+   p50/p99/max over N lines. The poll costs up to ~1 ms plus one render.
+2. line -> SIEM (--siem): the agent forwards every transition
+   (`forward = "all"`, rfc5424 over TLS) to a real rsyslog TLS receiver
+   (imtcp + gtls, omfile); the script polls rsyslog's output file (every
+   1 ms) until the line's release appears.
+3. idle: appends lines for 10,000 distinct release keys (status in_progress
+   with recent event times, so all stay tracked, none stale or stuck), waits
+   until they are accepted and the agent settles (2 s), then reads VmRSS and
+   the CPU time (user+sys, /proc/PID/stat) over an idle window (60 s).
 
-Usage: benches/latency.py [--lines 300] [--keys 10000] [--idle 10]
-(builds target/release/relstat first)."""
-import argparse, json, os, socket, subprocess, sys, tempfile, time
+Usage: benches/latency.py [--lines 300] [--keys 10000] [--idle 60] [--siem]
+       [--no-latency] [--bin PATH]
+(builds the release binary first, in $CARGO_TARGET_DIR or target/).
+Loopback only; every wait is bounded."""
+import argparse, json, os, shutil, socket, subprocess, sys, tempfile, time
 
 def get(port, path):
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -42,22 +48,73 @@ def rss_kib(pid):
         if l.startswith("VmRSS:"):
             return int(l.split()[1])
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+def start_rsyslog(d):
+    """A real rsyslog TLS receiver (imtcp + gtls) writing each message to a
+    file; returns (process, port, a function reading what it received)."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE",
+                    "-keyout", f"{d}/server.key", "-out", f"{d}/server.pem"],
+                   check=True, capture_output=True)
+    shutil.copy(f"{d}/server.pem", f"{d}/ca.pem")
+    os.makedirs(f"{d}/rs")
+    port = free_port()
+    open(f"{d}/rs/rsyslog.conf", "w").write(
+        f'global(workDirectory="{d}/rs" DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="{d}/ca.pem" '
+        f'DefaultNetstreamDriverCertFile="{d}/server.pem" DefaultNetstreamDriverKeyFile="{d}/server.key")\n'
+        'module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")\n'
+        f'input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="in" '
+        'SupportOctetCountedFraming="on" gnutlsPriorityString="NORMAL")\n'
+        'template(name="m" type="string" string="%structured-data% %msg%\\n")\n'
+        f'ruleset(name="in") {{ action(type="omfile" file="{d}/rs/received.log" template="m") }}\n')
+    rs = subprocess.Popen(["rsyslogd", "-n", "-f", f"{d}/rs/rsyslog.conf", "-i", f"{d}/rs/pid"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t = time.time()
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close(); break
+        except OSError:
+            if time.time() - t > 10:
+                sys.exit("rsyslog did not start")
+            time.sleep(0.05)
+    open(f"{d}/rs/received.log", "a").close()
+    f = open(f"{d}/rs/received.log")
+    seen = []
+    def received():
+        seen.append(f.read())
+        return "".join(seen)
+    return rs, port, received
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=300)
     ap.add_argument("--keys", type=int, default=10_000)
-    ap.add_argument("--idle", type=int, default=10)
+    ap.add_argument("--idle", type=int, default=60)
+    ap.add_argument("--siem", action="store_true", help="also line -> SIEM (rsyslog over TLS)")
+    ap.add_argument("--no-latency", action="store_true", help="only the idle measurement")
+    ap.add_argument("--bin", help="a relstat binary to run (default: build the release binary)")
     a = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=root, check=True)
-    exe = os.path.join(root, "target", "release", "relstat")
+    exe = a.bin
+    if not exe:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "relstat"], cwd=root, check=True)
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
+        exe = os.path.join(target, "release", "relstat")
     d = tempfile.mkdtemp()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    port = free_port()
     os.makedirs(f"{d}/logs")
-    open(f"{d}/r.toml", "w").write(
-        f'[agent]\ndata_dir = "{d}/data"\n[http]\nlisten = "127.0.0.1:{port}"\n'
-        f'[[sources]]\nname = "f"\ntype = "file"\npaths = ["{d}/logs/*.log"]\n')
+    conf = (f'[agent]\ndata_dir = "{d}/data"\n[http]\nlisten = "127.0.0.1:{port}"\n'
+            f'[[sources]]\nname = "f"\ntype = "file"\npaths = ["{d}/logs/*.log"]\n')
+    rsyslog = None
+    if a.siem:
+        rsyslog, sport, received = start_rsyslog(d)
+        conf += (f'[siem]\ntransport = "tls"\naddress = "127.0.0.1:{sport}"\nca_file = "{d}/ca.pem"\n'
+                 f'server_name = "localhost"\nforward = "all"\n')
+    open(f"{d}/r.toml", "w").write(conf)
     log = open(f"{d}/logs/a.log", "a")
     p = subprocess.Popen([exe, "run", "-c", f"{d}/r.toml"], stderr=subprocess.DEVNULL)
     try:
@@ -68,8 +125,17 @@ def main():
             except OSError:
                 pass
             time.sleep(0.05)
-        lat = []
-        for i in range(1, a.lines + 1):
+        n = 0 if a.no_latency else a.lines
+        if a.siem and n:
+            # The first line also waits for the TLS connection: not timed.
+            log.write(line(0)); log.flush()
+            t0 = time.time()
+            while 'release="r0"' not in received():
+                if time.time() - t0 > 30:
+                    sys.exit("the first event did not reach rsyslog in 30 s")
+                time.sleep(0.01)
+        lat, slat = [], []
+        for i in range(1, n + 1):
             needle = f'release="r{i}"'
             log.write(line(i)); log.flush()
             t0 = time.perf_counter()
@@ -78,12 +144,20 @@ def main():
                     sys.exit(f"line {i} not visible after 5 s")
                 time.sleep(0.001)
             lat.append((time.perf_counter() - t0) * 1000)
+            if a.siem:
+                while needle not in received():
+                    if time.perf_counter() - t0 > 5:
+                        sys.exit(f"line {i} not at the SIEM after 5 s")
+                    time.sleep(0.001)
+                slat.append((time.perf_counter() - t0) * 1000)
             time.sleep(0.01)
-        lat.sort()
-        pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
-        print(f"line -> series latency over {len(lat)} lines: p50 {pct(0.50):.1f} ms, "
-              f"p99 {pct(0.99):.1f} ms, max {lat[-1]:.1f} ms")
-        base = a.lines
+        for name, v in [("line -> series", lat), ("line -> SIEM (rsyslog, TLS)", slat)]:
+            if v:
+                v.sort()
+                pct = lambda q: v[min(len(v) - 1, int(q * len(v)))]
+                print(f"{name} latency over {len(v)} lines: p50 {pct(0.50):.1f} ms, "
+                      f"p99 {pct(0.99):.1f} ms, max {v[-1]:.1f} ms")
+        base = n
         for i in range(base + 1, base + a.keys + 1):
             log.write(line(i))
         log.flush()
@@ -101,7 +175,10 @@ def main():
               f"idle CPU {cpu:.2f} s over {time.time() - t0:.0f} s "
               f"({100 * cpu / (time.time() - t0):.2f}% of one core)")
     finally:
-        p.terminate(); p.wait()
+        p.terminate(); p.wait(10)
+        if rsyslog:
+            rsyslog.terminate(); rsyslog.wait(10)
+        shutil.rmtree(d, ignore_errors=True)
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
 # they are missing: prometheus and promtool (Debian package prometheus);
 # rsyslog with its TLS (gnutls) and RELP modules, the SIEM receiver of the
 # forwarding tests; systemd-analyze, rpm, objcopy, adduser (the operator
-# kit). Idempotent; needs root or sudo.
+# kit); python3 and openssl (the benchmark scripts). Idempotent; needs root or sudo.
 set -euo pipefail
 
 need=()
@@ -15,6 +15,10 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v rpm >/dev/null 2>&1 || need+=(rpm)
 command -v objcopy >/dev/null 2>&1 || need+=(binutils)
 command -v adduser >/dev/null 2>&1 || need+=(adduser)
+# The benchmark scripts (benches/): python3 drives them, openssl makes
+# their certificates.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 have_module() { # rsyslog module files, wherever the multiarch dir is
   compgen -G "/usr/lib/*/rsyslog/$1.so" >/dev/null || compgen -G "/usr/lib/rsyslog/$1.so" >/dev/null
 }

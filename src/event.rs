@@ -220,8 +220,10 @@ pub fn write_rfc3339(out: &mut Vec<u8>, t: TimeMs) {
     }
 }
 
-/// The 24 bytes of `t` for years 0000 to 9999; `None` outside them.
-fn rfc3339_bytes(t: TimeMs) -> Option<[u8; 24]> {
+/// [`format_rfc3339`] without allocating, for years 0..=9999 (`None`
+/// outside them): the SIEM formatters and the API write it straight into
+/// their output.
+pub fn rfc3339_bytes(t: TimeMs) -> Option<[u8; 24]> {
     let secs = t.div_euclid(1000);
     let ms = t.rem_euclid(1000) as u32;
     let days = secs.div_euclid(86_400);

@@ -25,7 +25,7 @@ mod status_conflict;
 mod stuck;
 mod unauthorized_actor;
 
-pub use anomaly::{Anomaly, RuleId};
+pub use anomaly::{Anomaly, AnomalyRef, RuleId};
 pub use gate::{Approvals, Attempt};
 pub(crate) use what_of as what;
 

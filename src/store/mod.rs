@@ -426,6 +426,28 @@ impl Store {
         Ok(out)
     }
 
+    /// The pending SIEM records after `after_seq`, oldest first, undecoded:
+    /// their bytes are appended to `buf` and `rows` gets (seq, range in
+    /// `buf`) for each, at most `limit`. The forwarder decodes them borrowed
+    /// ([`crate::detect::AnomalyRef`]), with no allocation per record.
+    pub fn outbox_read_raw(
+        &self,
+        after_seq: u64,
+        limit: usize,
+        buf: &mut Vec<u8>,
+        rows: &mut Vec<(u64, std::ops::Range<usize>)>,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(OUTBOX)?;
+        for row in table.range(after_seq + 1..)?.take(limit) {
+            let (k, v) = row?;
+            let start = buf.len();
+            buf.extend_from_slice(v.value());
+            rows.push((k.value(), start..buf.len()));
+        }
+        Ok(())
+    }
+
     /// Removes delivered records (every seq up to and including `upto`).
     pub fn outbox_remove(&self, upto: u64) -> Result<u64, StoreError> {
         let tx = self.db.begin_write()?;

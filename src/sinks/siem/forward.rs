@@ -30,7 +30,7 @@ use super::transport::tls::TlsConnector;
 use super::transport::udp::UdpTransport;
 use super::transport::{Msg, Transport, TransportError, connect_tcp};
 use crate::config::{SiemConfig, SiemFormat, SiemTransport, SpoolConfig, WhenFull};
-use crate::detect::Anomaly;
+use crate::detect::{Anomaly, AnomalyRef};
 use crate::event::{ActorType, TimeMs, format_rfc3339, now_ms};
 use crate::store::{DroppedLedger, OutboxStats, Store};
 
@@ -325,6 +325,8 @@ impl Forwarder {
         let mut last_dropped_check = Instant::now();
         let mut buf: Vec<u8> = Vec::with_capacity(1024 * 1024);
         let mut ends: Vec<(u64, usize)> = Vec::with_capacity(BATCH);
+        let mut raw: Vec<u8> = Vec::with_capacity(1024 * 1024);
+        let mut rows: Vec<(u64, std::ops::Range<usize>)> = Vec::with_capacity(BATCH);
         let fail = |t: &mut dyn Transport, e: TransportError, removed_upto: &mut u64, me: &Self| {
             if let Some(d) = t.known_delivered() {
                 me.remove(d, removed_upto);
@@ -348,14 +350,17 @@ impl Forwarder {
                 .limiter
                 .as_ref()
                 .map_or(BATCH, |(_, b)| BATCH.min(*b as usize));
-            let batch = match self.store.outbox_read(cursor, limit) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!("cannot read the outbox: {e}");
-                    self.sleep(Duration::from_secs(1));
-                    continue;
-                }
-            };
+            raw.clear();
+            rows.clear();
+            if let Err(e) = self
+                .store
+                .outbox_read_raw(cursor, limit, &mut raw, &mut rows)
+            {
+                tracing::error!("cannot read the outbox: {e}");
+                self.sleep(Duration::from_secs(1));
+                continue;
+            }
+            let batch = &rows;
             if batch.is_empty() {
                 match t.delivered() {
                     Ok(Some(d)) => self.remove(d, &mut removed_upto),
@@ -399,9 +404,30 @@ impl Forwarder {
             }
             buf.clear();
             ends.clear();
-            for (seq, rec) in &batch {
-                self.format.write(rec, &mut buf);
+            let mut bad = None;
+            for (seq, range) in batch {
+                // One UTF-8 check of the whole record (ASCII runs fast), then
+                // serde_json's str reader, which skips the per-string check.
+                let decoded = std::str::from_utf8(&raw[range.clone()])
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| {
+                        serde_json::from_str::<AnomalyRef<'_>>(s).map_err(|e| e.to_string())
+                    });
+                match decoded {
+                    Ok(rec) => self.format.write_ref(&rec, &mut buf),
+                    Err(e) => {
+                        bad = Some(format!("outbox record {seq}: {e}"));
+                        break;
+                    }
+                }
                 ends.push((*seq, buf.len()));
+            }
+            if let Some(e) = bad {
+                // As when the store cannot be read: the record stays, the
+                // operator sees why, the forwarder retries.
+                tracing::error!("cannot read the outbox: the store is corrupt: {e}");
+                self.sleep(Duration::from_secs(1));
+                continue;
             }
             let mut msgs = Vec::with_capacity(ends.len());
             let mut start = 0;

@@ -9,7 +9,7 @@
 
 use super::FormatContext;
 use crate::config::Severity;
-use crate::detect::Anomaly;
+use crate::detect::AnomalyRef;
 
 /// CEF severity: 10 is the most severe.
 pub fn severity(s: Severity) -> u8 {
@@ -24,7 +24,7 @@ pub fn severity(s: Severity) -> u8 {
     }
 }
 
-pub(super) fn write(ctx: &FormatContext, a: &Anomaly, out: &mut Vec<u8>) {
+pub(super) fn write(ctx: &FormatContext, a: &AnomalyRef<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"CEF:0|relstat|relstat|");
     header(ctx.version, out);
     out.push(b'|');
@@ -35,35 +35,35 @@ pub(super) fn write(ctx: &FormatContext, a: &Anomaly, out: &mut Vec<u8>) {
     let mut ext: Vec<(&str, String)> = vec![
         ("rt", a.detected_at.to_string()),
         ("start", a.event_time.to_string()),
-        ("externalId", a.event_id.clone()),
-        ("suser", a.actor.clone()),
-        ("dvchost", a.host.clone()),
-        ("cat", a.rule.clone()),
-        ("msg", a.message.clone()),
+        ("externalId", a.event_id.to_string()),
+        ("suser", a.actor.to_string()),
+        ("dvchost", a.host.to_string()),
+        ("cat", a.rule.to_string()),
+        ("msg", a.message.to_string()),
         ("cs1Label", "release".into()),
-        ("cs1", a.release.clone()),
+        ("cs1", a.release.to_string()),
         ("cs2Label", "service".into()),
-        ("cs2", a.service.clone()),
+        ("cs2", a.service.to_string()),
         ("cs3Label", "environment".into()),
-        ("cs3", a.environment.clone()),
+        ("cs3", a.environment.to_string()),
         ("cs4Label", "transition".into()),
         (
             "cs4",
             format!("{} -> {}", a.from.as_deref().unwrap_or("-"), a.to),
         ),
         ("cs5Label", "site".into()),
-        ("cs5", a.site.clone()),
+        ("cs5", a.site.to_string()),
         ("cs6Label", "source".into()),
-        ("cs6", a.source.clone()),
+        ("cs6", a.source.to_string()),
         ("flexString1Label", "actor_type".into()),
         ("flexString1", a.actor_type.as_str().into()),
     ];
     if let Some(r) = &a.reason {
-        ext.push(("reason", r.clone()));
+        ext.push(("reason", r.to_string()));
     }
     if let Some(v) = &a.version {
         ext.push(("flexString2Label", "version".into()));
-        ext.push(("flexString2", v.clone()));
+        ext.push(("flexString2", v.to_string()));
     }
     for (i, (k, v)) in ext.iter().enumerate() {
         if i > 0 {

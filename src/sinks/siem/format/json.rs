@@ -1,14 +1,14 @@
 //! `json`: one JSON object per event, the record's own field names (the
 //! same object the outbox and spool bundles hold), times as RFC 3339.
 
-use crate::detect::Anomaly;
+use crate::detect::AnomalyRef;
 
-pub(super) fn write(a: &Anomaly, out: &mut Vec<u8>) {
+pub(super) fn write(a: &AnomalyRef<'_>, out: &mut Vec<u8>) {
     let mut m = serde_json::Map::new();
     for (k, v) in super::fields(a) {
-        m.insert(k.into(), serde_json::Value::String(v.into_owned()));
+        m.insert(k.into(), serde_json::Value::String(v));
     }
-    m.insert("message".into(), a.message.clone().into());
+    m.insert("message".into(), a.message.to_string().into());
     // Serializing a map of strings cannot fail.
     let _ = serde_json::to_writer(out, &m);
 }

@@ -7,9 +7,9 @@
 //! in values become spaces; `|` in header fields is backslash-escaped.
 
 use super::FormatContext;
-use crate::detect::Anomaly;
+use crate::detect::AnomalyRef;
 
-pub(super) fn write(ctx: &FormatContext, a: &Anomaly, out: &mut Vec<u8>) {
+pub(super) fn write(ctx: &FormatContext, a: &AnomalyRef<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"LEEF:2.0|relstat|relstat|");
     header(ctx.version, out);
     out.push(b'|');
@@ -17,16 +17,16 @@ pub(super) fn write(ctx: &FormatContext, a: &Anomaly, out: &mut Vec<u8>) {
     out.extend_from_slice(b"|x09|");
     let mut attrs: Vec<(&str, String)> = vec![
         ("devTime", a.detected_at.to_string()),
-        ("cat", a.rule.clone()),
+        ("cat", a.rule.to_string()),
         ("sev", super::cef::severity(a.severity).to_string()),
-        ("usrName", a.actor.clone()),
+        ("usrName", a.actor.to_string()),
     ];
     for (k, v) in super::fields(a) {
         if k != "rule" {
-            attrs.push((k, v.into_owned()));
+            attrs.push((k, v));
         }
     }
-    attrs.push(("msg", a.message.clone()));
+    attrs.push(("msg", a.message.to_string()));
     for (i, (k, v)) in attrs.iter().enumerate() {
         if i > 0 {
             out.push(b'\t');

@@ -8,10 +8,10 @@ mod json;
 mod leef;
 mod rfc5424;
 
-use std::borrow::Cow;
+pub(crate) use rfc5424::write_u64;
 
 use crate::config::SiemFormat;
-use crate::detect::Anomaly;
+use crate::detect::{Anomaly, AnomalyRef};
 
 /// What a formatter needs besides the record.
 #[derive(Debug, Clone)]
@@ -40,6 +40,12 @@ impl FormatContext {
 
     /// Appends the message for `a` to `out` (no framing).
     pub fn write(&self, a: &Anomaly, out: &mut Vec<u8>) {
+        self.write_ref(&AnomalyRef::from(a), out);
+    }
+
+    /// [`FormatContext::write`] for a borrowed record (as the forwarder
+    /// decodes them from the outbox).
+    pub fn write_ref(&self, a: &AnomalyRef<'_>, out: &mut Vec<u8>) {
         match self.format {
             SiemFormat::Rfc5424 => rfc5424::write(self, a, out),
             SiemFormat::Cef => cef::write(self, a, out),
@@ -59,43 +65,48 @@ pub fn facility_code(name: &str) -> Option<u8> {
     NAMES.iter().position(|n| *n == name).map(|i| i as u8)
 }
 
-/// The SPEC section 6 fields as (name, value) in their documented order;
-/// absent optional fields are left out. Borrowed where the record has the
-/// text (this runs for every event sent).
-pub(crate) fn fields(a: &Anomaly) -> Vec<(&'static str, Cow<'_, str>)> {
-    use crate::event::format_rfc3339;
-    fn b(s: &str) -> Cow<'_, str> {
-        Cow::Borrowed(s)
+/// Calls `f(name, value)` for the SPEC section 6 fields in their documented
+/// order; absent optional fields are left out. Nothing is allocated (this
+/// runs for every event sent): the two times are formatted on the stack.
+pub(crate) fn for_each_field(a: &AnomalyRef<'_>, mut f: impl FnMut(&'static str, &str)) {
+    f("rule", &a.rule);
+    f("severity", a.severity.as_str());
+    f("release", &a.release);
+    f("service", &a.service);
+    f("environment", &a.environment);
+    f("site", &a.site);
+    if let Some(v) = &a.from {
+        f("from", v);
     }
+    f("to", &a.to);
+    f("actor", &a.actor);
+    f("actor_type", a.actor_type.as_str());
+    f("source", &a.source);
+    f("event_id", &a.event_id);
+    with_rfc3339(a.event_time, |t| f("event_time", t));
+    with_rfc3339(a.detected_at, |t| f("detected_at", t));
+    if let Some(v) = &a.reason {
+        f("reason", v);
+    }
+    if let Some(v) = &a.version {
+        f("version", v);
+    }
+    f("host", &a.host);
+}
+
+/// The fields of [`for_each_field`], owned.
+pub(crate) fn fields(a: &AnomalyRef<'_>) -> Vec<(&'static str, String)> {
     let mut v = Vec::with_capacity(17);
-    v.extend([
-        ("rule", b(&a.rule)),
-        ("severity", b(a.severity.as_str())),
-        ("release", b(&a.release)),
-        ("service", b(&a.service)),
-        ("environment", b(&a.environment)),
-        ("site", b(&a.site)),
-    ]);
-    if let Some(f) = &a.from {
-        v.push(("from", b(f)));
-    }
-    v.extend([
-        ("to", b(&a.to)),
-        ("actor", b(&a.actor)),
-        ("actor_type", b(a.actor_type.as_str())),
-        ("source", b(&a.source)),
-        ("event_id", b(&a.event_id)),
-        ("event_time", Cow::Owned(format_rfc3339(a.event_time))),
-        ("detected_at", Cow::Owned(format_rfc3339(a.detected_at))),
-    ]);
-    if let Some(r) = &a.reason {
-        v.push(("reason", b(r)));
-    }
-    if let Some(r) = &a.version {
-        v.push(("version", b(r)));
-    }
-    v.push(("host", b(&a.host)));
+    for_each_field(a, |k, s| v.push((k, s.to_string())));
     v
+}
+
+/// Calls `f` with `t` as RFC 3339, formatted on the stack when it can be.
+pub(crate) fn with_rfc3339<R>(t: crate::event::TimeMs, f: impl FnOnce(&str) -> R) -> R {
+    match crate::event::rfc3339_bytes(t) {
+        Some(b) => f(std::str::from_utf8(&b).unwrap_or_default()),
+        None => f(&crate::event::format_rfc3339(t)),
+    }
 }
 
 #[cfg(test)]

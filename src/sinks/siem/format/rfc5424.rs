@@ -8,33 +8,57 @@
 //! section 6.3.3) is three lines here. MSG is written without a BOM
 //! (MSG-ANY): rsyslog and most SIEM parsers keep a BOM as part of the text.
 
-use super::{FormatContext, fields};
-use crate::detect::Anomaly;
-use crate::event::format_rfc3339;
+use super::{FormatContext, for_each_field, with_rfc3339};
+use crate::detect::AnomalyRef;
 
-pub(super) fn write(ctx: &FormatContext, a: &Anomaly, out: &mut Vec<u8>) {
-    use std::io::Write;
+pub(super) fn write(ctx: &FormatContext, a: &AnomalyRef<'_>, out: &mut Vec<u8>) {
     let pri = u16::from(ctx.facility) * 8 + u16::from(a.severity.code());
-    let _ = write!(out, "<{pri}>1 {} ", format_rfc3339(a.detected_at));
+    out.push(b'<');
+    write_u64(u64::from(pri), out);
+    out.extend_from_slice(b">1 ");
+    with_rfc3339(a.detected_at, |t| out.extend_from_slice(t.as_bytes()));
+    out.push(b' ');
     header_field(&a.host, 255, out);
-    let _ = write!(out, " relstat {} ", ctx.procid);
+    out.extend_from_slice(b" relstat ");
+    write_u64(u64::from(ctx.procid), out);
+    out.push(b' ');
     header_field(&a.rule, 32, out);
     out.extend_from_slice(b" [");
     out.extend_from_slice(ctx.sd_id.as_bytes());
-    for (name, value) in fields(a) {
+    for_each_field(a, |name, value| {
         out.push(b' ');
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b"=\"");
-        for c in value.bytes() {
+        let v = value.as_bytes();
+        let mut from = 0;
+        for (i, &c) in v.iter().enumerate() {
             if matches!(c, b'\\' | b'"' | b']') {
+                out.extend_from_slice(&v[from..i]);
                 out.push(b'\\');
+                from = i;
             }
-            out.push(c);
         }
+        out.extend_from_slice(&v[from..]);
         out.push(b'"');
-    }
+    });
     out.extend_from_slice(b"] ");
     out.extend_from_slice(a.message.as_bytes());
+}
+
+/// Appends `v` in decimal.
+pub(crate) fn write_u64(v: u64, out: &mut Vec<u8>) {
+    let mut b = [0u8; 20];
+    let mut i = b.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        b[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&b[i..]);
 }
 
 /// A header field: printable US-ASCII only, at most `max` characters, `-`
@@ -42,6 +66,10 @@ pub(super) fn write(ctx: &FormatContext, a: &Anomaly, out: &mut Vec<u8>) {
 fn header_field(v: &str, max: usize, out: &mut Vec<u8>) {
     if v.is_empty() {
         out.push(b'-');
+        return;
+    }
+    if v.len() <= max && v.bytes().all(|c| c.is_ascii_graphic()) {
+        out.extend_from_slice(v.as_bytes());
         return;
     }
     for c in v.chars().take(max) {

@@ -187,7 +187,7 @@ impl StreamTransport {
 
 /// Appends `LEN SP MSG` (RFC 6587 section 3.4.1, RFC 5425 section 4.3).
 pub fn frame_octet_counted(msg: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(msg.len().to_string().as_bytes());
+    crate::sinks::siem::format::write_u64(msg.len() as u64, out);
     out.push(b' ');
     out.extend_from_slice(msg);
 }
