@@ -32,6 +32,8 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;
+#[cfg(test)]
+mod crash_child;
 pub mod detect;
 pub mod event;
 pub mod http;

@@ -543,30 +543,14 @@ mod tests {
         const KEYS: i64 = 3_000;
         let dir = tempfile::tempdir().unwrap();
         drop(pending_store(dir.path(), KEYS));
-        let exe = std::env::current_exe().unwrap();
         let mut last_applied = 0;
         for round in 0..3u64 {
-            let _ = std::fs::remove_file(dir.path().join("started"));
-            let mut child = std::process::Command::new(&exe)
-                .args([
-                    "--exact",
-                    "spool::relay::tests::drain_crash_child",
-                    "--test-threads=1",
-                ])
-                .env("RELSTAT_DRAIN_CHILD_DIR", dir.path())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            for _ in 0..500 {
-                if dir.path().join("started").exists() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50 + 40 * round));
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+            crate::crash_child::run_and_kill(
+                "spool::relay::tests::drain_crash_child",
+                "RELSTAT_DRAIN_CHILD_DIR",
+                dir.path(),
+                50 + 40 * round,
+            );
 
             let store = Store::open(dir.path()).unwrap();
             let applied = store.history_len().unwrap();

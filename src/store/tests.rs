@@ -319,33 +319,16 @@ fn crash_child() {
 #[test]
 fn kill_9_never_shows_half_a_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut last = 0;
     for round in 0..3u64 {
-        let _ = std::fs::remove_file(dir.path().join("started"));
-        let mut child = std::process::Command::new(&exe)
-            .args([
-                "--exact",
-                "store::tests::crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("RELSTAT_CRASH_CHILD_DIR", dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Bounded wait for the child to start committing, then let it run a
-        // little (a different time each round) and kill it hard.
-        for _ in 0..500 {
-            if dir.path().join("started").exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(150 + 70 * round));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        // Let the child commit a little (a different time each round) and
+        // kill it hard.
+        crate::crash_child::run_and_kill(
+            "store::tests::crash_child",
+            "RELSTAT_CRASH_CHILD_DIR",
+            dir.path(),
+            150 + 70 * round,
+        );
 
         let store = Store::open(dir.path()).unwrap();
         let snap = store.load().unwrap();
