@@ -3,7 +3,8 @@
 # they are missing: prometheus and promtool (Debian package prometheus);
 # rsyslog with its TLS (gnutls) and RELP modules, the SIEM receiver of the
 # forwarding tests; systemd-analyze, rpm, objcopy, adduser (the operator
-# kit); python3 and openssl (the benchmark scripts). Idempotent; needs root or sudo.
+# kit); python3 and openssl (the benchmark scripts); faketime (the calendar
+# check, scripts/clock-ahead.sh). Idempotent; needs root or sudo.
 set -euo pipefail
 
 need=()
@@ -19,6 +20,9 @@ command -v adduser >/dev/null 2>&1 || need+=(adduser)
 # their certificates.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The calendar check (scripts/clock-ahead.sh): libfaketime moves the
+# tests' wall clock far ahead.
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
 have_module() { # rsyslog module files, wherever the multiarch dir is
   compgen -G "/usr/lib/*/rsyslog/$1.so" >/dev/null || compgen -G "/usr/lib/rsyslog/$1.so" >/dev/null
 }

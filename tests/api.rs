@@ -38,9 +38,10 @@ fn json(port: u16, path: &str, headers: &[(&str, &str)]) -> serde_json::Value {
 
 fn line(id: &str, time: &str, release: &str, env: &str, status: &str, actor: &str) -> String {
     format!(
-        "{{\"id\":\"{id}\",\"time\":\"2026-11-01T{time}:00Z\",\"release\":\"{release}\",\
+        "{{\"id\":\"{id}\",\"time\":\"{day}T{time}:00Z\",\"release\":\"{release}\",\
          \"service\":\"api\",\"environment\":\"{env}\",\"status\":\"{status}\",\
-         \"actor\":\"{actor}\",\"actor_type\":\"human\",\"reason\":\"because-{actor}\"}}\n"
+         \"actor\":\"{actor}\",\"actor_type\":\"human\",\"reason\":\"because-{actor}\"}}\n",
+        day = day()
     )
 }
 
@@ -112,7 +113,7 @@ fn api_current_history_and_snapshots_follow_the_history() {
     let r1 = &before["releases"][0];
     assert_eq!(r1["release"], "r1");
     assert_eq!(r1["status"], "deployed");
-    assert_eq!(r1["entered_at"], "2026-11-01T10:30:00.000Z");
+    assert_eq!(r1["entered_at"], format!("{}T10:30:00.000Z", day()));
     assert_eq!(r1["last_actor"], "ann");
     assert_eq!(r1["finished"], false);
 
@@ -137,11 +138,11 @@ fn api_current_history_and_snapshots_follow_the_history() {
     let cur = statuses(&now, "releases");
     assert_eq!(
         cur["r1/prod"],
-        ("deployed".into(), "2026-11-01T10:30:00.000Z".into())
+        ("deployed".into(), format!("{}T10:30:00.000Z", day()).into())
     );
     assert_eq!(
         cur["r2/staging"],
-        ("complete".into(), "2026-11-01T11:30:00.000Z".into())
+        ("complete".into(), format!("{}T11:30:00.000Z", day()).into())
     );
     assert_eq!(now["releases"][1]["finished"], true);
     assert_eq!(now["releases"][1]["finished_reason"], "terminal");
@@ -171,11 +172,11 @@ fn api_current_history_and_snapshots_follow_the_history() {
     let s1 = statuses(&at_t1, "releases");
     assert_eq!(
         s1["r1/prod"],
-        ("deployed".into(), "2026-11-01T10:30:00.000Z".into())
+        ("deployed".into(), format!("{}T10:30:00.000Z", day()).into())
     );
     assert_eq!(
         s1["r2/staging"],
-        ("deployed".into(), "2026-11-01T11:00:00.000Z".into())
+        ("deployed".into(), format!("{}T11:00:00.000Z", day()).into())
     );
     assert_eq!(at_t1["releases"][1]["finished"], false);
     let h1 = json(port, &format!("/api/v1/releases/r1/history?at={t1}"), &[]);
@@ -184,7 +185,7 @@ fn api_current_history_and_snapshots_follow_the_history() {
     let at_t2 = json(port, &format!("/api/v1/releases?at={t2}"), &[]);
     assert_eq!(statuses(&at_t2, "releases"), cur);
     // Before anything was recorded: nothing known, and the detail is a 404.
-    let early = "2026-11-01T10:25:00Z";
+    let early = format!("{}T10:25:00Z", day());
     assert_eq!(
         json(port, &format!("/api/v1/releases?at={early}"), &[])["count"],
         0
@@ -200,12 +201,15 @@ fn api_current_history_and_snapshots_follow_the_history() {
         &[],
     );
     assert_eq!(ev["keys"][0]["status"], "failed");
-    assert_eq!(ev["keys"][0]["entered_at"], "2026-11-01T10:20:00.000Z");
+    assert_eq!(
+        ev["keys"][0]["entered_at"],
+        format!("{}T10:20:00.000Z", day())
+    );
     assert_eq!(ev["keys"][0]["last_actor"], "late-lou");
     // ... and at 10:15 it was in progress.
     let ev = json(
         port,
-        "/api/v1/releases/r1?at=2026-11-01T10:15:00Z&axis=event",
+        &format!("/api/v1/releases/r1?at={}T10:15:00Z&axis=event", day()),
         &[],
     );
     assert_eq!(ev["keys"][0]["status"], "in_progress");

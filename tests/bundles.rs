@@ -13,14 +13,16 @@ use serde_json::Value;
 use crate::rsyslog::*;
 use crate::util::*;
 
-/// Every `deployed` line of `append_lines` (2026-11-01, environment prod)
+/// Every `deployed` line of `append_lines` (yesterday, environment prod)
 /// lands in this freeze: one change_freeze record per line.
-const FREEZE: &str = r#"
-[[anomalies.change_freeze.windows]]
-start = "2026-10-31T00:00:00Z"
-end = "2026-11-02T00:00:00Z"
-environments = ["prod"]
-"#;
+fn freeze() -> String {
+    format!(
+        "\n[[anomalies.change_freeze.windows]]\nstart = \"{}T00:00:00Z\"\n\
+         end = \"{}T00:00:00Z\"\nenvironments = [\"prod\"]\n",
+        day_offset(-2),
+        day_offset(0)
+    )
+}
 
 fn cfg(a: &Agent) -> &str {
     a.config.to_str().unwrap()
@@ -52,7 +54,8 @@ fn keygen(dir: &Path, name: &str, site: &str) -> PathBuf {
 fn site_bundle(keys: &Path, n: usize) -> (Agent, PathBuf) {
     let key = keygen(keys, "site-t", "t");
     let mut a = Agent::new(&format!(
-        "{FREEZE}\n[spool]\nenabled = true\nsigning_key_file = \"{}\"\n",
+        "{}\n[spool]\nenabled = true\nsigning_key_file = \"{}\"\n",
+        freeze(),
         key.display()
     ));
     a.start();
@@ -183,14 +186,15 @@ fn set_site_and_host(a: &Agent, site: &str, host: &str) {
 }
 
 /// Releases `r1..=rn`, service `s<i>` each (no release supersedes another):
-/// `deployed` inside [`FREEZE`] (a change_freeze), then `cancelled`, which
+/// `deployed` inside [`freeze`] (a change_freeze), then `cancelled`, which
 /// `deployed` may not go to (an invalid_transition).
 fn freeze_and_invalid_lines(path: &Path, n: usize) {
+    let day = day();
     let mut buf = String::new();
     for (hour, status) in [(0, "deployed"), (1, "cancelled")] {
         for i in 1..=n {
             buf.push_str(&format!(
-                "{{\"time\":\"2026-11-01T{hour:02}:{:02}:{:02}Z\",\"release\":\"r{i}\",\
+                "{{\"time\":\"{day}T{hour:02}:{:02}:{:02}Z\",\"release\":\"r{i}\",\
                  \"environment\":\"prod\",\"status\":\"{status}\",\"service\":\"s{i}\"}}\n",
                 (i / 60) % 60,
                 i % 60
@@ -212,8 +216,9 @@ fn site_with_unreachable_siem_exports_and_relay_forwards_every_event_once_to_rsy
     let key = keygen(keys.path(), "site-a", "site-a");
     let closed = free_port();
     let mut a = Agent::new(&format!(
-        "{FREEZE}\n[spool]\nsigning_key_file = \"{}\"\n\n\
+        "{}\n[spool]\nsigning_key_file = \"{}\"\n\n\
          [siem]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{closed}\"\n",
+        freeze(),
         key.display()
     ));
     set_site_and_host(&a, "site-a", "host-a");

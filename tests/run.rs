@@ -238,11 +238,12 @@ fn spool_inspect_through_the_admin_socket_and_from_the_store() {
     let log = agent.log("a.log");
     std::fs::write(
         &log,
-        concat!(
-            // leaving a terminal status: one invalid_transition; deployed has
-            // no stuck threshold, so no periodic finding joins it
-            r#"{"time":"2026-11-01T10:00:00Z","release":"r1","environment":"prod","status":"complete"}"#, "\n",
-            r#"{"time":"2026-11-01T10:05:00Z","release":"r1","environment":"prod","status":"deployed"}"#, "\n",
+        // leaving a terminal status: one invalid_transition; deployed has
+        // no stuck threshold, so no periodic finding joins it
+        format!(
+            "{{\"time\":\"{day}T10:00:00Z\",\"release\":\"r1\",\"environment\":\"prod\",\"status\":\"complete\"}}\n\
+             {{\"time\":\"{day}T10:05:00Z\",\"release\":\"r1\",\"environment\":\"prod\",\"status\":\"deployed\"}}\n",
+            day = day()
         ),
     )
     .unwrap();

@@ -59,11 +59,12 @@ fn a_full_spool_blocks_reading_and_loses_nothing_when_the_siem_returns() {
     // batches (128 KiB each); the limit applies between batches, and up to
     // the channel's few batches may already be on their way to the core.
     let n = 6000;
+    let day = day();
     let mut text = String::new();
     for i in 1..=n {
         text.push_str(&format!(
-            "{{\"time\":\"2026-11-01T10:00:00Z\",\"release\":\"r{i}\",\"environment\":\"prod\",\"status\":\"complete\"}}\n\
-             {{\"time\":\"2026-11-01T10:05:00Z\",\"release\":\"r{i}\",\"environment\":\"prod\",\"status\":\"deployed\"}}\n"
+            "{{\"time\":\"{day}T10:00:00Z\",\"release\":\"r{i}\",\"environment\":\"prod\",\"status\":\"complete\"}}\n\
+             {{\"time\":\"{day}T10:05:00Z\",\"release\":\"r{i}\",\"environment\":\"prod\",\"status\":\"deployed\"}}\n"
         ));
     }
     std::fs::write(agent.log("a.log"), text).unwrap();

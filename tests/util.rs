@@ -44,6 +44,25 @@ pub fn peer(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// The UTC date `days` from today (`YYYY-MM-DD`; negative is past), fixed
+/// for the whole test run. Tests date their events relative to the clock, so
+/// what they assert about ages (`stale_after` 30 d, retention, `stuck_after`,
+/// dedupe and freeze windows) holds on whatever day the suite runs: a literal
+/// date turns stale a month after it was written.
+pub fn day_offset(days: i64) -> String {
+    static TODAY: std::sync::OnceLock<chrono::NaiveDate> = std::sync::OnceLock::new();
+    let today = *TODAY.get_or_init(|| chrono::Utc::now().date_naive());
+    (today + chrono::Duration::days(days))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// Yesterday (UTC), the day the integration tests' events happen: every
+/// time of it is in the past and less than two days old.
+pub fn day() -> String {
+    day_offset(-1)
+}
+
 /// Runs `promtool check metrics` on an exposition; returns its findings.
 pub fn promtool_check_metrics(promtool: &Path, exposition: &str) -> (bool, String) {
     use std::io::Write;
@@ -227,10 +246,12 @@ pub fn append_lines(path: &Path, from: usize, to: usize) {
         .append(true)
         .open(path)
         .unwrap();
+    let day = day();
     let mut buf = String::new();
     for i in from..=to {
         buf.push_str(&format!(
-            "{{\"time\":\"2026-11-01T{:02}:{:02}:{:02}Z\",\"release\":\"r{i}\",\"environment\":\"prod\",\"status\":\"deployed\",\"service\":\"s{}\"}}\n",
+            "{{\"time\":\"{}T{:02}:{:02}:{:02}Z\",\"release\":\"r{i}\",\"environment\":\"prod\",\"status\":\"deployed\",\"service\":\"s{}\"}}\n",
+            day,
             (i / 3600) % 24,
             (i / 60) % 60,
             i % 60,

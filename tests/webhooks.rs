@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::util::{Agent, sample};
+use crate::util::{Agent, day, sample};
 use relstat::sources::webhook::auth::sign;
 
 const SECRET: &str = "s3cret-for-tests";
@@ -438,7 +438,11 @@ fn every_fixture_yields_its_canonical_events() {
 fn each_failure_gets_its_answer_and_other_sources_keep_working() {
     let a = agent("");
     let port = a.port;
-    let body = br#"{"time":"2026-11-01T10:00:00Z","release":"r1","environment":"prod","status":"deployed","id":"e1"}"#;
+    let body = format!(
+        r#"{{"time":"{}T10:00:00Z","release":"r1","environment":"prod","status":"deployed","id":"e1"}}"#,
+        day()
+    );
+    let body = body.as_bytes();
     let good = auth("generic", body);
     // unknown source
     assert_eq!(post(port, "nope", &good, body), 404);
@@ -482,7 +486,8 @@ fn each_failure_gets_its_answer_and_other_sources_keep_working() {
     let mut codes = Vec::new();
     for i in 0..20 {
         let b = format!(
-            r#"{{"time":"2026-11-01T10:00:{i:02}Z","release":"flood","environment":"prod","status":"in_progress"}}"#
+            r#"{{"time":"{day}T10:00:{i:02}Z","release":"flood","environment":"prod","status":"in_progress"}}"#,
+            day = day()
         );
         codes.push(post(
             port,
@@ -496,7 +501,11 @@ fn each_failure_gets_its_answer_and_other_sources_keep_working() {
         codes.iter().filter(|c| **c == 202).count() >= 2,
         "{codes:?}"
     );
-    let b2 = br#"{"time":"2026-11-01T10:01:00Z","release":"r2","environment":"prod","status":"deployed"}"#;
+    let b2 = format!(
+        r#"{{"time":"{}T10:01:00Z","release":"r2","environment":"prod","status":"deployed"}}"#,
+        day()
+    );
+    let b2 = b2.as_bytes();
     assert_eq!(post(port, "generic", &auth("generic", b2), b2), 202);
 
     let m = a.metrics();
@@ -534,13 +543,17 @@ fn generic_takes_an_object_an_array_or_ndjson_and_counts_each_record() {
     let port = a.port;
     let ev = |i: u32, status: &str| {
         format!(
-            r#"{{"time":"2026-11-01T10:00:{i:02}Z","release":"g{i}","environment":"prod","status":"{status}"}}"#
+            r#"{{"time":"{day}T10:00:{i:02}Z","release":"g{i}","environment":"prod","status":"{status}"}}"#,
+            day = day()
         )
     };
     let array = format!("[{},{},{}]", ev(1, "deployed"), ev(2, "nope"), "{\"x\":1}");
     let ndjson = format!("{}\n{}\n", ev(3, "deployed"), ev(4, "failed"));
-    let pretty = "{\n  \"time\": \"2026-11-01T10:00:05Z\",\n  \"release\": \"g5\",\n  \"environment\": \"prod\",\n  \"status\": \"deployed\"\n}";
-    for body in [array.as_str(), ndjson.as_str(), pretty] {
+    let pretty = format!(
+        "{{\n  \"time\": \"{}T10:00:05Z\",\n  \"release\": \"g5\",\n  \"environment\": \"prod\",\n  \"status\": \"deployed\"\n}}",
+        day()
+    );
+    for body in [array.as_str(), ndjson.as_str(), pretty.as_str()] {
         assert_eq!(
             post(
                 port,
@@ -571,7 +584,8 @@ fn a_full_spool_under_block_answers_503() {
     let a = agent("[spool]\nenabled = true\nmax_bytes = \"1B\"\nwhen_full = \"block\"\n");
     let ev = |sec: u32, status: &str| {
         format!(
-            r#"{{"time":"2026-11-01T10:00:{sec:02}Z","release":"r1","environment":"prod","status":"{status}"}}"#
+            r#"{{"time":"{day}T10:00:{sec:02}Z","release":"r1","environment":"prod","status":"{status}"}}"#,
+            day = day()
         )
     };
     // deployed, then back to in_test: invalid_transition goes to the outbox.
