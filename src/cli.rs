@@ -1,4 +1,4 @@
-//! The command line (SPEC section 8): clap definitions and the dispatch of
+//! The command line (`relstat --help`, `man relstat`): clap definitions and the dispatch of
 //! each command. Exit codes: 0 success, 1 runtime failure, 2 usage or
 //! configuration error.
 

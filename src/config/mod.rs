@@ -1,4 +1,4 @@
-//! The TOML configuration of SPEC section 3: serde structs with their defaults,
+//! The TOML configuration of docs/config.md: serde structs with their defaults,
 //! and [`Config::load`], which parses and then validates, reporting every
 //! problem at once with the file, the line and the key it concerns.
 //!
@@ -642,7 +642,7 @@ pub struct FreezeWindowConfig {
     pub environments: Vec<String>,
 }
 
-/// `[anomalies]`: one table per rule of SPEC section 5.
+/// `[anomalies]`: one table per rule of docs/events.md.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AnomaliesConfig {
@@ -668,7 +668,7 @@ pub struct AnomaliesConfig {
     pub clock_skew: RuleConfig,
 }
 
-/// `[model]`: the status model (SPEC section 2).
+/// `[model]`: the status model (docs/events.md).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
@@ -760,7 +760,7 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// The built-in defaults (SPEC section 3): a file source `default` on
+    /// The built-in defaults (docs/config.md): a file source `default` on
     /// `./relstat-logs/*.ndjson`.
     pub fn builtin() -> Loaded {
         let text = BUILTIN_CONFIG.to_string();
@@ -1041,7 +1041,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_defaults_match_the_spec() {
+    fn builtin_defaults_are_the_documented_ones() {
         let l = Loaded::builtin();
         let c = &l.config;
         assert_eq!(c.http.listen, "127.0.0.1:9731");

@@ -1,4 +1,4 @@
-//! SIEM formats (SPEC section 6): one [`Anomaly`] record to the bytes of one
+//! SIEM formats (docs/events.md): one [`Anomaly`] record to the bytes of one
 //! message, applied when sending (the outbox keeps structured records so a
 //! relay can re-format). Each format escapes what its receivers would
 //! otherwise split on; the golden tests show every escape.
@@ -65,7 +65,7 @@ pub fn facility_code(name: &str) -> Option<u8> {
     NAMES.iter().position(|n| *n == name).map(|i| i as u8)
 }
 
-/// Calls `f(name, value)` for the SPEC section 6 fields in their documented
+/// Calls `f(name, value)` for the docs/events.md fields in their documented
 /// order; absent optional fields are left out. Nothing is allocated (this
 /// runs for every event sent): the two times are formatted on the stack.
 pub(crate) fn for_each_field(a: &AnomalyRef<'_>, mut f: impl FnMut(&'static str, &str)) {
