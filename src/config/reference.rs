@@ -333,7 +333,10 @@ mod tests {
                 }
             }
         }
-        assert!(missing.is_empty(), "config fields without a doc comment: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "config fields without a doc comment: {missing:?}"
+        );
     }
 
     #[test]
