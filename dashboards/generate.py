@@ -205,7 +205,7 @@ def dora():
             description="commit_time to deployed; only deployments whose events carry commit_time.")
     b.panel("stat", "Change failure rate",
             [(f'sum(increase(relstat_deployments_total{{{dsel},outcome=~"failure|rollback"}}[{RANGE}]) or 0 * increase(relstat_deployments_total{{{dsel}}}[{RANGE}])) / sum(increase(relstat_deployments_total{{{dsel},outcome=~"success|failure"}}[{RANGE}]))', "")],
-            w=6, h=5, unit="percentunit", description="(failure + rollback) / (success + failure), SPEC section 4.",
+            w=6, h=5, unit="percentunit", description="(failure + rollback) / (success + failure), docs/metrics.md.",
             thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 0.15}, {"color": "red", "value": 0.3}])
     b.panel("stat", "Time to restore (mean)",
             [(f"sum(increase(relstat_restore_seconds_sum{{{hsel}}}[{RANGE}])) / sum(increase(relstat_restore_seconds_count{{{hsel}}}[{RANGE}]))", "")], w=6, h=5, unit="s",

@@ -58,8 +58,14 @@ fi
 for f in /usr/bin/relstat /usr/lib/systemd/system/relstat.service /etc/relstat/relstat.toml \
          /usr/share/man/man1/relstat.1.gz /usr/share/bash-completion/completions/relstat \
          /usr/share/relstat/dashboards/dora.json /usr/share/relstat/alerts/relstat.rules.yml \
-         /usr/share/doc/relstat/runbook.md; do
+         /usr/share/doc/relstat/runbook.md /usr/share/doc/relstat/README.md; do
   echo "$rpm_files" | grep -qx "$f" || fail "$f is not in the .rpm"
+done
+# every reference document, in both packages (the file lists are equal above)
+for d in docs/*.md; do
+  f="/usr/share/doc/relstat/$(basename "$d")"
+  echo "$rpm_files" | grep -qx "$f" || fail "$f is not in the .rpm"
+  echo "$deb_files" | grep -qx "$f" || fail "$f is not in the .deb"
 done
 dpkg-deb -f "$deb" Depends | grep -q adduser || fail "the .deb does not depend on adduser"
 dpkg-deb -I "$deb" conffiles | grep -qx /etc/relstat/relstat.toml || fail "relstat.toml is not a conffile"
@@ -77,6 +83,11 @@ getent passwd relstat >/dev/null || fail "no user relstat after install"
 /usr/bin/relstat check-config -c /etc/relstat/relstat.toml >&2 || fail "check-config on the packaged config"
 man -l /usr/share/man/man1/relstat.1.gz >/dev/null 2>&1 || zcat /usr/share/man/man1/relstat.1.gz | grep -q '^\.TH relstat' \
   || fail "the man page does not read"
+zcat /usr/share/man/man1/relstat.1.gz | grep -q '/usr/share/doc/relstat/' \
+  || fail "the man page does not point at /usr/share/doc/relstat/"
+for d in config metrics events; do
+  [ -s "/usr/share/doc/relstat/$d.md" ] || fail "/usr/share/doc/relstat/$d.md is not installed"
+done
 grep -q relstat /usr/share/bash-completion/completions/relstat || fail "bash completion"
 v=$(systemd-analyze verify --man=no /usr/lib/systemd/system/relstat.service 2>&1) || fail "verify: $v"
 [ -z "$v" ] || fail "systemd-analyze verify: $v"

@@ -1,4 +1,4 @@
-//! The local admin socket (SPEC section 7): while the agent runs it holds
+//! The local admin socket (`relstat spool`, `relstat status`): while the agent runs it holds
 //! the store, so the CLI's `spool` and `status` commands talk to it through
 //! `<data_dir>/admin.sock` (mode 0600: only the agent's user); when it is
 //! stopped they open the store directly.

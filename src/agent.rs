@@ -37,7 +37,7 @@ use crate::sources::{Item, SourceBatch};
 use crate::store::{OutboxStats, Store, StoreError};
 use crate::track::{Effect, Tracker};
 
-/// How often the periodic check runs (SPEC: the stuck check at least every 15 s).
+/// How often the periodic check runs (the stuck rule: at least every 15 s).
 pub const TICK: Duration = Duration::from_secs(5);
 
 /// At most this many waiting source batches share one store transaction.
@@ -138,7 +138,7 @@ impl Shared {
     }
 }
 
-/// The forwarder's reports, as the metrics of SPEC section 4.
+/// The forwarder's reports, as the metrics of docs/metrics.md.
 struct ForwardObserver {
     shared: Arc<Shared>,
     sink: &'static str,

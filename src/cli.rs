@@ -1,4 +1,4 @@
-//! The command line (SPEC section 8): clap definitions and the dispatch of
+//! The command line (`relstat --help`, `man relstat`): clap definitions and the dispatch of
 //! each command. Exit codes: 0 success, 1 runtime failure, 2 usage or
 //! configuration error.
 
@@ -15,9 +15,63 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Exit code of a usage or configuration error.
 pub const EXIT_USAGE: u8 = 2;
 
+/// Where the packages install the reference documents.
+pub const DOC_DIR: &str = "/usr/share/doc/relstat/";
+
+/// The reference documents (docs/ in the repository), which `relstat --help`
+/// and the man page list.
+const DOCS: &[(&str, &str)] = &[
+    (
+        "config.md",
+        "every configuration key: type, default, meaning, example",
+    ),
+    (
+        "metrics.md",
+        "every metric and its labels; status durations, MTTSR and DORA in PromQL",
+    ),
+    (
+        "events.md",
+        "the canonical event, the status model, the anomaly rules, the SIEM records",
+    ),
+    ("runbook.md", "what to do when a shipped alert fires"),
+    (
+        "api.md",
+        "the release status API (/api/v1) and relstat status",
+    ),
+    (
+        "presets.md",
+        "webhook, poll and Kubernetes sources, tool by tool",
+    ),
+    ("bundles.md", "air-gapped sync: spool export and import"),
+    ("change-freeze.md", "freeze windows, with examples"),
+];
+
+/// The end of `relstat --help`: where the documentation is.
+fn docs_help() -> String {
+    let mut s = format!("Documentation in {DOC_DIR} (docs/ in the source repository):");
+    for (file, what) in DOCS {
+        s.push_str(&format!("\n  {file:<17}{what}"));
+    }
+    s
+}
+
+/// The man page's DOCUMENTATION section (roff).
+fn docs_roff() -> String {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('-', "\\-");
+    let mut s = format!(
+        ".SH DOCUMENTATION\nThe reference documents are installed in \\fI{}\\fR \
+         (docs/ in the source repository):\n",
+        esc(DOC_DIR)
+    );
+    for (file, what) in DOCS {
+        s.push_str(&format!(".TP\n\\fB{}\\fR\n{}\n", esc(file), esc(what)));
+    }
+    s
+}
+
 /// relstat: release-status tracking agent.
 #[derive(Debug, Parser)]
-#[command(name = "relstat", version, about, long_about = None)]
+#[command(name = "relstat", version, about, long_about = None, after_long_help = docs_help())]
 pub struct Cli {
     /// Configuration file [default: /etc/relstat/relstat.toml when it exists,
     /// else built-in defaults]
@@ -431,8 +485,19 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Man => {
-            let man = clap_mangen::Man::new(Cli::command());
-            man.render(&mut std::io::stdout()).map_err(Failure::runtime)
+            // The documentation list as a section of its own, not as the
+            // EXTRA paragraph clap_mangen makes of after_long_help.
+            let cmd = Cli::command().after_long_help(None::<&str>);
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut page)
+                .map_err(Failure::runtime)?;
+            let mut page = String::from_utf8_lossy(&page).into_owned();
+            let at = page.find("\n.SH VERSION").map_or(page.len(), |i| i + 1);
+            page.insert_str(at, &docs_roff());
+            std::io::stdout()
+                .write_all(page.as_bytes())
+                .map_err(Failure::runtime)
         }
     }
 }

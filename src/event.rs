@@ -1,4 +1,4 @@
-//! The canonical status event (SPEC section 1): what every source produces and
+//! The canonical status event (docs/events.md): what every source produces and
 //! the only thing the tracker, the rules, the store and the sinks ever see.
 //!
 //! Times are milliseconds since the Unix epoch (UTC) held in [`TimeMs`]: cheap
@@ -344,7 +344,7 @@ mod tests {
 }
 
 /// Where one line or payload ended up: input accounting
-/// (`relstat_events_total{result}`, SPEC section 1).
+/// (`relstat_events_total{result}`, docs/events.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum InputResult {
     Accepted,

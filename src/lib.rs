@@ -10,9 +10,9 @@
 //!
 //! The modules follow the flow of an event:
 //!
-//! - [`config`]: the TOML configuration (SPEC section 3) and its validation.
-//! - [`event`]: the canonical status event (SPEC section 1).
-//! - [`model`]: the status model: states, transitions, gate, roles (SPEC section 2).
+//! - [`config`]: the TOML configuration (docs/config.md) and its validation.
+//! - [`event`]: the canonical status event (docs/events.md).
+//! - [`model`]: the status model: states, transitions, gate, roles (docs/events.md).
 //! - [`sources`]: what produces events: line parsers and the file source.
 //! - [`track`]: the tracker: per-key state, durations, MTTSR, DORA.
 //! - [`detect`]: anomaly rules, called by the tracker on every change.

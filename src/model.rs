@@ -1,4 +1,4 @@
-//! The status model (SPEC section 2): states with their rank, allowed next
+//! The status model (docs/events.md): states with their rank, allowed next
 //! states, terminal flag and stuck threshold, plus the gate, roles and
 //! permissions. Built once from `[model]` on top of the built-in table.
 //!
@@ -49,7 +49,7 @@ type BuiltinState = (
     Option<u64>,
 );
 
-/// SPEC section 2's table, in rank order.
+/// The built-in table of docs/events.md, in rank order.
 const BUILTIN: &[BuiltinState] = &[
     (
         "scheduled",
@@ -164,7 +164,7 @@ struct Draft {
 }
 
 impl Model {
-    /// The built-in model of SPEC section 2.
+    /// The built-in model of docs/events.md.
     pub fn builtin() -> Model {
         Model::from_config(&ModelConfig::default()).expect("built-in model is valid")
     }

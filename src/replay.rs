@@ -7,7 +7,7 @@
 //! order inside one file are handled by the tracker's late-event rules, as
 //! they would be live). The agent's clock during the replay is the greatest
 //! event time seen so far that is not ahead of the wall clock, so at the end
-//! it is SPEC section 8's "now"; `--now` fixes it instead.
+//! it is the replay's "now"; `--now` fixes it instead.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};

@@ -384,7 +384,7 @@ fn each_rule_is_reported_exactly_where_it_happened() {
         "{}",
         serde_json::to_string_pretty(anomalies).unwrap()
     );
-    // every record carries the SPEC section 6 evidence
+    // every record carries the docs/events.md, "SIEM records" evidence
     for a in anomalies {
         for field in [
             "severity",

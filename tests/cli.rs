@@ -1,4 +1,4 @@
-//! The command line: exit codes and error messages (SPEC section 8).
+//! The command line: exit codes and error messages (relstat --help).
 
 use crate::util::*;
 

@@ -21,7 +21,7 @@ const DASHBOARDS: [&str; 5] = [
     "agent-health.json",
 ];
 
-/// Every series of SPEC section 4 (histograms by their base name).
+/// Every series of docs/metrics.md (histograms by their base name).
 const SPEC_SERIES: [&str; 21] = [
     "relstat_release_status",
     "relstat_release_status_since_timestamp_seconds",
@@ -173,7 +173,7 @@ fn dashboards_are_importable_grafana_json_using_every_spec_series() {
     for s in SPEC_SERIES {
         assert!(all_exprs.contains(s), "no dashboard uses {s}");
     }
-    // The change failure rate as SPEC section 4 defines it.
+    // The change failure rate as docs/metrics.md defines it.
     let dora = targets(&dashboard("dora.json"));
     let (_, _, cfr) = dora
         .iter()

@@ -1,4 +1,4 @@
-//! The release status API (`/api/v1`, SPEC section 4): what dashboards,
+//! The release status API (`/api/v1`, docs/api.md): what dashboards,
 //! incident tools and auditors read. The listener (`http`) authenticates;
 //! this module routes, filters by the caller's partner scope, redacts, and
 //! answers JSON with a validator for cheap polling.

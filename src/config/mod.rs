@@ -1,4 +1,4 @@
-//! The TOML configuration of SPEC section 3: serde structs with their defaults,
+//! The TOML configuration of docs/config.md: serde structs with their defaults,
 //! and [`Config::load`], which parses and then validates, reporting every
 //! problem at once with the file, the line and the key it concerns.
 //!
@@ -14,6 +14,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 pub mod validate;
+
+#[cfg(test)]
+mod reference;
 
 /// Where the packaged config lives; used when `-c` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/relstat/relstat.toml";
@@ -39,6 +42,7 @@ pub struct Problem {
     pub line: Option<usize>,
     /// Dotted key path, e.g. `sources[1].status_map.SUCCESS`.
     pub key: String,
+    /// What is wrong, and what to write instead.
     pub message: String,
 }
 
@@ -72,20 +76,28 @@ fn format_problems(problems: &[Problem]) -> String {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `[agent]`: who this agent is, where its store lives.
     #[serde(default)]
     pub agent: AgentConfig,
+    /// `[http]`: the one listener.
     #[serde(default)]
     pub http: HttpConfig,
+    /// `[tracking]`: retention, caps and tolerances of the tracker.
     #[serde(default)]
     pub tracking: TrackingConfig,
+    /// `[[sources]]`: where status events come from.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// `[siem]`: where anomalies are forwarded; absent: nowhere.
     #[serde(default)]
     pub siem: Option<SiemConfig>,
+    /// `[spool]`: the SIEM outbox and air-gapped bundles.
     #[serde(default)]
     pub spool: SpoolConfig,
+    /// `[anomalies.<rule>]`: the anomaly rules.
     #[serde(default)]
     pub anomalies: AnomaliesConfig,
+    /// `[model]`: the status model, gate, roles and permissions.
     #[serde(default)]
     pub model: ModelConfig,
 }
@@ -135,6 +147,7 @@ pub enum LogTarget {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
+    /// IP address and port of the listener.
     #[serde(default = "default_listen")]
     pub listen: String,
     /// exporter-toolkit web config (TLS, basic auth) for /metrics and /api.
@@ -314,6 +327,7 @@ pub enum StartAt {
 pub struct SourceConfig {
     /// Unique name; the `source` label and field of its events.
     pub name: String,
+    /// `type`: file, webhook, poll or kubernetes; decides which keys apply.
     #[serde(rename = "type")]
     pub kind: SourceType,
     /// Tool preset (webhook, poll); `generic` takes canonical events.
@@ -324,8 +338,11 @@ pub struct SourceConfig {
     /// Globs of the files to tail; new matching files are picked up.
     #[serde(default)]
     pub paths: Vec<String>,
+    /// How a file source's lines are written: json, logfmt or regex.
     #[serde(default)]
     pub format: LineFormat,
+    /// Where a file source starts in files present on its first run (no
+    /// checkpoint yet): beginning or end. Later runs resume from the checkpoint.
     #[serde(default)]
     pub start_at: StartAt,
     /// Optional prefilter (a regex): other lines are counted as `skipped`.
@@ -350,6 +367,7 @@ pub struct SourceConfig {
     pub defaults: BTreeMap<String, String>,
 
     // --- webhook
+    /// Webhook: file holding the shared secret the tool signs or sends with.
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
     /// Largest accepted body.
@@ -360,18 +378,24 @@ pub struct SourceConfig {
     pub rate_limit: Option<u32>,
 
     // --- poll
+    /// Poll: the URLs to poll (job, project, repository or applications API).
     #[serde(default)]
     pub urls: Vec<String>,
+    /// Poll: time between polls; default 30s.
     #[serde(default, with = "humantime_serde_opt")]
     pub interval: Option<Duration>,
+    /// Poll, kubernetes: bearer token (poll: `user:token` as basic auth).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Poll, kubernetes: PEM CA certificates replacing the bundled roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
 
     // --- kubernetes
+    /// Kubernetes: the API server URL.
     #[serde(default)]
     pub api_server: Option<String>,
+    /// Kubernetes: namespaces whose Deployments are watched.
     #[serde(default)]
     pub namespaces: Vec<String>,
 }
@@ -380,6 +404,7 @@ pub struct SourceConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiemConfig {
+    /// tls, relp, tcp, udp or http.
     pub transport: SiemTransport,
     /// host:port for tls, relp, tcp, udp.
     #[serde(default)]
@@ -387,14 +412,20 @@ pub struct SiemConfig {
     /// transport = "http": the collector's URL.
     #[serde(default)]
     pub url: Option<String>,
+    /// How records are written: rfc5424, cef, leef or json.
     #[serde(default)]
     pub format: SiemFormat,
+    /// PEM CA certificates for the receiver; default: the system bundle.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS (with `client_key_file`).
     #[serde(default)]
     pub client_cert_file: Option<PathBuf>,
+    /// Private key of `client_cert_file`.
     #[serde(default)]
     pub client_key_file: Option<PathBuf>,
+    /// Name the receiver's certificate must carry; default: the host of
+    /// `address`.
     #[serde(default)]
     pub server_name: Option<String>,
     /// transport = "relp": run RELP over TLS.
@@ -406,15 +437,19 @@ pub struct SiemConfig {
     /// transport = "http": HMAC-SHA256 signing secret.
     #[serde(default)]
     pub hmac_secret_file: Option<PathBuf>,
+    /// Syslog facility name; default authpriv.
     #[serde(default = "default_facility")]
     pub facility: String,
+    /// RFC 5424 SD-ID, `name@<private enterprise number>`.
     #[serde(default = "default_sd_id")]
     pub sd_id: String,
     /// Events per second, 0 = unlimited.
     #[serde(default)]
     pub rate_limit: u32,
+    /// Records that may go at once above `rate_limit`.
     #[serde(default = "default_burst")]
     pub burst: u32,
+    /// `anomalies`, or `all` to forward every transition too.
     #[serde(default)]
     pub forward: Forward,
 }
@@ -464,12 +499,16 @@ pub struct SpoolConfig {
     /// Keep an outbox even without `[siem]` (export-only sites).
     #[serde(default)]
     pub enabled: bool,
+    /// Largest outbox; `when_full` says what happens at the limit.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: bytesize::ByteSize,
+    /// `block` (sources pause, webhooks answer 503) or `drop_oldest`.
     #[serde(default)]
     pub when_full: WhenFull,
+    /// This site's Ed25519 private key, for `spool export`.
     #[serde(default)]
     pub signing_key_file: Option<PathBuf>,
+    /// A relay: the sites' public keys (`<site>.pub`), for `spool import`.
     #[serde(default)]
     pub trusted_keys_dir: Option<PathBuf>,
     /// `spool import`: feed every imported `transition` record (bundles of
@@ -544,8 +583,10 @@ impl Severity {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
+    /// Whether the rule runs; default true.
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Severity of its records; default: the rule's own.
     #[serde(default)]
     pub severity: Option<Severity>,
 }
@@ -554,12 +595,16 @@ pub struct RuleConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlappingConfig {
+    /// Whether the rule runs; default true.
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Severity of its records; default notice.
     #[serde(default)]
     pub severity: Option<Severity>,
+    /// Fires on more than this many transitions into one status in `window`.
     #[serde(default = "default_max_transitions")]
     pub max_transitions: u32,
+    /// The event-time window counted.
     #[serde(default = "default_hour", with = "humantime_serde")]
     pub window: Duration,
 }
@@ -586,10 +631,13 @@ fn default_hour() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConflictConfig {
+    /// Whether the rule runs; default true.
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Severity of its records; default warning.
     #[serde(default)]
     pub severity: Option<Severity>,
+    /// Consecutive reports further apart (event time) are no conflict.
     #[serde(default = "default_conflict_window", with = "humantime_serde")]
     pub window: Duration,
 }
@@ -612,10 +660,13 @@ fn default_conflict_window() -> Duration {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FreezeConfig {
+    /// Whether the rule runs; default true.
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Severity of its records; default error.
     #[serde(default)]
     pub severity: Option<Severity>,
+    /// The freeze windows; none: the rule never fires.
     #[serde(default)]
     pub windows: Vec<FreezeWindowConfig>,
 }
@@ -625,16 +676,22 @@ pub struct FreezeConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FreezeWindowConfig {
+    /// Absolute window: its start (RFC 3339), inclusive.
     #[serde(default)]
     pub start: Option<String>,
+    /// Absolute window: its end (RFC 3339), exclusive.
     #[serde(default)]
     pub end: Option<String>,
+    /// Weekly window: the frozen days (`mon` ... `sun`).
     #[serde(default)]
     pub days: Vec<String>,
+    /// Weekly window: `HH:MM` the freeze starts on a run's first day.
     #[serde(default)]
     pub from: Option<String>,
+    /// Weekly window: `HH:MM` it ends on the day after a run's last day.
     #[serde(default)]
     pub to: Option<String>,
+    /// Weekly window: IANA zone of `from` and `to`; default UTC.
     #[serde(default)]
     pub timezone: Option<String>,
     /// Environments the window applies to; empty = all.
@@ -642,33 +699,43 @@ pub struct FreezeWindowConfig {
     pub environments: Vec<String>,
 }
 
-/// `[anomalies]`: one table per rule of SPEC section 5.
+/// `[anomalies]`: one table per rule of docs/events.md.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AnomaliesConfig {
+    /// A move the model does not allow.
     #[serde(default)]
     pub invalid_transition: RuleConfig,
+    /// An unapproved deployment into a gated environment.
     #[serde(default)]
     pub gate_bypass: RuleConfig,
+    /// An unapproved deployment on the emergency path.
     #[serde(default)]
     pub emergency_change: RuleConfig,
+    /// A move `[[model.permissions]]` does not allow the actor.
     #[serde(default)]
     pub unauthorized_actor: RuleConfig,
+    /// A person and a tool contradicting each other.
     #[serde(default)]
     pub status_conflict: ConflictConfig,
+    /// A key entering one status again and again.
     #[serde(default)]
     pub flapping: FlappingConfig,
+    /// A finished release id reused for another version.
     #[serde(default)]
     pub id_reuse: RuleConfig,
+    /// A key past its status's `stuck_after`.
     #[serde(default)]
     pub stuck: RuleConfig,
+    /// A deployment inside a freeze window.
     #[serde(default)]
     pub change_freeze: FreezeConfig,
+    /// An event dated too far ahead of the agent's clock.
     #[serde(default)]
     pub clock_skew: RuleConfig,
 }
 
-/// `[model]`: the status model (SPEC section 2).
+/// `[model]`: the status model (docs/events.md).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
@@ -678,11 +745,13 @@ pub struct ModelConfig {
     /// Add states or override fields of built-in ones.
     #[serde(default)]
     pub states: BTreeMap<String, StateConfig>,
+    /// `[model.gate]`: the approval gate; none by default.
     #[serde(default)]
     pub gate: Option<GateConfig>,
     /// Role name -> actors.
     #[serde(default)]
     pub roles: BTreeMap<String, Vec<String>>,
+    /// `[[model.permissions]]`: who may move keys into which statuses.
     #[serde(default)]
     pub permissions: Vec<PermissionConfig>,
 }
@@ -708,14 +777,17 @@ fn default_true() -> bool {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
+    /// Human name; a new state defaults to its id.
     #[serde(default)]
     pub display: Option<String>,
     /// Position in the ordering of simultaneous events; new states default
     /// to after every existing one.
     #[serde(default)]
     pub rank: Option<u32>,
+    /// The states this one may move to.
     #[serde(default)]
     pub next: Option<Vec<String>>,
+    /// A terminal state finishes the key; it has no next states.
     #[serde(default)]
     pub terminal: Option<bool>,
     /// A duration, or "" / "none" to clear a built-in threshold.
@@ -727,8 +799,11 @@ pub struct StateConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GateConfig {
+    /// The gated environments.
     pub environments: Vec<String>,
+    /// Sources whose `approved` events count; sources of this agent.
     pub approval_sources: Vec<String>,
+    /// How late (event time) an approval may come after the attempt.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub grace: Duration,
 }
@@ -741,6 +816,7 @@ fn default_grace() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PermissionConfig {
+    /// The statuses this entry restricts.
     pub into: Vec<String>,
     /// Empty = every environment.
     #[serde(default)]
@@ -753,14 +829,16 @@ pub struct PermissionConfig {
 /// (kept so later checks can point at lines).
 #[derive(Debug, Clone)]
 pub struct Loaded {
+    /// The parsed configuration.
     pub config: Config,
     /// `None` for the built-in defaults.
     pub path: Option<PathBuf>,
+    /// The text parsed (the built-in one for the defaults).
     pub text: String,
 }
 
 impl Loaded {
-    /// The built-in defaults (SPEC section 3): a file source `default` on
+    /// The built-in defaults (docs/config.md): a file source `default` on
     /// `./relstat-logs/*.ndjson`.
     pub fn builtin() -> Loaded {
         let text = BUILTIN_CONFIG.to_string();
@@ -1041,7 +1119,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_defaults_match_the_spec() {
+    fn builtin_defaults_are_the_documented_ones() {
         let l = Loaded::builtin();
         let c = &l.config;
         assert_eq!(c.http.listen, "127.0.0.1:9731");

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::model::Model;
 
-/// The fields of the canonical event (SPEC section 1) that `fields` and
+/// The fields of the canonical event (docs/events.md) that `fields` and
 /// `defaults` may name; `source` is not among them, the agent sets it.
 const CANONICAL_FIELDS: &[&str] = &[
     "id",
@@ -729,8 +729,8 @@ impl Validator<'_> {
                     &format!("model.gate.approval_sources[{j}]"),
                     format!(
                         "{a:?} is not a source of this agent (sources: {}); gates are evaluated \
-                         where the approvals are (SPEC section 2): run the gate on a relay that \
-                         receives every transition",
+                         where the approvals are (see \"The approval gate\" in docs/events.md): \
+                         run the gate on a relay that receives every transition",
                         if names.is_empty() {
                             "none".to_string()
                         } else {
@@ -1003,8 +1003,8 @@ mod tests {
     }
 
     #[test]
-    fn the_spec_example_is_valid() {
-        let l = load(SPEC_EXAMPLE);
+    fn the_full_example_is_valid() {
+        let l = load(FULL_EXAMPLE);
         assert_eq!(validate(&l), vec![]);
         assert_eq!(warnings(&l), vec![]);
         assert_eq!(l.config.sources.len(), 5);
@@ -1475,7 +1475,8 @@ mod tests {
                     "model.gate.approval_sources[1]",
                     7,
                     "\"jira\" is not a source of this agent (sources: a); gates are evaluated \
-                     where the approvals are (SPEC section 2): run the gate on a relay",
+                     where the approvals are (see \"The approval gate\" in docs/events.md): \
+                     run the gate on a relay",
                 ),
             ],
         );
@@ -1663,9 +1664,9 @@ mod tests {
         assert_eq!(warnings(&load(&text)), vec![]);
     }
 
-    /// SPEC section 3's example, plus a `jira` webhook source and section 2's
+    /// docs/config.md's example, plus a `jira` webhook source and the status model's
     /// `[model]` with a gate whose approval source exists.
-    const SPEC_EXAMPLE: &str = r##"
+    const FULL_EXAMPLE: &str = r##"
 [agent]
 data_dir = "/var/lib/relstat"
 hostname = "web-1"          # default: the system hostname

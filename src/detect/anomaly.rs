@@ -1,6 +1,6 @@
 //! The structured record of one anomaly (or, with `forward = "all"`, of one
-//! transition): what the outbox holds and the SIEM formats render (SPEC
-//! section 6). Formatting happens only when sending, so a relay can re-format.
+//! transition): what the outbox holds and the SIEM formats render
+//! (docs/events.md). Formatting happens only when sending, so a relay can re-format.
 
 use std::borrow::Cow;
 
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Severity;
 use crate::event::{ActorType, TimeMs};
 
-/// The rules of SPEC section 5.
+/// The rules of docs/events.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RuleId {
     InvalidTransition,
@@ -63,7 +63,7 @@ impl RuleId {
     }
 }
 
-/// One SIEM event, structured. Field names are SPEC section 6's.
+/// One SIEM event, structured. Field names are docs/events.md's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Anomaly {
     pub rule: String,

@@ -1,7 +1,7 @@
 //! change_freeze: `in_progress` or `deployed` entered (a key's first status
 //! or a transition; not a re-report) in one of a freeze window's
 //! environments (none listed = all), at an event time inside the window
-//! (SPEC section 3; docs/change-freeze.md has examples).
+//! (docs/config.md; docs/change-freeze.md has examples).
 //!
 //! Windows are absolute (`start` inclusive, `end` exclusive) or weekly: each
 //! run of consecutive `days` (the week wraps: sat, sun, mon is one run) is

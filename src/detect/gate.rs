@@ -1,5 +1,5 @@
 //! gate_bypass and emergency_change: a deployment attempt in a gated
-//! environment without an approval from an approval source (SPEC section 2,
+//! environment without an approval from an approval source (docs/events.md,
 //! `[model.gate]`). Attempts are followed here, report by report, and judged
 //! once each from the tracker's periodic check, against the approvals ledger.
 //!

@@ -1,4 +1,4 @@
-//! Anomaly rules (SPEC section 5): the tracker calls them on every accepted
+//! Anomaly rules (docs/events.md): the tracker calls them on every accepted
 //! report and on every periodic check; each rule is a small module here.
 //!
 //! Rules see a [`Change`] (what the tracker just decided) and the key's

@@ -1,5 +1,5 @@
 //! Line parsers: one log line (NDJSON, logfmt, or a regex with named groups)
-//! into one canonical event (SPEC section 1), through a source's `fields`,
+//! into one canonical event (docs/events.md), through a source's `fields`,
 //! `status_map` and `defaults`.
 //!
 //! A [`LineParser`] is built once per source; everything that can be decided
@@ -937,7 +937,7 @@ actor_type = "human""#;
         let canon_id =
             Event::stable_id("r1", "-", "prod", "dc-east", "deployed", 1_793_696_400_000);
         let cases: Vec<(&str, &str, String, String)> = vec![
-            // --- happy paths and defaults of SPEC section 1
+            // --- happy paths and defaults of docs/events.md
             ("json", JSON, canon(""), format!(
                 "{base}; id={canon_id}; service=-; site=dc-east; actor=-; actor_type=automation; \
                  source=deploy-log")),
@@ -1005,7 +1005,7 @@ actor_type = "human""#;
             ("invalid wins over unmapped", JSON,
                 canon(r#","actor_type":"bot""#).replace("\"deployed\"", "\"done\""),
                 "invalid: bad actor_type \"bot\": expected human or automation".into()),
-            // --- missing required fields (checked in the order of SPEC section 1)
+            // --- missing required fields (checked in the order of docs/events.md)
             ("missing time", JSON, r#"{"release":"r1","environment":"prod","status":"deployed"}"#.into(),
                 "invalid: missing field time".into()),
             ("missing release", JSON, r#"{"time":"2026-11-03T09:00:00Z","environment":"prod","status":"deployed"}"#.into(),

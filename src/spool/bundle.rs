@@ -10,7 +10,7 @@
 //! 2. `manifest.sig`: the Ed25519 signature of the exact bytes of
 //!    `manifest.json` by the site's private key, as one line of standard
 //!    base64 (64 bytes decoded).
-//! 3. `events.ndjson`: the outbox records ([`Anomaly`], SPEC section 6),
+//! 3. `events.ndjson`: the outbox records ([`Anomaly`], docs/events.md),
 //!    one compact JSON object per line, in outbox order. Its SHA-256 and
 //!    size are in the manifest, so the signature covers the payload too.
 //!

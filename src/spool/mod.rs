@@ -1,4 +1,4 @@
-//! The spool beyond the live outbox: air-gapped sync (SPEC section 7).
+//! The spool beyond the live outbox: air-gapped sync (docs/bundles.md).
 //! A site with no path to the SIEM exports its outbox as a signed bundle
 //! ([`bundle`]); a connected relay verifies and imports it exactly once.
 //! Site key pairs come from [`keys`]; [`relay`] feeds imported transition

@@ -1,7 +1,7 @@
 //! Relay tracking: the `transition` records of an imported bundle (a
 //! `forward = "all"` site) become canonical events for the relay's own
 //! tracker, so central metrics, history and the API see the sites' releases,
-//! however late, with event-time durations (SPEC section 1).
+//! however late, with event-time durations (docs/events.md).
 //!
 //! Each transition record is converted back into the event that caused it:
 //! its id is the record's `event_id` (so a re-import or an overlapping

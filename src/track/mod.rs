@@ -1,5 +1,5 @@
 //! The tracker: the one owner of per-key state. It applies canonical events
-//! with event-time semantics (SPEC sections 1, 2 and 4), calls the anomaly
+//! with event-time semantics (docs/events.md, docs/metrics.md), calls the anomaly
 //! rules, and says what happened as [`Effect`]s (for the metrics sink) and as
 //! a [`Batch`] of writes (for the store's one transaction per input batch).
 //!
@@ -690,7 +690,7 @@ impl Tracker {
         }
     }
 
-    /// DORA outcomes of a transition (SPEC section 4, relstat_deployments_total).
+    /// DORA outcomes of a transition (docs/metrics.md, relstat_deployments_total).
     fn dora_transition(&mut self, key: &Key, ev: &Event, from: StateIdx, to: StateIdx, at: TimeMs) {
         let k = self.known;
         if Known::is(k.deployed, to) {

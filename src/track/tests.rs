@@ -1,4 +1,4 @@
-//! The tracker's behaviour as data (SPEC sections 1, 2 and 4): events in at
+//! The tracker's behaviour as data (docs/events.md, docs/metrics.md): events in at
 //! given agent clocks, what must come out. One table per area.
 //!
 //! A [`Case`] is a list of steps (an event applied at `now` with the input
@@ -17,7 +17,7 @@
 //! rule tables in `rules` about the rules).
 //!
 //! At the end, a proptest: any arrival order of the same events gives the
-//! same final statuses and the same history (SPEC section 1).
+//! same final statuses and the same history (docs/events.md).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -509,7 +509,7 @@ fn p(release: &str, status: &str, time: TimeMs) -> Event {
 
 // ------------------------------------------------------------------ tables
 
-/// SPEC 1: the current status is that of the greatest (time, rank, id),
+/// docs/events.md: the current status is that of the greatest (time, rank, id),
 /// whatever the arrival order; the first status is not a transition.
 #[test]
 fn ordering() {
@@ -651,7 +651,7 @@ fn ordering() {
     ]);
 }
 
-/// SPEC 1, input accounting: duplicates, unmapped statuses, clock skew.
+/// docs/events.md, input accounting: duplicates, unmapped statuses, clock skew.
 #[test]
 fn input_accounting() {
     run_table(vec![
@@ -804,7 +804,7 @@ fn input_accounting() {
     ]);
 }
 
-/// SPEC 2 and 4: every status change is a transition, allowed or not, with
+/// docs/events.md, docs/metrics.md: every status change is a transition, allowed or not, with
 /// the event-time duration of the status left; MTTSR cause stuck.
 #[test]
 fn transitions_and_durations() {
@@ -970,7 +970,7 @@ fn transitions_and_durations() {
     ]);
 }
 
-/// SPEC 5 stuck, SPEC 4 relstat_releases_stuck: the periodic check.
+/// The stuck rule and relstat_releases_stuck: the periodic check.
 #[test]
 fn stuck_checks() {
     run_table(vec![
@@ -1118,7 +1118,7 @@ fn stuck_checks() {
     ]);
 }
 
-/// SPEC 4: relstat_deployments_total, lead time and time to restore.
+/// docs/metrics.md: relstat_deployments_total, lead time and time to restore.
 #[test]
 fn dora() {
     run_table(vec![
@@ -1393,7 +1393,7 @@ fn dora() {
     ]);
 }
 
-/// SPEC 2: `deployed` is a resting state, finished when a newer release
+/// docs/events.md: `deployed` is a resting state, finished when a newer release
 /// reaches deployed for the same (service, environment, site).
 #[test]
 fn supersession() {
@@ -1585,7 +1585,7 @@ fn supersession() {
     ]);
 }
 
-/// SPEC 2 and 4: when keys finish (terminal, stale), reopen, and are forgotten.
+/// docs/events.md, docs/metrics.md: when keys finish (terminal, stale), reopen, and are forgotten.
 #[test]
 fn lifecycle() {
     run_table(vec![
@@ -1953,7 +1953,7 @@ fn outcome(events: &[Event]) -> (BTreeMap<String, String>, Vec<Event>) {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
-    /// SPEC 1: "the result does not depend on arrival order": the final
+    /// docs/events.md: "the result does not depend on arrival order": the final
     /// status of every key and the history kept. Not compared, because the
     /// tracker keeps no history to rewind: `since` (a re-report arriving
     /// before the report that entered the status becomes the entry), the

@@ -1,4 +1,4 @@
-//! The Prometheus sink: every series of SPEC section 4 in one registry, fed
+//! The Prometheus sink: every series of docs/metrics.md in one registry, fed
 //! by the tracker's effects, and the lifecycle of the per-release series.
 //!
 //! Per-release series (`relstat_release_status`,

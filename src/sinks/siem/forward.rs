@@ -45,7 +45,7 @@ const REMOVE_AT: u64 = 20_000;
 /// How long a stop waits for what was sent to be confirmed.
 const STOP_DRAIN: Duration = Duration::from_millis(2500);
 
-/// What the forwarder reports (the agent maps it onto the metrics of SPEC 4).
+/// What the forwarder reports (the agent maps it onto the metrics of docs/metrics.md).
 pub trait Observer: Send + Sync {
     /// `relstat_forward_events_total{result}` += n.
     fn count(&self, result: &'static str, n: u64);

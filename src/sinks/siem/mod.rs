@@ -1,4 +1,4 @@
-//! The SIEM sink (SPEC section 6): the forwarder reads the outbox the core
+//! The SIEM sink (docs/events.md): the forwarder reads the outbox the core
 //! writes (in the same transaction as the input that caused each record),
 //! formats each record, sends it over the configured transport and removes
 //! it only once delivered.

@@ -1,4 +1,4 @@
-//! generic: canonical events (SPEC section 1) as one JSON object, a JSON
+//! generic: canonical events (docs/events.md) as one JSON object, a JSON
 //! array of objects, or NDJSON, read by the line parser with the source's
 //! `fields`, `status_map` and `defaults` (a relay's site agents post here).
 

@@ -1,4 +1,4 @@
-//! The anomaly rules of SPEC section 5 as behaviour tables: for each rule
+//! The anomaly rules of docs/events.md as behaviour tables: for each rule
 //! the cases that must fire and the near misses that must stay silent.
 //! Tables restrict `effects` to the anomalies (`only`), and check the
 //! record's severity, evidence (event id) and message in `findings`.

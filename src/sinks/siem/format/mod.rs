@@ -1,4 +1,4 @@
-//! SIEM formats (SPEC section 6): one [`Anomaly`] record to the bytes of one
+//! SIEM formats (docs/events.md): one [`Anomaly`] record to the bytes of one
 //! message, applied when sending (the outbox keeps structured records so a
 //! relay can re-format). Each format escapes what its receivers would
 //! otherwise split on; the golden tests show every escape.
@@ -65,7 +65,7 @@ pub fn facility_code(name: &str) -> Option<u8> {
     NAMES.iter().position(|n| *n == name).map(|i| i as u8)
 }
 
-/// Calls `f(name, value)` for the SPEC section 6 fields in their documented
+/// Calls `f(name, value)` for the docs/events.md fields in their documented
 /// order; absent optional fields are left out. Nothing is allocated (this
 /// runs for every event sent): the two times are formatted on the stack.
 pub(crate) fn for_each_field(a: &AnomalyRef<'_>, mut f: impl FnMut(&'static str, &str)) {
@@ -158,5 +158,54 @@ pub(crate) mod tests {
         assert_eq!(facility_code("authpriv"), Some(10));
         assert_eq!(facility_code("local7"), Some(23));
         assert_eq!(facility_code("nope"), None);
+    }
+
+    /// The `gate_bypass` record docs/events.md renders in every format.
+    fn documented() -> Anomaly {
+        Anomaly {
+            rule: "gate_bypass".into(),
+            severity: Severity::Critical,
+            release: "2026.11.16".into(),
+            service: "payments".into(),
+            environment: "production".into(),
+            site: "dc-east".into(),
+            from: Some("in_progress".into()),
+            to: "deployed".into(),
+            actor: "jdoe".into(),
+            actor_type: ActorType::Human,
+            source: "deploy-log".into(),
+            event_id: "deploy-7781".into(),
+            event_time: 1_794_819_600_000,
+            detected_at: 1_794_819_725_000,
+            reason: None,
+            version: Some("2026.11.16".into()),
+            host: "web-1".into(),
+            message: "production deploy of 2026.11.16/payments by jdoe without prior approval \
+                      (no approval from jira)"
+                .into(),
+        }
+    }
+
+    /// docs/events.md shows what the formats really write.
+    #[test]
+    fn the_examples_in_docs_events_md_are_real_output() {
+        let doc = include_str!("../../../../docs/events.md");
+        let mut missing = Vec::new();
+        for f in [
+            SiemFormat::Rfc5424,
+            SiemFormat::Cef,
+            SiemFormat::Leef,
+            SiemFormat::Json,
+        ] {
+            let line = render(f, &documented());
+            if !doc.contains(&format!("\n{line}\n")) {
+                missing.push(format!("{f:?}:\n{line}"));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "docs/events.md lacks these examples:\n{}",
+            missing.join("\n")
+        );
     }
 }

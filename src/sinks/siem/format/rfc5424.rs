@@ -1,7 +1,7 @@
 //! RFC 5424: `<PRI>1 TIMESTAMP HOST relstat PROCID RULE [SD-ID field="value" ...] MSG`.
 //!
 //! Written by hand rather than with `syslog::Formatter5424`: that formatter
-//! stamps the header with the current time (SPEC 6 wants detected_at, the
+//! stamps the header with the current time (docs/events.md: the header is detected_at, the
 //! time of detection, so a message resent after an outage keeps its time),
 //! and its MSGID is a `u32` where we put the rule name. The structured data
 //! escaping it would have done (`\`, `"`, `]` in PARAM-VALUE, RFC 5424
