@@ -45,13 +45,21 @@ impl Service for Fake {
         self.ready.lock().unwrap().clone()
     }
 
-    // A slow hook, to have a request in flight at shutdown.
-    fn hook<'a>(&'a self, source: &'a str, req: Request<Bytes>) -> ResponseFuture<'a> {
+    // A slow hook, to have a request in flight at shutdown; `/hooks/nope`
+    // answers without reading the body; others read it up to MAX_BODY_BYTES.
+    fn hook<'a>(&'a self, source: &'a str, req: Request<PendingBody>) -> ResponseFuture<'a> {
         Box::pin(async move {
+            if source == "nope" {
+                return not_found();
+            }
+            let read = match req.into_body().read(MAX_BODY_BYTES).await {
+                Ok(read) => read,
+                Err(e) => return e.response(None),
+            };
             tokio::time::sleep(Duration::from_millis(300)).await;
             text(
                 StatusCode::OK,
-                format!("{source} got {} bytes\n", req.body().len()),
+                format!("{source} got {} bytes\n", read.bytes().len()),
             )
         })
     }

@@ -5,11 +5,21 @@
 //! answered: a 202 means the events are durable, anything else means the
 //! sender should fix its request or retry.
 //!
+//! Order, so that an unauthenticated sender costs little: the source is
+//! found (404 without reading the body), a `Content-Length` over `max_body`
+//! is refused (413) and credentials the headers carry are checked (401)
+//! before the body is read; the body is then read up to `max_body` (413 as
+//! soon as it passes) from the listener's shared budget (503 when spent);
+//! an HMAC is computed over those bytes only, and the JSON is parsed only
+//! after it matched.
+//!
 //! Answers: 202 accepted (duplicates included: a redelivery is harmless),
 //! 401 bad or missing signature, 404 unknown source, 413 body over
 //! `max_body`, 415 a content type that is not JSON, 400 a body the preset
-//! cannot parse, 429 over `rate_limit`, 503 while the spool is full under
-//! `when_full = "block"` (or the core is stopping), so the sender retries.
+//! cannot parse, 408 a body not received in time, 429 over `rate_limit`,
+//! 503 while the spool is full under `when_full = "block"`, while the bodies
+//! in flight fill the listener's budget (or the core is stopping), so the
+//! sender retries.
 
 pub mod auth;
 
@@ -28,6 +38,7 @@ use super::presets::{PresetError, PresetParser};
 use super::{Item, SourceBatch};
 use crate::config::{Config, SourceType, WhenFull};
 use crate::event::{InputResult, now_ms};
+use crate::http::{BodyError, PendingBody, ReadBody};
 use crate::model::Model;
 
 /// `max_body` when a source sets none.
@@ -131,6 +142,10 @@ impl Hooks {
     }
 }
 
+/// An answer given before the body is parsed, with the kind it is counted
+/// as in `relstat_source_errors_total{kind}`.
+pub type Refusal = (Response<Full<Bytes>>, &'static str);
+
 /// What the handler decided before touching the core.
 pub enum Checked {
     /// Answer this now (nothing reaches the store).
@@ -141,23 +156,43 @@ pub enum Checked {
 }
 
 impl Hook {
+    /// What can be refused before the body is read: a declared length over
+    /// `max_body` (413), missing or bad credentials in the headers (401).
+    pub fn admit(&self, headers: &hyper::HeaderMap, declared: Option<u64>) -> Result<(), Refusal> {
+        if let Some(n) = declared.filter(|&n| n > self.max_body as u64) {
+            return Err(self.too_large(Some(n)));
+        }
+        self.auth
+            .verify_headers(headers)
+            .map_err(|why| (answer(StatusCode::UNAUTHORIZED, why), "auth"))
+    }
+
+    fn too_large(&self, len: Option<u64>) -> Refusal {
+        let max = self.max_body;
+        let text = match len {
+            Some(n) => format!("body of {n} bytes is over this source's max_body ({max} bytes)"),
+            None => format!("body over this source's max_body ({max} bytes)"),
+        };
+        (answer(StatusCode::PAYLOAD_TOO_LARGE, &text), "too_large")
+    }
+
+    /// Reads the body within `max_body`.
+    pub async fn read(&self, body: PendingBody) -> Result<ReadBody, Refusal> {
+        body.read(self.max_body).await.map_err(|e| match e {
+            BodyError::TooLarge { .. } => self.too_large(None),
+            BodyError::Busy => (e.response(None), "busy"),
+            BodyError::Timeout | BodyError::Broken => (e.response(None), "body_read"),
+        })
+    }
+
     /// Everything up to the store: size, auth, rate limit, content type,
     /// parsing. The returned error kind is counted in
     /// `relstat_source_errors_total{kind}`.
     pub fn check(&self, req: &Request<Bytes>) -> Checked {
         let body = req.body();
         if body.len() > self.max_body {
-            return Checked::Answer(
-                answer(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!(
-                        "body of {} bytes is over this source's max_body ({} bytes)",
-                        body.len(),
-                        self.max_body
-                    ),
-                ),
-                Some("too_large"),
-            );
+            let (resp, kind) = self.too_large(Some(body.len() as u64));
+            return Checked::Answer(resp, Some(kind));
         }
         if let Err(why) = self.auth.verify(req.headers(), body) {
             return Checked::Answer(answer(StatusCode::UNAUTHORIZED, why), Some("auth"));
@@ -254,12 +289,13 @@ pub fn answer(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 /// Shared by the runtime: the hooks of the running configuration.
 pub type SharedHooks = std::sync::RwLock<Arc<Hooks>>;
 
-/// `POST /hooks/{source}` for the running agent: checks, then commits the
-/// batch on the core thread before answering.
+/// `POST /hooks/{source}` for the running agent: checks (the body read only
+/// once the source is found and the headers pass), then commits the batch
+/// on the core thread before answering.
 pub async fn serve(
     shared: &crate::agent::Shared,
     source: &str,
-    req: Request<Bytes>,
+    req: Request<PendingBody>,
 ) -> Response<Full<Bytes>> {
     let hooks = shared
         .hooks
@@ -276,6 +312,21 @@ pub async fn serve(
             .unwrap_or_else(|p| p.into_inner())
             .source_error(source, kind);
     };
+    let (parts, pending) = req.into_parts();
+    let read = match hook.admit(&parts.headers, pending.declared_len()) {
+        Ok(()) => hook.read(pending).await,
+        Err(refused) => Err(refused),
+    };
+    // `read` holds the body's share of the listener's budget until the
+    // answer is made.
+    let read = match read {
+        Ok(read) => read,
+        Err((resp, kind)) => {
+            count_error(kind);
+            return resp;
+        }
+    };
+    let req = Request::from_parts(parts, read.bytes().clone());
     let (batch, status, body) = match hook.check(&req) {
         Checked::Answer(resp, kind) => {
             if let Some(kind) = kind {
