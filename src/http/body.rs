@@ -257,3 +257,109 @@ where
         _held: held,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use hyper::body::Frame;
+
+    use super::*;
+
+    /// A body of these frames, then its end (or, with `stall`, no end).
+    struct Frames {
+        frames: VecDeque<Bytes>,
+        stall: bool,
+    }
+
+    impl hyper::body::Body for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            match self.frames.pop_front() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None if self.stall => Poll::Pending,
+                None => Poll::Ready(None),
+            }
+        }
+    }
+
+    fn frames(sizes: &[usize]) -> Frames {
+        Frames {
+            frames: sizes.iter().map(|n| Bytes::from(vec![b'x'; *n])).collect(),
+            stall: false,
+        }
+    }
+
+    const T: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn reads_within_the_limit_and_gives_the_budget_back() {
+        let budget = BodyBudget::new(1 << 20);
+        let read = read_limited(frames(&[10, 20, 30]), None, 100, &budget, T)
+            .await
+            .unwrap();
+        assert_eq!(read.bytes().len(), 60);
+        assert!(
+            budget.used() >= 60 && budget.used() <= 100,
+            "{}",
+            budget.used()
+        );
+        drop(read);
+        assert_eq!(budget.used(), 0);
+        // Exactly the limit, declared.
+        let read = read_limited(frames(&[50, 50]), Some(100), 100, &budget, T)
+            .await
+            .unwrap();
+        assert_eq!((read.bytes().len(), budget.used()), (100, 100));
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_declared_or_streamed_is_refused() {
+        let budget = BodyBudget::new(1 << 20);
+        // Declared: refused before the first frame is polled (a stalled body
+        // would otherwise time out).
+        let stalled = Frames {
+            frames: VecDeque::new(),
+            stall: true,
+        };
+        let e = read_limited(stalled, Some(101), 100, &budget, T).await;
+        assert_eq!(e.unwrap_err(), BodyError::TooLarge { limit: 100 });
+        // Streamed: refused at the frame that passes the limit; the rest
+        // (stalled here) is never waited for.
+        let mut body = frames(&[60, 41]);
+        body.stall = true;
+        let e = read_limited(body, None, 100, &budget, T).await;
+        assert_eq!(e.unwrap_err(), BodyError::TooLarge { limit: 100 });
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_answers_busy_and_a_stalled_body_times_out() {
+        let budget = BodyBudget::new(64 * 1024);
+        let held = read_limited(frames(&[40 * 1024]), None, 1 << 20, &budget, T)
+            .await
+            .unwrap();
+        let e = read_limited(frames(&[40 * 1024]), None, 1 << 20, &budget, T).await;
+        assert_eq!(e.unwrap_err(), BodyError::Busy);
+        let r = BodyError::Busy.response(None);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], BUSY_RETRY_AFTER);
+        drop(held);
+        assert_eq!(budget.used(), 0);
+        read_limited(frames(&[40 * 1024]), None, 1 << 20, &budget, T)
+            .await
+            .unwrap();
+
+        let mut body = frames(&[10]);
+        body.stall = true;
+        let e = read_limited(body, None, 100, &budget, Duration::from_millis(50)).await;
+        assert_eq!(e.unwrap_err(), BodyError::Timeout);
+        assert_eq!(budget.used(), 0);
+    }
+}

@@ -59,8 +59,8 @@ use tokio_rustls::TlsAcceptor;
 use webconfig::WebConfig;
 
 pub use body::{
-    BODY_BUDGET_BYTES, BODY_TIMEOUT, BodyBudget, BodyError, MAX_API_BODY_BYTES, MAX_BODY_BYTES,
-    PendingBody, ReadBody,
+    BODY_BUDGET_BYTES, BODY_TIMEOUT, BUSY_RETRY_AFTER, BodyBudget, BodyError, MAX_API_BODY_BYTES,
+    MAX_BODY_BYTES, PendingBody, ReadBody,
 };
 
 /// Open connections at most; further clients wait in the kernel's backlog.

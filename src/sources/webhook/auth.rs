@@ -48,7 +48,7 @@ impl Auth {
 
     /// `Ok` when the request carries this source's credentials.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
-        match self.from_headers(headers)? {
+        match self.by_headers(headers)? {
             None => Ok(()),
             Some(sig) => self.check_hmac(&sig, body),
         }
@@ -59,12 +59,12 @@ impl Auth {
     /// signature); `Ok` when they are good or when only the body's HMAC can
     /// tell ([`Auth::verify`] then checks it).
     pub fn verify_headers(&self, headers: &HeaderMap) -> Result<(), &'static str> {
-        self.from_headers(headers).map(|_| ())
+        self.by_headers(headers).map(|_| ())
     }
 
     /// `Ok(None)`: authenticated by the headers; `Ok(Some(mac))`: the
     /// signature the body's HMAC must match.
-    fn from_headers(&self, headers: &HeaderMap) -> Result<Option<Vec<u8>>, &'static str> {
+    fn by_headers(&self, headers: &HeaderMap) -> Result<Option<Vec<u8>>, &'static str> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         match self.scheme {
             Scheme::GitHub => match header("x-hub-signature-256") {
@@ -197,6 +197,36 @@ mod tests {
             a.verify(&headers(&[("x-hub-signature-256", "sha256=zz")]), b"{}")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn headers_alone_refuse_what_they_can_and_leave_the_hmac_to_the_body() {
+        let zeros = format!("sha256={}", "00".repeat(32));
+        // github: a missing or malformed signature needs no body to refuse;
+        // a well-formed one can only be checked against the body.
+        let gh = Auth::new("github", b"s3cret".to_vec());
+        assert!(gh.verify_headers(&headers(&[])).is_err());
+        let short = headers(&[("x-hub-signature-256", "sha256=abcd")]);
+        assert!(gh.verify_headers(&short).is_err());
+        let zeros = headers(&[("x-hub-signature-256", &zeros)]);
+        assert!(gh.verify_headers(&zeros).is_ok());
+        assert!(gh.verify(&zeros, b"{}").is_err());
+        // tokens, basic auth and bearer are decided by the headers
+        let gl = Auth::new("gitlab", b"tok".to_vec());
+        assert!(
+            gl.verify_headers(&headers(&[("x-gitlab-token", "no")]))
+                .is_err()
+        );
+        assert!(
+            gl.verify_headers(&headers(&[("x-gitlab-token", "tok")]))
+                .is_ok()
+        );
+        let j = Auth::new("jenkins", b"tok".to_vec());
+        assert!(
+            j.verify_headers(&headers(&[("authorization", "Bearer no")]))
+                .is_err()
+        );
+        assert!(j.verify_headers(&headers(&[])).is_err());
     }
 
     #[test]

@@ -38,7 +38,7 @@ use super::presets::{PresetError, PresetParser};
 use super::{Item, SourceBatch};
 use crate::config::{Config, SourceType, WhenFull};
 use crate::event::{InputResult, now_ms};
-use crate::http::{BodyError, PendingBody, ReadBody};
+use crate::http::{BUSY_RETRY_AFTER, BodyError, PendingBody, ReadBody};
 use crate::model::Model;
 
 /// `max_body` when a source sets none.
@@ -142,9 +142,35 @@ impl Hooks {
     }
 }
 
-/// An answer given before the body is parsed, with the kind it is counted
-/// as in `relstat_source_errors_total{kind}`.
-pub type Refusal = (Response<Full<Bytes>>, &'static str);
+/// An answer given before the body is parsed, counted as `kind` in
+/// `relstat_source_errors_total{kind}`.
+pub struct Refusal {
+    pub status: StatusCode,
+    pub text: String,
+    pub kind: &'static str,
+    /// Seconds, for `Retry-After`.
+    pub retry_after: Option<&'static str>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, text: impl Into<String>, kind: &'static str) -> Refusal {
+        Refusal {
+            status,
+            text: text.into(),
+            kind,
+            retry_after: None,
+        }
+    }
+
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        let mut r = answer(self.status, &self.text);
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+        }
+        r
+    }
+}
 
 /// What the handler decided before touching the core.
 pub enum Checked {
@@ -164,7 +190,7 @@ impl Hook {
         }
         self.auth
             .verify_headers(headers)
-            .map_err(|why| (answer(StatusCode::UNAUTHORIZED, why), "auth"))
+            .map_err(|why| Refusal::new(StatusCode::UNAUTHORIZED, why, "auth"))
     }
 
     fn too_large(&self, len: Option<u64>) -> Refusal {
@@ -173,15 +199,20 @@ impl Hook {
             Some(n) => format!("body of {n} bytes is over this source's max_body ({max} bytes)"),
             None => format!("body over this source's max_body ({max} bytes)"),
         };
-        (answer(StatusCode::PAYLOAD_TOO_LARGE, &text), "too_large")
+        Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, text, "too_large")
     }
 
     /// Reads the body within `max_body`.
     pub async fn read(&self, body: PendingBody) -> Result<ReadBody, Refusal> {
         body.read(self.max_body).await.map_err(|e| match e {
             BodyError::TooLarge { .. } => self.too_large(None),
-            BodyError::Busy => (e.response(None), "busy"),
-            BodyError::Timeout | BodyError::Broken => (e.response(None), "body_read"),
+            BodyError::Busy => Refusal {
+                retry_after: Some(BUSY_RETRY_AFTER),
+                ..Refusal::new(e.status(), e.to_string(), "busy")
+            },
+            BodyError::Timeout | BodyError::Broken => {
+                Refusal::new(e.status(), e.to_string(), "body_read")
+            }
         })
     }
 
@@ -191,8 +222,8 @@ impl Hook {
     pub fn check(&self, req: &Request<Bytes>) -> Checked {
         let body = req.body();
         if body.len() > self.max_body {
-            let (resp, kind) = self.too_large(Some(body.len() as u64));
-            return Checked::Answer(resp, Some(kind));
+            let refused = self.too_large(Some(body.len() as u64));
+            return Checked::Answer(refused.response(), Some(refused.kind));
         }
         if let Err(why) = self.auth.verify(req.headers(), body) {
             return Checked::Answer(answer(StatusCode::UNAUTHORIZED, why), Some("auth"));
@@ -321,9 +352,9 @@ pub async fn serve(
     // answer is made.
     let read = match read {
         Ok(read) => read,
-        Err((resp, kind)) => {
-            count_error(kind);
-            return resp;
+        Err(refused) => {
+            count_error(refused.kind);
+            return refused.response();
         }
     };
     let req = Request::from_parts(parts, read.bytes().clone());
