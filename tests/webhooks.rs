@@ -679,7 +679,8 @@ fn read_status(s: &mut std::net::TcpStream) -> u16 {
 /// POSTs `body` to `/hooks/{source}` chunked (`Transfer-Encoding: chunked`,
 /// chunks of `chunk` bytes); writes `repeat` copies of `body` from one
 /// thread while this one reads the answer. Returns the status (0 when none
-/// came) and how many body bytes the agent took before answering.
+/// came) and how many body bytes were written before the agent stopped
+/// taking them (what the sockets' buffers held included).
 fn post_chunked(
     port: u16,
     source: &str,
@@ -849,6 +850,66 @@ fn refusals_come_before_the_body_and_valid_payloads_still_pass() {
     );
     assert_eq!(
         v(r#"relstat_source_errors_total{kind="auth",source="github"}"#),
+        2.0
+    );
+}
+
+#[test]
+fn bodies_in_flight_share_one_budget_and_past_it_get_503() {
+    use std::time::Duration;
+    const BIG: &str = "[[sources]]\nname = \"big\"\ntype = \"webhook\"\npreset = \"generic\"\nsecret_file = \"{D}/secret\"\nmax_body = \"25MiB\"\n";
+    const LEN: usize = 22 << 20;
+    let a = agent(BIG);
+    let port = a.port;
+    // Three senders each hold 22 MiB of an unfinished body: 66 MiB do not
+    // fit the listener's 64 MiB budget, so the last is refused mid-body.
+    let filler = vec![b' '; 1 << 20];
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut head =
+            format!("POST /hooks/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {LEN}\r\n");
+        for (k, v) in bogus_signature() {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let _ = (|| -> std::io::Result<()> {
+            s.write_all(head.as_bytes())?;
+            for _ in 0..LEN / filler.len() - 1 {
+                s.write_all(&filler)?;
+            }
+            s.write_all(&filler[1..])
+        })();
+        // Let the agent read what the sockets hold.
+        std::thread::sleep(Duration::from_millis(300));
+        holders.push(s);
+    }
+    let busy = read_status(&mut holders[2]);
+    assert_eq!(busy, 503, "the third body finds the budget spent");
+    // The first two were waiting for their last byte: then read whole, and
+    // refused for their signature.
+    for s in &mut holders[..2] {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b" ").unwrap();
+        assert_eq!(read_status(s), 401);
+    }
+    drop(holders);
+    // The budget is free again.
+    let ev = yesterday_event("after-budget");
+    assert_eq!(
+        post(port, "big", &auth("big", ev.as_bytes()), ev.as_bytes()),
+        202
+    );
+    let m = a.metrics();
+    let v = |s: &str| sample(&m, s).unwrap_or(0.0);
+    assert_eq!(
+        v(r#"relstat_source_errors_total{kind="busy",source="big"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"relstat_source_errors_total{kind="auth",source="big"}"#),
         2.0
     );
 }
