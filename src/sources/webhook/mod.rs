@@ -15,11 +15,11 @@
 //!
 //! Answers: 202 accepted (duplicates included: a redelivery is harmless),
 //! 401 bad or missing signature, 404 unknown source, 413 body over
-//! `max_body`, 415 a content type that is not JSON, 400 a body the preset
-//! cannot parse, 408 a body not received in time, 429 over `rate_limit`,
-//! 503 while the spool is full under `when_full = "block"`, while the bodies
-//! in flight fill the listener's budget (or the core is stopping), so the
-//! sender retries.
+//! `max_body`, 415 a content type that is neither JSON nor `text/plain`,
+//! 400 a body the preset cannot parse, 408 a body not received in time, 429
+//! over `rate_limit`, 503 while the spool is full under `when_full =
+//! "block"`, while the bodies in flight fill the listener's budget (or the
+//! core is stopping), so the sender retries.
 
 pub mod auth;
 
