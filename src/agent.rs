@@ -192,7 +192,7 @@ impl crate::http::Service for Shared {
     fn hook<'a>(
         &'a self,
         source: &'a str,
-        req: hyper::Request<hyper::body::Bytes>,
+        req: hyper::Request<crate::http::PendingBody>,
     ) -> crate::http::ResponseFuture<'a> {
         Box::pin(crate::sources::webhook::serve(self, source, req))
     }

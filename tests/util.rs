@@ -119,6 +119,16 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Peak resident memory of process `pid` so far (`VmHWM`), in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
 /// Polls `f` every 50 ms for at most `secs`; true when it held.
 pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
@@ -169,6 +179,11 @@ impl Agent {
             config,
             child: None,
         }
+    }
+
+    /// The agent's process id (after [`Agent::start`]).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent started").id()
     }
 
     pub fn log(&self, name: &str) -> PathBuf {

@@ -627,3 +627,303 @@ fn a_full_spool_under_block_answers_503() {
         Some(1.0)
     );
 }
+
+// ---- hostile bodies (memory bounded before anything is read) ----
+
+/// A source whose `max_body` is far below the bodies thrown at it.
+const SMALL: &str = r#"
+[[sources]]
+name = "small"
+type = "webhook"
+preset = "generic"
+secret_file = "{D}/secret"
+max_body = "64KiB"
+"#;
+
+/// A well-formed signature that matches no body: the body must be read to
+/// find out.
+fn bogus_signature() -> Vec<(&'static str, String)> {
+    vec![(
+        "X-Relstat-Signature-256",
+        format!("sha256={}", "00".repeat(32)),
+    )]
+}
+
+/// A canonical event of yesterday (relative to the wall clock).
+fn yesterday_event(release: &str) -> String {
+    let t = relstat::event::format_rfc3339(relstat::event::now_ms() - 86_400_000);
+    format!(r#"{{"time":"{t}","release":"{release}","environment":"prod","status":"deployed"}}"#)
+}
+
+/// Sends the request head of a POST to `/hooks/{source}` declaring a body of
+/// `declared` bytes and never sends the body: the status of an answer that
+/// comes within 5 s (0 if none does).
+fn post_head_only(port: u16, source: &str, headers: &[(&str, String)], declared: u64) -> u16 {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut req = format!(
+        "POST /hooks/{source} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {declared}\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    read_status(&mut s)
+}
+
+/// Reads an answer's head; its status, 0 when none came (timeout, reset).
+fn read_status(s: &mut std::net::TcpStream) -> u16 {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 64 * 1024 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// POSTs `body` to `/hooks/{source}` chunked (`Transfer-Encoding: chunked`,
+/// chunks of `chunk` bytes); writes `repeat` copies of `body` from one
+/// thread while this one reads the answer. Returns the status (0 when none
+/// came) and how many body bytes were written before the agent stopped
+/// taking them (what the sockets' buffers held included).
+fn post_chunked(
+    port: u16,
+    source: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    repeat: usize,
+) -> (u16, usize) {
+    use std::time::Duration;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut head = format!(
+        "POST /hooks/{source} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut w = s.try_clone().unwrap();
+    let body = body.to_vec();
+    let writer = std::thread::spawn(move || {
+        let mut sent = 0;
+        let mut write = || -> std::io::Result<()> {
+            w.write_all(head.as_bytes())?;
+            for _ in 0..repeat {
+                w.write_all(format!("{:x}\r\n", body.len()).as_bytes())?;
+                w.write_all(&body)?;
+                w.write_all(b"\r\n")?;
+                sent += body.len();
+            }
+            w.write_all(b"0\r\n\r\n")
+        };
+        let _ = write();
+        sent
+    });
+    let status = read_status(&mut s);
+    // Unblocks the writer if the agent stopped reading without closing.
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    (status, writer.join().unwrap())
+}
+
+#[test]
+fn unsigned_chunked_floods_are_cut_off_at_max_body_and_memory_stays_bounded() {
+    const CLIENTS: usize = 16;
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 384; // 24 MiB each
+    let a = agent(SMALL);
+    let port = a.port;
+    let ev = yesterday_event("flood-ok");
+    assert_eq!(
+        post(port, "small", &auth("small", ev.as_bytes()), ev.as_bytes()),
+        202
+    );
+    let baseline = crate::util::peak_rss_kib(a.pid());
+
+    let chunk = vec![b' '; CHUNK];
+    let results: Vec<(bool, u16, usize)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let chunk = &chunk;
+                scope.spawn(move || {
+                    // Half claim a signature (the body must be read to check
+                    // it), half carry no credentials at all.
+                    let signed = i % 2 == 0;
+                    let headers = if signed {
+                        bogus_signature()
+                    } else {
+                        Vec::new()
+                    };
+                    let (code, sent) = post_chunked(port, "small", &headers, chunk, CHUNKS);
+                    (signed, code, sent)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let peak = crate::util::peak_rss_kib(a.pid());
+    println!(
+        "baseline VmHWM {baseline} KiB, after {CLIENTS} x 24 MiB: {peak} KiB (+{} KiB)",
+        peak - baseline
+    );
+    for (signed, code, sent) in &results {
+        println!("signed={signed} status={code} body bytes taken={sent}");
+        if *signed {
+            assert_eq!(*code, 413, "a body over max_body is cut off with 413");
+        } else {
+            assert!(*code == 401 || *code == 413, "{code}");
+        }
+        // The agent stopped reading long before the 24 MiB (what it took is
+        // at most max_body plus what the sockets' buffers held).
+        assert!(*sent < CHUNK * CHUNKS, "the whole body was read");
+    }
+    assert!(
+        peak - baseline < 64 * 1024,
+        "peak RSS grew by {} KiB (limit 64 MiB)",
+        peak - baseline
+    );
+    // Still serving, and each refusal counted.
+    let ev = yesterday_event("flood-after");
+    assert_eq!(
+        post(port, "small", &auth("small", ev.as_bytes()), ev.as_bytes()),
+        202
+    );
+    let m = a.metrics();
+    let v = |s: &str| sample(&m, s).unwrap_or(0.0);
+    assert_eq!(
+        v(r#"relstat_source_errors_total{kind="too_large",source="small"}"#)
+            + v(r#"relstat_source_errors_total{kind="auth",source="small"}"#),
+        CLIENTS as f64
+    );
+}
+
+#[test]
+fn refusals_come_before_the_body_and_valid_payloads_still_pass() {
+    let a = agent(SMALL);
+    let port = a.port;
+    // No such hook: 404 without waiting for the 24 MiB announced.
+    assert_eq!(post_head_only(port, "nope", &[], 24 << 20), 404);
+    // A declared length over max_body: 413 at once.
+    assert_eq!(
+        post_head_only(port, "small", &bogus_signature(), 1 << 20),
+        413
+    );
+    // Credentials the headers carry are checked before the body is read.
+    let bad_token = vec![("X-Gitlab-Token", "wrong".to_string())];
+    assert_eq!(post_head_only(port, "gitlab", &bad_token, 1000), 401);
+    assert_eq!(post_head_only(port, "github", &[], 1000), 401);
+    let malformed = vec![("X-Hub-Signature-256", "sha256=zz".to_string())];
+    assert_eq!(post_head_only(port, "github", &malformed, 1000), 401);
+
+    // Valid signed payloads still pass: declared, chunked, as text/plain.
+    let ev = yesterday_event("ok-1");
+    assert_eq!(
+        post(port, "small", &auth("small", ev.as_bytes()), ev.as_bytes()),
+        202
+    );
+    let ev = yesterday_event("ok-2");
+    let (code, _) = post_chunked(
+        port,
+        "small",
+        &auth("small", ev.as_bytes()),
+        ev.as_bytes(),
+        1,
+    );
+    assert_eq!(code, 202);
+    let ev = yesterday_event("ok-3");
+    let mut h = auth("small", ev.as_bytes());
+    h[0].1 = "text/plain; charset=utf-8".into();
+    assert_eq!(post(port, "small", &h, ev.as_bytes()), 202);
+    // A chunked body just over max_body: 413 as soon as it passes.
+    let (code, _) = post_chunked(port, "small", &bogus_signature(), &[b' '; 1024], 65);
+    assert_eq!(code, 413);
+
+    let m = a.metrics();
+    let v = |s: &str| sample(&m, s).unwrap_or(0.0);
+    assert_eq!(
+        v(r#"relstat_events_total{result="accepted",source="small"}"#),
+        3.0
+    );
+    assert_eq!(
+        v(r#"relstat_source_errors_total{kind="too_large",source="small"}"#),
+        2.0
+    );
+    assert_eq!(
+        v(r#"relstat_source_errors_total{kind="auth",source="gitlab"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"relstat_source_errors_total{kind="auth",source="github"}"#),
+        2.0
+    );
+}
+
+#[test]
+fn bodies_in_flight_share_one_budget_and_past_it_get_503() {
+    use std::time::Duration;
+    const BIG: &str = "[[sources]]\nname = \"big\"\ntype = \"webhook\"\npreset = \"generic\"\nsecret_file = \"{D}/secret\"\nmax_body = \"25MiB\"\n";
+    const LEN: usize = 22 << 20;
+    let a = agent(BIG);
+    let port = a.port;
+    // Three senders each hold 22 MiB of an unfinished body: 66 MiB do not
+    // fit the listener's 64 MiB budget, so the last is refused mid-body.
+    let filler = vec![b' '; 1 << 20];
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut head =
+            format!("POST /hooks/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {LEN}\r\n");
+        for (k, v) in bogus_signature() {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let _ = (|| -> std::io::Result<()> {
+            s.write_all(head.as_bytes())?;
+            for _ in 0..LEN / filler.len() - 1 {
+                s.write_all(&filler)?;
+            }
+            s.write_all(&filler[1..])
+        })();
+        // Let the agent read what the sockets hold.
+        std::thread::sleep(Duration::from_millis(300));
+        holders.push(s);
+    }
+    let busy = read_status(&mut holders[2]);
+    assert_eq!(busy, 503, "the third body finds the budget spent");
+    // The first two were waiting for their last byte: then read whole, and
+    // refused for their signature.
+    for s in &mut holders[..2] {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b" ").unwrap();
+        assert_eq!(read_status(s), 401);
+    }
+    drop(holders);
+    // The budget is free again.
+    let ev = yesterday_event("after-budget");
+    assert_eq!(
+        post(port, "big", &auth("big", ev.as_bytes()), ev.as_bytes()),
+        202
+    );
+    let m = a.metrics();
+    let v = |s: &str| sample(&m, s).unwrap_or(0.0);
+    assert_eq!(
+        v(r#"relstat_source_errors_total{kind="busy",source="big"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"relstat_source_errors_total{kind="auth",source="big"}"#),
+        2.0
+    );
+}

@@ -370,7 +370,9 @@ pub struct SourceConfig {
     /// Webhook: file holding the shared secret the tool signs or sends with.
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
-    /// Largest accepted body.
+    /// Largest accepted body (1B to 25MiB; default 1MiB): a larger
+    /// `Content-Length` is refused before the body is read, a chunked body
+    /// as soon as it passes this.
     #[serde(default)]
     pub max_body: Option<bytesize::ByteSize>,
     /// Requests per second accepted from this source (0 = unlimited).

@@ -390,6 +390,18 @@ impl Validator<'_> {
             ),
             Some(_) => {}
         }
+        if let Some(max) = s.max_body {
+            let ceiling = crate::http::MAX_BODY_BYTES as u64;
+            if max.as_u64() == 0 || max.as_u64() > ceiling {
+                self.push(
+                    &format!("{key}.max_body"),
+                    format!(
+                        "max_body = \"{max}\" is out of range: give 1B to 25MiB (the largest \
+                         body the listener reads; GitHub's payloads are at most 25 MB)"
+                    ),
+                );
+            }
+        }
     }
 
     fn poll_source(&mut self, key: &str, s: &SourceConfig) {
@@ -1000,6 +1012,23 @@ mod tests {
 
     fn with_file(rest: &str) -> String {
         format!("{FILE}{rest}")
+    }
+
+    #[test]
+    fn webhook_max_body_is_within_what_the_listener_reads() {
+        let hook = |max: &str| {
+            format!(
+                "[[sources]]\nname = \"g\"\ntype = \"webhook\"\npreset = \"github\"\n\
+                 secret_file = \"/s\"\nmax_body = \"{max}\"\n"
+            )
+        };
+        assert_problems(&hook("25MiB"), &[]);
+        for bad in ["26MiB", "0B"] {
+            assert_problems(
+                &hook(bad),
+                &[("sources[0].max_body", 6, "give 1B to 25MiB")],
+            );
+        }
     }
 
     #[test]

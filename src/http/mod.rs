@@ -20,13 +20,15 @@
 //!   [`MAX_CONNECTIONS`] connections, a TLS handshake must end within
 //!   [`HANDSHAKE_TIMEOUT`] and each request's headers arrive within
 //!   [`HEADER_TIMEOUT`] (which also closes idle keep-alive connections),
-//!   request bodies (api, hooks) are read in full up to [`MAX_BODY_BYTES`]
-//!   within [`BODY_TIMEOUT`].
+//!   request bodies are read only by the handler that wants them, within
+//!   its own limit, [`BODY_TIMEOUT`] and a budget shared by all connections
+//!   ([`BODY_BUDGET_BYTES`]; `body.rs`).
 //! - Shutdown: when the future given to [`Server::run`] resolves, the listener
 //!   closes, idle keep-alive connections are closed, requests in flight get
 //!   up to [`SHUTDOWN_GRACE`] to finish, then `run` returns.
 
 mod auth;
+mod body;
 mod tls;
 mod webconfig;
 
@@ -41,7 +43,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
@@ -56,6 +58,11 @@ use tokio_rustls::TlsAcceptor;
 
 use webconfig::WebConfig;
 
+pub use body::{
+    BODY_BUDGET_BYTES, BODY_TIMEOUT, BUSY_RETRY_AFTER, BodyBudget, BodyError, MAX_API_BODY_BYTES,
+    MAX_BODY_BYTES, PendingBody, ReadBody,
+};
+
 /// Open connections at most; further clients wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 512;
 /// A TLS handshake must end within this.
@@ -64,12 +71,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection is ready for the request: a keep-alive connection idle this long
 /// is closed (hyper's default; long enough to keep a 15 s scrape's connection).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// A request body (api, hooks) is read in full before the handler runs; at
-/// most this many bytes (GitHub caps webhook payloads at 25 MB; others send
-/// far less).
-pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
-/// ... and within this time.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// On shutdown, requests in flight get this long to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -93,8 +94,8 @@ pub trait Service: Send + Sync + 'static {
 
     /// `/api/v1/{path}` (any method), after basic auth; `path` is what
     /// follows `/api/v1/` (empty for `/api/v1` itself). The body has been
-    /// read in full; with basic auth, the request's extensions hold the
-    /// [`AuthUser`].
+    /// read in full (at most [`MAX_API_BODY_BYTES`]); with basic auth, the
+    /// request's extensions hold the [`AuthUser`].
     fn api<'a>(&'a self, path: &'a str, req: Request<Bytes>) -> ResponseFuture<'a> {
         let _ = (path, req);
         Box::pin(async { not_found() })
@@ -102,8 +103,10 @@ pub trait Service: Send + Sync + 'static {
 
     /// `POST /hooks/{source}`, without basic auth: the source authenticates
     /// the request itself. `source` is a single, non-empty path segment. The
-    /// body has been read in full.
-    fn hook<'a>(&'a self, source: &'a str, req: Request<Bytes>) -> ResponseFuture<'a> {
+    /// body is not read yet: find the source and check what the headers
+    /// tell first, then [`PendingBody::read`] it within the source's limit
+    /// (an answer given without reading it closes the connection).
+    fn hook<'a>(&'a self, source: &'a str, req: Request<PendingBody>) -> ResponseFuture<'a> {
         let _ = (source, req);
         Box::pin(async { not_found() })
     }
@@ -154,6 +157,9 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     web: WebConfig,
+    /// Bytes of request bodies in memory at once ([`BODY_BUDGET_BYTES`];
+    /// tests set less).
+    body_budget: usize,
 }
 
 impl Server {
@@ -174,6 +180,7 @@ impl Server {
             listener,
             local_addr,
             web,
+            body_budget: BODY_BUDGET_BYTES,
         })
     }
 
@@ -199,11 +206,13 @@ impl Server {
             listener,
             local_addr,
             web,
+            body_budget,
         } = self;
         let acceptor = web.tls.clone().map(TlsAcceptor::from);
         tracing::info!(address = %local_addr, tls = acceptor.is_some(),
             basic_auth = web.auth.is_some(), "HTTP listener started");
-        let ctx = Arc::new(Ctx { svc, web });
+        let budget = BodyBudget::new(body_budget);
+        let ctx = Arc::new(Ctx { svc, web, budget });
         // Tracks connections so shutdown can wait for them.
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -264,6 +273,8 @@ impl Server {
 struct Ctx {
     svc: Arc<dyn Service>,
     web: WebConfig,
+    /// Shared by the request bodies of every connection.
+    budget: Arc<BodyBudget>,
 }
 
 async fn serve_connection<I>(io: I, ctx: Arc<Ctx>, watcher: Watcher)
@@ -326,15 +337,18 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
             };
             let rest = p.strip_prefix("/api/v1").unwrap_or("");
             let rest = rest.strip_prefix('/').unwrap_or(rest);
-            match buffer(req).await {
-                Ok(mut req) => {
-                    if let Some(user) = user {
-                        req.extensions_mut().insert(AuthUser(user));
-                    }
-                    ctx.svc.api(rest, req).await
-                }
-                Err(r) => r,
+            let (mut parts, body) = req.into_parts();
+            let body = PendingBody::new(body, &parts.headers, Arc::clone(&ctx.budget));
+            // Held until the answer is made, so the budget counts it.
+            let read = match body.read(MAX_API_BODY_BYTES).await {
+                Ok(read) => read,
+                Err(e) => return e.response(None),
+            };
+            if let Some(user) = user {
+                parts.extensions.insert(AuthUser(user));
             }
+            let req = Request::from_parts(parts, read.bytes().clone());
+            ctx.svc.api(rest, req).await
         }
         p if p.starts_with("/hooks/") => {
             let source = &p["/hooks/".len()..];
@@ -344,10 +358,9 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
             if req.method() != Method::POST {
                 return method_not_allowed("POST");
             }
-            match buffer(req).await {
-                Ok(req) => ctx.svc.hook(source, req).await,
-                Err(r) => r,
-            }
+            let (parts, body) = req.into_parts();
+            let body = PendingBody::new(body, &parts.headers, Arc::clone(&ctx.budget));
+            ctx.svc.hook(source, Request::from_parts(parts, body)).await
         }
         _ => not_found(),
     }
@@ -376,33 +389,6 @@ fn get_or_head(req: &Request<Incoming>) -> Option<Response<Body>> {
     match *req.method() {
         Method::GET | Method::HEAD => None,
         _ => Some(method_not_allowed("GET, HEAD")),
-    }
-}
-
-/// Reads the whole body, within [`MAX_BODY_BYTES`] and [`BODY_TIMEOUT`].
-async fn buffer(req: Request<Incoming>) -> Result<Request<Bytes>, Response<Body>> {
-    let too_large = || {
-        text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body over {MAX_BODY_BYTES} bytes\n"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
-    }
-    let (parts, body) = req.into_parts();
-    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect()).await {
-        Ok(Ok(collected)) => Ok(Request::from_parts(parts, collected.to_bytes())),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Ok(Err(_)) => Err(text(
-            StatusCode::BAD_REQUEST,
-            "cannot read the request body\n",
-        )),
-        Err(_) => Err(text(StatusCode::REQUEST_TIMEOUT, "request body too slow\n")),
     }
 }
 

@@ -45,13 +45,21 @@ impl Service for Fake {
         self.ready.lock().unwrap().clone()
     }
 
-    // A slow hook, to have a request in flight at shutdown.
-    fn hook<'a>(&'a self, source: &'a str, req: Request<Bytes>) -> ResponseFuture<'a> {
+    // A slow hook, to have a request in flight at shutdown; `/hooks/nope`
+    // answers without reading the body; others read it up to MAX_BODY_BYTES.
+    fn hook<'a>(&'a self, source: &'a str, req: Request<PendingBody>) -> ResponseFuture<'a> {
         Box::pin(async move {
+            if source == "nope" {
+                return not_found();
+            }
+            let read = match req.into_body().read(MAX_BODY_BYTES).await {
+                Ok(read) => read,
+                Err(e) => return e.response(None),
+            };
             tokio::time::sleep(Duration::from_millis(300)).await;
             text(
                 StatusCode::OK,
-                format!("{source} got {} bytes\n", req.body().len()),
+                format!("{source} got {} bytes\n", read.bytes().len()),
             )
         })
     }
@@ -670,4 +678,74 @@ async fn run_returns_after_shutdown_and_finishes_in_flight_requests() {
     assert!(r.contains("slow got 2 bytes"), "{r}");
     // The listener is closed.
     assert!(TcpStream::connect(addr).await.is_err());
+}
+
+// ---- request bodies ----
+
+#[tokio::test]
+async fn bodies_are_read_by_the_handler_within_one_budget_for_all_connections() {
+    let mut server = Server::bind("127.0.0.1:0", None).await.unwrap();
+    server.body_budget = 256 * 1024;
+    let addr = server.local_addr();
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(Fake::new(), async {
+        let _ = rx.await;
+    }));
+    let s = Running { addr, stop, task };
+
+    // Answered without the body: an unknown hook, an api body over its cap.
+    let r = plain(
+        s.addr,
+        "POST /hooks/nope HTTP/1.1\r\nContent-Length: 25165824",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&r), 404, "{r}");
+    let r = plain(
+        s.addr,
+        "GET /api/v1/status HTTP/1.1\r\nContent-Length: 65537",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&r), 413, "{r}");
+
+    // One connection holds 200 KiB of an unfinished body...
+    let mut held = TcpStream::connect(addr).await.unwrap();
+    held.write_all(
+        b"POST /hooks/held HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 204800\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    held.write_all(&vec![b'x'; 204_799]).await.unwrap();
+    // ... so another's 100 KiB does not fit (once the first is buffered).
+    let other = format!(
+        "POST /hooks/other HTTP/1.1\r\nContent-Length: 102400\r\n\r\n{}",
+        "y".repeat(102_400)
+    );
+    let mut busy = None;
+    for _ in 0..50 {
+        let r = plain(addr, &other).await.unwrap();
+        if status(&r) == 503 {
+            busy = Some(r);
+            break;
+        }
+        assert_eq!(status(&r), 200, "{r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let busy = busy.expect("the second body finds the budget spent");
+    assert_eq!(header(&busy, "retry-after"), Some("1"), "{busy}");
+
+    // The first finishes and is served whole; then the budget is free again.
+    held.write_all(b"x").await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(STEP, held.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let r = String::from_utf8_lossy(&buf);
+    assert!(r.contains("held got 204800 bytes"), "{r}");
+    let r = plain(addr, &other).await.unwrap();
+    assert!(r.contains("other got 102400 bytes"), "{r}");
+
+    s.stop().await;
 }

@@ -48,14 +48,31 @@ impl Auth {
 
     /// `Ok` when the request carries this source's credentials.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
+        match self.by_headers(headers)? {
+            None => Ok(()),
+            Some(sig) => self.check_hmac(&sig, body),
+        }
+    }
+
+    /// What the headers alone decide, before the body is read: `Err` for
+    /// missing or bad credentials (a token, basic auth, a malformed
+    /// signature); `Ok` when they are good or when only the body's HMAC can
+    /// tell ([`Auth::verify`] then checks it).
+    pub fn verify_headers(&self, headers: &HeaderMap) -> Result<(), &'static str> {
+        self.by_headers(headers).map(|_| ())
+    }
+
+    /// `Ok(None)`: authenticated by the headers; `Ok(Some(mac))`: the
+    /// signature the body's HMAC must match.
+    fn by_headers(&self, headers: &HeaderMap) -> Result<Option<Vec<u8>>, &'static str> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         match self.scheme {
             Scheme::GitHub => match header("x-hub-signature-256") {
-                Some(sig) => self.check_hmac(sig, body),
+                Some(sig) => parse_signature(sig).map(Some),
                 None => Err("missing X-Hub-Signature-256"),
             },
             Scheme::GitLab => match header("x-gitlab-token") {
-                Some(t) if ct_eq(t.as_bytes(), &self.secret) => Ok(()),
+                Some(t) if ct_eq(t.as_bytes(), &self.secret) => Ok(None),
                 Some(_) => Err("bad X-Gitlab-Token"),
                 None => Err("missing X-Gitlab-Token"),
             },
@@ -77,17 +94,17 @@ impl Auth {
                     }
                 };
                 if ct_eq(given, &self.secret) {
-                    Ok(())
+                    Ok(None)
                 } else {
                     Err("bad basic auth credentials")
                 }
             }
             Scheme::SignatureOrBearer => {
                 if let Some(sig) = SIGNATURE_HEADERS.iter().find_map(|h| header(h)) {
-                    return self.check_hmac(sig, body);
+                    return parse_signature(sig).map(Some);
                 }
                 match header("authorization").and_then(|a| strip_scheme(a, "bearer")) {
-                    Some(t) if ct_eq(t.trim().as_bytes(), &self.secret) => Ok(()),
+                    Some(t) if ct_eq(t.trim().as_bytes(), &self.secret) => Ok(None),
                     Some(_) => Err("bad bearer token"),
                     None => Err("missing signature header or bearer token"),
                 }
@@ -95,16 +112,22 @@ impl Auth {
         }
     }
 
-    fn check_hmac(&self, sig: &str, body: &[u8]) -> Result<(), &'static str> {
-        let hex = sig.trim();
-        let hex = hex.strip_prefix("sha256=").unwrap_or(hex);
-        let bytes = decode_hex(hex).ok_or("malformed signature (expected sha256=<hex>)")?;
+    fn check_hmac(&self, sig: &[u8], body: &[u8]) -> Result<(), &'static str> {
         let mut mac =
             <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret).map_err(|_| "bad secret")?;
         mac.update(body);
-        mac.verify_slice(&bytes)
+        mac.verify_slice(sig)
             .map_err(|_| "signature does not match the body")
     }
+}
+
+/// `sha256=<hex>` or bare hex: the 32 bytes of an HMAC-SHA256.
+fn parse_signature(sig: &str) -> Result<Vec<u8>, &'static str> {
+    let hex = sig.trim();
+    let hex = hex.strip_prefix("sha256=").unwrap_or(hex);
+    decode_hex(hex)
+        .filter(|b| b.len() == 32)
+        .ok_or("malformed signature (expected sha256=<64 hex digits>)")
 }
 
 /// `sha256=<hex>` of `body` under `secret`: what senders compute (tests,
@@ -174,6 +197,36 @@ mod tests {
             a.verify(&headers(&[("x-hub-signature-256", "sha256=zz")]), b"{}")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn headers_alone_refuse_what_they_can_and_leave_the_hmac_to_the_body() {
+        let zeros = format!("sha256={}", "00".repeat(32));
+        // github: a missing or malformed signature needs no body to refuse;
+        // a well-formed one can only be checked against the body.
+        let gh = Auth::new("github", b"s3cret".to_vec());
+        assert!(gh.verify_headers(&headers(&[])).is_err());
+        let short = headers(&[("x-hub-signature-256", "sha256=abcd")]);
+        assert!(gh.verify_headers(&short).is_err());
+        let zeros = headers(&[("x-hub-signature-256", &zeros)]);
+        assert!(gh.verify_headers(&zeros).is_ok());
+        assert!(gh.verify(&zeros, b"{}").is_err());
+        // tokens, basic auth and bearer are decided by the headers
+        let gl = Auth::new("gitlab", b"tok".to_vec());
+        assert!(
+            gl.verify_headers(&headers(&[("x-gitlab-token", "no")]))
+                .is_err()
+        );
+        assert!(
+            gl.verify_headers(&headers(&[("x-gitlab-token", "tok")]))
+                .is_ok()
+        );
+        let j = Auth::new("jenkins", b"tok".to_vec());
+        assert!(
+            j.verify_headers(&headers(&[("authorization", "Bearer no")]))
+                .is_err()
+        );
+        assert!(j.verify_headers(&headers(&[])).is_err());
     }
 
     #[test]

@@ -5,11 +5,21 @@
 //! answered: a 202 means the events are durable, anything else means the
 //! sender should fix its request or retry.
 //!
+//! Order, so that an unauthenticated sender costs little: the source is
+//! found (404 without reading the body), a `Content-Length` over `max_body`
+//! is refused (413) and credentials the headers carry are checked (401)
+//! before the body is read; the body is then read up to `max_body` (413 as
+//! soon as it passes) from the listener's shared budget (503 when spent);
+//! an HMAC is computed over those bytes only, and the JSON is parsed only
+//! after it matched.
+//!
 //! Answers: 202 accepted (duplicates included: a redelivery is harmless),
 //! 401 bad or missing signature, 404 unknown source, 413 body over
-//! `max_body`, 415 a content type that is not JSON, 400 a body the preset
-//! cannot parse, 429 over `rate_limit`, 503 while the spool is full under
-//! `when_full = "block"` (or the core is stopping), so the sender retries.
+//! `max_body`, 415 a content type that is neither JSON nor `text/plain`,
+//! 400 a body the preset cannot parse, 408 a body not received in time, 429
+//! over `rate_limit`, 503 while the spool is full under `when_full =
+//! "block"`, while the bodies in flight fill the listener's budget (or the
+//! core is stopping), so the sender retries.
 
 pub mod auth;
 
@@ -28,6 +38,7 @@ use super::presets::{PresetError, PresetParser};
 use super::{Item, SourceBatch};
 use crate::config::{Config, SourceType, WhenFull};
 use crate::event::{InputResult, now_ms};
+use crate::http::{BUSY_RETRY_AFTER, BodyError, PendingBody, ReadBody};
 use crate::model::Model;
 
 /// `max_body` when a source sets none.
@@ -131,6 +142,36 @@ impl Hooks {
     }
 }
 
+/// An answer given before the body is parsed, counted as `kind` in
+/// `relstat_source_errors_total{kind}`.
+pub struct Refusal {
+    pub status: StatusCode,
+    pub text: String,
+    pub kind: &'static str,
+    /// Seconds, for `Retry-After`.
+    pub retry_after: Option<&'static str>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, text: impl Into<String>, kind: &'static str) -> Refusal {
+        Refusal {
+            status,
+            text: text.into(),
+            kind,
+            retry_after: None,
+        }
+    }
+
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        let mut r = answer(self.status, &self.text);
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+        }
+        r
+    }
+}
+
 /// What the handler decided before touching the core.
 pub enum Checked {
     /// Answer this now (nothing reaches the store).
@@ -141,23 +182,48 @@ pub enum Checked {
 }
 
 impl Hook {
+    /// What can be refused before the body is read: a declared length over
+    /// `max_body` (413), missing or bad credentials in the headers (401).
+    pub fn admit(&self, headers: &hyper::HeaderMap, declared: Option<u64>) -> Result<(), Refusal> {
+        if let Some(n) = declared.filter(|&n| n > self.max_body as u64) {
+            return Err(self.too_large(Some(n)));
+        }
+        self.auth
+            .verify_headers(headers)
+            .map_err(|why| Refusal::new(StatusCode::UNAUTHORIZED, why, "auth"))
+    }
+
+    fn too_large(&self, len: Option<u64>) -> Refusal {
+        let max = self.max_body;
+        let text = match len {
+            Some(n) => format!("body of {n} bytes is over this source's max_body ({max} bytes)"),
+            None => format!("body over this source's max_body ({max} bytes)"),
+        };
+        Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, text, "too_large")
+    }
+
+    /// Reads the body within `max_body`.
+    pub async fn read(&self, body: PendingBody) -> Result<ReadBody, Refusal> {
+        body.read(self.max_body).await.map_err(|e| match e {
+            BodyError::TooLarge { .. } => self.too_large(None),
+            BodyError::Busy => Refusal {
+                retry_after: Some(BUSY_RETRY_AFTER),
+                ..Refusal::new(e.status(), e.to_string(), "busy")
+            },
+            BodyError::Timeout | BodyError::Broken => {
+                Refusal::new(e.status(), e.to_string(), "body_read")
+            }
+        })
+    }
+
     /// Everything up to the store: size, auth, rate limit, content type,
     /// parsing. The returned error kind is counted in
     /// `relstat_source_errors_total{kind}`.
     pub fn check(&self, req: &Request<Bytes>) -> Checked {
         let body = req.body();
         if body.len() > self.max_body {
-            return Checked::Answer(
-                answer(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!(
-                        "body of {} bytes is over this source's max_body ({} bytes)",
-                        body.len(),
-                        self.max_body
-                    ),
-                ),
-                Some("too_large"),
-            );
+            let refused = self.too_large(Some(body.len() as u64));
+            return Checked::Answer(refused.response(), Some(refused.kind));
         }
         if let Err(why) = self.auth.verify(req.headers(), body) {
             return Checked::Answer(answer(StatusCode::UNAUTHORIZED, why), Some("auth"));
@@ -254,12 +320,13 @@ pub fn answer(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 /// Shared by the runtime: the hooks of the running configuration.
 pub type SharedHooks = std::sync::RwLock<Arc<Hooks>>;
 
-/// `POST /hooks/{source}` for the running agent: checks, then commits the
-/// batch on the core thread before answering.
+/// `POST /hooks/{source}` for the running agent: checks (the body read only
+/// once the source is found and the headers pass), then commits the batch
+/// on the core thread before answering.
 pub async fn serve(
     shared: &crate::agent::Shared,
     source: &str,
-    req: Request<Bytes>,
+    req: Request<PendingBody>,
 ) -> Response<Full<Bytes>> {
     let hooks = shared
         .hooks
@@ -276,6 +343,21 @@ pub async fn serve(
             .unwrap_or_else(|p| p.into_inner())
             .source_error(source, kind);
     };
+    let (parts, pending) = req.into_parts();
+    let read = match hook.admit(&parts.headers, pending.declared_len()) {
+        Ok(()) => hook.read(pending).await,
+        Err(refused) => Err(refused),
+    };
+    // `read` holds the body's share of the listener's budget until the
+    // answer is made.
+    let read = match read {
+        Ok(read) => read,
+        Err(refused) => {
+            count_error(refused.kind);
+            return refused.response();
+        }
+    };
+    let req = Request::from_parts(parts, read.bytes().clone());
     let (batch, status, body) = match hook.check(&req) {
         Checked::Answer(resp, kind) => {
             if let Some(kind) = kind {
