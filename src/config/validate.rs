@@ -510,6 +510,20 @@ impl Validator<'_> {
                 "max_label_values must be at least 1 (values beyond it become \"other\")",
             );
         }
+        let (min, max) = (
+            crate::sinks::metrics::MIN_LABEL_VALUE_BYTES,
+            crate::event::MAX_FIELD_BYTES,
+        );
+        if !(min..=max).contains(&t.label_value_max_bytes) {
+            self.push(
+                "tracking.label_value_max_bytes",
+                format!(
+                    "label_value_max_bytes must be between {min} (room for the hash that keeps \
+                     shortened values distinct) and {max} (no input value is longer); \
+                     the default is 128"
+                ),
+            );
+        }
         if t.duration_buckets.is_empty() {
             self.push(
                 "tracking.duration_buckets",
@@ -1338,6 +1352,22 @@ mod tests {
             &with_file("[tracking]\nduration_buckets = []\n"),
             &[("tracking.duration_buckets", 6, "must not be empty")],
         );
+        for bad in [0, 31, 1025] {
+            assert_problems(
+                &with_file(&format!("[tracking]\nlabel_value_max_bytes = {bad}\n")),
+                &[(
+                    "tracking.label_value_max_bytes",
+                    6,
+                    "label_value_max_bytes must be between 32 (room for the hash",
+                )],
+            );
+        }
+        for good in [32, 128, 1024] {
+            assert_problems(
+                &with_file(&format!("[tracking]\nlabel_value_max_bytes = {good}\n")),
+                &[],
+            );
+        }
     }
 
     #[test]
