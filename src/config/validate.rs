@@ -575,6 +575,38 @@ impl Validator<'_> {
                  exporter-toolkit web config with basic_auth_users naming each partner",
             );
         }
+        if let (false, Some(path)) = (http.partners.is_empty(), &http.web_config_file) {
+            // An unreadable or broken file is reported by check_web_config
+            // (check-config) and refused by the listener (run).
+            match crate::http::basic_auth_users(path) {
+                Err(_) => {}
+                Ok(users) if users.is_empty() => self.push(
+                    "http.partners",
+                    format!(
+                        "web config {} has no basic_auth_users, so /metrics and /api/v1 are \
+                         open to anyone and no partner view applies; add basic_auth_users \
+                         naming each partner",
+                        path.display()
+                    ),
+                ),
+                Ok(users) => {
+                    for user in http.partners.keys() {
+                        if !users.contains(user) {
+                            self.push(
+                                &format!("http.partners.{user}"),
+                                format!(
+                                    "{user:?} is no user in basic_auth_users of web config {} \
+                                     (users: {}), so this view would never apply; add the user \
+                                     there or correct the name (names are case-sensitive)",
+                                    path.display(),
+                                    users.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
         for (user, p) in &http.partners {
             let key = format!("http.partners.{user}");
             if p.environments.is_empty() {
@@ -1368,6 +1400,58 @@ mod tests {
                 &[],
             );
         }
+    }
+
+    #[test]
+    fn partners_must_be_basic_auth_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let web = |name: &str, yaml: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, yaml).unwrap();
+            path.display().to_string()
+        };
+        let hash = "$2y$04$fQr8H7eVfI5ZtE4N/hCkY.0Y4TDmyfDzvG6nn2AwgxqjVNXi7hVnC";
+        let users = web(
+            "users.yml",
+            &format!("basic_auth_users:\n  acme: '{hash}'\n  admin: '{hash}'\n"),
+        );
+        let none = web(
+            "none.yml",
+            "http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+        );
+        let partners = |file: &str, names: &[&str]| {
+            let mut t = format!("[http]\nweb_config_file = {file:?}\n");
+            for n in names {
+                t.push_str(&format!(
+                    "[http.partners.{n}]\nenvironments = [\"staging\"]\n"
+                ));
+            }
+            with_file(&t)
+        };
+        assert_problems(&partners(&users, &["acme"]), &[]);
+        assert_problems(
+            &partners(&users, &["acme", "Acme", "globex"]),
+            &[
+                (
+                    "http.partners.Acme",
+                    9,
+                    "\"Acme\" is no user in basic_auth_users",
+                ),
+                ("http.partners.globex", 11, "(users: acme, admin)"),
+            ],
+        );
+        assert_problems(
+            &partners(&none, &["acme"]),
+            &[(
+                "http.partners",
+                7,
+                "has no basic_auth_users, so /metrics and /api/v1 are open",
+            )],
+        );
+        // an unreadable file is check_web_config's to report
+        assert_problems(&partners("/nonexistent/web.yml", &["acme"]), &[]);
+        // no partners: basic auth is not required
+        assert_problems(&partners(&none, &[]), &[]);
     }
 
     #[test]
