@@ -9,6 +9,7 @@ mod api;
 mod bench_scripts;
 mod bundles;
 mod cli;
+mod field_limits;
 mod fuzz;
 mod ops;
 mod packaging;
