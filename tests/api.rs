@@ -482,6 +482,15 @@ fn agent_with_users(users: &[(&str, &str)], extra: &str) -> Agent {
     agent
 }
 
+/// A `deployed` line dated a day before the wall clock.
+fn recent_line(id: &str, release: &str, env: &str) -> String {
+    let t = relstat::event::format_rfc3339(relstat::event::now_ms() - 86_400_000);
+    format!(
+        "{{\"id\":\"{id}\",\"time\":\"{t}\",\"release\":\"{release}\",\
+         \"environment\":\"{env}\",\"status\":\"deployed\"}}\n"
+    )
+}
+
 fn basic(u: &str, p: &str) -> String {
     use base64::Engine;
     format!(
@@ -499,8 +508,8 @@ fn metrics_is_refused_to_a_partner_and_served_to_other_users() {
     append(
         &agent,
         &[
-            line("a1", "10:00", "r-prod", "production", "deployed", "sam"),
-            line("a2", "10:00", "r-stag", "staging", "deployed", "sam"),
+            recent_line("a1", "r-prod", "production"),
+            recent_line("a2", "r-stag", "staging"),
         ]
         .concat(),
     );
