@@ -72,6 +72,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
             None
         }
     };
+    v.agent();
     v.sources(model.as_ref());
     v.tracking();
     v.http();
@@ -493,6 +494,22 @@ impl Validator<'_> {
                     ),
                 );
             }
+        }
+    }
+
+    fn agent(&mut self) {
+        // The site is the default of every event's `site` field: held to
+        // the same cap as input, or every site-less event would carry it.
+        let site = &self.loaded.config.agent.site;
+        if crate::event::check_field_len("site", site).is_err() {
+            self.push(
+                "agent.site",
+                format!(
+                    "site is {} bytes long; an event field may have at most {}",
+                    site.len(),
+                    crate::event::MAX_FIELD_BYTES
+                ),
+            );
         }
     }
 
@@ -1383,6 +1400,14 @@ mod tests {
         assert_problems(
             &with_file("[tracking]\nduration_buckets = []\n"),
             &[("tracking.duration_buckets", 6, "must not be empty")],
+        );
+        assert_problems(
+            &format!("[agent]\nsite = \"{}\"\n{FILE}", "s".repeat(1025)),
+            &[(
+                "agent.site",
+                2,
+                "site is 1025 bytes long; an event field may have at most 1024",
+            )],
         );
         for bad in [0, 31, 1025] {
             assert_problems(
