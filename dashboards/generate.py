@@ -279,9 +279,11 @@ def agent():
             description="1 while the SIEM connection is up. No series without [siem].")
     b.panel("timeseries", "Forwarded events", [(f"sum by (sink, result) (rate(relstat_forward_events_total{{{I}}}[{RI}]))", "{{sink}} {{result}}")], w=12, unit="ops")
     b.panel("timeseries", "Label overflow and tracked evictions",
-            [(f"sum by (instance, label) (increase(relstat_label_overflow_total{{{I}}}[{RI}]))", "overflow {{instance}} {{label}}"),
+            [(f"sum by (instance, label, reason) (increase(relstat_label_overflow_total{{{I}}}[{RI}]))", "overflow {{instance}} {{label}} {{reason}}"),
              (f"increase(relstat_tracked_evictions_total{{{I}}}[{RI}])", "evictions {{instance}}")], w=12,
-            description="Label values beyond max_label_values become \"other\"; per-release series beyond max_tracked are evicted.")
+            description="Label values beyond max_label_values become \"other\" (reason cardinality); values longer than "
+                        "label_value_max_bytes are shortened with a hash suffix (reason length); per-release series beyond "
+                        "max_tracked are evicted.")
     b.panel("timeseries", "Process CPU", [(f"rate(process_cpu_seconds_total{{{I}}}[{RI}]) and {RELSTAT}", "{{instance}}")], w=8, unit="percentunit")
     b.panel("timeseries", "Process memory", [(f"process_resident_memory_bytes{{{I}}} and {RELSTAT}", "RSS {{instance}}")], w=8, unit="bytes")
     b.panel("timeseries", "File descriptors and threads",

@@ -96,6 +96,9 @@ pub struct Shared {
     pub core: CoreHandle,
     /// The webhook sources of the running configuration (`/hooks/{name}`).
     pub hooks: crate::sources::webhook::SharedHooks,
+    /// The `[http.partners]` user names (replaced on reload): refused
+    /// `/metrics`, whose process, source and spool series cannot be scoped.
+    partner_users: std::sync::RwLock<std::collections::BTreeSet<String>>,
 }
 
 /// A handle to the core thread: runs closures there, one at a time, in
@@ -135,6 +138,14 @@ impl CoreHandle {
 impl Shared {
     fn lock_metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
         self.metrics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_partners(&self, cfg: &config::Config) {
+        let users = cfg.http.partners.keys().cloned().collect();
+        *self
+            .partner_users
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = users;
     }
 }
 
@@ -179,6 +190,14 @@ impl crate::http::Service for Shared {
         let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
         m.expire(now_ms());
         m.render()
+    }
+
+    fn metrics_allowed(&self, user: &str) -> bool {
+        !self
+            .partner_users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(user)
     }
 
     fn ready(&self) -> Result<(), String> {
@@ -486,6 +505,7 @@ impl Core {
                             *self.metrics() = metrics;
                             self.caught_up.clear();
                             self.partners = loaded.config.http.partners.clone();
+                            self.shared.set_partners(&loaded.config);
                             self.bundles = crate::spool::Settings::from_config(&loaded.config);
                             let _ = reply.send(Ok(checkpoints));
                         }
@@ -645,7 +665,9 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
         ready: AtomicBool::new(false),
         core: CoreHandle { tx: tx.clone() },
         hooks: std::sync::RwLock::new(Arc::new(hooks_for(&loaded)?)),
+        partner_users: Default::default(),
     });
+    shared.set_partners(&loaded.config);
     let cfg = &loaded.config;
     let gate =
         (cfg.siem.is_some() || cfg.spool.enabled).then(|| Arc::new(SpoolGate::new(&cfg.spool)));

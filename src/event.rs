@@ -14,6 +14,34 @@ pub const NO_SERVICE: &str = "-";
 /// The actor value used when a source does not say who made the change.
 pub const NO_ACTOR: &str = "-";
 
+/// The longest value, in bytes, of any canonical string field. A line,
+/// payload or imported record with a longer value is `invalid` at ingest:
+/// every value is held per tracked key, stored, written into API answers and
+/// SIEM messages (rsyslog's default message limit is 8 KiB), so one hostile
+/// value must not cost megabytes downstream. Real ids, names, versions and
+/// messages are far shorter.
+pub const MAX_FIELD_BYTES: usize = 1024;
+
+/// A canonical field value longer than [`MAX_FIELD_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field {field} is {len} bytes long; at most {MAX_FIELD_BYTES} are accepted")]
+pub struct FieldTooLong {
+    pub field: &'static str,
+    pub len: usize,
+}
+
+/// `Err` when `value` of canonical field `field` is over [`MAX_FIELD_BYTES`].
+pub fn check_field_len(field: &'static str, value: &str) -> Result<(), FieldTooLong> {
+    if value.len() > MAX_FIELD_BYTES {
+        Err(FieldTooLong {
+            field,
+            len: value.len(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
 /// Who made a change: a person or a tool. Status conflicts are reports from
 /// different actor types that contradict each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -154,6 +182,28 @@ impl Event {
             environment: self.environment.clone(),
             site: self.site.clone(),
         }
+    }
+
+    /// The first string field over [`MAX_FIELD_BYTES`], for events built
+    /// from something other than the line parser (imported records).
+    pub fn check_lengths(&self) -> Result<(), FieldTooLong> {
+        for (field, value) in [
+            ("id", self.id.as_str()),
+            ("release", &self.release),
+            ("service", &self.service),
+            ("environment", &self.environment),
+            ("site", &self.site),
+            ("status", &self.status),
+            ("actor", &self.actor),
+            ("source", &self.source),
+            ("reason", self.reason.as_deref().unwrap_or("")),
+            ("version", self.version.as_deref().unwrap_or("")),
+            ("commit", self.commit.as_deref().unwrap_or("")),
+            ("artifact", self.artifact.as_deref().unwrap_or("")),
+        ] {
+            check_field_len(field, value)?;
+        }
+        Ok(())
     }
 
     /// The stable id of an event whose tool gave none: a hash of

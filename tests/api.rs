@@ -463,3 +463,130 @@ fn check_config_refuses_a_bad_partner() {
     assert!(err.contains("\"password\" cannot be redacted"), "{err}");
     assert!(err.contains("web_config_file"), "{err}");
 }
+
+/// An agent whose web config has `users` (name, password) and whose
+/// relstat.toml has `extra` after [http].
+fn agent_with_users(users: &[(&str, &str)], extra: &str) -> Agent {
+    let agent = Agent::new(extra);
+    let web = agent.dir.path().join("web.yml");
+    let mut yaml = String::from(if users.is_empty() {
+        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+    } else {
+        "basic_auth_users:\n"
+    });
+    for (u, p) in users {
+        yaml.push_str(&format!("  {u}: {}\n", bcrypt::hash(p, 4).unwrap()));
+    }
+    std::fs::write(&web, yaml).unwrap();
+    let cfg = std::fs::read_to_string(&agent.config).unwrap().replace(
+        "[http]\n",
+        &format!("[http]\nweb_config_file = \"{}\"\n", web.display()),
+    );
+    std::fs::write(&agent.config, cfg).unwrap();
+    agent
+}
+
+/// A `deployed` line dated a day before the wall clock.
+fn recent_line(id: &str, release: &str, env: &str) -> String {
+    let t = relstat::event::format_rfc3339(relstat::event::now_ms() - 86_400_000);
+    format!(
+        "{{\"id\":\"{id}\",\"time\":\"{t}\",\"release\":\"{release}\",\
+         \"environment\":\"{env}\",\"status\":\"deployed\"}}\n"
+    )
+}
+
+fn basic(u: &str, p: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+    )
+}
+
+#[test]
+fn metrics_is_refused_to_a_partner_and_served_to_other_users() {
+    let mut agent = agent_with_users(
+        &[("ops", "ops-pw"), ("acme", "acme-pw")],
+        "[http.partners.acme]\nenvironments = [\"staging\"]\n",
+    );
+    append(
+        &agent,
+        &[
+            recent_line("a1", "r-prod", "production"),
+            recent_line("a2", "r-stag", "staging"),
+        ]
+        .concat(),
+    );
+    agent.start();
+    let port = agent.port;
+    let (ops, acme) = (basic("ops", "ops-pw"), basic("acme", "acme-pw"));
+    assert!(wait_until(20, || {
+        get(port, "/metrics", &[("Authorization", &ops)])
+            .2
+            .contains("r-prod")
+    }));
+    // The partner's scope of the API holds; /metrics would leak production.
+    let (s, _, body) = get(port, "/metrics", &[("Authorization", &acme)]);
+    assert_eq!(s, 403, "{body}");
+    assert!(
+        !body.contains("r-prod") && !body.contains("production"),
+        "{body}"
+    );
+    assert_eq!(get(port, "/metrics", &[]).0, 401);
+    assert_eq!(
+        get(port, "/metrics", &[("Authorization", &basic("acme", "x"))]).0,
+        401
+    );
+    let (s, _, body) = get(port, "/metrics", &[("Authorization", &ops)]);
+    assert_eq!(s, 200);
+    assert!(body.contains("relstat_release_status{"), "{body}");
+    let (s, _, body) = get(port, "/api/v1/releases", &[("Authorization", &acme)]);
+    assert_eq!(s, 200);
+    assert!(
+        body.contains("r-stag") && !body.contains("r-prod"),
+        "{body}"
+    );
+    // Probes stay open.
+    assert_eq!(get(port, "/healthz", &[]).0, 200);
+}
+
+#[test]
+fn check_config_refuses_partners_that_are_no_basic_auth_user() {
+    let check = |agent: &Agent| relstat(&["check-config", "-c", agent.config.to_str().unwrap()]);
+    // A partner name that is no user: its view would never apply.
+    let agent = agent_with_users(
+        &[("ops", "pw"), ("acme", "pw")],
+        "[http.partners.acme]\nenvironments = [\"staging\"]\n\
+         [http.partners.globex]\nenvironments = [\"uat\"]\n",
+    );
+    let out = check(&agent);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("http.partners.globex"), "{err}");
+    assert!(
+        err.contains("\"globex\" is no user in basic_auth_users"),
+        "{err}"
+    );
+    assert!(!err.contains("http.partners.acme"), "{err}");
+    // `run` refuses it as well.
+    let run = relstat(&["run", "--once", "-c", agent.config.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+
+    // A web config without basic_auth_users: everything would be open.
+    let agent = agent_with_users(&[], "[http.partners.acme]\nenvironments = [\"staging\"]\n");
+    let out = check(&agent);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has no basic_auth_users"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Every partner a user: valid.
+    let agent = agent_with_users(
+        &[("ops", "pw"), ("acme", "pw")],
+        "[http.partners.acme]\nenvironments = [\"staging\"]\n",
+    );
+    let out = check(&agent);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -10,6 +10,7 @@ mod bench_scripts;
 mod bundles;
 mod cli;
 mod docs;
+mod field_limits;
 mod fuzz;
 mod ops;
 mod packaging;

@@ -213,6 +213,12 @@ pub struct TrackingConfig {
     /// Distinct values per label (service, environment, site) before `other`.
     #[serde(default = "default_max_label_values")]
     pub max_label_values: usize,
+    /// Label values from outside input (release, service, environment,
+    /// site) longer than this many bytes are shortened in /metrics: a
+    /// prefix and a hash of the whole value, so distinct values stay
+    /// distinct. The API and the SIEM carry the whole value.
+    #[serde(default = "default_label_value_max_bytes")]
+    pub label_value_max_bytes: usize,
     /// Buckets of every duration histogram.
     #[serde(default = "default_duration_buckets", with = "humantime_serde_vec")]
     pub duration_buckets: Vec<Duration>,
@@ -228,6 +234,7 @@ impl Default for TrackingConfig {
             dedupe_window: default_dedupe_window(),
             max_future: default_max_future(),
             max_label_values: default_max_label_values(),
+            label_value_max_bytes: default_label_value_max_bytes(),
             duration_buckets: default_duration_buckets(),
         }
     }
@@ -256,6 +263,9 @@ fn default_max_future() -> Duration {
 }
 fn default_max_label_values() -> usize {
     200
+}
+fn default_label_value_max_bytes() -> usize {
+    128
 }
 fn default_duration_buckets() -> Vec<Duration> {
     [

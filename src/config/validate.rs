@@ -72,6 +72,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
             None
         }
     };
+    v.agent();
     v.sources(model.as_ref());
     v.tracking();
     v.http();
@@ -508,6 +509,22 @@ impl Validator<'_> {
         }
     }
 
+    fn agent(&mut self) {
+        // The site is the default of every event's `site` field: held to
+        // the same cap as input, or every site-less event would carry it.
+        let site = &self.loaded.config.agent.site;
+        if crate::event::check_field_len("site", site).is_err() {
+            self.push(
+                "agent.site",
+                format!(
+                    "site is {} bytes long; an event field may have at most {}",
+                    site.len(),
+                    crate::event::MAX_FIELD_BYTES
+                ),
+            );
+        }
+    }
+
     fn tracking(&mut self) {
         let t = &self.loaded.config.tracking;
         if t.max_tracked == 0 {
@@ -520,6 +537,20 @@ impl Validator<'_> {
             self.push(
                 "tracking.max_label_values",
                 "max_label_values must be at least 1 (values beyond it become \"other\")",
+            );
+        }
+        let (min, max) = (
+            crate::sinks::metrics::MIN_LABEL_VALUE_BYTES,
+            crate::event::MAX_FIELD_BYTES,
+        );
+        if !(min..=max).contains(&t.label_value_max_bytes) {
+            self.push(
+                "tracking.label_value_max_bytes",
+                format!(
+                    "label_value_max_bytes must be between {min} (room for the hash that keeps \
+                     shortened values distinct) and {max} (no input value is longer); \
+                     the default is 128"
+                ),
             );
         }
         if t.duration_buckets.is_empty() {
@@ -572,6 +603,38 @@ impl Validator<'_> {
                 "partner views need basic auth to know who asks: set web_config_file to an \
                  exporter-toolkit web config with basic_auth_users naming each partner",
             );
+        }
+        if let (false, Some(path)) = (http.partners.is_empty(), &http.web_config_file) {
+            // An unreadable or broken file is reported by check_web_config
+            // (check-config) and refused by the listener (run).
+            match crate::http::basic_auth_users(path) {
+                Err(_) => {}
+                Ok(users) if users.is_empty() => self.push(
+                    "http.partners",
+                    format!(
+                        "web config {} has no basic_auth_users, so /metrics and /api/v1 are \
+                         open to anyone and no partner view applies; add basic_auth_users \
+                         naming each partner",
+                        path.display()
+                    ),
+                ),
+                Ok(users) => {
+                    for user in http.partners.keys() {
+                        if !users.contains(user) {
+                            self.push(
+                                &format!("http.partners.{user}"),
+                                format!(
+                                    "{user:?} is no user in basic_auth_users of web config {} \
+                                     (users: {}), so this view would never apply; add the user \
+                                     there or correct the name (names are case-sensitive)",
+                                    path.display(),
+                                    users.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
         }
         for (user, p) in &http.partners {
             let key = format!("http.partners.{user}");
@@ -1367,6 +1430,82 @@ mod tests {
             &with_file("[tracking]\nduration_buckets = []\n"),
             &[("tracking.duration_buckets", 6, "must not be empty")],
         );
+        assert_problems(
+            &format!("[agent]\nsite = \"{}\"\n{FILE}", "s".repeat(1025)),
+            &[(
+                "agent.site",
+                2,
+                "site is 1025 bytes long; an event field may have at most 1024",
+            )],
+        );
+        for bad in [0, 31, 1025] {
+            assert_problems(
+                &with_file(&format!("[tracking]\nlabel_value_max_bytes = {bad}\n")),
+                &[(
+                    "tracking.label_value_max_bytes",
+                    6,
+                    "label_value_max_bytes must be between 32 (room for the hash",
+                )],
+            );
+        }
+        for good in [32, 128, 1024] {
+            assert_problems(
+                &with_file(&format!("[tracking]\nlabel_value_max_bytes = {good}\n")),
+                &[],
+            );
+        }
+    }
+
+    #[test]
+    fn partners_must_be_basic_auth_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let web = |name: &str, yaml: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, yaml).unwrap();
+            path.display().to_string()
+        };
+        let hash = "$2y$04$fQr8H7eVfI5ZtE4N/hCkY.0Y4TDmyfDzvG6nn2AwgxqjVNXi7hVnC";
+        let users = web(
+            "users.yml",
+            &format!("basic_auth_users:\n  acme: '{hash}'\n  admin: '{hash}'\n"),
+        );
+        let none = web(
+            "none.yml",
+            "http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+        );
+        let partners = |file: &str, names: &[&str]| {
+            let mut t = format!("[http]\nweb_config_file = {file:?}\n");
+            for n in names {
+                t.push_str(&format!(
+                    "[http.partners.{n}]\nenvironments = [\"staging\"]\n"
+                ));
+            }
+            with_file(&t)
+        };
+        assert_problems(&partners(&users, &["acme"]), &[]);
+        assert_problems(
+            &partners(&users, &["acme", "Acme", "globex"]),
+            &[
+                (
+                    "http.partners.Acme",
+                    9,
+                    "\"Acme\" is no user in basic_auth_users",
+                ),
+                ("http.partners.globex", 11, "(users: acme, admin)"),
+            ],
+        );
+        assert_problems(
+            &partners(&none, &["acme"]),
+            &[(
+                "http.partners",
+                7,
+                "has no basic_auth_users, so /metrics and /api/v1 are open",
+            )],
+        );
+        // an unreadable file is check_web_config's to report
+        assert_problems(&partners("/nonexistent/web.yml", &["acme"]), &[]);
+        // no partners: basic auth is not required
+        assert_problems(&partners(&none, &[]), &[]);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!   listener knows routing, auth and limits, not the tracker or the store.
 //!   `api` and `hook` have default implementations answering 404, so the
 //!   listener can run before those features exist.
-//! - Basic auth guards `/metrics` and `/api/v1`; the probes (`/healthz`,
+//! - Basic auth guards `/metrics` and `/api/v1`, and `/metrics` answers 403
+//!   to users the [`Service`] refuses it (partner views); the probes (`/healthz`,
 //!   `/readyz`) stay open for kubelet and systemd checks, and `/hooks` are
 //!   left to each source's own authentication (HMAC signatures, tokens),
 //!   since CI tools cannot send basic auth. TLS client-certificate policy,
@@ -88,6 +89,14 @@ pub trait Service: Send + Sync + 'static {
     /// The exposition for `GET /metrics`.
     fn metrics(&self) -> String;
 
+    /// Whether basic-auth user `user` may read `/metrics` (403 otherwise):
+    /// partner users, whose view of `/api/v1` is scoped, may not, since
+    /// the exposition cannot be scoped.
+    fn metrics_allowed(&self, user: &str) -> bool {
+        let _ = user;
+        true
+    }
+
     /// `GET /readyz`: `Ok` answers 200, `Err(reason)` answers 503 with the
     /// reason (e.g. "store not open", "source deploy-log catching up").
     fn ready(&self) -> Result<(), String>;
@@ -150,6 +159,13 @@ pub enum HttpError {
 /// `relstat check-config`.
 pub fn check_web_config(path: &Path) -> Result<(), HttpError> {
     WebConfig::load(path).map(|_| ())
+}
+
+/// The `basic_auth_users` names of a web config file, sorted (empty: no
+/// basic auth), for `check-config`'s partner checks. Other problems of the
+/// file are [`check_web_config`]'s.
+pub fn basic_auth_users(path: &Path) -> Result<Vec<String>, HttpError> {
+    WebConfig::user_names(path)
 }
 
 /// A bound listener with its web config loaded; [`Server::run`] serves.
@@ -317,8 +333,15 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
             },
         },
         "/metrics" => {
-            if let Err(denied) = authorize(ctx, &req).await {
-                return denied;
+            match authorize(ctx, &req).await {
+                Err(denied) => return denied,
+                Ok(Some(user)) if !ctx.svc.metrics_allowed(&user) => {
+                    return text(
+                        StatusCode::FORBIDDEN,
+                        "Forbidden: a partner user reads /api/v1 only; /metrics cannot be scoped\n",
+                    );
+                }
+                Ok(_) => {}
             }
             if let Some(r) = get_or_head(&req) {
                 return r;

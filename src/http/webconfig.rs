@@ -49,26 +49,17 @@ impl WebConfig {
         }
     }
 
+    /// The `basic_auth_users` names of the file at `path`, sorted (empty:
+    /// no basic auth), without checking the rest of the file.
+    pub fn user_names(path: &Path) -> Result<Vec<String>, HttpError> {
+        let mut names: Vec<String> = read(path)?.basic_auth_users.into_keys().collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Reads and checks `path`; every error names the file and the key.
     pub fn load(path: &Path) -> Result<Self, HttpError> {
-        let text = std::fs::read_to_string(path).map_err(|source| HttpError::WebConfigRead {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let raw: Option<WebConfigFile> = serde_norway::from_str(&text).map_err(|e| {
-            let mut message = e.to_string();
-            if message.contains("unknown field") {
-                message.push_str(
-                    " (unknown keys are refused so that a misspelt or unsupported security \
-                     setting is not silently ignored)",
-                );
-            }
-            HttpError::WebConfigParse {
-                path: path.to_path_buf(),
-                message,
-            }
-        })?;
-        let raw = raw.unwrap_or_default();
+        let raw = read(path)?;
         let err = |key: &str, message: String| HttpError::WebConfig {
             path: path.to_path_buf(),
             key: key.to_string(),
@@ -105,6 +96,28 @@ impl WebConfig {
         };
         Ok(Self { tls, headers, auth })
     }
+}
+
+/// Reads and parses the file at `path` (an empty file is an empty config).
+fn read(path: &Path) -> Result<WebConfigFile, HttpError> {
+    let text = std::fs::read_to_string(path).map_err(|source| HttpError::WebConfigRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let raw: Option<WebConfigFile> = serde_norway::from_str(&text).map_err(|e| {
+        let mut message = e.to_string();
+        if message.contains("unknown field") {
+            message.push_str(
+                " (unknown keys are refused so that a misspelt or unsupported security \
+                 setting is not silently ignored)",
+            );
+        }
+        HttpError::WebConfigParse {
+            path: path.to_path_buf(),
+            message,
+        }
+    })?;
+    Ok(raw.unwrap_or_default())
 }
 
 /// The file as written. Empty strings count as unset, as in exporter-toolkit.

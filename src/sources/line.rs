@@ -16,8 +16,9 @@
 //!    [`Parsed::Invalid`].
 //! 4. Each canonical field is the record's value at its path (`fields.x`,
 //!    else `x`); an absent, `null` or empty value takes `defaults.x`. A value
-//!    with a NUL byte, a missing required field (time, release, environment,
-//!    status), a bad time, actor_type or change_class is `Invalid`.
+//!    with a NUL byte or over [`event::MAX_FIELD_BYTES`], a missing required
+//!    field (time, release, environment, status), a bad time, actor_type or
+//!    change_class is `Invalid`.
 //! 5. The raw status becomes `status_map[raw]`, else `raw` if it is a state
 //!    id of the model, else the line is [`Parsed::Unmapped`].
 //!
@@ -430,8 +431,11 @@ impl LineParser {
                     .as_deref()
                     .map(Cow::Borrowed);
             }
-            if value.as_deref().is_some_and(|v| v.contains('\0')) {
-                return Err(invalid(format!("field {field} contains a NUL byte")));
+            if let Some(v) = value.as_deref() {
+                if v.contains('\0') {
+                    return Err(invalid(format!("field {field} contains a NUL byte")));
+                }
+                event::check_field_len(field.name(), v).map_err(|e| invalid(e.to_string()))?;
             }
         }
         let get = |f: Field| values[f as usize].as_deref();
@@ -588,6 +592,11 @@ fn shown(v: &str) -> String {
 fn check_default(field: Field, value: &str, time: &TimeFormat) -> Result<(), &'static str> {
     if value.contains('\0') {
         return Err("contains a NUL byte");
+    }
+    if event::check_field_len(field.name(), value).is_err() {
+        // The message names the number: keep it in step with the cap.
+        const _: () = assert!(event::MAX_FIELD_BYTES == 1024);
+        return Err("longer than the 1024 bytes any field may have");
     }
     let ok = match field {
         Field::Id => return Err("a constant id would make every event a duplicate"),
@@ -1098,6 +1107,24 @@ actor_type = "human""#;
                 "invalid: field release contains a NUL byte".into()),
             ("NUL in an unread json member is fine", JSON, canon(r#","other":"a\u0000b""#),
                 "release=r1".into()),
+            // --- the field length cap (event::MAX_FIELD_BYTES)
+            ("a 1 KiB release is accepted", JSON,
+                format!(r#"{{"time":"2026-11-03T09:00:00Z","release":"{}","environment":"prod","status":"deployed"}}"#, "r".repeat(1024)),
+                format!("release={}", "r".repeat(1024))),
+            ("a release one byte over the cap is invalid", JSON,
+                format!(r#"{{"time":"2026-11-03T09:00:00Z","release":"{}","environment":"prod","status":"deployed"}}"#, "r".repeat(1025)),
+                "invalid: field release is 1025 bytes long; at most 1024 are accepted".into()),
+            ("a megabyte service is invalid", LOGFMT,
+                format!("time=2026-11-03T09:00:00Z release=r1 environment=prod status=deployed service={}", "s".repeat(1 << 20)),
+                "invalid: field service is 1048576 bytes long; at most 1024 are accepted".into()),
+            ("the cap counts bytes, not chars", JSON, canon(&format!(r#","reason":"{}""#, "é".repeat(513))),
+                "invalid: field reason is 1026 bytes long; at most 1024 are accepted".into()),
+            ("a long raw status is invalid, not unmapped", JSON,
+                format!(r#"{{"time":"2026-11-03T09:00:00Z","release":"r1","environment":"prod","status":"{}"}}"#, "x".repeat(2000)),
+                "invalid: field status is 2000 bytes long; at most 1024 are accepted".into()),
+            ("a field read through `fields` is capped too", REGEX,
+                format!("2026-11-03T09:00:00Z r1 prod deployed {}", "v".repeat(1500)),
+                "invalid: field actor is 1500 bytes long; at most 1024 are accepted".into()),
             ("long values are cut in reasons", JSON, canon(&format!(r#","actor_type":"{}""#, "x".repeat(100))),
                 format!("invalid: bad actor_type \"{}\"...: expected human or automation", "x".repeat(64))),
         ];
@@ -1191,6 +1218,7 @@ actor_type = "human""#;
 
     #[test]
     fn config_errors() {
+        let long_default = format!("[defaults]\nservice = \"{}\"", "s".repeat(1025));
         let cases: &[(&str, &str)] = &[
             ("match = '('", "`match` is not a valid regex"),
             (
@@ -1243,6 +1271,7 @@ actor_type = "human""#;
                 "a constant id would make every event a duplicate",
             ),
             ("[defaults]\nservice = \"a\\u0000b\"", "contains a NUL byte"),
+            (&long_default, "defaults.service = \"ssss"),
         ];
         for (config, want) in cases {
             match try_parser(config) {

@@ -14,14 +14,15 @@
 //! pending table instead ([`Tracking::Deferred`]) and the agent applies
 //! them at its start ([`drain_pending`]): only a running process has the
 //! counters and histograms they must reach.
-//! A record that cannot be an event is counted `invalid` and skipped.
+//! A record that cannot be an event (a required field missing, a field
+//! over [`crate::event::MAX_FIELD_BYTES`]) is counted `invalid` and skipped.
 //! Input accounting uses the source label [`IMPORT_SOURCE`]: the relay's
 //! `relstat_events_total` then tells its own input from imported history.
 
 use std::collections::BTreeMap;
 
 use crate::detect::Anomaly;
-use crate::event::{Event, InputResult, NO_ACTOR, NO_SERVICE, TimeMs};
+use crate::event::{Event, FieldTooLong, InputResult, NO_ACTOR, NO_SERVICE, TimeMs};
 use crate::store::{Store, StoreError, Tracked};
 use crate::track::{Effect, Tracker};
 
@@ -39,6 +40,8 @@ pub enum RecordError {
     Missing(&'static str),
     #[error("transition record with event_time {0} (before 1970)")]
     BadTime(TimeMs),
+    #[error("transition record: {0}")]
+    TooLong(#[from] FieldTooLong),
 }
 
 /// The canonical event a transition record reports.
@@ -66,7 +69,7 @@ pub fn to_event(rec: &Anomaly) -> Result<Event, RecordError> {
             v.to_string()
         }
     };
-    Ok(Event {
+    let event = Event {
         id: rec.event_id.clone(),
         time: rec.event_time,
         release: rec.release.clone(),
@@ -83,7 +86,9 @@ pub fn to_event(rec: &Anomaly) -> Result<Event, RecordError> {
         artifact: None,
         commit_time: None,
         change_class: None,
-    })
+    };
+    event.check_lengths()?;
+    Ok(event)
 }
 
 /// What an import does with the transition records of each chunk.
@@ -329,6 +334,19 @@ mod tests {
         }
         let r = transition("ev-1", "deployed", -5);
         assert_eq!(to_event(&r), Err(RecordError::BadTime(-5)));
+        // a signed bundle is no reason to accept what a source would refuse
+        let mut r = transition("ev-1", "deployed", 1_000);
+        r.service = "s".repeat(400 * 1024);
+        assert_eq!(
+            to_event(&r),
+            Err(RecordError::TooLong(crate::event::FieldTooLong {
+                field: "service",
+                len: 400 * 1024
+            }))
+        );
+        let mut r = transition("ev-1", "deployed", 1_000);
+        r.reason = Some("r".repeat(crate::event::MAX_FIELD_BYTES));
+        assert!(to_event(&r).is_ok());
     }
 
     #[test]

@@ -6,11 +6,17 @@
 //! `finished_retention` after their key finished (agent clock), and at most
 //! `max_tracked` keys keep them: beyond that the oldest finished go first,
 //! then the longest-unchanged open ones, counted by
-//! `relstat_tracked_evictions_total`. Label values from outside input
-//! (service, environment, site) are capped at `max_label_values` distinct
-//! values per label; the rest become `other`, counted by
-//! `relstat_label_overflow_total{label}`.
+//! `relstat_tracked_evictions_total`. Label values from outside input are
+//! bounded twice, each counted by `relstat_label_overflow_total{label,
+//! reason}`:
+//! - length (release, service, environment, site): a value over
+//!   `label_value_max_bytes` is shortened by [`shorten`] (`reason="length"`);
+//!   the API and the SIEM keep the whole value;
+//! - cardinality (service, environment, site): at most `max_label_values`
+//!   distinct values per label; the rest become `other`
+//!   (`reason="cardinality"`). `release` is bounded by `max_tracked` instead.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use foldhash::{HashMap, HashMapExt, HashSet};
@@ -26,6 +32,31 @@ use crate::track::Effect;
 
 /// The value a capped label takes once its cap is reached.
 pub const OTHER: &str = "other";
+
+/// The smallest `[tracking] label_value_max_bytes`: room for the hash
+/// suffix of [`shorten`] and a readable prefix.
+pub const MIN_LABEL_VALUE_BYTES: usize = 32;
+
+/// `~` and 16 hex digits: what [`shorten`] appends.
+const SUFFIX_BYTES: usize = 17;
+
+/// `value` itself when it has at most `max` bytes, else its longest prefix
+/// (cut on a char boundary) that leaves room for `~` and the 64-bit xxh3
+/// hash of the whole value in hex: at most `max` bytes, and distinct values
+/// stay distinct series (a dashboard shows the prefix; the API has the
+/// whole value). `max` below [`MIN_LABEL_VALUE_BYTES`] is taken as that.
+pub fn shorten(value: &str, max: usize) -> Cow<'_, str> {
+    let max = max.max(MIN_LABEL_VALUE_BYTES);
+    if value.len() <= max {
+        return Cow::Borrowed(value);
+    }
+    let mut cut = max - SUFFIX_BYTES;
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let hash = xxhash_rust::xxh3::xxh3_64(value.as_bytes());
+    Cow::Owned(format!("{}~{hash:016x}", &value[..cut]))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -51,9 +82,10 @@ impl std::fmt::Display for Esc<'_> {
     }
 }
 
-/// One key's per-release series as exposed.
+/// One key's per-release series as exposed (label values as shown).
 #[derive(Debug, Clone)]
 struct Exposed {
+    release: String,
     service: String,
     environment: String,
     site: String,
@@ -62,33 +94,52 @@ struct Exposed {
     finished_at: Option<TimeMs>,
 }
 
-/// Distinct-value caps for the labels that come from outside input.
+/// Length and distinct-value caps for the labels that come from outside input.
 #[derive(Debug, Default)]
 struct LabelCaps {
+    /// `max_label_values`.
     max: usize,
+    /// `label_value_max_bytes`.
+    max_bytes: usize,
     seen: HashMap<&'static str, HashSet<String>>,
 }
 
 impl LabelCaps {
-    /// The value to expose for `value` of `label`: itself while fewer than
-    /// `max` distinct values were seen, else `other` (counted). Allocates
-    /// only for a value not seen before.
+    /// `value` of `label` within `label_value_max_bytes` ([`shorten`]; counted).
+    fn shorten<'a>(
+        &self,
+        label: &'static str,
+        value: &'a str,
+        overflow: &IntCounterVec,
+    ) -> Cow<'a, str> {
+        let shown = shorten(value, self.max_bytes);
+        if let Cow::Owned(_) = shown {
+            overflow.with_label_values(&[label, "length"]).inc();
+        }
+        shown
+    }
+
+    /// The value to expose for `value` of `label`: shortened as
+    /// [`Self::shorten`], then itself while fewer than `max` distinct values
+    /// were seen, else `other` (counted). Allocates only for a value not
+    /// seen before, or one that is shortened.
     fn cap<'a>(
         &mut self,
         label: &'static str,
         value: &'a str,
         overflow: &IntCounterVec,
-    ) -> &'a str {
+    ) -> Cow<'a, str> {
+        let value = self.shorten(label, value, overflow);
         let set = self.seen.entry(label).or_default();
-        if set.contains(value) {
+        if set.contains(value.as_ref()) {
             return value;
         }
         if set.len() < self.max {
             set.insert(value.to_string());
             return value;
         }
-        overflow.with_label_values(&[label]).inc();
-        OTHER
+        overflow.with_label_values(&[label, "cardinality"]).inc();
+        Cow::Borrowed(OTHER)
     }
 }
 
@@ -274,8 +325,9 @@ impl Metrics {
         let label_overflow = reg!(
             IntCounterVec,
             "relstat_label_overflow_total",
-            "Label values replaced by \"other\" because max_label_values was reached.",
-            &["label"]
+            "Label values replaced: by \"other\" because max_label_values was reached \
+             (reason=\"cardinality\"), or shortened to label_value_max_bytes (reason=\"length\").",
+            &["label", "reason"]
         );
         if process {
             registry.register(Box::new(
@@ -307,6 +359,7 @@ impl Metrics {
             exposed: HashMap::new(),
             caps: LabelCaps {
                 max: cfg.max_label_values,
+                max_bytes: cfg.label_value_max_bytes,
                 seen: HashMap::new(),
             },
             retention_ms: cfg.finished_retention.as_millis() as TimeMs,
@@ -349,7 +402,7 @@ impl Metrics {
         self.source_errors.with_label_values(&[source, kind]).inc();
     }
 
-    fn key_labels<'a>(&mut self, key: &'a Key) -> (&'a str, &'a str, &'a str) {
+    fn key_labels<'a>(&mut self, key: &'a Key) -> (Cow<'a, str>, Cow<'a, str>, Cow<'a, str>) {
         let o = &self.label_overflow;
         (
             self.caps.cap("service", &key.service, o),
@@ -358,7 +411,7 @@ impl Metrics {
         )
     }
 
-    fn env_label<'a>(&mut self, env: &'a str) -> &'a str {
+    fn env_label<'a>(&mut self, env: &'a str) -> Cow<'a, str> {
         self.caps.cap("environment", env, &self.label_overflow)
     }
 
@@ -388,12 +441,12 @@ impl Metrics {
                 to,
             } => {
                 let env = self.env_label(environment);
-                self.transitions.with_label_values(&[env, from, to]).inc();
+                self.transitions.with_label_values(&[&*env, from, to]).inc();
             }
             Effect::Duration { key, status, secs } => {
                 let (s, e, site) = self.key_labels(key);
                 self.status_duration
-                    .with_label_values(&[s, e, site, status])
+                    .with_label_values(&[&*s, &*e, &*site, status])
                     .observe(*secs);
             }
             Effect::Resolution {
@@ -404,36 +457,40 @@ impl Metrics {
             } => {
                 let (_, e, site) = self.key_labels(key);
                 self.resolution
-                    .with_label_values(&[e, site, status, cause.as_str()])
+                    .with_label_values(&[&*e, &*site, status, cause.as_str()])
                     .observe(*secs);
             }
             Effect::Deployment { key, outcome } => {
                 let (s, e, _) = self.key_labels(key);
                 self.deployments
-                    .with_label_values(&[s, e, outcome.as_str()])
+                    .with_label_values(&[&*s, &*e, outcome.as_str()])
                     .inc();
             }
             Effect::LeadTime { key, secs } => {
                 let (s, e, site) = self.key_labels(key);
                 self.lead_time
-                    .with_label_values(&[s, e, site])
+                    .with_label_values(&[&*s, &*e, &*site])
                     .observe(*secs);
             }
             Effect::Restore { key, secs } => {
                 let (s, e, site) = self.key_labels(key);
-                self.restore.with_label_values(&[s, e, site]).observe(*secs);
+                self.restore
+                    .with_label_values(&[&*s, &*e, &*site])
+                    .observe(*secs);
             }
             Effect::Anomaly(a) => {
                 let env = self.env_label(&a.environment);
                 self.anomalies
-                    .with_label_values(&[a.rule.as_str(), a.severity.as_str(), env])
+                    .with_label_values(&[a.rule.as_str(), a.severity.as_str(), &*env])
                     .inc();
             }
             Effect::StuckCounts(counts) => {
                 self.stuck.reset();
                 for ((env, status), n) in counts {
                     let env = self.env_label(env);
-                    self.stuck.with_label_values(&[env, status]).set(*n as i64);
+                    self.stuck
+                        .with_label_values(&[&*env, status])
+                        .set(*n as i64);
                 }
             }
         }
@@ -451,15 +508,20 @@ impl Metrics {
         }
         let (service, environment, site) = self.key_labels(key);
         self.in_status
-            .with_label_values(&[environment, status])
+            .with_label_values(&[&*environment, status])
             .inc();
         if !self.exposed.contains_key(key) {
-            self.declare_target(service, environment, site);
+            self.declare_target(&service, &environment, &site);
         }
+        let release = self
+            .caps
+            .shorten("release", &key.release, &self.label_overflow)
+            .into_owned();
         let finished_at = self.exposed.get(key).and_then(|e| e.finished_at);
         self.exposed.insert(
             key.clone(),
             Exposed {
+                release,
                 service: service.to_string(),
                 environment: environment.to_string(),
                 site: site.to_string(),
@@ -567,12 +629,12 @@ impl Metrics {
             "# HELP relstat_release_status 1 for the current status of each tracked release key.\n",
         );
         out.push_str("# TYPE relstat_release_status gauge\n");
-        for (k, e) in &keys {
+        for (_, e) in &keys {
             let _ = writeln!(
                 out,
                 "relstat_release_status{{environment=\"{}\",release=\"{}\",service=\"{}\",site=\"{}\",status=\"{}\"}} 1",
                 Esc(&e.environment),
-                Esc(&k.release),
+                Esc(&e.release),
                 Esc(&e.service),
                 Esc(&e.site),
                 Esc(&e.status)
@@ -580,12 +642,12 @@ impl Metrics {
         }
         out.push_str("# HELP relstat_release_status_since_timestamp_seconds Event time the current status was entered (time in status = time() - this).\n");
         out.push_str("# TYPE relstat_release_status_since_timestamp_seconds gauge\n");
-        for (k, e) in &keys {
+        for (_, e) in &keys {
             let _ = writeln!(
                 out,
                 "relstat_release_status_since_timestamp_seconds{{environment=\"{}\",release=\"{}\",service=\"{}\",site=\"{}\"}} {}",
                 Esc(&e.environment),
-                Esc(&k.release),
+                Esc(&e.release),
                 Esc(&e.service),
                 Esc(&e.site),
                 e.since as f64 / 1000.0

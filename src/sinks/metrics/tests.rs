@@ -99,7 +99,7 @@ fn label_values_beyond_the_cap_become_other_and_are_counted() {
     assert!(out.contains(r#"service="a""#) && out.contains(r#"service="b""#));
     assert!(out.contains(r#"release="r2",service="other""#), "{out}");
     assert!(
-        out.contains(r#"relstat_label_overflow_total{label="service"} 2"#),
+        out.contains(r#"relstat_label_overflow_total{label="service",reason="cardinality"} 2"#),
         "{out}"
     );
 }
@@ -137,4 +137,88 @@ fn dora_series_exist_at_zero_before_their_first_increment() {
             r#"relstat_restore_seconds_count{environment="prod",service="api",site=""} 0"#
         )
     );
+}
+
+#[test]
+fn shorten_keeps_short_values_and_cuts_long_ones_on_a_char_boundary() {
+    assert!(matches!(shorten("api", 128), Cow::Borrowed("api")));
+    let exact = "x".repeat(128);
+    assert_eq!(shorten(&exact, 128), exact.as_str());
+    let long = "x".repeat(129);
+    let short = shorten(&long, 128);
+    assert_eq!(short.len(), 128);
+    assert!(short.starts_with(&"x".repeat(111)), "{short}");
+    assert!(short[111..].starts_with('~'), "{short}");
+    // multi-byte chars: never split one, never over the limit
+    for lead in 0..4 {
+        let v = format!("{}{}", "a".repeat(lead), "é€😀".repeat(40));
+        for max in [32, 33, 34, 35, 64, 128] {
+            let s = shorten(&v, max);
+            assert!(s.len() <= max, "{max}: {s}");
+            assert!(
+                s.len() + 3 >= max,
+                "cut no more than one char short: {max}: {s}"
+            );
+            assert!(v.starts_with(s.split('~').next().unwrap()));
+        }
+    }
+    // a limit below the minimum is taken as the minimum
+    assert_eq!(shorten(&long, 1).len(), MIN_LABEL_VALUE_BYTES);
+}
+
+#[test]
+fn distinct_long_values_stay_distinct_and_the_same_value_shortens_the_same() {
+    let prefix = "p".repeat(200);
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..1000 {
+        let v = format!("{prefix}{i}");
+        let s = shorten(&v, 128).into_owned();
+        assert_eq!(s, shorten(&v, 128));
+        assert!(seen.insert(s), "collision at {i}");
+    }
+}
+
+#[test]
+fn long_label_values_are_shortened_in_every_series_and_counted() {
+    let mut m = metrics(10, 10);
+    let (rel, svc, env) = ("r".repeat(300), "s".repeat(600), "e".repeat(1000));
+    let k = Key {
+        release: rel.clone(),
+        service: svc.clone(),
+        environment: env.clone(),
+        site: "x".repeat(129),
+    };
+    status(&mut m, &k, "deployed", 1_000);
+    m.apply(&Effect::Duration {
+        key: k.clone(),
+        status: "in_progress".into(),
+        secs: 5.0,
+    });
+    let out = m.render();
+    for v in [&rel, &svc, &env] {
+        assert!(
+            !out.contains(&v[..129]),
+            "a value over 128 bytes is exposed"
+        );
+        let short = shorten(v, 128);
+        assert!(out.contains(&format!("\"{short}\"")), "{short} missing");
+    }
+    assert!(out.lines().all(|l| l.len() < 1024), "{out}");
+    for label in ["release", "service", "environment", "site"] {
+        assert!(
+            out.contains(&format!(
+                r#"relstat_label_overflow_total{{label="{label}",reason="length"}}"#
+            )),
+            "{label}: {out}"
+        );
+    }
+    assert!(!out.contains(r#"reason="cardinality"}"#), "{out}");
+    // a second long release of the same service is a second series
+    let k2 = Key {
+        release: format!("{rel}2"),
+        ..k.clone()
+    };
+    status(&mut m, &k2, "deployed", 2_000);
+    let out = m.render();
+    assert_eq!(out.matches("relstat_release_status{").count(), 2, "{out}");
 }
