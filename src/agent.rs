@@ -61,7 +61,7 @@ const CHANNEL: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("source {source_name}: {detail}")]
     Source { source_name: String, detail: String },
@@ -862,6 +862,7 @@ async fn serve(
             () = shared.died.notified() => {
                 // The core's error is what `run` returns (exit status 1).
                 tokio::time::sleep(DEAD_CORE_GRACE).await;
+                tracing::info!("stopping: the core is dead");
                 break;
             }
             _ = hup.recv() => {
@@ -900,7 +901,9 @@ async fn serve(
             }
         }
     }
-    tracing::info!("stopping: committing what the sources read");
+    if shared.dead().is_ok() {
+        tracing::info!("stopping: committing what the sources read");
+    }
     tokio::task::spawn_blocking(move || sources.stop())
         .await
         .ok();

@@ -191,3 +191,167 @@ fn slowloris_from_600_addresses_leaves_probes_and_scrapes_answering() {
         "the greedy address's connections over 64 were not refused and counted"
     );
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped (even when the test
+/// fails).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "16m") on `dir`. Where mounting is not
+    /// allowed (not root, no CAP_SYS_ADMIN) the test is skipped with a
+    /// message, except in CI (`CI=true`), where it fails.
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(dir.to_path_buf())),
+            other => {
+                let why = match other {
+                    Ok(o) => stderr(&o),
+                    Err(e) => e.to_string(),
+                };
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("cannot mount a tmpfs for the disk-full test (run as root): {why}");
+                }
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs for the disk-full test (needs root): {why}"
+                );
+                None
+            }
+        }
+    }
+
+    /// Fills the file system with `<dir>/filler` until it is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        // Bounded: at most 1 GiB, far more than any tmpfs this test mounts.
+        for _ in 0..16 * 1024 {
+            if f.write_all(&chunk).and_then(|()| f.sync_all()).is_err() {
+                return;
+            }
+        }
+        panic!("the tmpfs never filled up");
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let umount = |lazy: bool| {
+            let mut c = std::process::Command::new("umount");
+            if lazy {
+                c.arg("-l");
+            }
+            c.arg(&self.0).status().is_ok_and(|s| s.success())
+        };
+        if !umount(false) && !umount(true) {
+            eprintln!("could not unmount the tmpfs at {}", self.0.display());
+        }
+    }
+}
+
+/// Appends canonical lines for releases `from..to` (one `deployed` each),
+/// timed from yesterday on, one second apart.
+fn append_recent(path: &std::path::Path, from: usize, to: usize) {
+    use std::io::Write;
+    let start = chrono::Utc::now() - chrono::Duration::days(1);
+    let mut buf = String::new();
+    for i in from..to {
+        let t = start + chrono::Duration::seconds(i as i64);
+        buf.push_str(&format!(
+            "{{\"time\":\"{}\",\"release\":\"r{i}\",\"environment\":\"prod\",\"status\":\"deployed\",\"service\":\"s{}\"}}\n",
+            t.format("%Y-%m-%dT%H:%M:%SZ"),
+            i % 7
+        ));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(buf.as_bytes()).unwrap();
+}
+
+/// Regression: after a commit failed on a full disk, the core thread was
+/// dead, yet /healthz and /readyz answered 200, the file source stopped
+/// without a word and the process never exited, so systemd never restarted
+/// it. Now /readyz says why (503), the agent exits with status 1, and once
+/// space is freed a restart reads what was not committed: every line counted
+/// exactly once.
+#[test]
+fn a_full_disk_makes_readyz_503_and_exit_1_and_a_restart_loses_nothing() {
+    let mut agent = Agent::new("");
+    let Some(disk) = Tmpfs::mount(&agent.dir.path().join("data"), "16m") else {
+        return;
+    };
+    agent.start();
+    let log = agent.log("deploy.log");
+    append_recent(&log, 0, 2000);
+    assert!(
+        wait_until(30, || agent.events("accepted") == 2000.0),
+        "the first 2,000 lines were not committed"
+    );
+
+    disk.fill();
+    append_recent(&log, 2000, 6000);
+    // The failed commit shows in /readyz (and /healthz) before the exit.
+    let mut seen: Option<(u16, String, u16)> = None;
+    let exited = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut code = None;
+        while Instant::now() < deadline {
+            if seen.is_none()
+                && let Some((status, body)) = http_get(agent.port, "/readyz")
+                && status == 503
+            {
+                let health = http_get(agent.port, "/healthz").map_or(0, |(s, _)| s);
+                seen = Some((status, body, health));
+            }
+            code = agent.wait_exit(0);
+            if code.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        code
+    };
+    let (_, reason, health) = seen.expect("/readyz never answered 503 after the failed commit");
+    eprintln!("/readyz said: {}", reason.trim());
+    assert!(reason.contains("No space left on device"), "{reason}");
+    assert_eq!(health, 503, "/healthz must not say ok with a dead core");
+    assert_eq!(
+        exited,
+        Some(1),
+        "the agent must exit with status 1 within 60 s"
+    );
+
+    disk.free();
+    agent.start();
+    assert!(
+        wait_until(60, || agent.events("accepted") == 6000.0),
+        "after the restart {} of 6,000 lines were accepted",
+        agent.events("accepted")
+    );
+    let metrics = agent.metrics();
+    assert_eq!(agent.events("duplicate"), 0.0, "a line was read twice");
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"relstat_releases_in_status{environment="prod",status="deployed"}"#
+        ),
+        Some(6000.0),
+        "every release once"
+    );
+    assert_eq!(agent.signal("-TERM"), Some(0));
+    let stored = stored_counts(&agent.dir.path().join("data"));
+    assert_eq!(stored.get("accepted"), Some(&6000));
+    assert_eq!(stored.get("duplicate").copied().unwrap_or(0), 0);
+}
