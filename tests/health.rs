@@ -355,3 +355,68 @@ fn a_full_disk_makes_readyz_503_and_exit_1_and_a_restart_loses_nothing() {
     assert_eq!(stored.get("accepted"), Some(&6000));
     assert_eq!(stored.get("duplicate").copied().unwrap_or(0), 0);
 }
+
+/// `[http] header_timeout` and `max_connections_per_peer` reach the
+/// listener: with 1 s and 2, a third connection from one address is closed
+/// at once and counted, and a client that never ends its headers is closed
+/// after about a second (the default would keep it 10 s).
+#[test]
+fn header_timeout_and_per_peer_limit_come_from_the_config() {
+    let mut agent = Agent::new("");
+    let config = std::fs::read_to_string(&agent.config).unwrap();
+    let config = config.replacen(
+        "[http]\n",
+        "[http]\nheader_timeout = \"1s\"\nmax_connections_per_peer = 2\n",
+        1,
+    );
+    std::fs::write(&agent.config, config).unwrap();
+    agent.start();
+    let port = agent.port;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (third_closed, trickler_closed_after) = rt.block_on(async move {
+        let src = Ipv4Addr::new(127, 0, 0, 5);
+        let mut first = connect_from(src, port).await.unwrap();
+        let _second = connect_from(src, port).await.unwrap();
+        let mut third = connect_from(src, port).await.unwrap();
+        let mut buf = [0u8; 64];
+        let third_closed = matches!(
+            tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        );
+        let start = Instant::now();
+        first
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: relstat\r\n")
+            .await
+            .unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(8), async {
+            loop {
+                match first.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    // hyper may answer 408 before closing.
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        (third_closed, closed.ok().map(|()| start.elapsed()))
+    });
+    assert!(
+        third_closed,
+        "a third connection from one address stayed open"
+    );
+    let after = trickler_closed_after.expect("a trickling client was not closed within 8 s");
+    assert!(
+        after < Duration::from_secs(5),
+        "closed after {after:?}, not ~1 s"
+    );
+    assert_eq!(
+        sample(
+            &agent.metrics(),
+            r#"relstat_http_refused_total{reason="per_peer_limit"}"#
+        ),
+        Some(1.0)
+    );
+}
