@@ -153,18 +153,6 @@ impl CoreHandle {
 }
 
 impl Shared {
-    fn new(metrics: Metrics, core: CoreHandle, hooks: crate::sources::webhook::Hooks) -> Shared {
-        Shared {
-            metrics: Mutex::new(metrics),
-            ready: AtomicBool::new(false),
-            core,
-            hooks: std::sync::RwLock::new(Arc::new(hooks)),
-            http: OnceLock::new(),
-            dead: Mutex::new(None),
-            died: tokio::sync::Notify::new(),
-        }
-    }
-
     fn lock_metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
         self.metrics.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -706,11 +694,15 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
     let store = Arc::new(Store::open(&loaded.config.agent.data_dir)?);
     let (tracker, metrics, checkpoints) = Core::build(&loaded, &store)?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<CoreMsg>(CHANNEL);
-    let shared = Arc::new(Shared::new(
-        metrics,
-        CoreHandle { tx: tx.clone() },
-        hooks_for(&loaded)?,
-    ));
+    let shared = Arc::new(Shared {
+        metrics: Mutex::new(metrics),
+        ready: AtomicBool::new(false),
+        core: CoreHandle { tx: tx.clone() },
+        hooks: std::sync::RwLock::new(Arc::new(hooks_for(&loaded)?)),
+        http: OnceLock::new(),
+        dead: Mutex::new(None),
+        died: tokio::sync::Notify::new(),
+    });
     let cfg = &loaded.config;
     let gate =
         (cfg.siem.is_some() || cfg.spool.enabled).then(|| Arc::new(SpoolGate::new(&cfg.spool)));
@@ -871,6 +863,10 @@ async fn serve(
                     Ok(new) => {
                         if new.config.http.listen != current.config.http.listen {
                             tracing::warn!("[http] listen changed: takes effect at the next restart");
+                        }
+                        let (n, c) = (&new.config.http, &current.config.http);
+                        if (n.max_connections_per_peer, n.header_timeout) != (c.max_connections_per_peer, c.header_timeout) {
+                            tracing::warn!("[http] max_connections_per_peer or header_timeout changed: takes effect at the next restart");
                         }
                         if format!("{:?}{:?}", new.config.siem, new.config.spool) != format!("{:?}{:?}", current.config.siem, current.config.spool) {
                             tracing::warn!("[siem] or [spool] changed: takes effect at the next restart");
