@@ -17,12 +17,20 @@
 //!   reloads the configuration when it validates (else keeps the old one and
 //!   logs why) by stopping the sources, rebuilding the core from the store
 //!   with the new configuration, and starting the sources again.
+//!
+//! A dead core (a store write failed: disk full, I/O error; or a panic)
+//! cannot be worked around: the sources would stop, webhooks would be
+//! refused, and nothing would commit again. So `/healthz` and `/readyz`
+//! answer 503 with the reason, and after [`DEAD_CORE_GRACE`] the agent stops
+//! and exits with status 1, for the service manager to restart it; the
+//! store still holds the last commit and the sources' checkpoints, so the
+//! restarted agent re-reads what was not committed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -40,6 +48,10 @@ use crate::track::{Effect, Tracker};
 /// How often the periodic check runs (the stuck rule: at least every 15 s).
 pub const TICK: Duration = Duration::from_secs(5);
 
+/// After the core died, the listener keeps answering (503, with the reason)
+/// this long before the agent exits, so probes and people see why.
+pub const DEAD_CORE_GRACE: Duration = Duration::from_secs(3);
+
 /// At most this many waiting source batches share one store transaction.
 const GROUP: usize = 16;
 /// Batches in flight between the sources and the core. Small on purpose:
@@ -49,7 +61,7 @@ const CHANNEL: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("source {source_name}: {detail}")]
     Source { source_name: String, detail: String },
@@ -63,6 +75,8 @@ pub enum AgentError {
     Runtime(std::io::Error),
     #[error("the core stopped unexpectedly")]
     CoreGone,
+    #[error("the core panicked (the message is in the log above)")]
+    CorePanicked,
     #[error("siem: {0}")]
     Siem(#[from] crate::sinks::siem::transport::TransportError),
     #[error(
@@ -99,6 +113,12 @@ pub struct Shared {
     /// The `[http.partners]` user names (replaced on reload): refused
     /// `/metrics`, whose process, source and spool series cannot be scoped.
     partner_users: std::sync::RwLock<std::collections::BTreeSet<String>>,
+    /// The HTTP listener's connection counters, once it is bound.
+    http: OnceLock<Arc<crate::http::ConnStats>>,
+    /// Why the core thread stopped, once it has.
+    dead: Mutex<Option<String>>,
+    /// Wakes the async side when the core dies.
+    died: tokio::sync::Notify,
 }
 
 /// A handle to the core thread: runs closures there, one at a time, in
@@ -147,6 +167,28 @@ impl Shared {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = users;
     }
+
+    /// Records that the core thread stopped with `error` and wakes the async
+    /// side, which makes the agent exit.
+    fn core_died(&self, error: &AgentError) {
+        tracing::error!(
+            "the core stopped: {error}; nothing is committed any more: /healthz and /readyz \
+             answer 503 and relstat exits with status 1 in {DEAD_CORE_GRACE:?} for the \
+             service manager to restart it (what was not committed is read again then)"
+        );
+        *self.dead.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+        self.died.notify_one();
+    }
+
+    /// Why the core stopped, if it has: `/healthz`'s and `/readyz`'s answer.
+    fn dead(&self) -> Result<(), String> {
+        match &*self.dead.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => Ok(()),
+            Some(e) => Err(format!(
+                "core stopped: {e}; relstat is exiting to be restarted"
+            )),
+        }
+    }
 }
 
 /// The forwarder's reports, as the metrics of docs/metrics.md.
@@ -189,6 +231,13 @@ impl crate::http::Service for Shared {
     fn metrics(&self) -> String {
         let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
         m.expire(now_ms());
+        if let Some(http) = self.http.get() {
+            let refused: Vec<(&str, u64)> = crate::http::Refusal::ALL
+                .iter()
+                .map(|r| (r.as_str(), http.refused(*r)))
+                .collect();
+            m.set_http(http.open(), &refused);
+        }
         m.render()
     }
 
@@ -200,7 +249,12 @@ impl crate::http::Service for Shared {
             .contains(user)
     }
 
+    fn healthy(&self) -> Result<(), String> {
+        self.dead()
+    }
+
     fn ready(&self) -> Result<(), String> {
+        self.dead()?;
         if self.ready.load(Ordering::Relaxed) {
             Ok(())
         } else {
@@ -666,6 +720,9 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
         core: CoreHandle { tx: tx.clone() },
         hooks: std::sync::RwLock::new(Arc::new(hooks_for(&loaded)?)),
         partner_users: Default::default(),
+        http: OnceLock::new(),
+        dead: Mutex::new(None),
+        died: tokio::sync::Notify::new(),
     });
     shared.set_partners(&loaded.config);
     let cfg = &loaded.config;
@@ -723,9 +780,18 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
         bundles: crate::spool::Settings::from_config(&loaded.config),
         diverged: None,
     };
+    let core_shared = shared.clone();
     let core_thread = std::thread::Builder::new()
         .name("core".into())
-        .spawn(move || core.run(rx))
+        .spawn(move || {
+            // A panic is a dead core too: it must reach /readyz and the exit status.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core.run(rx)))
+                .unwrap_or(Err(AgentError::CorePanicked));
+            if let Err(e) = &r {
+                core_shared.core_died(e);
+            }
+            r
+        })
         .map_err(AgentError::Runtime)?;
     let sources = Sources::start(&loaded, &checkpoints, &tx, once, gate.clone())?;
     shared.ready.store(true, Ordering::Relaxed);
@@ -779,11 +845,11 @@ async fn serve(
     gate: Option<Arc<SpoolGate>>,
 ) -> Result<(), AgentError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let server = crate::http::Server::bind(
-        &loaded.config.http.listen,
-        loaded.config.http.web_config_file.as_deref(),
-    )
-    .await?;
+    let http_cfg = &loaded.config.http;
+    let server = crate::http::Server::bind(&http_cfg.listen, http_cfg.web_config_file.as_deref())
+        .await?
+        .with_limits(http_cfg.max_connections_per_peer, http_cfg.header_timeout);
+    let _ = shared.http.set(server.stats());
     tracing::info!(listen = %server.local_addr(), "relstat is running");
     let data_dir = loaded.config.agent.data_dir.clone();
     let admin = {
@@ -807,12 +873,22 @@ async fn serve(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            () = shared.died.notified() => {
+                // The core's error is what `run` returns (exit status 1).
+                tokio::time::sleep(DEAD_CORE_GRACE).await;
+                tracing::info!("stopping: the core is dead");
+                break;
+            }
             _ = hup.recv() => {
                 match config::load(config_path.as_deref()) {
                     Err(e) => tracing::error!("reload refused, keeping the running configuration: {e}"),
                     Ok(new) => {
                         if new.config.http.listen != current.config.http.listen {
                             tracing::warn!("[http] listen changed: takes effect at the next restart");
+                        }
+                        let (n, c) = (&new.config.http, &current.config.http);
+                        if (n.max_connections_per_peer, n.header_timeout) != (c.max_connections_per_peer, c.header_timeout) {
+                            tracing::warn!("[http] max_connections_per_peer or header_timeout changed: takes effect at the next restart");
                         }
                         if format!("{:?}{:?}", new.config.siem, new.config.spool) != format!("{:?}{:?}", current.config.siem, current.config.spool) {
                             tracing::warn!("[siem] or [spool] changed: takes effect at the next restart");
@@ -843,7 +919,9 @@ async fn serve(
             }
         }
     }
-    tracing::info!("stopping: committing what the sources read");
+    if shared.dead().is_ok() {
+        tracing::info!("stopping: committing what the sources read");
+    }
     tokio::task::spawn_blocking(move || sources.stop())
         .await
         .ok();

@@ -12,6 +12,7 @@ mod cli;
 mod docs;
 mod field_limits;
 mod fuzz;
+mod health;
 mod ops;
 mod packaging;
 mod poll;

@@ -223,6 +223,23 @@ impl Agent {
         .unwrap_or(0.0)
     }
 
+    /// Waits at most `secs` for the agent to exit by itself: `Some(code)`
+    /// (-1 when a signal ended it), `None` while it still runs.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(st.code().unwrap_or(-1));
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Sends a signal; waits (bounded) for the process to exit; returns its code.
     pub fn signal(&mut self, sig: &str) -> Option<i32> {
         let child = self.child.as_mut()?;

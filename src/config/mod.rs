@@ -158,6 +158,17 @@ pub struct HttpConfig {
     /// listed see everything.
     #[serde(default)]
     pub partners: BTreeMap<String, PartnerConfig>,
+    /// Open connections one client address may hold at once; more are
+    /// closed as they arrive and counted
+    /// (`relstat_http_refused_total{reason="per_peer_limit"}`). Behind a
+    /// reverse proxy every client has the proxy's address: raise it there.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// A request's headers must arrive within this, counted from when the
+    /// connection is ready for a request: a client trickling its headers,
+    /// or a keep-alive connection idle this long, is closed.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
 }
 
 /// `[http.partners.<user>]`: a basic-auth user's view of /api/v1.
@@ -180,12 +191,22 @@ impl Default for HttpConfig {
             listen: default_listen(),
             web_config_file: None,
             partners: BTreeMap::new(),
+            max_connections_per_peer: default_max_connections_per_peer(),
+            header_timeout: default_header_timeout(),
         }
     }
 }
 
 fn default_listen() -> String {
     "127.0.0.1:9731".into()
+}
+
+fn default_max_connections_per_peer() -> usize {
+    crate::http::MAX_CONNECTIONS_PER_PEER
+}
+
+fn default_header_timeout() -> Duration {
+    crate::http::HEADER_TIMEOUT
 }
 
 /// `[tracking]`: retention, caps and event-time tolerances of the tracker.

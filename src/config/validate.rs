@@ -597,6 +597,22 @@ impl Validator<'_> {
             );
         }
         let http = &self.loaded.config.http;
+        if http.max_connections_per_peer == 0 {
+            self.push(
+                "http.max_connections_per_peer",
+                "max_connections_per_peer = 0 would refuse every client; give at least 1 \
+                 (default 64)",
+            );
+        }
+        if http.header_timeout.is_zero()
+            || http.header_timeout > std::time::Duration::from_secs(300)
+        {
+            self.push(
+                "http.header_timeout",
+                "header_timeout must be more than 0 and at most 5m (default \"10s\"): at 0 no \
+                 request could arrive, and a long one lets trickling clients hold connections",
+            );
+        }
         if !http.partners.is_empty() && http.web_config_file.is_none() {
             self.push(
                 "http.partners",
@@ -1517,6 +1533,25 @@ mod tests {
                 6,
                 "is not an IP address and port; write e.g. \"127.0.0.1:9731\"",
             )],
+        );
+    }
+
+    #[test]
+    fn http_connection_limits_are_bounded() {
+        assert_problems(
+            &with_file("[http]\nmax_connections_per_peer = 0\nheader_timeout = \"1h\"\n"),
+            &[
+                (
+                    "http.max_connections_per_peer",
+                    6,
+                    "max_connections_per_peer = 0 would refuse every client",
+                ),
+                (
+                    "http.header_timeout",
+                    7,
+                    "header_timeout must be more than 0",
+                ),
+            ],
         );
     }
 

@@ -18,18 +18,21 @@
 //!   since CI tools cannot send basic auth. TLS client-certificate policy,
 //!   when configured, applies to every connection, probes included.
 //! - Limits, so a slow or hostile client cannot pin the agent: at most
-//!   [`MAX_CONNECTIONS`] connections, a TLS handshake must end within
-//!   [`HANDSHAKE_TIMEOUT`] and each request's headers arrive within
-//!   [`HEADER_TIMEOUT`] (which also closes idle keep-alive connections),
-//!   request bodies are read only by the handler that wants them, within
-//!   its own limit, [`BODY_TIMEOUT`] and a budget shared by all connections
-//!   ([`BODY_BUDGET_BYTES`]; `body.rs`).
+//!   [`MAX_CONNECTIONS`] connections and `[http] max_connections_per_peer`
+//!   per client address, slots of clients that dawdle given to newcomers and
+//!   slots kept for the probes and `/metrics` (`conns.rs`); a TLS handshake
+//!   must end within [`HANDSHAKE_TIMEOUT`] and each request's headers arrive
+//!   within `[http] header_timeout` (which also closes idle keep-alive
+//!   connections); request bodies are read only by the handler that wants
+//!   them, within its own limit, [`BODY_TIMEOUT`] and a budget shared by all
+//!   connections ([`BODY_BUDGET_BYTES`]; `body.rs`).
 //! - Shutdown: when the future given to [`Server::run`] resolves, the listener
 //!   closes, idle keep-alive connections are closed, requests in flight get
 //!   up to [`SHUTDOWN_GRACE`] to finish, then `run` returns.
 
 mod auth;
 mod body;
+mod conns;
 mod tls;
 mod webconfig;
 
@@ -54,9 +57,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use conns::Slots;
+pub use conns::{ConnStats, MAX_CONNECTIONS, RESERVED_FOR_PROBES, Refusal};
 use webconfig::WebConfig;
 
 pub use body::{
@@ -64,14 +68,19 @@ pub use body::{
     MAX_BODY_BYTES, PendingBody, ReadBody,
 };
 
-/// Open connections at most; further clients wait in the kernel's backlog.
-pub const MAX_CONNECTIONS: usize = 512;
 /// A TLS handshake must end within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A request's headers must arrive within this, counted from when the
-/// connection is ready for the request: a keep-alive connection idle this long
-/// is closed (hyper's default; long enough to keep a 15 s scrape's connection).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// `[http] header_timeout`'s default: a request's headers must arrive within
+/// this, counted from when the connection is ready for the request. Short,
+/// so a client trickling its headers frees its slot soon (hyper's 30 s let
+/// 512 of them hold every slot); long enough for a slow network's request
+/// head. A keep-alive connection idle this long is closed too: a scraper
+/// with a longer interval reconnects.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `[http] max_connections_per_peer`'s default: an eighth of
+/// [`MAX_CONNECTIONS`], so one address cannot take them all, while a
+/// Prometheus, a CI server and a few curls fit well within.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 64;
 /// On shutdown, requests in flight get this long to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -100,6 +109,13 @@ pub trait Service: Send + Sync + 'static {
     /// `GET /readyz`: `Ok` answers 200, `Err(reason)` answers 503 with the
     /// reason (e.g. "store not open", "source deploy-log catching up").
     fn ready(&self) -> Result<(), String>;
+
+    /// `GET /healthz`: `Ok` answers 200 "ok", `Err(reason)` answers 503 with
+    /// the reason: the process runs but cannot do its work (its core
+    /// stopped) and must be restarted.
+    fn healthy(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// `/api/v1/{path}` (any method), after basic auth; `path` is what
     /// follows `/api/v1/` (empty for `/api/v1` itself). The body has been
@@ -176,6 +192,9 @@ pub struct Server {
     /// Bytes of request bodies in memory at once ([`BODY_BUDGET_BYTES`];
     /// tests set less).
     body_budget: usize,
+    max_connections_per_peer: usize,
+    header_timeout: Duration,
+    stats: Arc<ConnStats>,
 }
 
 impl Server {
@@ -197,7 +216,28 @@ impl Server {
             local_addr,
             web,
             body_budget: BODY_BUDGET_BYTES,
+            max_connections_per_peer: MAX_CONNECTIONS_PER_PEER,
+            header_timeout: HEADER_TIMEOUT,
+            stats: Arc::default(),
         })
+    }
+
+    /// Sets `[http] max_connections_per_peer` and `header_timeout` (the
+    /// defaults are [`MAX_CONNECTIONS_PER_PEER`] and [`HEADER_TIMEOUT`]).
+    pub fn with_limits(
+        mut self,
+        max_connections_per_peer: usize,
+        header_timeout: Duration,
+    ) -> Self {
+        self.max_connections_per_peer = max_connections_per_peer;
+        self.header_timeout = header_timeout;
+        self
+    }
+
+    /// The listener's connection counters (open, refused by reason), for
+    /// `/metrics`.
+    pub fn stats(&self) -> Arc<ConnStats> {
+        self.stats.clone()
     }
 
     /// The bound address (with the port the system picked for port 0).
@@ -223,22 +263,29 @@ impl Server {
             local_addr,
             web,
             body_budget,
+            max_connections_per_peer,
+            header_timeout,
+            stats,
         } = self;
         let acceptor = web.tls.clone().map(TlsAcceptor::from);
         tracing::info!(address = %local_addr, tls = acceptor.is_some(),
             basic_auth = web.auth.is_some(), "HTTP listener started");
         let budget = BodyBudget::new(body_budget);
-        let ctx = Arc::new(Ctx { svc, web, budget });
+        let ctx = Arc::new(Ctx {
+            svc,
+            web,
+            budget,
+            header_timeout,
+        });
         // Tracks connections so shutdown can wait for them.
         let graceful = GracefulShutdown::new();
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let slots = Slots::new(max_connections_per_peer, stats);
         tokio::pin!(shutdown);
 
+        // Accepting never waits for a free slot: a client in the kernel's
+        // backlog would wait behind every hostile one. Each connection is
+        // given a slot, possibly one taken from a dawdling client, or closed.
         loop {
-            let permit = tokio::select! {
-                () = &mut shutdown => break,
-                p = Arc::clone(&slots).acquire_owned() => p.expect("never closed"),
-            };
             let (stream, peer) = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
@@ -251,25 +298,42 @@ impl Server {
                     }
                 },
             };
+            let slot = match slots.admit(peer.ip()) {
+                Ok(slot) => Arc::new(slot),
+                Err(reason) => {
+                    tracing::debug!(%peer, reason = reason.as_str(), "HTTP connection refused");
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let ctx = Arc::clone(&ctx);
             let acceptor = acceptor.clone();
             let watcher = graceful.watcher();
             tokio::spawn(async move {
-                match acceptor {
-                    None => serve_connection(stream, ctx, watcher).await,
-                    Some(acceptor) => {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                        {
-                            Ok(Ok(tls)) => serve_connection(tls, ctx, watcher).await,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                let serve = async {
+                    match acceptor {
+                        None => serve_connection(stream, ctx, watcher, slot.clone()).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(tls)) => {
+                                    serve_connection(tls, ctx, watcher, slot.clone()).await
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                }
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                             }
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
                     }
+                };
+                tokio::select! {
+                    () = serve => {}
+                    () = slot.evicted() => {
+                        tracing::debug!(%peer, "HTTP connection closed: its slot went to a new one");
+                    }
                 }
-                drop(permit);
             });
         }
 
@@ -291,27 +355,53 @@ struct Ctx {
     web: WebConfig,
     /// Shared by the request bodies of every connection.
     budget: Arc<BodyBudget>,
+    header_timeout: Duration,
 }
 
-async fn serve_connection<I>(io: I, ctx: Arc<Ctx>, watcher: Watcher)
+async fn serve_connection<I>(io: I, ctx: Arc<Ctx>, watcher: Watcher, slot: Arc<conns::Slot>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| {
+    let header_timeout = ctx.header_timeout;
+    let service = service_fn(move |req: Request<Incoming>| {
         let ctx = Arc::clone(&ctx);
-        async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
+        // Taken when the request head is in, held until the answer is ready.
+        let request = slot.request(is_probe(req.uri().path()));
+        async move {
+            let resp = match request {
+                Some(_request) => route(&ctx, req).await,
+                None => busy(),
+            };
+            Ok::<_, Infallible>(with_headers(&ctx, resp))
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "HTTP connection ended with an error");
     }
 }
 
-async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
-    let mut resp = route(ctx, req).await;
+/// The paths served from the slots kept for probes: cheap, no body, what
+/// kubelet, systemd checks and Prometheus need while the agent is under load.
+fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// 503 for an `/api` or `/hooks` request when the slots left are kept for probes.
+fn busy() -> Response<Body> {
+    let mut resp = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many requests in progress; retry later\n",
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+fn with_headers(ctx: &Ctx, mut resp: Response<Body>) -> Response<Body> {
     for (name, value) in &ctx.web.headers {
         resp.headers_mut().insert(name.clone(), value.clone());
     }
@@ -323,7 +413,10 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     match path.as_str() {
         "/healthz" => match get_or_head(&req) {
             Some(r) => r,
-            None => text(StatusCode::OK, "ok\n"),
+            None => match ctx.svc.healthy() {
+                Ok(()) => text(StatusCode::OK, "ok\n"),
+                Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+            },
         },
         "/readyz" => match get_or_head(&req) {
             Some(r) => r,

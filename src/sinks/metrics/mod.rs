@@ -165,6 +165,8 @@ pub struct Metrics {
     pub forward_connected: IntGaugeVec,
     evictions: IntCounter,
     label_overflow: IntCounterVec,
+    http_connections: IntGauge,
+    http_refused: IntCounterVec,
     exposed: HashMap<Key, Exposed>,
     caps: LabelCaps,
     retention_ms: TimeMs,
@@ -329,6 +331,19 @@ impl Metrics {
              (reason=\"cardinality\"), or shortened to label_value_max_bytes (reason=\"length\").",
             &["label", "reason"]
         );
+        let http_connections = IntGauge::new(
+            "relstat_http_connections",
+            "Connections open on the HTTP listener.",
+        )?;
+        registry.register(Box::new(http_connections.clone()))?;
+        let http_refused = reg!(
+            IntCounterVec,
+            "relstat_http_refused_total",
+            "HTTP clients turned away: connections over max_connections_per_peer or with \
+             every slot busy, connections waiting for a request closed to make room, \
+             /api and /hooks requests answered 503 to keep slots for the probes.",
+            &["reason"]
+        );
         if process {
             registry.register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
@@ -356,6 +371,8 @@ impl Metrics {
             forward_connected,
             evictions,
             label_overflow,
+            http_connections,
+            http_refused,
             exposed: HashMap::new(),
             caps: LabelCaps {
                 max: cfg.max_label_values,
@@ -597,6 +614,17 @@ impl Metrics {
             .collect();
         for k in finished {
             self.unexpose(&k);
+        }
+    }
+
+    /// Shows the HTTP listener's counters: `open` connections and, by
+    /// reason, the clients it refused since it started. The listener counts
+    /// (it outlives a reload, which rebuilds these metrics); this catches up.
+    pub fn set_http(&self, open: u64, refused: &[(&str, u64)]) {
+        self.http_connections.set(open as i64);
+        for (reason, n) in refused {
+            let c = self.http_refused.with_label_values(&[reason]);
+            c.inc_by(n.saturating_sub(c.get()));
         }
     }
 
