@@ -138,11 +138,11 @@ fn api_current_history_and_snapshots_follow_the_history() {
     let cur = statuses(&now, "releases");
     assert_eq!(
         cur["r1/prod"],
-        ("deployed".into(), format!("{}T10:30:00.000Z", day()).into())
+        ("deployed".into(), format!("{}T10:30:00.000Z", day()))
     );
     assert_eq!(
         cur["r2/staging"],
-        ("complete".into(), format!("{}T11:30:00.000Z", day()).into())
+        ("complete".into(), format!("{}T11:30:00.000Z", day()))
     );
     assert_eq!(now["releases"][1]["finished"], true);
     assert_eq!(now["releases"][1]["finished_reason"], "terminal");
@@ -172,11 +172,11 @@ fn api_current_history_and_snapshots_follow_the_history() {
     let s1 = statuses(&at_t1, "releases");
     assert_eq!(
         s1["r1/prod"],
-        ("deployed".into(), format!("{}T10:30:00.000Z", day()).into())
+        ("deployed".into(), format!("{}T10:30:00.000Z", day()))
     );
     assert_eq!(
         s1["r2/staging"],
-        ("deployed".into(), format!("{}T11:00:00.000Z", day()).into())
+        ("deployed".into(), format!("{}T11:00:00.000Z", day()))
     );
     assert_eq!(at_t1["releases"][1]["finished"], false);
     let h1 = json(port, &format!("/api/v1/releases/r1/history?at={t1}"), &[]);

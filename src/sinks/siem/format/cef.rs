@@ -7,7 +7,7 @@
 //! own where one fits (`rt`, `start`, `suser`, `dvchost`, `externalId`...),
 //! `cs1`..`cs6` with labels for the rest.
 
-use super::FormatContext;
+use super::{FormatContext, escape_into, write_i64, write_u64};
 use crate::config::Severity;
 use crate::detect::AnomalyRef;
 
@@ -26,75 +26,78 @@ pub fn severity(s: Severity) -> u8 {
 
 pub(super) fn write(ctx: &FormatContext, a: &AnomalyRef<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"CEF:0|relstat|relstat|");
-    header(ctx.version, out);
+    escape_into(ctx.version, out, header);
     out.push(b'|');
-    header(&a.rule, out);
+    escape_into(&a.rule, out, header);
     out.push(b'|');
-    header(&a.message, out);
-    out.extend_from_slice(format!("|{}|", severity(a.severity)).as_bytes());
-    let mut ext: Vec<(&str, String)> = vec![
-        ("rt", a.detected_at.to_string()),
-        ("start", a.event_time.to_string()),
-        ("externalId", a.event_id.to_string()),
-        ("suser", a.actor.to_string()),
-        ("dvchost", a.host.to_string()),
-        ("cat", a.rule.to_string()),
-        ("msg", a.message.to_string()),
-        ("cs1Label", "release".into()),
-        ("cs1", a.release.to_string()),
-        ("cs2Label", "service".into()),
-        ("cs2", a.service.to_string()),
-        ("cs3Label", "environment".into()),
-        ("cs3", a.environment.to_string()),
-        ("cs4Label", "transition".into()),
-        (
-            "cs4",
-            format!("{} -> {}", a.from.as_deref().unwrap_or("-"), a.to),
-        ),
-        ("cs5Label", "site".into()),
-        ("cs5", a.site.to_string()),
-        ("cs6Label", "source".into()),
-        ("cs6", a.source.to_string()),
-        ("flexString1Label", "actor_type".into()),
-        ("flexString1", a.actor_type.as_str().into()),
-    ];
+    escape_into(&a.message, out, header);
+    out.push(b'|');
+    write_u64(u64::from(severity(a.severity)), out);
+    out.extend_from_slice(b"|rt=");
+    write_i64(a.detected_at, out);
+    out.extend_from_slice(b" start=");
+    write_i64(a.event_time, out);
+    let mut ext = |key: &[u8], v: &str| {
+        out.push(b' ');
+        out.extend_from_slice(key);
+        out.push(b'=');
+        escape_into(v, out, extension);
+    };
+    ext(b"externalId", &a.event_id);
+    ext(b"suser", &a.actor);
+    ext(b"dvchost", &a.host);
+    ext(b"cat", &a.rule);
+    ext(b"msg", &a.message);
+    ext(b"cs1Label", "release");
+    ext(b"cs1", &a.release);
+    ext(b"cs2Label", "service");
+    ext(b"cs2", &a.service);
+    ext(b"cs3Label", "environment");
+    ext(b"cs3", &a.environment);
+    ext(b"cs4Label", "transition");
+    ext(b"cs4", a.from.as_deref().unwrap_or("-"));
+    out.extend_from_slice(b" -> ");
+    escape_into(&a.to, out, extension);
+    let mut ext = |key: &[u8], v: &str| {
+        out.push(b' ');
+        out.extend_from_slice(key);
+        out.push(b'=');
+        escape_into(v, out, extension);
+    };
+    ext(b"cs5Label", "site");
+    ext(b"cs5", &a.site);
+    ext(b"cs6Label", "source");
+    ext(b"cs6", &a.source);
+    ext(b"flexString1Label", "actor_type");
+    ext(b"flexString1", a.actor_type.as_str());
     if let Some(r) = &a.reason {
-        ext.push(("reason", r.to_string()));
+        ext(b"reason", r);
     }
     if let Some(v) = &a.version {
-        ext.push(("flexString2Label", "version".into()));
-        ext.push(("flexString2", v.to_string()));
-    }
-    for (i, (k, v)) in ext.iter().enumerate() {
-        if i > 0 {
-            out.push(b' ');
-        }
-        out.extend_from_slice(k.as_bytes());
-        out.push(b'=');
-        extension(v, out);
+        ext(b"flexString2Label", "version");
+        ext(b"flexString2", v);
     }
 }
 
-fn header(v: &str, out: &mut Vec<u8>) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '|' => out.extend_from_slice(b"\\|"),
-            '\r' | '\n' => out.push(b' '),
-            c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-        }
+/// Header fields: `\` and `|` escaped; a newline cannot be held, it becomes
+/// a space.
+fn header(c: u8) -> Option<&'static [u8]> {
+    match c {
+        b'\\' => Some(b"\\\\"),
+        b'|' => Some(b"\\|"),
+        b'\r' | b'\n' => Some(b" "),
+        _ => None,
     }
 }
 
-fn extension(v: &str, out: &mut Vec<u8>) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '=' => out.extend_from_slice(b"\\="),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-        }
+/// Extension values: `\` and `=` escaped, newlines written `\n` and `\r`.
+fn extension(c: u8) -> Option<&'static [u8]> {
+    match c {
+        b'\\' => Some(b"\\\\"),
+        b'=' => Some(b"\\="),
+        b'\n' => Some(b"\\n"),
+        b'\r' => Some(b"\\r"),
+        _ => None,
     }
 }
 

@@ -6,50 +6,50 @@
 //! one). LEEF has no escape for the delimiter or newlines, so tabs, CR and LF
 //! in values become spaces; `|` in header fields is backslash-escaped.
 
-use super::FormatContext;
+use super::{FormatContext, escape_into, for_each_field, write_i64, write_u64};
 use crate::detect::AnomalyRef;
 
 pub(super) fn write(ctx: &FormatContext, a: &AnomalyRef<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"LEEF:2.0|relstat|relstat|");
-    header(ctx.version, out);
+    escape_into(ctx.version, out, header);
     out.push(b'|');
-    header(&a.rule, out);
-    out.extend_from_slice(b"|x09|");
-    let mut attrs: Vec<(&str, String)> = vec![
-        ("devTime", a.detected_at.to_string()),
-        ("cat", a.rule.to_string()),
-        ("sev", super::cef::severity(a.severity).to_string()),
-        ("usrName", a.actor.to_string()),
-    ];
-    for (k, v) in super::fields(a) {
+    escape_into(&a.rule, out, header);
+    out.extend_from_slice(b"|x09|devTime=");
+    write_i64(a.detected_at, out);
+    out.extend_from_slice(b"\tcat=");
+    escape_into(&a.rule, out, value);
+    out.extend_from_slice(b"\tsev=");
+    write_u64(u64::from(super::cef::severity(a.severity)), out);
+    out.extend_from_slice(b"\tusrName=");
+    escape_into(&a.actor, out, value);
+    for_each_field(a, |k, v| {
         if k != "rule" {
-            attrs.push((k, v));
-        }
-    }
-    attrs.push(("msg", a.message.to_string()));
-    for (i, (k, v)) in attrs.iter().enumerate() {
-        if i > 0 {
             out.push(b'\t');
+            out.extend_from_slice(k.as_bytes());
+            out.push(b'=');
+            escape_into(v, out, value);
         }
-        out.extend_from_slice(k.as_bytes());
-        out.push(b'=');
-        for c in v.chars() {
-            match c {
-                '\t' | '\r' | '\n' => out.push(b' '),
-                c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-            }
-        }
+    });
+    out.extend_from_slice(b"\tmsg=");
+    escape_into(&a.message, out, value);
+}
+
+/// Attribute values: LEEF has no escape for the delimiter or newlines; each
+/// becomes a space.
+fn value(c: u8) -> Option<&'static [u8]> {
+    match c {
+        b'\t' | b'\r' | b'\n' => Some(b" "),
+        _ => None,
     }
 }
 
-fn header(v: &str, out: &mut Vec<u8>) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '|' => out.extend_from_slice(b"\\|"),
-            '\t' | '\r' | '\n' => out.push(b' '),
-            c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-        }
+/// Header fields: `\` and `|` escaped, tab and newlines become spaces.
+fn header(c: u8) -> Option<&'static [u8]> {
+    match c {
+        b'\\' => Some(b"\\\\"),
+        b'|' => Some(b"\\|"),
+        b'\t' | b'\r' | b'\n' => Some(b" "),
+        _ => None,
     }
 }
 
