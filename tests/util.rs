@@ -152,6 +152,11 @@ impl Agent {
         }
     }
 
+    /// The running agent's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn log(&self, name: &str) -> PathBuf {
         self.dir.path().join("logs").join(name)
     }
@@ -314,4 +319,74 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Peak resident memory of a running process in KiB: `VmHWM` of
+/// /proc/PID/status (`None` once it has exited).
+pub fn vm_hwm(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// `relstat ARGS...` as [`relstat`] does, with the child's peak resident
+/// memory in KiB: its `VmHWM` sampled every 2 ms while it runs, and at its
+/// exit the same high-water mark exactly (`ru_maxrss` of `wait4`, which
+/// reaps it: nothing between the last sample and the exit is missed).
+/// Killed (and the test failed) after `secs`.
+pub fn relstat_peak(args: &[&str], secs: u64) -> (Output, u64) {
+    use std::io::{Read, Seek};
+    use std::os::unix::process::ExitStatusExt;
+    let mut out = tempfile::tempfile().unwrap();
+    let mut err = tempfile::tempfile().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_relstat"))
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .spawn()
+        .expect("relstat runs");
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut peak = 0u64;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        if let Some(kb) = vm_hwm(pid) {
+            peak = peak.max(kb);
+        }
+        // SAFETY: pid is our child, not yet reaped (std's Child is never waited).
+        let r = unsafe { libc::wait4(pid as i32, &mut status, libc::WNOHANG, &mut usage) };
+        assert!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if r == pid as i32 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: as above; the blocking wait4 reaps the killed child.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+                libc::wait4(pid as i32, &mut status, 0, &mut usage);
+            }
+            panic!("relstat {args:?} still ran after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    drop(child);
+    peak = peak.max(usage.ru_maxrss as u64);
+    let read = |f: &mut std::fs::File| {
+        let mut v = Vec::new();
+        f.rewind().unwrap();
+        f.read_to_end(&mut v).unwrap();
+        v
+    };
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: read(&mut out),
+        stderr: read(&mut err),
+    };
+    (output, peak)
 }

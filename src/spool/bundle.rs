@@ -192,6 +192,11 @@ pub enum BundleError {
         /// "signed " or "unsigned ".
         signed: &'static str,
     },
+    #[error(
+        "outbox record {seq} is {bytes} bytes, more than the {MAX_LINE} a bundle line may be \
+         (a relay refuses it); nothing exported"
+    )]
+    RecordTooLong { seq: u64, bytes: u64 },
     #[error("{path}: malformed record at line {line} of events.ndjson: {detail}; nothing imported")]
     Malformed {
         path: PathBuf,
@@ -340,6 +345,13 @@ pub fn export(
     let (mut count, mut bytes) = (0u64, 0u64);
     let (mut first, mut last) = (None, 0u64);
     snap.scan::<BundleError>(|seq, rec| {
+        // A relay refuses a longer line: do not export what cannot import.
+        if rec.len() + 1 > MAX_LINE {
+            return Err(BundleError::RecordTooLong {
+                seq,
+                bytes: rec.len() as u64 + 1,
+            });
+        }
         hasher.update(rec);
         hasher.update(b"\n");
         bytes += rec.len() as u64 + 1;
