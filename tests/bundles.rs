@@ -901,3 +901,37 @@ fn bomb_bundles_are_refused_by_import_and_inspect_with_bounded_memory() {
     assert_eq!(live_spool(&running)["events"], 20, "only the good bundle");
     assert_eq!(running.signal("-TERM"), Some(0));
 }
+
+#[test]
+fn the_admin_socket_refuses_a_request_line_over_its_cap_with_bounded_memory() {
+    use std::io::{BufRead, Write};
+    let mut relay = Agent::new("[spool]\nenabled = true\n");
+    relay.start();
+    let pid = relay.pid().unwrap();
+    let before = vm_hwm(pid).unwrap();
+    let sock = relay.dir.path().join("data").join("admin.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_write_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // 256 MiB without a newline, until the agent stops reading.
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0;
+    while sent < 256 && s.write_all(&chunk).is_ok() {
+        sent += 1;
+    }
+    let mut answer = String::new();
+    std::io::BufReader::new(&s).read_line(&mut answer).unwrap();
+    assert!(
+        answer.contains("bad request: longer than 1048576 bytes"),
+        "after {sent} MiB: {answer}"
+    );
+    assert!(sent < 256, "the agent read all 256 MiB");
+    let peak = vm_hwm(pid).unwrap();
+    eprintln!("admin socket: {sent} MiB sent, peak RSS {before} -> {peak} KiB");
+    assert!(peak < before + RSS_SLACK_KIB, "{before} -> {peak} KiB");
+    // The agent still answers.
+    assert_eq!(live_spool(&relay)["events"], 0);
+    assert_eq!(relay.signal("-TERM"), Some(0));
+}
