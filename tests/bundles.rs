@@ -734,12 +734,18 @@ fn bombs(key: &Path, good: &Parts) -> Vec<(&'static str, Vec<u8>, &'static str, 
     let tar = good.tar();
     // A GNU long-name entry of 1 GiB before manifest.json.
     let longname = gzip(&[
-        (&tar_header("././@LongLink", BOMB, tar::EntryType::GNULongName), 1),
+        (
+            &tar_header("././@LongLink", BOMB, tar::EntryType::GNULongName),
+            1,
+        ),
         zeros,
         (&tar, 1),
     ]);
     let manifest = gzip(&[
-        (&tar_header("manifest.json", BOMB, tar::EntryType::Regular), 1),
+        (
+            &tar_header("manifest.json", BOMB, tar::EntryType::Regular),
+            1,
+        ),
         zeros,
         (&TAR_END, 1),
     ]);
@@ -831,12 +837,24 @@ fn bomb_bundles_are_refused_by_import_and_inspect_with_bounded_memory() {
     let first_path = write("first.bundle", &gzip(&[(&first.tar(), 1)]));
     let base_relay = Agent::new(&relay_cfg);
     let (o, import_base) = relstat_peak(
-        &["-c", cfg(&base_relay), "spool", "import", first_path.to_str().unwrap()],
+        &[
+            "-c",
+            cfg(&base_relay),
+            "spool",
+            "import",
+            first_path.to_str().unwrap(),
+        ],
         60,
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let (o, inspect_base) = relstat_peak(
-        &["-c", cfg(&base_relay), "spool", "inspect", first_path.to_str().unwrap()],
+        &[
+            "-c",
+            cfg(&base_relay),
+            "spool",
+            "inspect",
+            first_path.to_str().unwrap(),
+        ],
         60,
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -851,7 +869,12 @@ fn bomb_bundles_are_refused_by_import_and_inspect_with_bounded_memory() {
         .into_iter()
         .enumerate()
         .map(|(i, (what, bytes, says, unsigned_says))| {
-            (what, write(&format!("bomb-{i}.bundle"), &bytes), says, unsigned_says)
+            (
+                what,
+                write(&format!("bomb-{i}.bundle"), &bytes),
+                says,
+                unsigned_says,
+            )
         })
         .collect();
     for (what, path, says, unsigned_says) in &made {
@@ -863,7 +886,11 @@ fn bomb_bundles_are_refused_by_import_and_inspect_with_bounded_memory() {
             (
                 &untrusting,
                 "inspect",
-                if unsigned_says.is_empty() { says } else { unsigned_says },
+                if unsigned_says.is_empty() {
+                    says
+                } else {
+                    unsigned_says
+                },
             ),
         ] {
             let (o, peak) = relstat_peak(&["-c", cfg(agent), "spool", verb, file], 120);
@@ -882,12 +909,24 @@ fn bomb_bundles_are_refused_by_import_and_inspect_with_bounded_memory() {
     // A running relay: the import happens in the agent (admin socket).
     let mut running = Agent::new(&relay_cfg);
     running.start();
-    let o = relstat(&["-c", cfg(&running), "spool", "import", first_path.to_str().unwrap()]);
+    let o = relstat(&[
+        "-c",
+        cfg(&running),
+        "spool",
+        "import",
+        first_path.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let pid = running.pid().unwrap();
     let before = vm_hwm(pid).unwrap();
     for (what, path, says, _) in &made {
-        let o = relstat(&["-c", cfg(&running), "spool", "import", path.to_str().unwrap()]);
+        let o = relstat(&[
+            "-c",
+            cfg(&running),
+            "spool",
+            "import",
+            path.to_str().unwrap(),
+        ]);
         let said = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{what}: {}", short(&said));
         assert!(said.contains(says), "{what}: {}", short(&said));

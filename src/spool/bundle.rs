@@ -15,7 +15,9 @@
 //!    size are in the manifest, so the signature covers the payload too.
 //!
 //! The manifest comes first so an importer checks the signature before it
-//! reads a byte of payload. Nothing else may be in the archive.
+//! reads a byte of payload. Nothing else may be in the archive, and nothing
+//! may follow it: after the tar's end marker only its zero padding (at most
+//! [`MAX_TAR_PADDING`]), and the file ends with the (single) gzip member.
 //!
 //! # Export
 //!
@@ -39,7 +41,18 @@
 //! identity (`event_id` + `rule`) was ever imported are skipped, so a
 //! bundle imported twice, or two overlapping bundles, forward each record
 //! once; an import interrupted by a crash resumes where it stopped.
-//! Memory stays constant whatever the bundle's size.
+//!
+//! # Hostile input
+//!
+//! Memory is bounded whatever the file holds (a gzip stream inflates a
+//! thousandfold): tar entries are read raw, each checked by name, type and
+//! header size before any of its data is read ([`MAX_MANIFEST`],
+//! [`MAX_SIGNATURE`], the signed `payload_bytes` for the payload); the
+//! payload is hashed as it streams through a 64 KiB buffer, one line of at
+//! most [`MAX_LINE`] at a time; one event's records are capped
+//! ([`MAX_EVENT_RECORDS`], [`MAX_EVENT_BYTES`]) and a chunk ends by size too
+//! ([`CHUNK_BYTES`]), so an import transaction is bounded. Every loop
+//! consumes input of a size checked beforehand.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, Write};
@@ -630,7 +643,7 @@ fn next_line(
 /// event with more records than [`MAX_EVENT_RECORDS`] / [`MAX_EVENT_BYTES`]
 /// in a row, is refused at once. The first line that is not a record is
 /// refused at once when `strict`; otherwise it is remembered and the rest
-/// only hashed, so that [`check_payload`] can tell a payload altered since
+/// only hashed (`count` then stops there), so that [`check_payload`] can tell a payload altered since
 /// it was signed (checksum mismatch) from one the site wrote so (malformed).
 fn stream_payload(
     entry: &mut impl Read,
@@ -666,9 +679,6 @@ fn stream_payload(
         }
         n += 1;
         total += got;
-        if malformed.is_some() {
-            continue;
-        }
         let rec: Anomaly = match serde_json::from_slice(&line) {
             Ok(rec) => rec,
             Err(e) => {
@@ -677,7 +687,20 @@ fn stream_payload(
                     return Err(bad(n, why));
                 }
                 malformed = Some((n, why));
-                continue;
+                // The rest only for the checksum, in whole buffers (not
+                // line by line: a run of empty lines costs no more).
+                // Bounded: each turn consumes a non-empty buffer of the entry.
+                loop {
+                    let buf = r.fill_buf().map_err(|e| damaged(path, PAYLOAD, e))?;
+                    if buf.is_empty() {
+                        break;
+                    }
+                    let k = buf.len();
+                    hasher.update(buf);
+                    total += k as u64;
+                    r.consume(k);
+                }
+                break;
             }
         };
         if rec.event_id == run_id {
@@ -730,7 +753,9 @@ fn check_payload(path: &Path, m: &Manifest, s: &Streamed) -> Result<(), BundleEr
         return Err(BundleError::Malformed {
             path: path.to_path_buf(),
             line: *line,
-            detail: format!("{why}; the payload matches the manifest's SHA-256: the site wrote it so"),
+            detail: format!(
+                "{why}; the payload matches the manifest's SHA-256: the site wrote it so"
+            ),
         });
     }
     if s.count != m.count {

@@ -896,16 +896,28 @@ fn next_line_keeps_at_most_the_cap_and_says_when_a_line_is_longer() {
     let mut hasher = Sha256::new();
     let mut line = Vec::new();
     let mut r = std::io::BufReader::with_capacity(4, &b"abc\ndefghij\nk"[..]);
-    assert_eq!(next_line(&mut r, &mut line, &mut hasher, 8).unwrap(), (4, true));
+    assert_eq!(
+        next_line(&mut r, &mut line, &mut hasher, 8).unwrap(),
+        (4, true)
+    );
     assert_eq!(line, b"abc\n");
     line.clear();
     // 8 bytes "defghij\n" fit exactly.
-    assert_eq!(next_line(&mut r, &mut line, &mut hasher, 8).unwrap(), (8, true));
+    assert_eq!(
+        next_line(&mut r, &mut line, &mut hasher, 8).unwrap(),
+        (8, true)
+    );
     line.clear();
     // The last line has no newline: whole at the end of the input.
-    assert_eq!(next_line(&mut r, &mut line, &mut hasher, 8).unwrap(), (1, true));
+    assert_eq!(
+        next_line(&mut r, &mut line, &mut hasher, 8).unwrap(),
+        (1, true)
+    );
     line.clear();
-    assert_eq!(next_line(&mut r, &mut line, &mut hasher, 8).unwrap(), (0, true));
+    assert_eq!(
+        next_line(&mut r, &mut line, &mut hasher, 8).unwrap(),
+        (0, true)
+    );
     let mut r = std::io::BufReader::with_capacity(4, &b"0123456789\n"[..]);
     let (_, whole) = next_line(&mut r, &mut line, &mut hasher, 8).unwrap();
     assert!(!whole);
@@ -945,14 +957,20 @@ fn a_signed_payload_that_is_not_records_is_malformed_not_a_checksum_mismatch() {
     let b = w.path("b2");
     pack(&b, &orig);
     let msg = refused(&w, &b);
-    assert!(msg.contains("bytes in the archive, but the signed manifest says"), "{msg}");
+    assert!(
+        msg.contains("bytes in the archive, but the signed manifest says"),
+        "{msg}"
+    );
     // A manifest whose count disagrees with a payload matching its hash.
     let mut e = unpack(&w.bundle("c", 3));
     let payload = e[2].1.clone();
     resign(&w, &mut e, payload, 5);
     pack(&out, &e);
     let msg = refused(&w, &out);
-    assert!(msg.contains("holds 3 records, the manifest says 5"), "{msg}");
+    assert!(
+        msg.contains("holds 3 records, the manifest says 5"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -984,7 +1002,10 @@ fn one_events_records_are_capped_so_an_import_transaction_is_bounded() {
     resign(&w, &mut e, payload, n);
     pack(&out, &e);
     let msg = refused_everywhere(&w, &out, &format!("malformed record at line {n}"));
-    assert!(msg.contains("event \"ev-0\" has more than 10000 records"), "{msg}");
+    assert!(
+        msg.contains("event \"ev-0\" has more than 10000 records"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -996,7 +1017,11 @@ fn entries_are_sized_and_named_before_any_of_them_is_read() {
     let mut big = raw_header("manifest.json", MAX_MANIFEST + 1, tar::EntryType::Regular);
     big.extend(&tar);
     std::fs::write(&out, gz(&big)).unwrap();
-    refused_everywhere(&w, &out, "manifest.json is 65537 bytes, more than the 65536");
+    refused_everywhere(
+        &w,
+        &out,
+        "manifest.json is 65537 bytes, more than the 65536",
+    );
     // A GNU long name or a PAX header of 1 GiB first: refused by its name,
     // not read (the tar crate would read it into memory).
     for (name, kind) in [
@@ -1014,10 +1039,18 @@ fn entries_are_sized_and_named_before_any_of_them_is_read() {
     }
     // A signature entry over its cap.
     let e = unpack(&w.bundle("b", 3));
-    let mut v = raw_header("manifest.json", e[0].1.len() as u64, tar::EntryType::Regular);
+    let mut v = raw_header(
+        "manifest.json",
+        e[0].1.len() as u64,
+        tar::EntryType::Regular,
+    );
     v.extend_from_slice(&e[0].1);
     v.resize(v.len().div_ceil(512) * 512, 0);
-    v.extend(raw_header("manifest.sig", MAX_SIGNATURE + 1, tar::EntryType::Regular));
+    v.extend(raw_header(
+        "manifest.sig",
+        MAX_SIGNATURE + 1,
+        tar::EntryType::Regular,
+    ));
     std::fs::write(&out, gz(&v)).unwrap();
     refused_everywhere(&w, &out, "manifest.sig is 1025 bytes, more than the 1024");
 }
@@ -1076,8 +1109,8 @@ fn export_refuses_a_record_longer_than_a_bundle_line() {
     enqueue(&site, vec![record(0, "stuck"), r]);
     let e = export(&site, &w.a, &w.path("x"), false, false).unwrap_err();
     assert!(
-        e.to_string()
-            .contains("outbox record 2 is 1048") && e.to_string().contains("nothing exported"),
+        e.to_string().contains("outbox record 2 is 1048")
+            && e.to_string().contains("nothing exported"),
         "{e}"
     );
     assert!(!w.path("x").exists() && !w.path("x.tmp").exists());
