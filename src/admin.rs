@@ -18,6 +18,10 @@ use crate::store::{OutboxStats, Store, StoreError};
 
 /// The socket's file name inside data_dir.
 pub const SOCKET: &str = "admin.sock";
+/// The most one request line may be (newline included): a request names
+/// files, so this is thousands of them. A longer line is answered with an
+/// error and the connection closed, after reading at most this much.
+pub const MAX_REQUEST: u64 = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -170,7 +174,7 @@ pub fn status(
 /// Serves the admin socket until the task is dropped.
 pub async fn serve(data_dir: &Path, core: CoreHandle) -> Result<(), AdminError> {
     use std::os::unix::fs::PermissionsExt;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let path = data_dir.join(SOCKET);
     let io = |source| AdminError::Io {
         path: path.clone(),
@@ -187,9 +191,32 @@ pub async fn serve(data_dir: &Path, core: CoreHandle) -> Result<(), AdminError> 
         let core = core.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
-            let mut lines = BufReader::new(r).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let answer = match serde_json::from_str::<Request>(&line) {
+            let mut r = BufReader::new(r);
+            let mut line = Vec::new();
+            // Bounded: each turn reads one request line of at most
+            // MAX_REQUEST bytes; a longer one closes the connection.
+            loop {
+                line.clear();
+                match (&mut r)
+                    .take(MAX_REQUEST + 1)
+                    .read_until(b'\n', &mut line)
+                    .await
+                {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if line.len() as u64 > MAX_REQUEST {
+                    let answer = Answer {
+                        ok: false,
+                        result: None,
+                        error: Some(format!("bad request: longer than {MAX_REQUEST} bytes")),
+                    };
+                    let mut out = serde_json::to_vec(&answer).unwrap_or_default();
+                    out.push(b'\n');
+                    let _ = w.write_all(&out).await;
+                    break;
+                }
+                let answer = match serde_json::from_slice::<Request>(&line) {
                     Err(e) => Answer {
                         ok: false,
                         result: None,

@@ -585,3 +585,397 @@ fn relay_tracks_a_forward_all_sites_history_from_its_bundle_stopped_or_running()
     b2.start();
     check(&b2, before, after, false);
 }
+
+// --- Hostile bundles: refused with bounded memory ---------------------------
+
+/// The size of every bomb's run of zeros.
+const BOMB: u64 = 1 << 30;
+/// How far above a normal small import's peak RSS a refusal may go.
+const RSS_SLACK_KIB: u64 = 64 * 1024;
+
+/// A gzip member of `pieces`, each compressed once (ending with a full
+/// flush, so that its copies do not refer to each other) and repeated: a
+/// 1 GiB run of zeros costs compressing 1 MiB and takes about 1 MiB.
+fn gzip(pieces: &[(&[u8], u64)]) -> Vec<u8> {
+    use flate2::{Compress, Compression, Crc, FlushCompress};
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let mut crc = Crc::new();
+    for (data, times) in pieces {
+        let mut c = Compress::new(Compression::default(), false);
+        let mut z = Vec::with_capacity(data.len() + 4096);
+        for _ in 0..1000 {
+            let taken = c.total_in() as usize;
+            c.compress_vec(&data[taken..], &mut z, FlushCompress::Full)
+                .unwrap();
+            if c.total_in() as usize == data.len() && z.len() < z.capacity() {
+                break;
+            }
+            z.reserve(64 * 1024);
+        }
+        let mut one = Crc::new();
+        one.update(data);
+        for _ in 0..*times {
+            out.extend_from_slice(&z);
+            crc.combine(&one);
+        }
+    }
+    let mut c = Compress::new(Compression::default(), false);
+    let mut z = Vec::with_capacity(64);
+    c.compress_vec(&[], &mut z, FlushCompress::Finish).unwrap();
+    out.extend_from_slice(&z);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&crc.amount().to_le_bytes());
+    out
+}
+
+/// A ustar header block: `name`, declaring `size` bytes of type `kind`.
+fn tar_header(name: &str, size: u64, kind: tar::EntryType) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    // As written (set_path would turn GNU's "././@LongLink" into "@LongLink").
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_entry_type(kind);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+/// A regular file entry: header, data, zero padding to the block.
+fn tar_entry(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = tar_header(name, data.len() as u64, tar::EntryType::Regular);
+    v.extend_from_slice(data);
+    v.resize(v.len().div_ceil(512) * 512, 0);
+    v
+}
+
+/// The tar's end-of-archive marker: two zero blocks.
+const TAR_END: [u8; 1024] = [0; 1024];
+
+/// A bundle's three entries, signed by the site key `key`.
+struct Parts {
+    manifest: Vec<u8>,
+    sig: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Parts {
+    /// `n` records of site `t`, detected yesterday, under a fresh bundle id.
+    fn good(key: &Path, n: usize) -> Parts {
+        let day = 86_400_000;
+        let t = relstat::event::now_ms() - day;
+        let mut payload = Vec::new();
+        for i in 0..n {
+            payload.extend_from_slice(
+                format!(
+                    "{{\"rule\":\"stuck\",\"severity\":\"warning\",\"release\":\"r{i}\",\
+                     \"service\":\"s\",\"environment\":\"prod\",\"site\":\"t\",\"to\":\"deployed\",\
+                     \"actor\":\"a\",\"actor_type\":\"human\",\"source\":\"f\",\"event_id\":\"e{i}\",\
+                     \"event_time\":{t},\"detected_at\":{},\"host\":\"h\",\"message\":\"m\"}}\n",
+                    t + 1000
+                )
+                .as_bytes(),
+            );
+        }
+        use sha2::Digest;
+        let sha: String = sha2::Sha256::digest(&payload)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Parts::signed(key, payload.len() as u64, n as u64, sha, payload)
+    }
+
+    /// A manifest for a payload of `bytes` bytes, signed with `key`.
+    fn signed(key: &Path, bytes: u64, count: u64, sha: String, payload: Vec<u8>) -> Parts {
+        use base64::Engine;
+        use ed25519_dalek::Signer;
+        let m = relstat::spool::bundle::Manifest {
+            format_version: 1,
+            bundle_id: format!("{:032x}", fastrand::u128(..)),
+            site: "t".into(),
+            host: "h".into(),
+            agent_version: "0.1.0".into(),
+            first_seq: 1,
+            last_seq: count,
+            count,
+            payload_bytes: bytes,
+            payload_sha256: sha,
+            created_at: relstat::event::format_rfc3339(relstat::event::now_ms()),
+        };
+        let manifest = serde_json::to_vec_pretty(&m).unwrap();
+        let k = relstat::spool::keys::load_signing(key).unwrap();
+        let sig = format!(
+            "{}\n",
+            base64::engine::general_purpose::STANDARD.encode(k.sign(&manifest).to_bytes())
+        );
+        Parts {
+            manifest,
+            sig: sig.into_bytes(),
+            payload,
+        }
+    }
+
+    /// manifest.json and manifest.sig as tar entries.
+    fn head(&self) -> Vec<u8> {
+        let mut v = tar_entry("manifest.json", &self.manifest);
+        v.extend(tar_entry("manifest.sig", &self.sig));
+        v
+    }
+
+    /// The whole tar, end marker included.
+    fn tar(&self) -> Vec<u8> {
+        let mut v = self.head();
+        v.extend(tar_entry("events.ndjson", &self.payload));
+        v.extend_from_slice(&TAR_END);
+        v
+    }
+}
+
+/// The bomb shapes: (name, file bytes, what the refusal must say, what it
+/// says when the manifest's signature is not checked, if different).
+fn bombs(key: &Path, good: &Parts) -> Vec<(&'static str, Vec<u8>, &'static str, &'static str)> {
+    let mib = vec![0u8; 1 << 20];
+    let runs = BOMB >> 20;
+    let zeros = (&mib[..], runs);
+    let tar = good.tar();
+    // A GNU long-name entry of 1 GiB before manifest.json.
+    let longname = gzip(&[
+        (
+            &tar_header("././@LongLink", BOMB, tar::EntryType::GNULongName),
+            1,
+        ),
+        zeros,
+        (&tar, 1),
+    ]);
+    let manifest = gzip(&[
+        (
+            &tar_header("manifest.json", BOMB, tar::EntryType::Regular),
+            1,
+        ),
+        zeros,
+        (&TAR_END, 1),
+    ]);
+    // The real signed manifest of a bundle not imported, a 1 GiB payload.
+    let mut head = good.head();
+    head.extend(tar_header("events.ndjson", BOMB, tar::EntryType::Regular));
+    let payload = gzip(&[(&head, 1), zeros, (&TAR_END, 1)]);
+    // A manifest signed by the site's key for a 1 GiB payload of zeros.
+    let big = Parts::signed(key, BOMB, 1, "0".repeat(64), Vec::new());
+    let mut head = big.head();
+    head.extend(tar_header("events.ndjson", BOMB, tar::EntryType::Regular));
+    let signed = gzip(&[(&head, 1), zeros, (&TAR_END, 1)]);
+    let mut member = gzip(&[(&tar, 1)]);
+    member.extend(gzip(&[zeros]));
+    let after_end = gzip(&[(&tar, 1), zeros, (b"x", 1)]);
+    let mut garbage = gzip(&[(&tar, 1)]);
+    garbage.extend_from_slice(b"trailing bytes");
+    vec![
+        (
+            "GNU long-name entry of 1 GiB",
+            longname,
+            "expected the file manifest.json next, found \"././@LongLink\"",
+            "",
+        ),
+        (
+            "manifest.json entry of 1 GiB",
+            manifest,
+            "manifest.json is 1073741824 bytes, more than the 65536",
+            "",
+        ),
+        (
+            "1 GiB payload under a real signed manifest",
+            payload,
+            "events.ndjson is 1073741824 bytes in the archive, but the signed manifest says",
+            "events.ndjson is 1073741824 bytes in the archive, but the unsigned manifest says",
+        ),
+        (
+            "1 GiB payload under a manifest signed for it",
+            signed,
+            "malformed record at line 1 of events.ndjson: the line is longer than 1048576 bytes",
+            "",
+        ),
+        (
+            "1 GiB second gzip member",
+            member,
+            "a second gzip member",
+            "",
+        ),
+        (
+            "1 GiB after the tar's end",
+            after_end,
+            "more than 65536 bytes of zeros after the tar archive's end marker",
+            "",
+        ),
+        (
+            "data after the gzip stream",
+            garbage,
+            "data (14 bytes after the gzip stream's end",
+            "",
+        ),
+    ]
+}
+
+/// At most 2,000 characters of a message (a refusal must not quote the bomb).
+fn short(s: &str) -> String {
+    let mut cut = s.len().min(2000);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{} ({} bytes)", &s[..cut], s.len())
+}
+
+#[test]
+fn bomb_bundles_are_refused_by_import_and_inspect_with_bounded_memory() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keygen(keys.path(), "site-t", "t");
+    let trusted = keys.path().join("trusted");
+    let relay_cfg = format!(
+        "[spool]\nenabled = true\ntrusted_keys_dir = \"{}\"\n",
+        trusted.display()
+    );
+    let write = |name: &str, bytes: &[u8]| {
+        let p = keys.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    // The baseline: a normal small import (and inspect) into a stopped relay.
+    let first = Parts::good(&key, 20);
+    let first_path = write("first.bundle", &gzip(&[(&first.tar(), 1)]));
+    let base_relay = Agent::new(&relay_cfg);
+    let (o, import_base) = relstat_peak(
+        &[
+            "-c",
+            cfg(&base_relay),
+            "spool",
+            "import",
+            first_path.to_str().unwrap(),
+        ],
+        60,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (o, inspect_base) = relstat_peak(
+        &[
+            "-c",
+            cfg(&base_relay),
+            "spool",
+            "inspect",
+            first_path.to_str().unwrap(),
+        ],
+        60,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let base = import_base.max(inspect_base);
+    eprintln!("baseline peak RSS: import {import_base} KiB, inspect {inspect_base} KiB");
+
+    // Bombs built on a bundle no relay imported.
+    let second = Parts::good(&key, 20);
+    let relay = Agent::new(&relay_cfg);
+    let untrusting = Agent::new("[spool]\nenabled = true\n");
+    let made: Vec<_> = bombs(&key, &second)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (what, bytes, says, unsigned_says))| {
+            (
+                what,
+                write(&format!("bomb-{i}.bundle"), &bytes),
+                says,
+                unsigned_says,
+            )
+        })
+        .collect();
+    for (what, path, says, unsigned_says) in &made {
+        let (what, says, unsigned_says) = (*what, *says, *unsigned_says);
+        let file = path.to_str().unwrap();
+        for (agent, verb, says) in [
+            (&relay, "import", says),
+            (&relay, "inspect", says),
+            (
+                &untrusting,
+                "inspect",
+                if unsigned_says.is_empty() {
+                    says
+                } else {
+                    unsigned_says
+                },
+            ),
+        ] {
+            let (o, peak) = relstat_peak(&["-c", cfg(agent), "spool", verb, file], 120);
+            let said = stderr(&o);
+            eprintln!("{what}: spool {verb}: peak RSS {peak} KiB");
+            assert_eq!(o.status.code(), Some(1), "{what}: {verb}: {}", short(&said));
+            assert!(said.contains(says), "{what}: {verb}: {}", short(&said));
+            assert!(
+                peak < base + RSS_SLACK_KIB,
+                "{what}: spool {verb} peaked at {peak} KiB, the baseline is {base} KiB"
+            );
+        }
+    }
+    assert_eq!(live_spool(&relay)["events"], 0, "nothing imported");
+
+    // A running relay: the import happens in the agent (admin socket).
+    let mut running = Agent::new(&relay_cfg);
+    running.start();
+    let o = relstat(&[
+        "-c",
+        cfg(&running),
+        "spool",
+        "import",
+        first_path.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pid = running.pid();
+    let before = vm_hwm(pid).unwrap();
+    for (what, path, says, _) in &made {
+        let o = relstat(&[
+            "-c",
+            cfg(&running),
+            "spool",
+            "import",
+            path.to_str().unwrap(),
+        ]);
+        let said = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{what}: {}", short(&said));
+        assert!(said.contains(says), "{what}: {}", short(&said));
+        let peak = vm_hwm(pid).expect("the relay still runs");
+        eprintln!("{what}: running relay's peak RSS {peak} KiB (before the bombs {before} KiB)");
+        assert!(
+            peak < before + RSS_SLACK_KIB,
+            "{what}: the running relay peaked at {peak} KiB, {before} KiB before"
+        );
+    }
+    assert_eq!(live_spool(&running)["events"], 20, "only the good bundle");
+    assert_eq!(running.signal("-TERM"), Some(0));
+}
+
+#[test]
+fn the_admin_socket_refuses_a_request_line_over_its_cap_with_bounded_memory() {
+    use std::io::{BufRead, Write};
+    let mut relay = Agent::new("[spool]\nenabled = true\n");
+    relay.start();
+    let pid = relay.pid();
+    let before = vm_hwm(pid).unwrap();
+    let sock = relay.dir.path().join("data").join("admin.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_write_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // 256 MiB without a newline, until the agent stops reading.
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0;
+    while sent < 256 && s.write_all(&chunk).is_ok() {
+        sent += 1;
+    }
+    let mut answer = String::new();
+    std::io::BufReader::new(&s).read_line(&mut answer).unwrap();
+    assert!(
+        answer.contains("bad request: longer than 1048576 bytes"),
+        "after {sent} MiB: {answer}"
+    );
+    assert!(sent < 256, "the agent read all 256 MiB");
+    let peak = vm_hwm(pid).unwrap();
+    eprintln!("admin socket: {sent} MiB sent, peak RSS {before} -> {peak} KiB");
+    assert!(peak < before + RSS_SLACK_KIB, "{before} -> {peak} KiB");
+    // The agent still answers.
+    assert_eq!(live_spool(&relay)["events"], 0);
+    assert_eq!(relay.signal("-TERM"), Some(0));
+}

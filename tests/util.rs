@@ -119,14 +119,9 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// Peak resident memory of process `pid` so far (`VmHWM`), in KiB.
+/// Peak resident memory of a running process so far (`VmHWM`), in KiB.
 pub fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
+    vm_hwm(pid).expect("VmHWM in /proc/PID/status")
 }
 
 /// Polls `f` every 50 ms for at most `secs`; true when it held.
@@ -367,4 +362,106 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Peak resident memory of a running process in KiB: `VmHWM` of
+/// /proc/PID/status (`None` once it has exited).
+pub fn vm_hwm(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// `relstat ARGS...` as [`relstat`] does, with the child's peak resident
+/// memory in KiB: its `VmHWM`, sampled every 2 ms while it runs and read
+/// once more when it exits. The child runs traced (`PTRACE_O_TRACEEXIT`):
+/// it stops on its way out with its memory still mapped, so nothing between
+/// the last sample and the exit is missed. (`ru_maxrss` of `wait4` cannot
+/// serve: Linux carries the spawning process's own peak into it at exec.)
+/// Killed (and the test failed) after `secs`.
+pub fn relstat_peak(args: &[&str], secs: u64) -> (Output, u64) {
+    use std::io::{Read, Seek};
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let mut out = tempfile::tempfile().unwrap();
+    let mut err = tempfile::tempfile().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_relstat"));
+    cmd.args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap());
+    // SAFETY: ptrace(TRACEME) is async-signal-safe; it only marks this child traced.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("relstat runs traced");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY (all libc calls below): pid is our own traced child, reaped
+    // only here (std's Child is never waited).
+    unsafe {
+        // Stopped at its exec: trace its exit, then let it run.
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        assert!(libc::WIFSTOPPED(status), "status {status:#x}");
+        libc::ptrace(
+            libc::PTRACE_SETOPTIONS,
+            pid,
+            0,
+            libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL,
+        );
+        libc::ptrace(libc::PTRACE_CONT, pid, 0, 0);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let (mut peak, mut at_exit) = (0u64, None);
+    loop {
+        if let Some(kb) = vm_hwm(pid as u32) {
+            peak = peak.max(kb);
+        }
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        assert!(r >= 0, "waitpid: {}", std::io::Error::last_os_error());
+        if r == pid {
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                break;
+            }
+            let sig = libc::WSTOPSIG(status);
+            if status >> 8 == libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8) {
+                at_exit = vm_hwm(pid as u32);
+                peak = peak.max(at_exit.unwrap_or(0));
+                unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, 0) };
+            } else {
+                // Another stop: deliver its signal.
+                unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, sig) };
+            }
+            continue;
+        }
+        if std::time::Instant::now() > deadline {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            panic!("relstat {args:?} still ran after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    drop(child);
+    assert!(at_exit.is_some(), "relstat {args:?}: no VmHWM at its exit");
+    let read = |f: &mut std::fs::File| {
+        let mut v = Vec::new();
+        f.rewind().unwrap();
+        f.read_to_end(&mut v).unwrap();
+        v
+    };
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: read(&mut out),
+        stderr: read(&mut err),
+    };
+    (output, peak)
 }

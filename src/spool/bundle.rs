@@ -15,7 +15,9 @@
 //!    size are in the manifest, so the signature covers the payload too.
 //!
 //! The manifest comes first so an importer checks the signature before it
-//! reads a byte of payload. Nothing else may be in the archive.
+//! reads a byte of payload. Nothing else may be in the archive, and nothing
+//! may follow it: after the tar's end marker only its zero padding (at most
+//! [`MAX_TAR_PADDING`]), and the file ends with the (single) gzip member.
 //!
 //! # Export
 //!
@@ -39,7 +41,18 @@
 //! identity (`event_id` + `rule`) was ever imported are skipped, so a
 //! bundle imported twice, or two overlapping bundles, forward each record
 //! once; an import interrupted by a crash resumes where it stopped.
-//! Memory stays constant whatever the bundle's size.
+//!
+//! # Hostile input
+//!
+//! Memory is bounded whatever the file holds (a gzip stream inflates a
+//! thousandfold): tar entries are read raw, each checked by name, type and
+//! header size before any of its data is read ([`MAX_MANIFEST`],
+//! [`MAX_SIGNATURE`], the signed `payload_bytes` for the payload); the
+//! payload is hashed as it streams through a 64 KiB buffer, one line of at
+//! most [`MAX_LINE`] at a time; one event's records are capped
+//! ([`MAX_EVENT_RECORDS`], [`MAX_EVENT_BYTES`]) and a chunk ends by size too
+//! ([`CHUNK_BYTES`]), so an import transaction is bounded. Every loop
+//! consumes input of a size checked beforehand.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, Write};
@@ -65,8 +78,30 @@ pub const CHUNK: usize = 10_000;
 const MANIFEST: &str = "manifest.json";
 const SIGNATURE: &str = "manifest.sig";
 const PAYLOAD: &str = "events.ndjson";
-const MAX_MANIFEST: u64 = 64 * 1024;
-const MAX_SIGNATURE: u64 = 1024;
+/// The most `manifest.json` may be, checked in its tar header before a
+/// byte of it is read.
+pub const MAX_MANIFEST: u64 = 64 * 1024;
+/// The most `manifest.sig` may be (its line is 89 bytes).
+pub const MAX_SIGNATURE: u64 = 1024;
+/// The most one line of `events.ndjson` may be, newline included (as a
+/// line of a tailed log): a longer line is refused as a malformed record
+/// once this much of it is read, whatever the signature says.
+pub const MAX_LINE: usize = 1024 * 1024;
+/// The most records of one event (consecutive lines with the same
+/// `event_id`) a payload may hold: an import transaction holds all of an
+/// event's records, so this bounds it. A real event has one record per
+/// rule that fired, plus its transition.
+pub const MAX_EVENT_RECORDS: u64 = CHUNK as u64;
+/// The most bytes of lines one event's records may take (as above).
+pub const MAX_EVENT_BYTES: u64 = 16 * 1024 * 1024;
+/// An import chunk also ends (between two events) once its lines reach
+/// this many bytes: with the caps above, a chunk holds at most
+/// 2 x [`CHUNK`] records and 2 x 16 MiB of lines.
+pub const CHUNK_BYTES: u64 = 16 * 1024 * 1024;
+/// The most zero bytes allowed after the tar archive's end inside the gzip
+/// stream (tar pads its output to a whole record, 10 KiB for GNU tar);
+/// anything else there is refused.
+pub const MAX_TAR_PADDING: u64 = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -158,6 +193,34 @@ pub enum BundleError {
          or damaged; nothing imported"
     )]
     BadPayload { path: PathBuf, detail: String },
+    #[error(
+        "{path}: events.ndjson is {found} bytes in the archive, but the {signed}manifest says \
+         {expected}: the payload was altered or replaced; refused before reading it, nothing \
+         imported"
+    )]
+    PayloadSize {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+        /// "signed " or "unsigned ".
+        signed: &'static str,
+    },
+    #[error(
+        "outbox record {seq} is {bytes} bytes, more than the {MAX_LINE} a bundle line may be \
+         (a relay refuses it); nothing exported"
+    )]
+    RecordTooLong { seq: u64, bytes: u64 },
+    #[error("{path}: malformed record at line {line} of events.ndjson: {detail}; nothing imported")]
+    Malformed {
+        path: PathBuf,
+        line: u64,
+        detail: String,
+    },
+    #[error(
+        "{path}: {detail} after the end of the bundle; nothing imported: a bundle is one gzip \
+         stream holding one tar archive and nothing after them (copy it again from the site)"
+    )]
+    TrailingData { path: PathBuf, detail: String },
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> BundleError + '_ {
@@ -295,6 +358,13 @@ pub fn export(
     let (mut count, mut bytes) = (0u64, 0u64);
     let (mut first, mut last) = (None, 0u64);
     snap.scan::<BundleError>(|seq, rec| {
+        // A relay refuses a longer line: do not export what cannot import.
+        if rec.len() + 1 > MAX_LINE {
+            return Err(BundleError::RecordTooLong {
+                seq,
+                bytes: rec.len() as u64 + 1,
+            });
+        }
         hasher.update(rec);
         hasher.update(b"\n");
         bytes += rec.len() as u64 + 1;
@@ -417,13 +487,30 @@ enum Trust<'a> {
     IfKnown(Option<&'a Path>),
 }
 
-type Archive = tar::Archive<flate2::read::GzDecoder<BufReader<File>>>;
+type Gz = flate2::bufread::GzDecoder<BufReader<File>>;
+type Archive = tar::Archive<Gz>;
+type Entries<'a> = tar::Entries<'a, Gz>;
+type Entry<'a> = tar::Entry<'a, Gz>;
 
+/// The bundle as a tar archive inside one gzip member. The `bufread`
+/// decoder stops at the member's end and leaves what follows in the
+/// `BufReader`, where [`check_end`] finds it.
 fn open_archive(file: &File, path: &Path) -> Result<Archive, BundleError> {
     let f = file.try_clone().map_err(io_err(path))?;
-    Ok(tar::Archive::new(flate2::read::GzDecoder::new(
+    Ok(tar::Archive::new(flate2::bufread::GzDecoder::new(
         BufReader::with_capacity(1 << 16, f),
     )))
+}
+
+/// The archive's entries, raw: a GNU long-name or PAX extension entry is
+/// not interpreted (the tar crate would read it whole into memory,
+/// whatever its size) but returned as an entry of its own, which
+/// [`next_entry`] refuses by name and type before reading any of it.
+fn entries<'a>(archive: &'a mut Archive, path: &Path) -> Result<Entries<'a>, BundleError> {
+    archive
+        .entries()
+        .map(|e| e.raw(true))
+        .map_err(|e| damaged(path, "the archive", e))
 }
 
 /// An error while reading the archive: damaged (truncated, bad gzip) vs not a bundle.
@@ -434,20 +521,18 @@ fn damaged(path: &Path, what: &str, e: std::io::Error) -> BundleError {
     }
 }
 
-/// Reads the next entry, which must be the regular file `name`; hands it to `f`.
-fn next_entry<R>(
-    entries: &mut tar::Entries<'_, flate2::read::GzDecoder<BufReader<File>>>,
+/// The next entry, which must be the regular file `name`; nothing of its
+/// data is read yet (its size is in `entry.size()`).
+fn next_entry<'a>(
+    entries: &mut Entries<'a>,
     path: &Path,
     name: &str,
-    f: impl FnOnce(
-        &mut tar::Entry<'_, flate2::read::GzDecoder<BufReader<File>>>,
-    ) -> Result<R, BundleError>,
-) -> Result<R, BundleError> {
+) -> Result<Entry<'a>, BundleError> {
     let not = |detail: String| BundleError::NotABundle {
         path: path.to_path_buf(),
         detail,
     };
-    let mut entry = match entries.next() {
+    let entry = match entries.next() {
         None => {
             return Err(BundleError::Damaged {
                 path: path.to_path_buf(),
@@ -471,24 +556,27 @@ fn next_entry<R>(
             "expected the file {name} next, found {found:?}"
         )));
     }
-    f(&mut entry)
+    Ok(entry)
 }
 
+/// A small entry read whole: its size is checked against `max` in its
+/// header, before a byte of it is read.
 fn read_small(
-    entry: &mut impl Read,
-    size: u64,
+    entry: &mut Entry<'_>,
     max: u64,
     path: &Path,
     name: &str,
 ) -> Result<Vec<u8>, BundleError> {
+    let size = entry.size();
     if size > max {
         return Err(BundleError::NotABundle {
             path: path.to_path_buf(),
-            detail: format!("{name} is {size} bytes, more than {max}"),
+            detail: format!("{name} is {size} bytes, more than the {max} it may be"),
         });
     }
     let mut buf = Vec::with_capacity(size as usize);
     entry
+        .take(max)
         .read_to_end(&mut buf)
         .map_err(|e| damaged(path, name, e))?;
     Ok(buf)
@@ -504,72 +592,279 @@ struct Verified {
     newest: Option<TimeMs>,
 }
 
-/// Streams the payload entry's lines: total bytes, hash, each record.
+/// What one pass over the payload found.
+#[derive(Debug)]
+struct Streamed {
+    bytes: u64,
+    sha256: String,
+    /// Lines.
+    count: u64,
+    /// The first line that is not a record: (line number, why).
+    malformed: Option<(u64, String)>,
+}
+
+/// Appends the next line of `r` (newline included) to `line` and to
+/// `hasher`, as long as it fits in `cap` bytes; returns the bytes taken and
+/// whether the line is whole. A line longer than `cap` stops there (the
+/// caller refuses it): at most `cap` bytes are ever held.
+fn next_line(
+    r: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    hasher: &mut Sha256,
+    cap: usize,
+) -> std::io::Result<(u64, bool)> {
+    let mut total = 0u64;
+    // Bounded: each turn consumes at least one byte of a finite entry, or returns.
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((total, true));
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > cap {
+            return Ok((total, false));
+        }
+        line.extend_from_slice(&buf[..take]);
+        hasher.update(&buf[..take]);
+        r.consume(take);
+        total += take as u64;
+        if done {
+            return Ok((total, true));
+        }
+    }
+}
+
+/// Streams the payload entry through one 64 KiB buffer and one line of at
+/// most [`MAX_LINE`]: every byte into the SHA-256, each line parsed as a
+/// record and handed to `each` with its size. A line over the cap, or an
+/// event with more records than [`MAX_EVENT_RECORDS`] / [`MAX_EVENT_BYTES`]
+/// in a row, is refused at once. The first line that is not a record is
+/// refused at once when `strict`; otherwise it is remembered and the rest
+/// only hashed (`count` then stops there), so that [`check_payload`] can tell a payload altered since
+/// it was signed (checksum mismatch) from one the site wrote so (malformed).
 fn stream_payload(
     entry: &mut impl Read,
     path: &Path,
-    mut each: impl FnMut(Anomaly) -> Result<(), BundleError>,
-) -> Result<(u64, String), BundleError> {
+    strict: bool,
+    mut each: impl FnMut(Anomaly, u64) -> Result<(), BundleError>,
+) -> Result<Streamed, BundleError> {
     let mut r = BufReader::with_capacity(1 << 16, entry);
     let mut hasher = Sha256::new();
-    let mut total = 0u64;
-    let mut line = Vec::new();
-    let mut n = 0u64;
+    let mut line = Vec::with_capacity(4096);
+    let (mut total, mut n) = (0u64, 0u64);
+    let mut malformed = None;
+    // The current run of one event's records: its id, records, bytes.
+    let (mut run_id, mut run_records, mut run_bytes) = (String::new(), 0u64, 0u64);
+    let bad = |line: u64, detail: String| BundleError::Malformed {
+        path: path.to_path_buf(),
+        line,
+        detail,
+    };
+    // Bounded: each turn takes at least one byte of a finite entry.
     loop {
         line.clear();
-        let got = r
-            .read_until(b'\n', &mut line)
+        let (got, whole) = next_line(&mut r, &mut line, &mut hasher, MAX_LINE)
             .map_err(|e| damaged(path, PAYLOAD, e))?;
+        if !whole {
+            return Err(bad(
+                n + 1,
+                format!("the line is longer than {MAX_LINE} bytes, the most a record line may be"),
+            ));
+        }
         if got == 0 {
             break;
         }
         n += 1;
-        total += got as u64;
-        hasher.update(&line);
-        let rec: Anomaly = serde_json::from_slice(&line).map_err(|e| BundleError::BadPayload {
-            path: path.to_path_buf(),
-            detail: format!("line {n} is not a record ({e})"),
-        })?;
-        each(rec)?;
+        total += got;
+        let rec: Anomaly = match serde_json::from_slice(&line) {
+            Ok(rec) => rec,
+            Err(e) => {
+                let why = format!("not a record ({e})");
+                if strict {
+                    return Err(bad(n, why));
+                }
+                malformed = Some((n, why));
+                // The rest only for the checksum, in whole buffers (not
+                // line by line: a run of empty lines costs no more).
+                // Bounded: each turn consumes a non-empty buffer of the entry.
+                loop {
+                    let buf = r.fill_buf().map_err(|e| damaged(path, PAYLOAD, e))?;
+                    if buf.is_empty() {
+                        break;
+                    }
+                    let k = buf.len();
+                    hasher.update(buf);
+                    total += k as u64;
+                    r.consume(k);
+                }
+                break;
+            }
+        };
+        if rec.event_id == run_id {
+            run_records += 1;
+            run_bytes += got;
+        } else {
+            run_id.clone_from(&rec.event_id);
+            (run_records, run_bytes) = (1, got);
+        }
+        if run_records > MAX_EVENT_RECORDS || run_bytes > MAX_EVENT_BYTES {
+            return Err(bad(
+                n,
+                format!(
+                    "event {run_id:?} has more than {MAX_EVENT_RECORDS} records or \
+                     {MAX_EVENT_BYTES} bytes of them in a row, the most one event may have"
+                ),
+            ));
+        }
+        each(rec, got)?;
     }
-    Ok((total, hex(&hasher.finalize())))
+    Ok(Streamed {
+        bytes: total,
+        sha256: hex(&hasher.finalize()),
+        count: n,
+        malformed,
+    })
 }
 
-fn check_payload(
-    path: &Path,
-    m: &Manifest,
-    size: u64,
-    sha: &str,
-    count: u64,
-) -> Result<(), BundleError> {
+/// The payload against the manifest: an altered payload is a checksum
+/// mismatch; one that matches but holds a line that is not a record was
+/// written so by the site (a malformed record).
+fn check_payload(path: &Path, m: &Manifest, s: &Streamed) -> Result<(), BundleError> {
     let bad = |detail: String| BundleError::BadPayload {
         path: path.to_path_buf(),
         detail,
     };
-    if size != m.payload_bytes {
+    if s.bytes != m.payload_bytes {
         return Err(bad(format!(
-            "is {size} bytes, the manifest says {}",
-            m.payload_bytes
+            "is {} bytes, the manifest says {}",
+            s.bytes, m.payload_bytes
         )));
     }
-    if sha != m.payload_sha256 {
+    if s.sha256 != m.payload_sha256 {
         return Err(bad(format!(
-            "has SHA-256 {sha}, the manifest says {}",
-            m.payload_sha256
+            "has SHA-256 {}, the manifest says {}",
+            s.sha256, m.payload_sha256
         )));
     }
-    if count != m.count {
-        return Err(bad(format!(
-            "holds {count} records, the manifest says {}",
-            m.count
-        )));
+    if let Some((line, why)) = &s.malformed {
+        return Err(BundleError::Malformed {
+            path: path.to_path_buf(),
+            line: *line,
+            detail: format!(
+                "{why}; the payload matches the manifest's SHA-256: the site wrote it so"
+            ),
+        });
+    }
+    if s.count != m.count {
+        return Err(BundleError::NotABundle {
+            path: path.to_path_buf(),
+            detail: format!(
+                "events.ndjson matches the manifest's SHA-256 but holds {} records, the \
+                 manifest says {}",
+                s.count, m.count
+            ),
+        });
     }
     Ok(())
 }
 
+/// The payload entry's size against the manifest's `payload_bytes`,
+/// before any of it is read.
+fn check_payload_size(
+    path: &Path,
+    m: &Manifest,
+    entry: &Entry<'_>,
+    signed: bool,
+) -> Result<(), BundleError> {
+    if entry.size() != m.payload_bytes {
+        return Err(BundleError::PayloadSize {
+            path: path.to_path_buf(),
+            found: entry.size(),
+            expected: m.payload_bytes,
+            signed: if signed { "signed " } else { "unsigned " },
+        });
+    }
+    Ok(())
+}
+
+/// After the payload: no other entry.
+fn check_no_more_entries(mut entries: Entries<'_>, path: &Path) -> Result<(), BundleError> {
+    match entries.next() {
+        None => Ok(()),
+        Some(Ok(e)) => {
+            let name = e
+                .path()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Err(BundleError::NotABundle {
+                path: path.to_path_buf(),
+                detail: format!("unexpected entry {name:?} after {PAYLOAD}"),
+            })
+        }
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(damaged(path, "the end of the archive", e))
+        }
+        Some(Err(e)) => Err(BundleError::TrailingData {
+            path: path.to_path_buf(),
+            detail: format!("data that is not a tar entry ({e}) after {PAYLOAD}"),
+        }),
+    }
+}
+
+/// After the last entry: the tar's end (zero blocks, at most
+/// [`MAX_TAR_PADDING`] bytes), the gzip member's end (its CRC), and nothing
+/// after it in the file (no second member, no other data).
+fn check_end(archive: Archive, path: &Path) -> Result<(), BundleError> {
+    let trailing = |detail: String| BundleError::TrailingData {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut gz = archive.into_inner();
+    let mut buf = [0u8; 8192];
+    let mut padding = 0u64;
+    // Bounded: at most MAX_TAR_PADDING + 8 KiB is read before it refuses.
+    loop {
+        let n = gz
+            .read(&mut buf)
+            .map_err(|e| damaged(path, "the end of the gzip stream", e))?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Err(trailing("data after the tar archive's end marker".into()));
+        }
+        padding += n as u64;
+        if padding > MAX_TAR_PADDING {
+            return Err(trailing(format!(
+                "more than {MAX_TAR_PADDING} bytes of zeros after the tar archive's end marker"
+            )));
+        }
+    }
+    let mut rest = gz.into_inner();
+    let after = rest.fill_buf().map_err(io_err(path))?;
+    if after.is_empty() {
+        return Ok(());
+    }
+    let what = if after.starts_with(&[0x1f, 0x8b]) {
+        "a second gzip member"
+    } else {
+        "data"
+    };
+    let at = rest.stream_position().map_err(io_err(path))?;
+    let len = rest.get_ref().metadata().map_err(io_err(path))?.len();
+    Err(trailing(format!(
+        "{what} ({} bytes after the gzip stream's end at byte {at})",
+        len.saturating_sub(at)
+    )))
+}
+
 /// Checks the manifest's version, site and signature, then (unless
 /// `payload_needed` says no, e.g. for a bundle the ledger already holds)
-/// streams the payload against it. Nothing is written anywhere.
+/// streams the payload against it and checks that nothing follows it.
+/// Nothing is written anywhere; memory is bounded by the caps above.
 fn verify(
     file: &File,
     path: &Path,
@@ -578,18 +873,19 @@ fn verify(
     payload_needed: &dyn Fn(&Manifest) -> Result<bool, BundleError>,
 ) -> Result<Verified, BundleError> {
     let mut archive = open_archive(file, path)?;
-    let mut entries = archive.entries().map_err(|e| BundleError::NotABundle {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
-    let manifest_json = next_entry(&mut entries, path, MANIFEST, |e| {
-        let size = e.header().size().unwrap_or(u64::MAX);
-        read_small(e, size, MAX_MANIFEST, path, MANIFEST)
-    })?;
-    let sig_text = next_entry(&mut entries, path, SIGNATURE, |e| {
-        let size = e.header().size().unwrap_or(u64::MAX);
-        read_small(e, size, MAX_SIGNATURE, path, SIGNATURE)
-    })?;
+    let mut entries = entries(&mut archive, path)?;
+    let manifest_json = read_small(
+        &mut next_entry(&mut entries, path, MANIFEST)?,
+        MAX_MANIFEST,
+        path,
+        MANIFEST,
+    )?;
+    let sig_text = read_small(
+        &mut next_entry(&mut entries, path, SIGNATURE)?,
+        MAX_SIGNATURE,
+        path,
+        SIGNATURE,
+    )?;
     let not = |detail: String| BundleError::NotABundle {
         path: path.to_path_buf(),
         detail,
@@ -626,32 +922,24 @@ fn verify(
         });
     }
 
+    let mut payload = next_entry(&mut entries, path, PAYLOAD)?;
+    let signed = matches!(signature, SignatureStatus::Valid { .. });
+    check_payload_size(path, &manifest, &payload, signed)?;
     let pb = bar(progress, manifest.payload_bytes, "verify", true);
     let (mut oldest, mut newest): (Option<TimeMs>, Option<TimeMs>) = (None, None);
-    let mut count = 0u64;
-    let (size, sha) = next_entry(&mut entries, path, PAYLOAD, |e| {
-        stream_payload(e, path, |rec| {
-            count += 1;
-            if count.is_multiple_of(4096) {
-                pb.set_position(count * manifest.payload_bytes / manifest.count.max(1));
-            }
-            oldest = Some(oldest.map_or(rec.detected_at, |t| t.min(rec.detected_at)));
-            newest = Some(newest.map_or(rec.detected_at, |t| t.max(rec.detected_at)));
-            Ok(())
-        })
+    let mut read = 0u64;
+    let streamed = stream_payload(&mut payload, path, false, |rec, len| {
+        read += len;
+        pb.set_position(read);
+        oldest = Some(oldest.map_or(rec.detected_at, |t| t.min(rec.detected_at)));
+        newest = Some(newest.map_or(rec.detected_at, |t| t.max(rec.detected_at)));
+        Ok(())
     })?;
+    drop(payload);
     pb.finish_and_clear();
-    check_payload(path, &manifest, size, &sha, count)?;
-    if let Some(extra) = entries.next() {
-        let name = extra
-            .ok()
-            .and_then(|e| e.path().ok().map(|p| p.to_string_lossy().into_owned()))
-            .unwrap_or_default();
-        return Err(not(format!("unexpected entry {name:?} after {PAYLOAD}")));
-    }
-    // Read the gzip stream to its end: its CRC catches a damaged tail.
-    std::io::copy(&mut archive.into_inner(), &mut std::io::sink())
-        .map_err(|e| damaged(path, "the end of the gzip stream", e))?;
+    check_payload(path, &manifest, &streamed)?;
+    check_no_more_entries(entries, path)?;
+    check_end(archive, path)?;
     Ok(Verified {
         manifest,
         signature,
@@ -881,11 +1169,9 @@ fn import_one(
     file.rewind().map_err(io_err(path))?;
     let now = crate::event::now_ms();
     let mut archive = open_archive(file, path)?;
-    let mut entries = archive
-        .entries()
-        .map_err(|e| damaged(path, "the archive", e))?;
-    next_entry(&mut entries, path, MANIFEST, |_| Ok(()))?;
-    next_entry(&mut entries, path, SIGNATURE, |_| Ok(()))?;
+    let mut entries = entries(&mut archive, path)?;
+    next_entry(&mut entries, path, MANIFEST)?;
+    next_entry(&mut entries, path, SIGNATURE)?;
     let pb = bar(progress, m.count, "import", false);
     // One chunk: enqueue, track, commit, then show the effects.
     let mut chunk_in = |chunk: &[Anomaly],
@@ -930,24 +1216,32 @@ fn import_one(
         Ok(())
     };
     let mut chunk: Vec<Anomaly> = Vec::with_capacity(CHUNK + 16);
-    let mut count = 0u64;
-    let (size, sha) = next_entry(&mut entries, path, PAYLOAD, |e| {
-        stream_payload(e, path, |rec| {
-            count += 1;
-            // Hold one full chunk back: the last one commits with the ledger
-            // row, after the hash is checked again. A chunk ends between
-            // two events, never inside one event's records (its transition
-            // and the rules' records): the relay's tracker judges an event
-            // in the transaction that enqueues all the site said about it.
-            if chunk.len() >= CHUNK && chunk.last().is_some_and(|l| l.event_id != rec.event_id) {
-                chunk_in(&chunk, None, &mut report)?;
-                chunk.clear();
-            }
-            chunk.push(rec);
-            Ok(())
-        })
+    let mut chunk_bytes = 0u64;
+    // The file was verified, but read it as warily again: it may have
+    // changed since (strict: a bad line stops the import at once).
+    let mut payload = next_entry(&mut entries, path, PAYLOAD)?;
+    check_payload_size(path, m, &payload, true)?;
+    let streamed = stream_payload(&mut payload, path, true, |rec, len| {
+        // The last chunk commits with the ledger row, after the hash is
+        // checked again. A chunk ends between two events, never inside one
+        // event's records (its transition and the rules' records): the
+        // relay's tracker judges an event in the transaction that enqueues
+        // all the site said about it. With the caps on one event's records
+        // (stream_payload), a chunk holds at most 2 x CHUNK records and
+        // 2 x CHUNK_BYTES of lines.
+        if (chunk.len() >= CHUNK || chunk_bytes >= CHUNK_BYTES)
+            && chunk.last().is_some_and(|l| l.event_id != rec.event_id)
+        {
+            chunk_in(&chunk, None, &mut report)?;
+            chunk.clear();
+            chunk_bytes = 0;
+        }
+        chunk.push(rec);
+        chunk_bytes += len;
+        Ok(())
     })?;
-    check_payload(path, m, size, &sha, count)?;
+    drop(payload);
+    check_payload(path, m, &streamed)?;
     let row = ImportedBundle {
         site: m.site.clone(),
         host: m.host.clone(),

@@ -838,3 +838,281 @@ fn import_into_a_stopped_relay_is_tracked_at_its_start_as_a_running_relay_would(
         0
     );
 }
+
+// --- Hostile input: every check of the reader, each on its own ------------
+
+/// A gzip member of `bytes`, as gzip writes it.
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// The uncompressed tar of a bundle file.
+fn gunzip(path: &Path) -> Vec<u8> {
+    let mut v = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_end(&mut v)
+        .unwrap();
+    v
+}
+
+/// A ustar header block for `name` declaring `size` bytes of `kind`.
+fn raw_header(name: &str, size: u64, kind: tar::EntryType) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_entry_type(kind);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+/// The manifest of `entries` rewritten for `payload`, signed by dc-a.
+fn resign(w: &World, entries: &mut [(String, Vec<u8>)], payload: Vec<u8>, count: u64) {
+    let mut m: Manifest = serde_json::from_slice(&entries[0].1).unwrap();
+    m.payload_bytes = payload.len() as u64;
+    m.payload_sha256 = hex(&Sha256::digest(&payload));
+    m.count = count;
+    entries[0].1 = serde_json::to_vec_pretty(&m).unwrap();
+    entries[1].1 = sign(w.a.signing_key_file.as_ref().unwrap(), &entries[0].1);
+    entries[2].1 = payload;
+}
+
+/// Refused by import and by inspect with and without the trusted key;
+/// returns the import's message.
+fn refused_everywhere(w: &World, path: &Path, says: &str) -> String {
+    let msg = refused(w, path);
+    assert!(msg.contains(says), "import: {msg}");
+    for dir in [w.relay.trusted_keys_dir.as_deref(), None] {
+        let e = inspect(path, dir).expect_err("inspect must refuse it");
+        assert!(e.to_string().contains(says), "inspect ({dir:?}): {e}");
+    }
+    msg
+}
+
+#[test]
+fn next_line_keeps_at_most_the_cap_and_says_when_a_line_is_longer() {
+    let mut hasher = Sha256::new();
+    let mut line = Vec::new();
+    let mut r = std::io::BufReader::with_capacity(4, &b"abc\ndefghij\nk"[..]);
+    assert_eq!(
+        next_line(&mut r, &mut line, &mut hasher, 8).unwrap(),
+        (4, true)
+    );
+    assert_eq!(line, b"abc\n");
+    line.clear();
+    // 8 bytes "defghij\n" fit exactly.
+    assert_eq!(
+        next_line(&mut r, &mut line, &mut hasher, 8).unwrap(),
+        (8, true)
+    );
+    line.clear();
+    // The last line has no newline: whole at the end of the input.
+    assert_eq!(
+        next_line(&mut r, &mut line, &mut hasher, 8).unwrap(),
+        (1, true)
+    );
+    line.clear();
+    assert_eq!(
+        next_line(&mut r, &mut line, &mut hasher, 8).unwrap(),
+        (0, true)
+    );
+    let mut r = std::io::BufReader::with_capacity(4, &b"0123456789\n"[..]);
+    let (_, whole) = next_line(&mut r, &mut line, &mut hasher, 8).unwrap();
+    assert!(!whole);
+    assert!(line.len() <= 8, "{}", line.len());
+}
+
+#[test]
+fn a_payload_line_over_the_cap_is_a_malformed_record_even_when_signed() {
+    let w = World::new();
+    let out = w.bundle("a", 3);
+    let mut e = unpack(&out);
+    let mut payload = e[2].1.clone();
+    payload.extend(vec![b'{'; MAX_LINE + 1]);
+    payload.push(b'\n');
+    resign(&w, &mut e, payload, 4);
+    pack(&out, &e);
+    let msg = refused_everywhere(&w, &out, "malformed record at line 4 of events.ndjson");
+    assert!(msg.contains("longer than 1048576 bytes"), "{msg}");
+}
+
+#[test]
+fn a_signed_payload_that_is_not_records_is_malformed_not_a_checksum_mismatch() {
+    let w = World::new();
+    let out = w.bundle("a", 3);
+    let mut e = unpack(&out);
+    let mut lines: Vec<&[u8]> = e[2].1.split_inclusive(|&b| b == b'\n').collect();
+    lines[1] = b"{\"rule\": \"stuck\"}\n";
+    let payload = lines.concat();
+    resign(&w, &mut e, payload, 3);
+    pack(&out, &e);
+    let msg = refused_everywhere(&w, &out, "malformed record at line 2 of events.ndjson");
+    assert!(msg.contains("missing field"), "{msg}");
+    assert!(!msg.contains("checksum"), "{msg}");
+    // The same payload under the original manifest: altered (its size too).
+    let mut orig = unpack(&w.bundle("b", 3));
+    orig[2].1 = unpack(&out)[2].1.clone();
+    let b = w.path("b2");
+    pack(&b, &orig);
+    let msg = refused(&w, &b);
+    assert!(
+        msg.contains("bytes in the archive, but the signed manifest says"),
+        "{msg}"
+    );
+    // A manifest whose count disagrees with a payload matching its hash.
+    let mut e = unpack(&w.bundle("c", 3));
+    let payload = e[2].1.clone();
+    resign(&w, &mut e, payload, 5);
+    pack(&out, &e);
+    let msg = refused(&w, &out);
+    assert!(
+        msg.contains("holds 3 records, the manifest says 5"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_payload_entry_of_another_size_than_the_manifest_is_refused_before_it_is_read() {
+    let w = World::new();
+    let out = w.bundle("a", 3);
+    let mut e = unpack(&out);
+    let size = e[2].1.len();
+    e[2].1.extend(vec![0u8; 2 << 20]);
+    pack(&out, &e);
+    let want = format!(
+        "events.ndjson is {} bytes in the archive, but the signed manifest says {size}",
+        size + (2 << 20)
+    );
+    let msg = refused(&w, &out);
+    assert!(msg.contains(&want), "{msg}");
+    let e = inspect(&out, None).unwrap_err().to_string();
+    assert!(e.contains("but the unsigned manifest says"), "{e}");
+}
+
+#[test]
+fn one_events_records_are_capped_so_an_import_transaction_is_bounded() {
+    let w = World::new();
+    let out = w.bundle("a", 1);
+    let mut e = unpack(&out);
+    let line = e[2].1.clone();
+    let n = MAX_EVENT_RECORDS + 1;
+    let payload = line.repeat(n as usize);
+    resign(&w, &mut e, payload, n);
+    pack(&out, &e);
+    let msg = refused_everywhere(&w, &out, &format!("malformed record at line {n}"));
+    assert!(
+        msg.contains("event \"ev-0\" has more than 10000 records"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn entries_are_sized_and_named_before_any_of_them_is_read() {
+    let w = World::new();
+    let out = w.bundle("a", 3);
+    let tar = gunzip(&out);
+    // A manifest.json declaring more than the cap (its data is not there).
+    let mut big = raw_header("manifest.json", MAX_MANIFEST + 1, tar::EntryType::Regular);
+    big.extend(&tar);
+    std::fs::write(&out, gz(&big)).unwrap();
+    refused_everywhere(
+        &w,
+        &out,
+        "manifest.json is 65537 bytes, more than the 65536",
+    );
+    // A GNU long name or a PAX header of 1 GiB first: refused by its name,
+    // not read (the tar crate would read it into memory).
+    for (name, kind) in [
+        ("././@LongLink", tar::EntryType::GNULongName),
+        ("PaxHeaders/manifest.json", tar::EntryType::XHeader),
+    ] {
+        let mut v = raw_header(name, 1 << 30, kind);
+        v.extend(&tar);
+        std::fs::write(&out, gz(&v)).unwrap();
+        refused_everywhere(
+            &w,
+            &out,
+            &format!("expected the file manifest.json next, found {name:?}"),
+        );
+    }
+    // A signature entry over its cap.
+    let e = unpack(&w.bundle("b", 3));
+    let mut v = raw_header(
+        "manifest.json",
+        e[0].1.len() as u64,
+        tar::EntryType::Regular,
+    );
+    v.extend_from_slice(&e[0].1);
+    v.resize(v.len().div_ceil(512) * 512, 0);
+    v.extend(raw_header(
+        "manifest.sig",
+        MAX_SIGNATURE + 1,
+        tar::EntryType::Regular,
+    ));
+    std::fs::write(&out, gz(&v)).unwrap();
+    refused_everywhere(&w, &out, "manifest.sig is 1025 bytes, more than the 1024");
+}
+
+#[test]
+fn anything_after_the_archive_is_refused_and_tar_padding_is_not() {
+    let w = World::new();
+    let out = w.bundle("a", 3);
+    let good = std::fs::read(&out).unwrap();
+    let tar = gunzip(&out);
+    let t = w.path("t");
+    // Data after the gzip stream.
+    let mut v = good.clone();
+    v.extend_from_slice(b"junk");
+    std::fs::write(&t, &v).unwrap();
+    refused_everywhere(&w, &t, "data (4 bytes after the gzip stream's end");
+    // A second gzip member (gunzip would concatenate it).
+    let mut v = good.clone();
+    v.extend(gz(b"more"));
+    std::fs::write(&t, &v).unwrap();
+    let msg = refused_everywhere(&w, &t, "a second gzip member");
+    assert!(msg.contains("after the end of the bundle"), "{msg}");
+    // Data after the tar's end marker, inside the gzip stream.
+    let mut v = tar.clone();
+    v.extend_from_slice(b"\0\0\0junk");
+    std::fs::write(&t, gz(&v)).unwrap();
+    refused_everywhere(&w, &t, "data after the tar archive's end marker");
+    // A tar header right after the payload that is not one.
+    let end = tar.len() - 1024;
+    let mut v = tar[..end].to_vec();
+    v.extend(vec![b'x'; 1024]);
+    std::fs::write(&t, gz(&v)).unwrap();
+    refused_everywhere(&w, &t, "data that is not a tar entry");
+    // Too much padding, even of zeros.
+    let mut v = tar.clone();
+    v.extend(vec![0u8; MAX_TAR_PADDING as usize]);
+    std::fs::write(&t, gz(&v)).unwrap();
+    refused_everywhere(&w, &t, "more than 65536 bytes of zeros");
+    // GNU tar's padding to a 10 KiB record imports, as does no end marker.
+    let mut v = tar.clone();
+    v.resize(v.len().div_ceil(10240) * 10240, 0);
+    std::fs::write(&t, gz(&v)).unwrap();
+    inspect(&t, w.relay.trusted_keys_dir.as_deref()).unwrap();
+    std::fs::write(&t, gz(&tar[..end])).unwrap();
+    let relay = Store::in_memory().unwrap();
+    let r = import(&relay, &w.relay, &[t], false).unwrap();
+    assert_eq!(r[0].enqueued, 3);
+}
+
+#[test]
+fn export_refuses_a_record_longer_than_a_bundle_line() {
+    let w = World::new();
+    let site = Store::in_memory().unwrap();
+    let mut r = record(1, "stuck");
+    r.message = "x".repeat(MAX_LINE);
+    enqueue(&site, vec![record(0, "stuck"), r]);
+    let e = export(&site, &w.a, &w.path("x"), false, false).unwrap_err();
+    assert!(
+        e.to_string().contains("outbox record 2 is 1048")
+            && e.to_string().contains("nothing exported"),
+        "{e}"
+    );
+    assert!(!w.path("x").exists() && !w.path("x.tmp").exists());
+    assert_eq!(site.outbox_stats().unwrap().events, 2);
+}
