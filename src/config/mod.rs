@@ -106,6 +106,14 @@ pub struct AgentConfig {
     /// Where the agent's own log goes.
     #[serde(default)]
     pub log: LogTarget,
+    /// The most tailed files the file sources keep open at once, all
+    /// sources together. A file with nothing new to read is closed when
+    /// another needs its descriptor, and reopened (by device, inode and
+    /// first-line fingerprint) when it grows. Keep it well below the
+    /// process's descriptor limit (`ulimit -n`, `LimitNOFILE=`): the
+    /// listener, its connections and the store need descriptors too.
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: usize,
 }
 
 impl Default for AgentConfig {
@@ -115,8 +123,13 @@ impl Default for AgentConfig {
             hostname: None,
             site: String::new(),
             log: LogTarget::default(),
+            max_open_files: default_max_open_files(),
         }
     }
+}
+
+fn default_max_open_files() -> usize {
+    256
 }
 
 fn default_data_dir() -> PathBuf {
