@@ -10,6 +10,7 @@ mod bench_scripts;
 mod bundles;
 mod cli;
 mod fuzz;
+mod many_files;
 mod ops;
 mod packaging;
 mod poll;
