@@ -49,7 +49,7 @@ const CHANNEL: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("source {source_name}: {detail}")]
     Source { source_name: String, detail: String },
