@@ -11,6 +11,7 @@ mod bundles;
 mod cli;
 mod fuzz;
 mod many_files;
+mod operator_mistakes;
 mod ops;
 mod packaging;
 mod poll;
