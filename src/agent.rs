@@ -584,8 +584,8 @@ impl Sources {
                     detail: e.to_string(),
                 })?;
             let cp = checkpoints.get(&crate::sources::file::checkpoint_name(&s.name));
-            let source = FileSource::new(s, parser, cp.map(|v| v.as_slice()))
-                .with_budget(budget.clone());
+            let source =
+                FileSource::new(s, parser, cp.map(|v| v.as_slice())).with_budget(budget.clone());
             let tx = tx.clone();
             let (gate, stop_send) = (gate.clone(), stop.clone());
             // A full blocking spool holds the batch here, uncommitted: the

@@ -11,10 +11,7 @@ fn config_with(dir: &Path, body: &str) -> String {
     let path = dir.join("relstat.toml");
     std::fs::write(
         &path,
-        format!(
-            "[agent]\ndata_dir = \"{}/data\"\n\n{body}",
-            dir.display()
-        ),
+        format!("[agent]\ndata_dir = \"{}/data\"\n\n{body}", dir.display()),
     )
     .unwrap();
     path.to_str().unwrap().to_string()
@@ -60,8 +57,14 @@ fn a_secret_file_others_can_read_is_a_warning() {
     let out = relstat(&["check-config", "-c", &cfg]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("warning:") && err.contains("mode 0644"), "{err}");
-    assert!(err.contains(&format!("chmod 600 {}", secret.display())), "{err}");
+    assert!(
+        err.contains("warning:") && err.contains("mode 0644"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("chmod 600 {}", secret.display())),
+        "{err}"
+    );
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = relstat(&["check-config", "-c", &cfg]);
     assert!(!stderr(&out).contains("chmod"), "{}", stderr(&out));
@@ -84,8 +87,14 @@ fn check_config_reports_every_toml_mistake_under_its_own_path() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("2 problems"), "{err}");
-    assert!(err.contains("relstat.toml:11: notify: unknown field `notify`"), "{err}");
-    assert!(err.contains("relstat.toml:15: tracking.max_trackd: unknown field `max_trackd`"), "{err}");
+    assert!(
+        err.contains("relstat.toml:11: notify: unknown field `notify`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("relstat.toml:15: tracking.max_trackd: unknown field `max_trackd`"),
+        "{err}"
+    );
     assert!(!err.contains("actor_type"), "{err}");
 }
 
@@ -124,19 +133,34 @@ fn a_corrupt_record_is_quarantined_and_the_agent_starts() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("another process has it open"), "{err}");
-    assert_eq!(err.matches("relstat.redb").count(), 1, "printed once: {err}");
+    assert_eq!(
+        err.matches("relstat.redb").count(),
+        1,
+        "printed once: {err}"
+    );
     assert_eq!(agent.signal("-TERM"), Some(0));
 
     let data = agent.dir.path().join("data");
-    let mode = std::fs::metadata(data.join("relstat.redb")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(data.join("relstat.redb"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the store is the agent user's only");
     corrupt(&data, "keys", b"bad\0svc\0prod\0");
     // The reported case: one damaged imported transition blocked every start.
     corrupt_seq(&data, "pending_tracking", 1);
     let out = relstat(&["store", "check", "-c", &cfg]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    assert!(stdout(&out).contains("corrupt keys key bad/svc/prod/"), "{}", stdout(&out));
-    assert!(stderr(&out).contains("relstat store repair"), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("corrupt keys key bad/svc/prod/"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("relstat store repair"),
+        "{}",
+        stderr(&out)
+    );
 
     // The agent starts anyway, with the record kept aside.
     agent.start();

@@ -322,9 +322,7 @@ impl Agent {
     pub fn start_with_nofile(&mut self, nofile: u32) {
         let child = Command::new("sh")
             .arg("-c")
-            .arg(format!(
-                "ulimit -n {nofile} && exec \"$0\" run -c \"$1\"",
-            ))
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" run -c \"$1\"",))
             .arg(env!("CARGO_BIN_EXE_relstat"))
             .arg(&self.config)
             .stdin(Stdio::null())

@@ -879,7 +879,7 @@ pub fn parse_text(text: String, path: Option<PathBuf>) -> Result<Loaded, ConfigE
         }
         let missing = message.starts_with("missing field");
         // A missing key after a blanked wrong value is that value's echo.
-        if !(missing && !problems.is_empty()) {
+        if !missing || problems.is_empty() {
             problems.push(problem);
         }
         let blanked = match start {
@@ -1006,7 +1006,11 @@ pub mod locate {
         }
         let mut out = String::with_capacity(text.len());
         out.push_str(&text[..from]);
-        out.extend(text[from..to].chars().map(|c| if c == '\n' { '\n' } else { ' ' }));
+        out.extend(
+            text[from..to]
+                .chars()
+                .map(|c| if c == '\n' { '\n' } else { ' ' }),
+        );
         out.push_str(&text[to..]);
         Some(out)
     }

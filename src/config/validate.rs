@@ -198,7 +198,11 @@ pub fn files(loaded: &Loaded) -> (Vec<Problem>, Vec<Problem>) {
                 continue;
             }
             Err(e) => {
-                problems.push(problem_at(loaded, &key, format!("cannot read {shown}: {e}")));
+                problems.push(problem_at(
+                    loaded,
+                    &key,
+                    format!("cannot read {shown}: {e}"),
+                ));
                 continue;
             }
         };
@@ -207,7 +211,11 @@ pub fn files(loaded: &Loaded) -> (Vec<Problem>, Vec<Problem>) {
                 FileKind::Secret => "put the secret or key in it",
                 FileKind::Public => "put the PEM certificate(s) in it",
             };
-            problems.push(problem_at(loaded, &key, format!("{shown} is empty; {what}")));
+            problems.push(problem_at(
+                loaded,
+                &key,
+                format!("{shown} is empty; {what}"),
+            ));
             continue;
         }
         if kind == FileKind::Secret
@@ -1923,8 +1931,11 @@ allow = ["@release_managers", "@deployers"]
         )
         .unwrap();
         std::fs::write(dir.path().join("ok"), "s3cret\n").unwrap();
-        std::fs::set_permissions(dir.path().join("ok"), std::fs::Permissions::from_mode(0o600))
-            .unwrap();
+        std::fs::set_permissions(
+            dir.path().join("ok"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
         let text = format!(
             "[[sources]]\nname = \"a\"\ntype = \"webhook\"\npreset = \"github\"\n\
              secret_file = \"{d}/missing\"\n\n\
@@ -1939,9 +1950,16 @@ allow = ["@release_managers", "@deployers"]
             problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
         assert_eq!(
             p,
-            vec![("sources[0].secret_file", Some(5)), ("sources[1].secret_file", Some(11))]
+            vec![
+                ("sources[0].secret_file", Some(5)),
+                ("sources[1].secret_file", Some(11))
+            ]
         );
-        assert!(problems[0].message.contains("does not exist"), "{}", problems[0]);
+        assert!(
+            problems[0].message.contains("does not exist"),
+            "{}",
+            problems[0]
+        );
         assert!(problems[1].message.contains("is empty"), "{}", problems[1]);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert_eq!(warnings[0].key, "sources[2].secret_file");

@@ -115,13 +115,11 @@ impl Store {
     pub fn scan(&self, tables: &[Checked]) -> Result<Report, StoreError> {
         let tx = self.db.begin_read()?;
         let mut report = Report::default();
-        let bad = |table: &'static str, key: RowKey, value: &[u8], error: String| {
-            Finding {
-                table,
-                key,
-                value: value.to_vec(),
-                error,
-            }
+        let bad = |table: &'static str, key: RowKey, value: &[u8], error: String| Finding {
+            table,
+            key,
+            value: value.to_vec(),
+            error,
         };
         for &t in tables {
             let mut n = 0u64;
@@ -157,7 +155,11 @@ impl Store {
                     }
                 }
                 Checked::Outbox | Checked::Pending => {
-                    let def = if t == Checked::Outbox { OUTBOX } else { PENDING };
+                    let def = if t == Checked::Outbox {
+                        OUTBOX
+                    } else {
+                        PENDING
+                    };
                     for row in tx.open_table(def)?.iter()? {
                         let (k, v) = row?;
                         n += 1;

@@ -487,7 +487,12 @@ fn a_schema_2_store_is_migrated_to_3() {
     assert_eq!(store.load().unwrap().keys.len(), 1);
     let tx = store.db.begin_read().unwrap();
     assert_eq!(
-        tx.open_table(META).unwrap().get("schema").unwrap().unwrap().value(),
+        tx.open_table(META)
+            .unwrap()
+            .get("schema")
+            .unwrap()
+            .unwrap()
+            .value(),
         b"3"
     );
     assert!(tx.open_table(QUARANTINE).is_ok());
@@ -506,7 +511,10 @@ fn a_newer_store_is_refused_with_what_to_do() {
         tx.commit().unwrap();
     }
     let err = Store::open(dir.path()).err().unwrap().to_string();
-    assert!(err.contains("schema version 4, newer than this relstat"), "{err}");
+    assert!(
+        err.contains("schema version 4, newer than this relstat"),
+        "{err}"
+    );
     assert!(err.contains("versions 1 to 3"), "{err}");
 }
 
@@ -544,7 +552,10 @@ fn corrupt_records_are_quarantined_and_the_rest_loads() {
     assert!(store.pending_read(10).unwrap().is_empty());
     let q = store.quarantined().unwrap();
     assert_eq!(q.len(), 2, "{q:?}");
-    assert_eq!((q[0].table.as_str(), q[0].value_hex.as_str()), ("keys", "7b6e6f74206a736f6e"));
+    assert_eq!(
+        (q[0].table.as_str(), q[0].value_hex.as_str()),
+        ("keys", "7b6e6f74206a736f6e")
+    );
     assert_eq!(q[1].table, "pending_tracking");
     assert!(store.check().unwrap().findings.is_empty());
 }

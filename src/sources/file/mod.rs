@@ -184,9 +184,9 @@ impl FileSource {
     /// directories above tells of every change to a matching file.
     fn globs_in_watched_dirs(&self) -> bool {
         self.raw_globs.iter().all(|g| {
-            Path::new(g).parent().is_none_or(|p| {
-                !p.to_string_lossy().contains(['*', '?', '[', '{'])
-            })
+            Path::new(g)
+                .parent()
+                .is_none_or(|p| !p.to_string_lossy().contains(['*', '?', '[', '{']))
         })
     }
 
@@ -408,7 +408,10 @@ impl FileSource {
 
     fn open_wanted(&mut self, w: Want, batch: &mut SourceBatch) {
         let (path, closed) = match &w {
-            Want::Closed(key) => (self.closed[key].path.clone(), Some(self.closed[key].clone())),
+            Want::Closed(key) => (
+                self.closed[key].path.clone(),
+                Some(self.closed[key].clone()),
+            ),
             Want::New(path, _) => (path.clone(), None),
         };
         let file = match std::fs::File::open(&path) {
@@ -504,7 +507,8 @@ impl FileSource {
                 match self.slot() {
                     Some(slot) => {
                         tracing::debug!(source = %self.name, path = %path.display(), offset, "tailing");
-                        self.tailers.push(Tailer::open(&path, file, slot, id, offset));
+                        self.tailers
+                            .push(Tailer::open(&path, file, slot, id, offset));
                     }
                     None => {
                         // Known now (position decided), read when a
@@ -516,7 +520,10 @@ impl FileSource {
                                 path,
                                 id,
                                 offset,
-                                seen: Stat { len: offset, ..stat },
+                                seen: Stat {
+                                    len: offset,
+                                    ..stat
+                                },
                                 orphan: false,
                             },
                         );
@@ -692,13 +699,12 @@ impl FileSource {
         // When every change to a matching file wakes us, the full listing
         // (a glob and a stat per file) is only a safety net; otherwise it is
         // how changes are found.
-        let rediscover = if watcher.as_ref().is_some_and(|(_, all)| *all)
-            && self.globs_in_watched_dirs()
-        {
-            DISCOVER_WATCHED
-        } else {
-            POLL
-        };
+        let rediscover =
+            if watcher.as_ref().is_some_and(|(_, all)| *all) && self.globs_in_watched_dirs() {
+                DISCOVER_WATCHED
+            } else {
+                POLL
+            };
         let _watcher = watcher.map(|(w, _)| w);
         let mut last_discover = Instant::now() - rediscover;
         // A change notification may be a new file (or the first line of an

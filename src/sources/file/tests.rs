@@ -390,7 +390,10 @@ fn directories_and_fifos_matching_a_glob_are_counted_once() {
     errors.sort();
     assert_eq!(errors, vec!["directory", "not_a_file"]);
     assert_eq!(releases(&b), vec!["r1"]);
-    assert!(src.pass(true).errors.is_empty(), "counted once while it stays");
+    assert!(
+        src.pass(true).errors.is_empty(),
+        "counted once while it stays"
+    );
 }
 
 /// An idle pass sends no checkpoint (the agent skips it: no commit).
