@@ -90,10 +90,20 @@ pub enum StoreError {
          store aside to start empty"
     )]
     Schema { path: PathBuf, found: String },
+    /// The redb error is in the message, not a source: printed once.
     #[error("store transaction failed: {0}")]
-    Db(#[from] redb::Error),
-    #[error("corrupt record in table {table}: {detail}")]
+    Db(redb::Error),
+    #[error(
+        "corrupt record in table {table}: {detail}; stop the agent and run `relstat store \
+         repair` (it moves undecodable records to the quarantine table)"
+    )]
     Corrupt { table: &'static str, detail: String },
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Db(e)
+    }
 }
 
 macro_rules! from_redb {

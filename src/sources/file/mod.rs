@@ -47,6 +47,8 @@ pub const POLL: Duration = Duration::from_millis(250);
 /// Bytes read from one file per pass: bounds a batch (and so the time
 /// between commits) while a large backlog is read.
 const READ_BYTES: usize = 128 * 1024;
+/// A file idle this long is given back when another source starves.
+const IDLE_GIVE_BACK: Duration = Duration::from_secs(1);
 /// Full rediscovery interval when change notification covers every glob.
 const DISCOVER_WATCHED: Duration = Duration::from_secs(5);
 /// An orphaned file that has not grown for this long is closed.
@@ -368,21 +370,31 @@ impl FileSource {
         if let Some(s) = self.budget.acquire() {
             return Some(s);
         }
-        if !self.close_idlest() {
-            return None;
+        if self.close_idlest()
+            && let Some(s) = self.budget.acquire()
+        {
+            return Some(s);
         }
-        self.budget.acquire()
+        // The other sources hold every descriptor: ask them to give back
+        // their idle files.
+        self.budget.starve();
+        None
     }
 
     /// Closes the open file idle longest that has nothing to read; false
     /// when there is none. A rotated-away file is found again by its inode
     /// in its directory if it grows.
     fn close_idlest(&mut self) -> bool {
+        self.close_idlest_for(Duration::ZERO)
+    }
+
+    /// [`Self::close_idlest`], among the files idle for at least `idle`.
+    fn close_idlest_for(&mut self, idle: Duration) -> bool {
         let Some(idle) = self
             .tailers
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.at_eof && !t.skipping())
+            .filter(|(_, t)| t.at_eof && !t.skipping() && t.last_active.elapsed() >= idle)
             .min_by_key(|(_, t)| t.last_active)
             .map(|(i, _)| i)
         else {
@@ -631,6 +643,15 @@ impl FileSource {
             i += 1;
         }
         self.close_drained_orphans();
+        if self.pending == 0 && self.budget.starving() {
+            // Another source waits for descriptors: give back the files
+            // idle for a while.
+            let before = self.tailers.len();
+            while self.close_idlest_for(IDLE_GIVE_BACK) {}
+            if self.tailers.len() != before {
+                tracing::debug!(source = %self.name, closed = before - self.tailers.len(), "idle files closed for another source");
+            }
+        }
         batch.caught_up = all_eof && self.pending == 0;
         if self.dirty {
             batch.checkpoint = Some((checkpoint_name(&self.name), self.checkpoint()));
@@ -735,6 +756,13 @@ impl FileSource {
                 told_caught_up = caught_up;
             }
             woken = false;
+            if !caught_up && !had_items {
+                // Files wait for descriptors that other sources hold (they
+                // give back idle ones within a pass): wait rather than spin.
+                woken = wake_rx.recv_timeout(POLL).is_ok();
+                while wake_rx.try_recv().is_ok() {}
+                continue;
+            }
             if caught_up {
                 self.first_run = false;
                 if once {

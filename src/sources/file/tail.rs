@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -65,14 +65,39 @@ pub fn fingerprint(file: &File) -> io::Result<Option<u64>> {
 pub struct FdBudget {
     max: usize,
     used: AtomicUsize,
+    created: Instant,
+    /// When (ms after `created`, + 1) a source last found no descriptor
+    /// even after closing its own idle files: the other sources then close
+    /// theirs.
+    starved_at: AtomicU64,
 }
+
+/// How long a starved source makes the others give back idle files.
+const STARVED_FOR_MS: u64 = 1_000;
 
 impl FdBudget {
     pub fn new(max: usize) -> Arc<FdBudget> {
         Arc::new(FdBudget {
             max: max.max(1),
             used: AtomicUsize::new(0),
+            created: Instant::now(),
+            starved_at: AtomicU64::new(0),
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.created.elapsed().as_millis() as u64 + 1
+    }
+
+    /// A source has files to read and no descriptor for them.
+    pub fn starve(&self) {
+        self.starved_at.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// Some source was starved within the last second.
+    pub fn starving(&self) -> bool {
+        let at = self.starved_at.load(Ordering::Acquire);
+        at != 0 && self.now_ms().saturating_sub(at) < STARVED_FOR_MS
     }
 
     /// One descriptor, if the budget has one left; given back when the

@@ -409,3 +409,34 @@ fn an_idle_pass_has_no_checkpoint() {
     fx.write("a.log", 1);
     assert!(src.pass(true).checkpoint.is_some());
 }
+
+/// Two sources share the agent's descriptors: the one holding them all
+/// with idle files gives them back when the other starves.
+#[test]
+fn a_source_starved_of_descriptors_gets_the_idle_files_of_another() {
+    let mut fa = Fixture::new("beginning");
+    fa.write("a1.log", 1);
+    fa.write("a2.log", 1);
+    let mut fb = Fixture::new("beginning");
+    fb.n = 100;
+    fb.write("b1.log", 1);
+    let budget = FdBudget::new(2);
+    let mut a = fa.source(None).with_budget(budget.clone());
+    let mut b = fb.source(None).with_budget(budget.clone());
+    assert_eq!(drain(&mut a).len(), 2);
+    assert_eq!(a.open_files(), 2);
+    let first = b.pass(true);
+    assert!(
+        first.items.is_empty() && !first.caught_up,
+        "no descriptor left"
+    );
+    std::thread::sleep(IDLE_GIVE_BACK + Duration::from_millis(100));
+    b.pass(true); // starved again, now that a's files are idle long enough
+    assert!(budget.starving());
+    a.pass(false);
+    assert_eq!(a.open_files(), 0, "a gave its idle files back");
+    assert_eq!(drain(&mut b), vec!["r101"]);
+    // a's files are still known: an append is read once a descriptor frees.
+    fa.write("a1.log", 1);
+    assert_eq!(drain(&mut a), vec!["r3"]);
+}
