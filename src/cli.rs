@@ -55,7 +55,7 @@ pub enum Command {
     /// The store-and-forward spool
     #[command(subcommand)]
     Spool(SpoolCommand),
-    /// The embedded store in [agent] data_dir (the agent must be stopped)
+    /// The embedded store in the data_dir (the agent must be stopped)
     #[command(subcommand)]
     Store(StoreCommand),
     /// Release status: the current view, or the history as it stood at a

@@ -80,7 +80,7 @@ pub enum StoreError {
         path: PathBuf,
         error: std::io::Error,
     },
-    /// `cause` says what happened and what to do (see [`open_cause`]); the
+    /// `cause` says what happened and what to do (see `open_cause`); the
     /// underlying error is part of it, not a source, so it prints once.
     #[error("cannot open the store {path}: {cause}")]
     Open { path: PathBuf, cause: String },

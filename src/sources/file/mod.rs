@@ -4,7 +4,16 @@
 //! It runs on its own thread with blocking I/O. A notify watcher on the
 //! globs' directories wakes it as soon as something changes; a poll every
 //! [`POLL`] is the fallback (network filesystems, exhausted inotify
-//! watches), and also where new files are discovered.
+//! watches). Discovery (a glob and a stat per file) runs on every wake, and
+//! every [`POLL`], or every `DISCOVER_WATCHED` (5 s) when the watcher covers
+//! every glob; an idle pass costs one fstat per open file and sends nothing.
+//!
+//! Descriptors: at most `[agent] max_open_files` files are open, shared by
+//! every file source ([`FdBudget`]). A file read to its end is closed when
+//! another needs its descriptor and kept as a `Closed` entry (identity,
+//! offset, size and mtime as last read); discovery reopens it when its stat
+//! changes, checking its fingerprint. A source that finds no descriptor
+//! makes the others give back their idle files.
 //!
 //! Rotation, by identity (device, inode, first-line fingerprint; see
 //! [`tail`]):
@@ -20,6 +29,13 @@
 //!   matches it, and then from its start: prefer rename + create);
 //! - inode reuse: a file whose inode matches a checkpoint but whose first line
 //!   differs is a new file.
+//!
+//! The same forms while a file is closed: a closed file no glob matches any
+//! more is looked for by inode in its directory (one listing per directory)
+//! and, if it grew, read to its end as an orphan; a closed file whose size
+//! dropped or whose first line changed is read from 0; a deleted one is
+//! forgotten (lines written to it after our last read and deleted before the
+//! next wake are lost: docs/files.md).
 //!
 //! Checkpoints: one blob per source (`file:<source>`), the offsets of every
 //! open file by identity, sent with each batch so the core commits it in the
