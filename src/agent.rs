@@ -245,6 +245,15 @@ impl Core {
             metrics.apply(&e);
         }
         drain_pending(cfg, &mut tracker, &mut metrics, store)?;
+        // Records quarantined now (load, drain) or before.
+        let quarantined = store.quarantined()?.len();
+        metrics.store_quarantined.set(quarantined as i64);
+        if quarantined > 0 {
+            tracing::warn!(
+                "{quarantined} undecodable store records are kept aside in the quarantine \
+                 table: `relstat store check` lists them"
+            );
+        }
         let now = now_ms();
         tracker.tick(now, false);
         for e in tracker.take_effects() {

@@ -162,9 +162,13 @@ fn a_corrupt_record_is_quarantined_and_the_agent_starts() {
         stderr(&out)
     );
 
-    // The agent starts anyway, with the record kept aside.
+    // The agent starts anyway, with the records kept aside and counted.
     agent.start();
     assert_eq!(agent.events("accepted"), 5.0);
+    assert_eq!(
+        sample(&agent.metrics(), "relstat_store_quarantined_records"),
+        Some(2.0)
+    );
     append_lines(&agent.log("a.log"), 6, 6);
     assert!(wait_until(30, || agent.events("accepted") >= 6.0));
     assert_eq!(agent.signal("-TERM"), Some(0));

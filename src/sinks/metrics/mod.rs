@@ -112,6 +112,8 @@ pub struct Metrics {
     pub spool_oldest_age: Gauge,
     pub forward_events: IntCounterVec,
     pub forward_connected: IntGaugeVec,
+    /// Records kept aside in the store's quarantine table (running agent).
+    pub store_quarantined: IntGauge,
     evictions: IntCounter,
     label_overflow: IntCounterVec,
     exposed: HashMap<Key, Exposed>,
@@ -277,10 +279,17 @@ impl Metrics {
             "Label values replaced by \"other\" because max_label_values was reached.",
             &["label"]
         );
+        let store_quarantined = IntGauge::new(
+            "relstat_store_quarantined_records",
+            "Store records that could not be decoded, kept aside in the quarantine table \
+             (relstat store check lists them).",
+        )?;
         if process {
             registry.register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))?;
+            // The running agent's store only: a replay has none.
+            registry.register(Box::new(store_quarantined.clone()))?;
         }
         Ok(Self {
             registry,
@@ -302,6 +311,7 @@ impl Metrics {
             spool_oldest_age,
             forward_events,
             forward_connected,
+            store_quarantined,
             evictions,
             label_overflow,
             exposed: HashMap::new(),
