@@ -608,3 +608,29 @@ fn a_store_open_elsewhere_says_so_once() {
     assert!(msg.contains("another process has it open"), "{msg}");
     assert_eq!(msg.matches("relstat.redb").count(), 1, "{msg}");
 }
+
+/// Each cause of an open failure says what it is and what to do, without
+/// blaming another relstat for a permission or a damaged file.
+#[test]
+fn open_errors_name_their_cause() {
+    use redb::{DatabaseError as D, StorageError as S};
+    let p = Path::new("/var/lib/relstat/relstat.redb");
+    let denied = open_cause(
+        p,
+        &D::Storage(S::Io(std::io::Error::from(
+            std::io::ErrorKind::PermissionDenied,
+        ))),
+    );
+    assert!(
+        denied.contains("permission denied") && denied.contains("chown relstat:"),
+        "{denied}"
+    );
+    assert!(!denied.contains("another"), "{denied}");
+    let damaged = open_cause(p, &D::Storage(S::Corrupted("bad page".into())));
+    assert!(
+        damaged.contains("damaged") && damaged.contains("relstat store repair"),
+        "{damaged}"
+    );
+    assert!(!damaged.contains("another"), "{damaged}");
+    assert!(open_cause(p, &D::DatabaseAlreadyOpen).contains("another process has it open"));
+}
