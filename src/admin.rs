@@ -34,7 +34,7 @@ pub enum AdminError {
     Remote(String),
     #[error("bad answer from the agent's admin socket: {0}")]
     Protocol(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 

@@ -318,6 +318,15 @@ impl Core {
             metrics.apply(&e);
         }
         drain_pending(cfg, &mut tracker, &mut metrics, store)?;
+        // Records quarantined now (load, drain) or before.
+        let quarantined = store.quarantined()?.len();
+        metrics.store_quarantined.set(quarantined as i64);
+        if quarantined > 0 {
+            tracing::warn!(
+                "{quarantined} undecodable store records are kept aside in the quarantine \
+                 table: `relstat store check` lists them"
+            );
+        }
         let now = now_ms();
         tracker.tick(now, false);
         for e in tracker.take_effects() {
@@ -630,6 +639,7 @@ impl Sources {
         let model = Model::from_config(&cfg.model).map_err(|_| AgentError::Model)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
+        let budget = crate::sources::file::tail::FdBudget::new(cfg.agent.max_open_files);
         for s in &cfg.sources {
             if s.kind == SourceType::Webhook {
                 continue; // served by the HTTP listener (`Shared::hooks`)
@@ -657,7 +667,8 @@ impl Sources {
                     detail: e.to_string(),
                 })?;
             let cp = checkpoints.get(&crate::sources::file::checkpoint_name(&s.name));
-            let source = FileSource::new(s, parser, cp.map(|v| v.as_slice()));
+            let source =
+                FileSource::new(s, parser, cp.map(|v| v.as_slice())).with_budget(budget.clone());
             let tx = tx.clone();
             let (gate, stop_send) = (gate.clone(), stop.clone());
             // A full blocking spool holds the batch here, uncommitted: the

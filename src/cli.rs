@@ -109,6 +109,9 @@ pub enum Command {
     /// The store-and-forward spool
     #[command(subcommand)]
     Spool(SpoolCommand),
+    /// The embedded store in the data_dir (the agent must be stopped)
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Release status: the current view, or the history as it stood at a
     /// time (through the running agent, or from the store when it is stopped)
     Status {
@@ -183,6 +186,17 @@ pub enum SpoolCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Decode every record the agent reads back; list undecodable ones and
+    /// those kept aside in the quarantine table. Changes nothing; exit 1
+    /// when a record is undecodable
+    Check,
+    /// Check and repair the store file, then move every undecodable record
+    /// to the quarantine table (kept, not deleted) so the agent starts
+    Repair,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum AxisArg {
     Recorded,
@@ -246,13 +260,24 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Run { once } => {
             let path = config::resolve(cli.config.as_deref());
             let loaded = config::load(path.as_deref())?;
+            let (problems, file_warnings) = config::validate::files(&loaded);
+            if !problems.is_empty() {
+                return Err(config::ConfigError::Invalid(problems).into());
+            }
             crate::logging::init(loaded.config.agent.log);
-            for w in config::validate::warnings(&loaded) {
+            for w in config::validate::warnings(&loaded)
+                .into_iter()
+                .chain(file_warnings)
+            {
                 tracing::warn!("{w}");
             }
             crate::agent::run(path, loaded, once).map_err(Failure::runtime)
         }
         Command::CheckConfig => check_config(cli.config.as_deref()),
+        Command::Store(cmd) => {
+            let loaded = load_config(cli.config.as_deref())?;
+            store_command(&loaded, cmd)
+        }
         Command::Replay {
             source,
             output,
@@ -592,10 +617,17 @@ fn status_table(rows: &[crate::api::view::Row]) -> String {
 
 fn check_config(explicit: Option<&Path>) -> Result<(), Failure> {
     let loaded = load_config(explicit)?;
+    let (problems, file_warnings) = config::validate::files(&loaded);
+    if !problems.is_empty() {
+        return Err(config::ConfigError::Invalid(problems).into());
+    }
     if let Some(web) = &loaded.config.http.web_config_file {
         crate::http::check_web_config(web).map_err(Failure::usage)?;
     }
-    for w in config::validate::warnings(&loaded) {
+    for w in config::validate::warnings(&loaded)
+        .into_iter()
+        .chain(file_warnings)
+    {
         eprintln!("warning: {w}");
     }
     println!(
@@ -603,6 +635,60 @@ fn check_config(explicit: Option<&Path>) -> Result<(), Failure> {
         loaded.file_label(),
         loaded.config.sources.len()
     );
+    Ok(())
+}
+
+/// `relstat store check|repair`.
+fn store_command(loaded: &Loaded, cmd: StoreCommand) -> Result<(), Failure> {
+    let dir = &loaded.config.agent.data_dir;
+    let store = crate::store::Store::open(dir).map_err(Failure::runtime)?;
+    let repair = matches!(cmd, StoreCommand::Repair);
+    let report = match cmd {
+        StoreCommand::Check => store.check(),
+        StoreCommand::Repair => store.repair(),
+    }
+    .map_err(Failure::runtime)?;
+    let path = dir.join(crate::store::STORE_FILE);
+    let mut out = String::new();
+    if let Some(ok) = report.file_ok {
+        out.push_str(if ok {
+            "file: consistent\n"
+        } else {
+            "file: was inconsistent, repaired\n"
+        });
+    }
+    for (table, rows) in &report.rows {
+        out.push_str(&format!("{table}: {rows} records\n"));
+    }
+    for f in &report.findings {
+        out.push_str(&format!(
+            "{} {} key {}: {}\n",
+            if repair { "quarantined" } else { "corrupt" },
+            f.table,
+            f.key(),
+            f.error
+        ));
+    }
+    if !report.quarantined.is_empty() {
+        out.push_str(&format!(
+            "quarantine: {} records kept aside (table, key, error):\n",
+            report.quarantined.len()
+        ));
+        for q in &report.quarantined {
+            out.push_str(&format!("  {} {}: {}\n", q.table, q.key, q.error));
+        }
+    }
+    print!("{out}");
+    if !repair && !report.findings.is_empty() {
+        return Err(Failure::runtime(anyhow::anyhow!(
+            "{}: {} undecodable records; stop the agent and run `relstat store repair` to move \
+             them to the quarantine table (the agent also does it for the records it meets at \
+             start)",
+            path.display(),
+            report.findings.len()
+        )));
+    }
+    println!("{}: ok", path.display());
     Ok(())
 }
 

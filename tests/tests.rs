@@ -13,6 +13,8 @@ mod docs;
 mod field_limits;
 mod fuzz;
 mod health;
+mod many_files;
+mod operator_mistakes;
 mod ops;
 mod packaging;
 mod poll;

@@ -465,3 +465,44 @@ pub fn relstat_peak(args: &[&str], secs: u64) -> (Output, u64) {
     };
     (output, peak)
 }
+
+impl Agent {
+    /// Starts the agent with its descriptor limit (`ulimit -n`) set to
+    /// `nofile`, and waits (bounded) until /readyz answers 200.
+    pub fn start_with_nofile(&mut self, nofile: u32) {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" run -c \"$1\"",))
+            .arg(env!("CARGO_BIN_EXE_relstat"))
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("relstat starts");
+        self.child = Some(child);
+        let port = self.port;
+        assert!(
+            wait_until(60, || http_get(port, "/readyz")
+                .is_some_and(|(s, _)| s == 200)),
+            "agent did not become ready"
+        );
+    }
+}
+
+/// Open descriptors of a process (entries of /proc/PID/fd).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// CPU time (user + system) of a process so far, in clock ticks (1/100 s).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+

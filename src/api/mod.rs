@@ -70,7 +70,7 @@ pub const REDACTABLE: &[&str] = &[
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 

@@ -118,6 +118,14 @@ pub struct AgentConfig {
     /// Where the agent's own log goes.
     #[serde(default)]
     pub log: LogTarget,
+    /// The most tailed files the file sources keep open at once, all
+    /// sources together. A file with nothing new to read is closed when
+    /// another needs its descriptor, and reopened (by device, inode and
+    /// first-line fingerprint) when it grows. Keep it well below the
+    /// process's descriptor limit (`ulimit -n`, `LimitNOFILE=`): the
+    /// listener, its connections and the store need descriptors too.
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: usize,
 }
 
 impl Default for AgentConfig {
@@ -127,8 +135,13 @@ impl Default for AgentConfig {
             hostname: None,
             site: String::new(),
             log: LogTarget::default(),
+            max_open_files: default_max_open_files(),
         }
     }
+}
+
+fn default_max_open_files() -> usize {
+    256
 }
 
 fn default_data_dir() -> PathBuf {
@@ -943,24 +956,56 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
 }
 
 /// Parses TOML text into a [`Loaded`] without semantic validation.
+///
+/// Every problem the TOML layer can tell at once: a syntax error stops
+/// there (nothing after it can be trusted), but an unknown key or table, or a
+/// value of the wrong type, is blanked out of a working copy (spaces, so
+/// lines stay put) and the copy parsed again, until it parses or a problem
+/// cannot be set aside (a missing required key).
 pub fn parse_text(text: String, path: Option<PathBuf>) -> Result<Loaded, ConfigError> {
     let file = path
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "<config>".into());
-    match toml::from_str::<Config>(&text) {
-        Ok(config) => Ok(Loaded { config, path, text }),
-        Err(e) => {
-            let line = e.span().map(|s| locate::line_at(&text, s.start));
-            let key = locate::key_at(&text, e.span().map(|s| s.start));
-            Err(ConfigError::Invalid(vec![Problem {
-                file,
-                line,
-                key,
-                message: e.message().trim().to_string(),
-            }]))
+    let mut work = text.clone();
+    let mut problems: Vec<Problem> = Vec::new();
+    // Each round blanks at least one key: bounded by the keys in the file.
+    for _ in 0..64 {
+        let e = match toml::from_str::<Config>(&work) {
+            Ok(config) if problems.is_empty() => return Ok(Loaded { config, path, text }),
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let start = e.span().map(|s| s.start);
+        let message = e.message().trim().to_string();
+        let syntax = toml::de::DeTable::parse(&work).is_err();
+        let problem = Problem {
+            file: file.clone(),
+            line: start.map(|s| locate::line_at(&work, s)),
+            key: locate::key_at(&work, start),
+            message: message.clone(),
+        };
+        if problems.contains(&problem) {
+            break; // blanking did not help: do not report it twice
+        }
+        let missing = message.starts_with("missing field");
+        // A missing key after a blanked wrong value is that value's echo.
+        if !missing || problems.is_empty() {
+            problems.push(problem);
+        }
+        let blanked = match start {
+            Some(s) if !syntax && !missing => locate::blank_at(&work, s),
+            _ => None,
+        };
+        match blanked {
+            // Blanking part of an inline table or array would leave broken
+            // TOML: stop rather than report an error that is not there.
+            Some(w) if toml::de::DeTable::parse(&w).is_ok() => work = w,
+            _ => break,
         }
     }
+    problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    Err(ConfigError::Invalid(problems))
 }
 
 /// Finding lines for key paths, via the span-carrying `toml::de::DeTable`.
@@ -1014,12 +1059,18 @@ pub mod locate {
                 format!("{prefix}.{}", k.get_ref())
             };
             match v.get_ref() {
-                DeValue::Table(t) => walk(t, path, f),
+                DeValue::Table(t) => {
+                    // The table's own key (`[table]` header or dotted key),
+                    // where an unknown table is reported.
+                    f(&path, k.span().start, k.span());
+                    walk(t, path, f)
+                }
                 DeValue::Array(items) => {
                     let mut leaf = true;
                     for (i, item) in items.iter().enumerate() {
                         if let DeValue::Table(t) = item.get_ref() {
                             leaf = false;
+                            f(&path, k.span().start, k.span());
                             walk(t, format!("{path}[{i}]"), f);
                         }
                     }
@@ -1028,6 +1079,76 @@ pub mod locate {
                     }
                 }
                 _ => f(&path, k.span().start, v.span()),
+            }
+        }
+    }
+
+    /// `text` with the entry at byte `offset` blanked out (spaces, newlines
+    /// kept): a `[table]` header with its keys up to the next header, or a
+    /// `key = value` (multi-line values included). `None` when nothing
+    /// there can be blanked.
+    pub fn blank_at(text: &str, offset: usize) -> Option<String> {
+        let offset = offset.min(text.len());
+        let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line = &text[line_start..];
+        let (from, to) = if line.trim_start().starts_with('[') {
+            // A header: up to the next header line.
+            let mut end = text.len();
+            let mut pos = line_start + line.find('\n').map_or(line.len(), |i| i + 1);
+            while pos < text.len() {
+                let next = &text[pos..];
+                if next.trim_start().starts_with('[') {
+                    end = pos;
+                    break;
+                }
+                pos += next.find('\n').map_or(next.len(), |i| i + 1);
+            }
+            (line_start, end)
+        } else {
+            // A key = value: from its key to the end of its value.
+            let root = DeTable::parse(text).ok()?;
+            let mut end = None;
+            find_value_end(root.get_ref(), line_start, offset, &mut end);
+            let end = end.unwrap_or_else(|| line_start + line.find('\n').unwrap_or(line.len()));
+            (line_start, end)
+        };
+        if from >= to {
+            return None;
+        }
+        let mut out = String::with_capacity(text.len());
+        out.push_str(&text[..from]);
+        out.extend(
+            text[from..to]
+                .chars()
+                .map(|c| if c == '\n' { '\n' } else { ' ' }),
+        );
+        out.push_str(&text[to..]);
+        Some(out)
+    }
+
+    /// The end of the value of the key written on the line starting at
+    /// `line_start` whose key or value holds `offset`.
+    fn find_value_end(
+        table: &DeTable<'_>,
+        line_start: usize,
+        offset: usize,
+        end: &mut Option<usize>,
+    ) {
+        for (k, v) in table.iter() {
+            let (ks, vs) = (k.span(), v.span());
+            if ks.start >= line_start && ks.start <= offset && offset <= vs.end.max(ks.end) {
+                *end = Some(vs.end.max(ks.end));
+            }
+            match v.get_ref() {
+                DeValue::Table(t) => find_value_end(t, line_start, offset, end),
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        if let DeValue::Table(t) = item.get_ref() {
+                            find_value_end(t, line_start, offset, end);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -1184,5 +1305,53 @@ mod tests {
             .to_string();
         assert!(msg.contains("x.toml:3:"), "{msg}");
         assert!(msg.contains("unknown field `datadir`"), "{msg}");
+    }
+
+    fn problems_of(text: &str) -> Vec<Problem> {
+        match parse_text(text.to_string(), Some("config.toml".into())) {
+            Err(ConfigError::Invalid(p)) => p,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    /// An unknown table after a `[sources.fields]` table was reported at the
+    /// right line but under the last key read (`sources[0].fields.actor_type`).
+    #[test]
+    fn an_unknown_table_is_named_by_its_own_path() {
+        let text = "[agent]\nsite = \"a\"\n\n[[sources]]\nname = \"f\"\ntype = \"file\"\n\
+                    paths = [\"/x/*.log\"]\n[sources.fields]\nactor_type = \"kind\"\n\n\
+                    [[notify.destinations]]\nurl = \"http://x\"\n";
+        let p = problems_of(text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].line, Some(11));
+        assert_eq!(p[0].key, "notify");
+        assert!(p[0].message.contains("unknown field `notify`"), "{p:?}");
+    }
+
+    #[test]
+    fn every_unknown_key_and_wrong_type_is_reported_at_once() {
+        let text = "[agent]\ndatadir = \"/x\"\n\n[tracking]\nstale_after = \"soon\"\n\
+                    max_trackd = 5\n\n[[sources]]\nname = \"f\"\ntype = \"file\"\n\
+                    paths = [\"/x/*.log\"]\nstart = \"end\"\n\n[bogus]\nx = 1\n";
+        let p = problems_of(text);
+        let got: Vec<(Option<usize>, &str)> = p.iter().map(|p| (p.line, p.key.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(2), "agent.datadir"),
+                (Some(5), "tracking.stale_after"),
+                (Some(6), "tracking.max_trackd"),
+                (Some(12), "sources[0].start"),
+                (Some(14), "bogus"),
+            ],
+            "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_is_reported_alone() {
+        let p = problems_of("[agent]\nsite = \"a\nbogus = 1\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].line, Some(2));
     }
 }

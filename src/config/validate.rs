@@ -74,6 +74,13 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
     };
     v.agent();
     v.sources(model.as_ref());
+    if loaded.config.agent.max_open_files == 0 {
+        v.push(
+            "agent.max_open_files",
+            "max_open_files must be at least 1 (the default is 256): it is how many tailed \
+             files may be open at once",
+        );
+    }
     v.tracking();
     v.http();
     if let Some(siem) = &loaded.config.siem {
@@ -109,6 +116,126 @@ pub fn warnings(loaded: &Loaded) -> Vec<Problem> {
         Some(_) => {}
     }
     out
+}
+
+/// Whether a file the config names holds a secret (warned about when others
+/// can read it) or something public (a CA or a certificate).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Secret,
+    Public,
+}
+
+/// The secret and key files the config names, with their key paths.
+fn named_files(loaded: &Loaded) -> Vec<(String, &std::path::Path, FileKind)> {
+    use FileKind::*;
+    let c = &loaded.config;
+    let mut out = Vec::new();
+    for (i, s) in c.sources.iter().enumerate() {
+        let key = |k: &str| format!("sources[{i}].{k}");
+        let files = [
+            ("secret_file", &s.secret_file, Secret),
+            ("token_file", &s.token_file, Secret),
+            ("ca_file", &s.ca_file, Public),
+        ];
+        for (k, p, kind) in files {
+            if let Some(p) = p {
+                out.push((key(k), p.as_path(), kind));
+            }
+        }
+    }
+    if let Some(siem) = &c.siem {
+        let files = [
+            ("ca_file", &siem.ca_file, Public),
+            ("client_cert_file", &siem.client_cert_file, Public),
+            ("client_key_file", &siem.client_key_file, Secret),
+            ("token_file", &siem.token_file, Secret),
+            ("hmac_secret_file", &siem.hmac_secret_file, Secret),
+        ];
+        for (k, p, kind) in files {
+            if let Some(p) = p {
+                out.push((format!("siem.{k}"), p.as_path(), kind));
+            }
+        }
+    }
+    if let Some(p) = &c.spool.signing_key_file {
+        out.push(("spool.signing_key_file".into(), p.as_path(), Secret));
+    }
+    out
+}
+
+/// The secret and key files the config names, checked on disk as this user:
+/// problems (missing, unreadable, empty: the agent would exit at start) and
+/// warnings (a secret others can read). `check-config` runs it; `run` too,
+/// so a missing secret is a configuration error (exit 2, not restarted by
+/// the unit) rather than a start failure restarted forever.
+pub fn files(loaded: &Loaded) -> (Vec<Problem>, Vec<Problem>) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    for (key, path, kind) in named_files(loaded) {
+        let shown = path.display();
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                problems.push(problem_at(
+                    loaded,
+                    &key,
+                    format!("{shown} does not exist; create it or fix the path"),
+                ));
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                problems.push(problem_at(
+                    loaded,
+                    &key,
+                    format!(
+                        "{shown} is not readable by this user ({e}); the agent's user (relstat \
+                         in the packages) must be able to read it: check its owner and mode, \
+                         and run check-config as that user (sudo -u relstat relstat \
+                         check-config)"
+                    ),
+                ));
+                continue;
+            }
+            Err(e) => {
+                problems.push(problem_at(
+                    loaded,
+                    &key,
+                    format!("cannot read {shown}: {e}"),
+                ));
+                continue;
+            }
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            let what = match kind {
+                FileKind::Secret => "put the secret or key in it",
+                FileKind::Public => "put the PEM certificate(s) in it",
+            };
+            problems.push(problem_at(
+                loaded,
+                &key,
+                format!("{shown} is empty; {what}"),
+            ));
+            continue;
+        }
+        if kind == FileKind::Secret
+            && let Ok(meta) = std::fs::metadata(path)
+        {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                warnings.push(problem_at(
+                    loaded,
+                    &key,
+                    format!(
+                        "{shown} holds a secret and is readable by its group or by everyone \
+                         (mode {mode:04o}); chmod 600 {shown} (owned by the agent's user)"
+                    ),
+                ));
+            }
+        }
+    }
+    (problems, warnings)
 }
 
 /// `loaded.problem`, but a key that is not in the text (a required key that
@@ -1992,4 +2119,60 @@ into = ["deployed", "in_progress"]
 environments = ["production"]
 allow = ["@release_managers", "@deployers"]
 "##;
+
+    /// `files` against real files: missing, empty and unreadable secrets
+    /// are problems, a secret others can read is a warning.
+    #[test]
+    fn secret_and_key_files_are_checked_on_disk() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        std::fs::write(dir.path().join("open"), "s3cret\n").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("open"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("ok"), "s3cret\n").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("ok"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let text = format!(
+            "[[sources]]\nname = \"a\"\ntype = \"webhook\"\npreset = \"github\"\n\
+             secret_file = \"{d}/missing\"\n\n\
+             [[sources]]\nname = \"b\"\ntype = \"webhook\"\npreset = \"github\"\n\
+             secret_file = \"{d}/empty\"\n\n\
+             [[sources]]\nname = \"c\"\ntype = \"webhook\"\npreset = \"github\"\n\
+             secret_file = \"{d}/open\"\n\n\
+             [spool]\nsigning_key_file = \"{d}/ok\"\n"
+        );
+        let (problems, warnings) = files(&load(&text));
+        let p: Vec<(&str, Option<usize>)> =
+            problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+        assert_eq!(
+            p,
+            vec![
+                ("sources[0].secret_file", Some(5)),
+                ("sources[1].secret_file", Some(11))
+            ]
+        );
+        assert!(
+            problems[0].message.contains("does not exist"),
+            "{}",
+            problems[0]
+        );
+        assert!(problems[1].message.contains("is empty"), "{}", problems[1]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].key, "sources[2].secret_file");
+        assert!(warnings[0].message.contains("chmod 600"), "{}", warnings[0]);
+    }
+
+    #[test]
+    fn max_open_files_must_be_positive() {
+        let p = problems(&format!("[agent]\nmax_open_files = 0\n{}", with_file("")));
+        assert!(p.iter().any(|p| p.key == "agent.max_open_files"), "{p:?}");
+    }
 }

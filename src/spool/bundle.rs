@@ -123,7 +123,7 @@ pub enum BundleError {
     Empty,
     #[error("{0}")]
     Key(#[from] KeyError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{path}: not a relstat bundle: {detail}")]
     NotABundle { path: PathBuf, detail: String },

@@ -19,6 +19,12 @@
 //! | `imported_bundles` | bundle id | JSON [`ImportedBundle`] | the ledger of imported bundles (`spool import`), kept forever |
 //! | `imported_records` | xxh3-128 of `event_id \0 rule` | imported_at ms | identities of imported records, kept forever (outlives `dedupe_window`); a batch's outbox record with an identity found here is not enqueued (a relay re-judging imported events does not duplicate the sites' records) |
 //! | `pending_tracking` | seq | JSON [`PendingEvent`] | imported transitions waiting for the relay's tracker: `spool import` into a stopped agent writes them with the chunk; the agent applies them at start ([`Store::commit_drained`] removes them with what they produce) |
+//! | `quarantine` | seq | JSON [`check::Quarantined`] | records that could not be decoded (a damaged disk, a bug), moved aside with their table, key, bytes and error so the agent starts anyway; `relstat store check` lists them (schema 3) |
+//!
+//! Schema versions (`meta.schema`): 1 -> 2 keyed the seen ids by time;
+//! 2 -> 3 added `quarantine`. Older stores are migrated at open, in one
+//! transaction; a store of a newer schema is refused (a newer relstat
+//! wrote it).
 //!
 //! One call to [`Store::commit`] writes a tracker [`Batch`] (dirty keys,
 //! removed keys, history, seen ids, outbox records, restore episodes,
@@ -54,8 +60,10 @@ const APPROVALS: TableDefinition<(&str, &str), i64> = TableDefinition::new("appr
 const IMPORTED_BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("imported_bundles");
 const IMPORTED_RECORDS: TableDefinition<u128, i64> = TableDefinition::new("imported_records");
 const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_tracking");
+const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine");
 
-const SCHEMA_VERSION: &[u8] = b"2";
+/// The schema this relstat writes; it migrates every older one at open.
+const SCHEMA: u32 = 3;
 
 /// redb's page cache. Its default (1 GiB, filled as pages are written) made
 /// an agent with 10,000 keys sit at ~85 MiB RSS; the working set of one batch
@@ -67,24 +75,35 @@ pub const STORE_FILE: &str = "relstat.redb";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create data directory {path}: {error}")]
     CreateDir {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    /// `cause` says what happened and what to do (see `open_cause`); the
+    /// underlying error is part of it, not a source, so it prints once.
+    #[error("cannot open the store {path}: {cause}")]
+    Open { path: PathBuf, cause: String },
     #[error(
-        "cannot open the store {path}: {source} (is another relstat running with this data_dir?)"
+        "the store {path} has schema version {found}, newer than this relstat (it reads \
+         versions 1 to {SCHEMA}): a newer relstat wrote it; run that version again, or move the \
+         store aside to start empty"
     )]
-    Open {
-        path: PathBuf,
-        source: redb::DatabaseError,
-    },
-    #[error("store {path} has schema version {found}, this relstat reads version 1")]
     Schema { path: PathBuf, found: String },
+    /// The redb error is in the message, not a source: printed once.
     #[error("store transaction failed: {0}")]
-    Db(#[from] redb::Error),
-    #[error("corrupt record in table {table}: {detail}")]
+    Db(redb::Error),
+    #[error(
+        "corrupt record in table {table}: {detail}; stop the agent and run `relstat store \
+         repair` (it moves undecodable records to the quarantine table)"
+    )]
     Corrupt { table: &'static str, detail: String },
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Db(e)
+    }
 }
 
 macro_rules! from_redb {
@@ -113,6 +132,8 @@ pub struct Snapshot {
     pub approvals: Vec<(String, String, TimeMs)>,
     pub checkpoints: BTreeMap<String, Vec<u8>>,
     pub counters: BTreeMap<(String, InputResult), u64>,
+    /// Records found undecodable by this load and moved to `quarantine`.
+    pub quarantined: u64,
 }
 
 /// Pending SIEM records: how many, how large, the oldest's detection time.
@@ -218,17 +239,37 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+        std::fs::create_dir_all(data_dir).map_err(|error| StoreError::CreateDir {
             path: data_dir.to_path_buf(),
-            source,
+            error,
         })?;
         let path = data_dir.join(STORE_FILE);
+        // The store holds who deployed what: readable by the agent's user
+        // only, also outside the unit (whose UMask does the same).
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(StoreError::Open {
+                        cause: open_cause(&path, &redb::DatabaseError::Storage(e.into())),
+                        path,
+                    });
+                }
+            }
+        }
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
-            .map_err(|source| StoreError::Open {
+            .map_err(|e| StoreError::Open {
+                cause: open_cause(&path, &e),
                 path: path.clone(),
-                source,
             })?;
         let store = Store {
             db,
@@ -242,9 +283,9 @@ impl Store {
     pub fn in_memory() -> Result<Store, StoreError> {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|source| StoreError::Open {
+            .map_err(|e| StoreError::Open {
                 path: PathBuf::from("<memory>"),
-                source,
+                cause: e.to_string(),
             })?;
         let store = Store { db, path: None };
         store.init()?;
@@ -265,30 +306,33 @@ impl Store {
             tx.open_table(IMPORTED_BUNDLES)?;
             tx.open_table(IMPORTED_RECORDS)?;
             tx.open_table(PENDING)?;
+            tx.open_table(QUARANTINE)?;
             let mut meta = tx.open_table(META)?;
             let found = meta.get("schema")?.map(|v| v.value().to_vec());
-            match found {
-                None => {
-                    meta.insert("schema", SCHEMA_VERSION)?;
-                }
-                Some(v) if v == SCHEMA_VERSION => {}
-                Some(v) if v == b"1" => {
-                    // 1 -> 2: the seen ids keyed by time.
-                    let mut seen = tx.open_table(SEEN)?;
-                    for row in tx.open_table(SEEN_V1)?.iter()? {
-                        let (h, at) = row?;
-                        seen.insert((at.value(), h.value()), ())?;
-                    }
-                    drop(seen);
-                    tx.delete_table(SEEN_V1)?;
-                    meta.insert("schema", SCHEMA_VERSION)?;
-                }
-                Some(v) => {
-                    return Err(StoreError::Schema {
+            let version = match &found {
+                None => SCHEMA,
+                Some(v) => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .filter(|v| (1..=SCHEMA).contains(v))
+                    .ok_or_else(|| StoreError::Schema {
                         path: self.path.clone().unwrap_or_default(),
-                        found: String::from_utf8_lossy(&v).into_owned(),
-                    });
+                        found: String::from_utf8_lossy(v).into_owned(),
+                    })?,
+            };
+            if version < 2 {
+                // 1 -> 2: the seen ids keyed by time.
+                let mut seen = tx.open_table(SEEN)?;
+                for row in tx.open_table(SEEN_V1)?.iter()? {
+                    let (h, at) = row?;
+                    seen.insert((at.value(), h.value()), ())?;
                 }
+                drop(seen);
+                tx.delete_table(SEEN_V1)?;
+            }
+            // 2 -> 3: the quarantine table, opened (created) above.
+            if found.is_none() || version < SCHEMA {
+                meta.insert("schema", SCHEMA.to_string().as_bytes())?;
             }
         }
         tx.commit()?;
@@ -296,7 +340,10 @@ impl Store {
     }
 
     /// Everything needed to resume.
+    /// A record that cannot be decoded is moved to `quarantine` (and
+    /// logged) rather than stopping the start: see [`check`].
     pub fn load(&self) -> Result<Snapshot, StoreError> {
+        let bad = self.quarantine_undecodable(&[check::Checked::Keys, check::Checked::Meta])?;
         let tx = self.db.begin_read()?;
         let mut snap = Snapshot::default();
         for row in tx.open_table(KEYS)?.iter()? {
@@ -306,6 +353,7 @@ impl Store {
                 serde_json::from_slice(v.value()).map_err(|e| corrupt("keys", e))?;
             snap.keys.push((key, state));
         }
+        snap.quarantined = bad;
         for row in tx.open_table(SEEN)?.iter()? {
             let (at, h) = row?.0.value();
             snap.seen.push((h, at));
@@ -687,7 +735,10 @@ impl Store {
     }
 
     /// The first `limit` pending events, in import order, with their seq.
+    /// Undecodable rows are moved to `quarantine` first: one damaged import
+    /// does not block every start.
     pub fn pending_read(&self, limit: usize) -> Result<Vec<(u64, PendingEvent)>, StoreError> {
+        self.quarantine_undecodable(&[check::Checked::Pending])?;
         let tx = self.db.begin_read()?;
         let table = tx.open_table(PENDING)?;
         let mut out = Vec::new();
@@ -858,6 +909,41 @@ fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
         detail: detail.to_string(),
     }
 }
+
+/// What to say when the store file cannot be opened: the cause, in the
+/// operator's terms, and what to do about it.
+fn open_cause(path: &Path, e: &redb::DatabaseError) -> String {
+    use redb::{DatabaseError as D, StorageError as S};
+    match e {
+        D::DatabaseAlreadyOpen => "another process has it open (a running relstat agent, or \
+             a relstat command on the same data_dir): stop it first, or use the admin commands \
+             that go through the running agent"
+            .into(),
+        D::Storage(S::Io(io)) if io.kind() == std::io::ErrorKind::PermissionDenied => format!(
+            "permission denied ({io}): run as the agent's user (sudo -u relstat ...) or give \
+             that user the file: chown relstat: {}",
+            path.display()
+        ),
+        D::Storage(S::Io(io)) if io.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+            "another process has it open (a running relstat agent, or a relstat command on \
+             the same data_dir): stop it first"
+                .into()
+        }
+        D::Storage(S::Corrupted(detail)) => format!(
+            "the file is damaged ({detail}): stop the agent and run `relstat store repair`; if \
+             that fails, move {} aside (the agent starts with an empty store) or restore a backup",
+            path.display()
+        ),
+        D::Storage(S::Io(io)) => format!("{io}"),
+        D::UpgradeRequired(v) => format!(
+            "it is in redb file format {v}, which this relstat cannot read: open it with the \
+             relstat that wrote it"
+        ),
+        other => other.to_string(),
+    }
+}
+
+pub mod check;
 
 #[cfg(test)]
 mod tests;

@@ -465,3 +465,172 @@ fn pending_events_are_kept_in_import_order_and_drained_with_their_writes_in_one_
     // The relay's record for an imported identity is not enqueued again.
     assert_eq!(store.outbox_stats().unwrap().events, 5);
 }
+
+/// A store written by schema 2 (no quarantine table) opens as schema 3
+/// with its data.
+#[test]
+fn a_schema_2_store_is_migrated_to_3() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let (b, c, n) = batch(1);
+        store.commit(&b, &c, &n).unwrap();
+        let tx = store.db.begin_write().unwrap();
+        tx.delete_table(QUARANTINE).unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert("schema", b"2".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.load().unwrap().keys.len(), 1);
+    let tx = store.db.begin_read().unwrap();
+    assert_eq!(
+        tx.open_table(META)
+            .unwrap()
+            .get("schema")
+            .unwrap()
+            .unwrap()
+            .value(),
+        b"3"
+    );
+    assert!(tx.open_table(QUARANTINE).is_ok());
+}
+
+#[test]
+fn a_newer_store_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let tx = store.db.begin_write().unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert("schema", b"4".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let err = Store::open(dir.path()).err().unwrap().to_string();
+    assert!(
+        err.contains("schema version 4, newer than this relstat"),
+        "{err}"
+    );
+    assert!(err.contains("versions 1 to 3"), "{err}");
+}
+
+fn put_raw(store: &Store, def: TableDefinition<u64, &[u8]>, seq: u64, bytes: &[u8]) {
+    let tx = store.db.begin_write().unwrap();
+    tx.open_table(def).unwrap().insert(seq, bytes).unwrap();
+    tx.commit().unwrap();
+}
+
+/// One corrupt record (here in `keys` and in `pending_tracking`) no longer
+/// blocks every start: it is moved to `quarantine`, the rest loads.
+#[test]
+fn corrupt_records_are_quarantined_and_the_rest_loads() {
+    let store = Store::in_memory().unwrap();
+    for i in 1..=3 {
+        let (b, c, n) = batch(i);
+        store.commit(&b, &c, &n).unwrap();
+    }
+    {
+        let tx = store.db.begin_write().unwrap();
+        tx.open_table(KEYS)
+            .unwrap()
+            .insert(key(9).encode().as_slice(), b"{not json".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    put_raw(&store, PENDING, 1, b"\xff\xfe");
+    let report = store.check().unwrap();
+    let tables: Vec<&str> = report.findings.iter().map(|f| f.table).collect();
+    assert_eq!(tables, vec!["keys", "pending_tracking"]);
+
+    let snap = store.load().unwrap();
+    assert_eq!(snap.keys.len(), 3);
+    assert_eq!(snap.quarantined, 1);
+    assert!(store.pending_read(10).unwrap().is_empty());
+    let q = store.quarantined().unwrap();
+    assert_eq!(q.len(), 2, "{q:?}");
+    assert_eq!(
+        (q[0].table.as_str(), q[0].value_hex.as_str()),
+        ("keys", "7b6e6f74206a736f6e")
+    );
+    assert_eq!(q[1].table, "pending_tracking");
+    assert!(store.check().unwrap().findings.is_empty());
+}
+
+/// `repair` moves undecodable outbox records aside and keeps the outbox's
+/// byte total right.
+#[test]
+fn repair_quarantines_the_outbox_and_fixes_its_byte_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (b, c, n) = batch(1);
+    store.commit(&b, &c, &n).unwrap();
+    let before = store.outbox_stats().unwrap();
+    put_raw(&store, OUTBOX, 1_000, b"garbage");
+    {
+        let tx = store.db.begin_write().unwrap();
+        let mut meta = tx.open_table(META).unwrap();
+        let total = read_u64(&meta, "outbox_bytes").unwrap() + 7;
+        meta.insert("outbox_bytes", total.to_be_bytes().as_slice())
+            .unwrap();
+        drop(meta);
+        tx.commit().unwrap();
+    }
+    let report = store.repair().unwrap();
+    assert_eq!(report.file_ok, Some(true));
+    assert_eq!(report.findings.len(), 1);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.outbox_stats().unwrap(), before);
+    assert_eq!(store.quarantined().unwrap().len(), 1);
+}
+
+#[test]
+fn the_store_file_is_created_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let mode = std::fs::metadata(dir.path().join(STORE_FILE))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_store_open_elsewhere_says_so_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path()).unwrap();
+    let err = Store::open(dir.path()).err().unwrap();
+    let msg = format!("{:#}", anyhow::Error::from(err));
+    assert!(msg.contains("another process has it open"), "{msg}");
+    assert_eq!(msg.matches("relstat.redb").count(), 1, "{msg}");
+}
+
+/// Each cause of an open failure says what it is and what to do, without
+/// blaming another relstat for a permission or a damaged file.
+#[test]
+fn open_errors_name_their_cause() {
+    use redb::{DatabaseError as D, StorageError as S};
+    let p = Path::new("/var/lib/relstat/relstat.redb");
+    let denied = open_cause(
+        p,
+        &D::Storage(S::Io(std::io::Error::from(
+            std::io::ErrorKind::PermissionDenied,
+        ))),
+    );
+    assert!(
+        denied.contains("permission denied") && denied.contains("chown relstat:"),
+        "{denied}"
+    );
+    assert!(!denied.contains("another"), "{denied}");
+    let damaged = open_cause(p, &D::Storage(S::Corrupted("bad page".into())));
+    assert!(
+        damaged.contains("damaged") && damaged.contains("relstat store repair"),
+        "{damaged}"
+    );
+    assert!(!damaged.contains("another"), "{damaged}");
+    assert!(open_cause(p, &D::DatabaseAlreadyOpen).contains("another process has it open"));
+}

@@ -163,6 +163,8 @@ pub struct Metrics {
     pub spool_oldest_age: Gauge,
     pub forward_events: IntCounterVec,
     pub forward_connected: IntGaugeVec,
+    /// Records kept aside in the store's quarantine table (running agent).
+    pub store_quarantined: IntGauge,
     evictions: IntCounter,
     label_overflow: IntCounterVec,
     http_connections: IntGauge,
@@ -344,10 +346,17 @@ impl Metrics {
              /api and /hooks requests answered 503 to keep slots for the probes.",
             &["reason"]
         );
+        let store_quarantined = IntGauge::new(
+            "relstat_store_quarantined_records",
+            "Store records that could not be decoded, kept aside in the quarantine table \
+             (relstat store check lists them).",
+        )?;
         if process {
             registry.register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))?;
+            // The running agent's store only: a replay has none.
+            registry.register(Box::new(store_quarantined.clone()))?;
         }
         Ok(Self {
             registry,
@@ -369,6 +378,7 @@ impl Metrics {
             spool_oldest_age,
             forward_events,
             forward_connected,
+            store_quarantined,
             evictions,
             label_overflow,
             http_connections,

@@ -11,6 +11,9 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,10 +59,103 @@ pub fn fingerprint(file: &File) -> io::Result<Option<u64>> {
     }
 }
 
+/// How many tailed files may be open at once (`[agent] max_open_files`),
+/// shared by every file source of the agent.
+#[derive(Debug)]
+pub struct FdBudget {
+    max: usize,
+    used: AtomicUsize,
+    created: Instant,
+    /// When (ms after `created`, + 1) a source last found no descriptor
+    /// even after closing its own idle files: the other sources then close
+    /// theirs.
+    starved_at: AtomicU64,
+}
+
+/// How long a starved source makes the others give back idle files.
+const STARVED_FOR_MS: u64 = 1_000;
+
+impl FdBudget {
+    pub fn new(max: usize) -> Arc<FdBudget> {
+        Arc::new(FdBudget {
+            max: max.max(1),
+            used: AtomicUsize::new(0),
+            created: Instant::now(),
+            starved_at: AtomicU64::new(0),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.created.elapsed().as_millis() as u64 + 1
+    }
+
+    /// A source has files to read and no descriptor for them.
+    pub fn starve(&self) {
+        self.starved_at.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// Some source was starved within the last second.
+    pub fn starving(&self) -> bool {
+        let at = self.starved_at.load(Ordering::Acquire);
+        at != 0 && self.now_ms().saturating_sub(at) < STARVED_FOR_MS
+    }
+
+    /// One descriptor, if the budget has one left; given back when the
+    /// [`Slot`] drops.
+    pub fn acquire(self: &Arc<Self>) -> Option<Slot> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < self.max).then_some(u + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+
+    /// Descriptors in use now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// One descriptor of an [`FdBudget`], held by an open [`Tailer`].
+#[derive(Debug)]
+pub struct Slot(Arc<FdBudget>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What `stat` says about a file, to tell whether it changed: size and
+/// modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stat {
+    pub len: u64,
+    pub mtime: (i64, i64),
+}
+
+impl Stat {
+    pub fn of(meta: &std::fs::Metadata) -> Stat {
+        Stat {
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        }
+    }
+}
+
 pub struct Tailer {
     pub path: PathBuf,
     pub id: FileId,
     file: File,
+    /// This file's descriptor in the agent's budget.
+    _slot: Slot,
+    /// The file as it was before the last read (the size is then replaced by
+    /// what was read): a file that still looks like this has nothing new.
+    pub seen: Stat,
+    /// When the last read found something: the file idle longest is closed
+    /// first when another file needs a descriptor.
+    pub last_active: Instant,
     /// Offset just after the last complete line handed out.
     pub offset: u64,
     /// Bytes read after `offset` that do not end a line yet.
@@ -82,11 +178,14 @@ pub enum Chunk {
 }
 
 impl Tailer {
-    pub fn open(path: &Path, file: File, id: FileId, offset: u64) -> Tailer {
+    pub fn open(path: &Path, file: File, slot: Slot, id: FileId, offset: u64) -> Tailer {
         Tailer {
             path: path.to_path_buf(),
             id,
             file,
+            _slot: slot,
+            seen: Stat::default(),
+            last_active: Instant::now(),
             offset,
             partial: Vec::new(),
             orphan: false,
@@ -97,8 +196,7 @@ impl Tailer {
 
     /// The file was truncated or rewritten in place: its size is below what
     /// we read, or its first line is no longer the one we fingerprinted.
-    pub fn replaced(&self) -> io::Result<bool> {
-        let len = self.file.metadata()?.len();
+    pub fn replaced(&self, len: u64) -> io::Result<bool> {
         if len < self.offset + self.partial.len() as u64 {
             return Ok(true);
         }
@@ -107,6 +205,16 @@ impl Tailer {
             // The first line is incomplete again: rewritten.
             None => true,
         })
+    }
+
+    /// Bytes looked at: the offset plus a held partial line.
+    pub fn position(&self) -> u64 {
+        self.offset + self.partial.len() as u64
+    }
+
+    /// Inside an over-long line: closing now would lose where it ends.
+    pub fn skipping(&self) -> bool {
+        self.skipping
     }
 
     /// Restarts at the beginning (after a truncation), with the new identity.

@@ -258,3 +258,185 @@ fn the_builtin_source_watches_its_directory() {
     let src = FileSource::new(&l.config.sources[0], parser, None);
     assert_eq!(src.watch_dirs(), vec![PathBuf::from("./relstat-logs")]);
 }
+
+/// A source whose files share a budget of `max` descriptors.
+fn budgeted(fx: &Fixture, max: usize) -> FileSource {
+    fx.source(None).with_budget(FdBudget::new(max))
+}
+
+/// Closes every open file that has nothing to read, as a file needing a
+/// descriptor would.
+fn close_idle(src: &mut FileSource) {
+    while src.close_idlest() {}
+    assert_eq!(src.open_files(), 0);
+}
+
+#[test]
+fn more_files_than_descriptors_are_all_read_once() {
+    let mut fx = Fixture::new("beginning");
+    for i in 0..20 {
+        fx.write(&format!("f{i:02}.log"), 3);
+    }
+    let mut src = budgeted(&fx, 4);
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        let b = src.pass(true);
+        assert!(src.open_files() <= 4, "{} open", src.open_files());
+        let done = b.caught_up && b.items.is_empty();
+        got.extend(releases(&b));
+        if done {
+            break;
+        }
+    }
+    got.sort();
+    let mut want = expect(1..=60);
+    want.sort();
+    assert_eq!(got, want);
+    // Appends to files closed long ago are read too.
+    fx.write("f00.log", 1);
+    fx.write("f19.log", 1);
+    let mut got = drain(&mut src);
+    got.sort();
+    assert_eq!(got, expect(61..=62));
+    assert!(src.open_files() <= 4);
+}
+
+#[test]
+fn not_caught_up_while_files_wait_for_a_descriptor() {
+    let mut fx = Fixture::new("beginning");
+    for i in 0..3 {
+        fx.write(&format!("f{i}.log"), 1);
+    }
+    let mut src = budgeted(&fx, 1);
+    let b = src.pass(true);
+    assert_eq!(b.items.len(), 1);
+    assert!(!b.caught_up, "two files still wait");
+}
+
+/// Each rotation form applied to a file while it is closed: lines written
+/// before and after are read once.
+#[test]
+fn rotation_while_closed_loses_and_duplicates_nothing() {
+    let mut fx = Fixture::new("beginning");
+    fx.write("a.log", 2);
+    fx.write("b.log", 1);
+    let mut src = budgeted(&fx, 1);
+    let mut got = drain(&mut src);
+    got.sort();
+    assert_eq!(got, expect(1..=3));
+
+    // append
+    close_idle(&mut src);
+    fx.write("a.log", 2);
+    assert_eq!(drain(&mut src), expect(4..=5));
+
+    // rename + create, with lines written before the rename not read yet
+    close_idle(&mut src);
+    fx.write("a.log", 2);
+    std::fs::rename(fx.path("a.log"), fx.path("a.log.1")).unwrap();
+    fx.write("a.log", 2);
+    let mut got = drain(&mut src);
+    got.sort();
+    assert_eq!(got, expect(6..=9));
+
+    // copytruncate (the copy is outside the glob), then more lines
+    close_idle(&mut src);
+    std::fs::copy(fx.path("a.log"), fx.path("a.log.2")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(fx.path("a.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    fx.write("a.log", 3);
+    assert_eq!(drain(&mut src), expect(10..=12));
+
+    // truncate in place, a shorter rewrite
+    close_idle(&mut src);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(fx.path("a.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    fx.write("a.log", 1);
+    assert_eq!(drain(&mut src), expect(13..=13));
+
+    // delete + recreate (the inode may well be reused)
+    close_idle(&mut src);
+    std::fs::remove_file(fx.path("a.log")).unwrap();
+    fx.write("a.log", 2);
+    assert_eq!(drain(&mut src), expect(14..=15));
+
+    // the checkpoint holds closed files too: a restart reads nothing again
+    close_idle(&mut src);
+    let cp: Checkpoint = serde_json::from_slice(&src.checkpoint()).unwrap();
+    assert_eq!(cp.len(), 2, "{cp:?}");
+    let mut again = fx.source(Some(&src.checkpoint()));
+    assert!(drain(&mut again).is_empty());
+}
+
+#[test]
+fn directories_and_fifos_matching_a_glob_are_counted_once() {
+    let mut fx = Fixture::new("beginning");
+    fx.write("a.log", 1);
+    std::fs::create_dir(fx.path("dir.log")).unwrap();
+    let fifo = std::ffi::CString::new(fx.path("pipe.log").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let mut src = fx.source(None);
+    let b = src.pass(true);
+    let mut errors = b.errors.clone();
+    errors.sort();
+    assert_eq!(errors, vec!["directory", "not_a_file"]);
+    assert_eq!(releases(&b), vec!["r1"]);
+    assert!(
+        src.pass(true).errors.is_empty(),
+        "counted once while it stays"
+    );
+}
+
+/// An idle pass sends no checkpoint (the agent skips it: no commit).
+#[test]
+fn an_idle_pass_has_no_checkpoint() {
+    let mut fx = Fixture::new("beginning");
+    fx.write("a.log", 1);
+    let mut src = fx.source(None);
+    assert!(src.pass(true).checkpoint.is_some());
+    src.dirty = false;
+    let b = src.pass(true);
+    assert!(b.checkpoint.is_none() && b.caught_up);
+    fx.write("a.log", 1);
+    assert!(src.pass(true).checkpoint.is_some());
+}
+
+/// Two sources share the agent's descriptors: the one holding them all
+/// with idle files gives them back when the other starves.
+#[test]
+fn a_source_starved_of_descriptors_gets_the_idle_files_of_another() {
+    let mut fa = Fixture::new("beginning");
+    fa.write("a1.log", 1);
+    fa.write("a2.log", 1);
+    let mut fb = Fixture::new("beginning");
+    fb.n = 100;
+    fb.write("b1.log", 1);
+    let budget = FdBudget::new(2);
+    let mut a = fa.source(None).with_budget(budget.clone());
+    let mut b = fb.source(None).with_budget(budget.clone());
+    assert_eq!(drain(&mut a).len(), 2);
+    assert_eq!(a.open_files(), 2);
+    let first = b.pass(true);
+    assert!(
+        first.items.is_empty() && !first.caught_up,
+        "no descriptor left"
+    );
+    std::thread::sleep(IDLE_GIVE_BACK + Duration::from_millis(100));
+    b.pass(true); // starved again, now that a's files are idle long enough
+    assert!(budget.starving());
+    a.pass(false);
+    assert_eq!(a.open_files(), 0, "a gave its idle files back");
+    assert_eq!(drain(&mut b), vec!["r101"]);
+    // a's files are still known: an append is read once a descriptor frees.
+    fa.write("a1.log", 1);
+    assert_eq!(drain(&mut a), vec!["r3"]);
+}
