@@ -44,6 +44,10 @@ const DOCS: &[(&str, &str)] = &[
     ),
     ("bundles.md", "air-gapped sync: spool export and import"),
     ("change-freeze.md", "freeze windows, with examples"),
+    (
+        "files.md",
+        "tailing log files: rotation, descriptors, what can be lost",
+    ),
 ];
 
 /// The end of `relstat --help`: where the documentation is.

@@ -42,6 +42,20 @@ pub fn check_field_len(field: &'static str, value: &str) -> Result<(), FieldTooL
     }
 }
 
+/// `reason` is free text (a tool's message: Argo CD, Flux, a Jira comment):
+/// one over [`MAX_FIELD_BYTES`] is cut on a character boundary and ends in
+/// `…`, rather than making its event `invalid` and losing the status it
+/// came with. Identity fields (release, service, ...) are refused instead:
+/// a cut one could name another release.
+pub fn cut_text(v: &str) -> String {
+    const MARK: &str = "…";
+    let mut end = MAX_FIELD_BYTES - MARK.len();
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &v[..end])
+}
+
 /// Who made a change: a person or a tool. Status conflicts are reports from
 /// different actor types that contradict each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]

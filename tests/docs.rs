@@ -4,9 +4,8 @@
 //! true by the unit tests in src/config/reference.rs.)
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use crate::util::{free_port, http_get, relstat, root, stdout, wait_until};
+use crate::util::{ExampleAgent, http_get, relstat, root, stdout, wait_until};
 
 /// `SPEC` or `SPEC.md` as a word (what `grep -E '\bSPEC(\.md)?\b'` finds).
 fn spec_references(text: &str) -> Vec<(usize, String)> {
@@ -93,45 +92,11 @@ fn documented(doc: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn docs_metrics_md_names_every_family_the_example_exposes() {
-    // The agent: examples/quickstart.toml with its example logs, in a
-    // scratch directory (its paths are relative), on a free port.
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("examples/logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    for entry in std::fs::read_dir(root().join("examples/logs")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), logs.join(entry.file_name())).unwrap();
-    }
-    let port = free_port();
-    let quickstart = std::fs::read_to_string(root().join("examples/quickstart.toml")).unwrap();
-    assert!(quickstart.contains("listen = \"127.0.0.1:9731\""));
-    let config = dir.path().join("quickstart.toml");
-    std::fs::write(
-        &config,
-        quickstart.replace("127.0.0.1:9731", &format!("127.0.0.1:{port}")),
-    )
-    .unwrap();
-    let _agent = Child(
-        Command::new(env!("CARGO_BIN_EXE_relstat"))
-            .args(["run", "-c", config.to_str().unwrap()])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("relstat starts"),
-    );
+    // The agent: examples/quickstart.toml with its example logs.
+    let agent = ExampleAgent::start(true);
+    let port = agent.port;
     // Ready, and the example logs read: transitions and histograms exist.
     let mut exposition = String::new();
     let read = wait_until(30, || {

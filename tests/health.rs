@@ -420,3 +420,54 @@ fn header_timeout_and_per_peer_limit_come_from_the_config() {
         Some(1.0)
     );
 }
+
+#[test]
+fn a_megabyte_request_head_is_refused_and_costs_no_memory() {
+    // hyper's read buffer would grow to ~400 KiB per connection by default;
+    // it is capped at 64 KiB (MAX_HEAD_BYTES): 128 connections each sending a
+    // 1 MiB header (51 MiB of buffers uncapped) get 431 (or are closed) and
+    // the agent's peak memory stays near its baseline.
+    let mut agent = Agent::new("");
+    agent.start();
+    let port = agent.port;
+    let baseline = peak_rss_kib(agent.pid());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers = rt.block_on(async move {
+        let mut tasks = Vec::new();
+        for i in 0..128u8 {
+            tasks.push(tokio::spawn(async move {
+                let src = Ipv4Addr::new(127, 0, 3, i + 1);
+                let mut s = connect_from(src, port).await.ok()?;
+                let mut head = b"GET /healthz HTTP/1.1\r\nX-Big: ".to_vec();
+                head.resize(head.len() + (1 << 20), b'a');
+                // The agent stops reading once its buffer is full: the
+                // write may fail or stall; both are fine.
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.write_all(&head)).await;
+                let mut buf = vec![0u8; 256];
+                let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+            }));
+        }
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.unwrap());
+        }
+        answers
+    });
+    for a in answers.iter().flatten().filter(|a| !a.is_empty()) {
+        assert!(a.starts_with("HTTP/1.1 431"), "answered {a:?}");
+    }
+    let peak = peak_rss_kib(agent.pid());
+    assert!(
+        peak < baseline + 24 * 1024,
+        "baseline {baseline} KiB, after 128 x 1 MiB heads: {peak} KiB"
+    );
+    // Still answering.
+    assert_eq!(http_get(port, "/healthz").map(|(s, _)| s), Some(200));
+}

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
@@ -208,15 +208,6 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The lines of an example log, split in two at `at`.
 fn halves(name: &str, at: usize) -> (String, String) {
     let text = std::fs::read_to_string(root().join("examples/logs").join(name)).unwrap();
@@ -241,30 +232,9 @@ fn every_dashboard_query_returns_data_from_prometheus_scraping_the_example() {
     let Some(prometheus) = peer("prometheus") else {
         return;
     };
-    // The agent: examples/quickstart.toml as shipped (relative paths, in a
-    // scratch directory), on a free port.
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("examples/logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let port = free_port();
-    let quickstart = std::fs::read_to_string(root().join("examples/quickstart.toml")).unwrap();
-    assert!(quickstart.contains("listen = \"127.0.0.1:9731\""));
-    let config = dir.path().join("quickstart.toml");
-    std::fs::write(
-        &config,
-        quickstart.replace("127.0.0.1:9731", &format!("127.0.0.1:{port}")),
-    )
-    .unwrap();
-    let _agent = Child(
-        Command::new(env!("CARGO_BIN_EXE_relstat"))
-            .args(["run", "-c", config.to_str().unwrap()])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("relstat starts"),
-    );
+    // The agent: examples/quickstart.toml as shipped, its logs fed below.
+    let agent = ExampleAgent::start(false);
+    let (logs, port) = (agent.logs.clone(), agent.port);
     assert!(
         wait_until(20, || http_get(port, "/readyz")
             .is_some_and(|(s, _)| s == 200)),

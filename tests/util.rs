@@ -187,8 +187,15 @@ impl Agent {
 
     /// Starts the agent and waits (bounded) until /readyz answers 200.
     pub fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_relstat"))
-            .args(["run", "-c", self.config.to_str().unwrap()])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_relstat"));
+        cmd.args(["run", "-c", self.config.to_str().unwrap()]);
+        self.start_command(cmd, 20);
+    }
+
+    /// Runs `cmd` (the agent, possibly wrapped) and waits (bounded by
+    /// `secs`) until /readyz answers 200.
+    fn start_command(&mut self, mut cmd: Command, secs: u64) {
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -197,7 +204,7 @@ impl Agent {
         self.child = Some(child);
         let port = self.port;
         assert!(
-            wait_until(20, || http_get(port, "/readyz")
+            wait_until(secs, || http_get(port, "/readyz")
                 .is_some_and(|(s, _)| s == 200)),
             "agent did not become ready"
         );
@@ -470,23 +477,12 @@ impl Agent {
     /// Starts the agent with its descriptor limit (`ulimit -n`) set to
     /// `nofile`, and waits (bounded) until /readyz answers 200.
     pub fn start_with_nofile(&mut self, nofile: u32) {
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("ulimit -n {nofile} && exec \"$0\" run -c \"$1\"",))
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" run -c \"$1\""))
             .arg(env!("CARGO_BIN_EXE_relstat"))
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("relstat starts");
-        self.child = Some(child);
-        let port = self.port;
-        assert!(
-            wait_until(60, || http_get(port, "/readyz")
-                .is_some_and(|(s, _)| s == 200)),
-            "agent did not become ready"
-        );
+            .arg(&self.config);
+        self.start_command(cmd, 60);
     }
 }
 
@@ -506,3 +502,58 @@ pub fn cpu_ticks(pid: u32) -> u64 {
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
+/// `relstat run` on examples/quickstart.toml as shipped (relative paths, in a
+/// scratch directory), on a free port; killed when dropped. With
+/// `with_logs`, the example's logs are copied in before it starts; without,
+/// `logs` is the empty directory its sources watch.
+pub struct ExampleAgent {
+    /// Its working directory (removed when dropped).
+    _dir: tempfile::TempDir,
+    pub logs: PathBuf,
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl ExampleAgent {
+    pub fn start(with_logs: bool) -> ExampleAgent {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("examples/logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        if with_logs {
+            for entry in std::fs::read_dir(root().join("examples/logs")).unwrap() {
+                let entry = entry.unwrap();
+                std::fs::copy(entry.path(), logs.join(entry.file_name())).unwrap();
+            }
+        }
+        let port = free_port();
+        let quickstart = std::fs::read_to_string(root().join("examples/quickstart.toml")).unwrap();
+        assert!(quickstart.contains("listen = \"127.0.0.1:9731\""));
+        let config = dir.path().join("quickstart.toml");
+        std::fs::write(
+            &config,
+            quickstart.replace("127.0.0.1:9731", &format!("127.0.0.1:{port}")),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_relstat"))
+            .args(["run", "-c", config.to_str().unwrap()])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("relstat starts");
+        ExampleAgent {
+            _dir: dir,
+            logs,
+            port,
+            child,
+        }
+    }
+}
+
+impl Drop for ExampleAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -81,6 +81,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`MAX_CONNECTIONS`], so one address cannot take them all, while a
 /// Prometheus, a CI server and a few curls fit well within.
 pub const MAX_CONNECTIONS_PER_PEER: usize = 64;
+/// The read buffer of one connection, so the longest request head it takes.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// On shutdown, requests in flight get this long to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -378,6 +380,11 @@ where
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        // hyper's read buffer grows to ~400 KiB by default: 512 connections
+        // could hold 200 MiB before any body budget applies. A request head
+        // (line and headers) of up to 64 KiB is far more than any webhook
+        // sender or scraper uses; a longer one is answered 431.
+        .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "HTTP connection ended with an error");

@@ -435,6 +435,10 @@ impl LineParser {
                 if v.contains('\0') {
                     return Err(invalid(format!("field {field} contains a NUL byte")));
                 }
+                if field == Field::Reason && v.len() > event::MAX_FIELD_BYTES {
+                    *value = Some(Cow::Owned(event::cut_text(v)));
+                    continue;
+                }
                 event::check_field_len(field.name(), v).map_err(|e| invalid(e.to_string()))?;
             }
         }
@@ -1117,8 +1121,11 @@ actor_type = "human""#;
             ("a megabyte service is invalid", LOGFMT,
                 format!("time=2026-11-03T09:00:00Z release=r1 environment=prod status=deployed service={}", "s".repeat(1 << 20)),
                 "invalid: field service is 1048576 bytes long; at most 1024 are accepted".into()),
-            ("the cap counts bytes, not chars", JSON, canon(&format!(r#","reason":"{}""#, "é".repeat(513))),
-                "invalid: field reason is 1026 bytes long; at most 1024 are accepted".into()),
+            ("the cap counts bytes, not chars", JSON, canon(&format!(r#","service":"{}""#, "é".repeat(513))),
+                "invalid: field service is 1026 bytes long; at most 1024 are accepted".into()),
+            ("a long reason (free text) is cut on a char boundary, not refused", JSON,
+                canon(&format!(r#","reason":"{}""#, "é".repeat(600))),
+                format!("reason={}…", "é".repeat(510))),
             ("a long raw status is invalid, not unmapped", JSON,
                 format!(r#"{{"time":"2026-11-03T09:00:00Z","release":"r1","environment":"prod","status":"{}"}}"#, "x".repeat(2000)),
                 "invalid: field status is 2000 bytes long; at most 1024 are accepted".into()),
