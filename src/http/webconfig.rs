@@ -55,7 +55,13 @@ impl WebConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let raw: Option<WebConfigFile> = serde_norway::from_str(&text).map_err(|e| {
+        Self::parse(&text, path)
+    }
+
+    /// Checks the text of a web config; `path` names it in errors and its
+    /// directory is where relative file names (`cert_file`...) are read.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, HttpError> {
+        let raw: Option<WebConfigFile> = serde_norway::from_str(text).map_err(|e| {
             let mut message = e.to_string();
             if message.contains("unknown field") {
                 message.push_str(

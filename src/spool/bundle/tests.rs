@@ -838,3 +838,42 @@ fn import_into_a_stopped_relay_is_tracked_at_its_start_as_a_running_relay_would(
         0
     );
 }
+
+/// `tests/fixtures/bundle/`: a real export of three records by `dc-a`, and
+/// its public key (the fuzz target's seed).
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/bundle")
+        .join(name)
+}
+
+#[test]
+fn inspect_file_on_an_open_bundle_reports_what_inspect_reports_on_its_path() {
+    let path = fixture("dc-a.bundle");
+    let keys = fixture("");
+    let by_path = inspect(&path, Some(&keys)).unwrap();
+    assert!(matches!(by_path.signature, SignatureStatus::Valid { .. }));
+    assert!(by_path.payload_verified);
+    assert_eq!((by_path.manifest.site.as_str(), by_path.manifest.count), ("dc-a", 3));
+
+    let file = File::open(&path).unwrap();
+    let open = inspect_file(&file, Path::new("named.bundle"), Some(&keys)).unwrap();
+    assert_eq!(open.path, Path::new("named.bundle"));
+    assert_eq!(open.manifest, by_path.manifest);
+    assert_eq!(open.signature, by_path.signature);
+    assert_eq!(open.file_bytes, by_path.file_bytes);
+    assert_eq!(
+        (open.oldest_detected_at, open.newest_detected_at),
+        (by_path.oldest_detected_at, by_path.newest_detected_at)
+    );
+
+    // The same refusals: a truncated copy is damaged, and named as given.
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&short, &bytes[..bytes.len() - 5]).unwrap();
+    let e = inspect_file(&File::open(&short).unwrap(), Path::new("named.bundle"), None)
+        .unwrap_err();
+    assert!(matches!(e, BundleError::Damaged { .. }), "{e}");
+    assert!(e.to_string().contains("named.bundle"), "{e}");
+}
