@@ -10,6 +10,9 @@
 #               evenly: each target runs TOTAL_RUNS / targets new inputs
 #               (libFuzzer -runs=), on top of its seeds.
 #   TARGET...   only these (default: every target of `cargo fuzz list`).
+#   MAX_SECS=N  (environment) also stop each target after N seconds
+#               (libFuzzer -max_total_time=): a campaign with a deadline
+#               records the executions it reached.
 #
 # The corpus of each target grows in fuzz/corpus/TARGET (not committed);
 # crashes are written to fuzz/artifacts/TARGET/. The figures (executions,
@@ -23,7 +26,11 @@ TOTAL=${1:-10000000}
 shift || true
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
 cd fuzz
-nice -n 19 cargo fuzz build -s none
+# Built once; the targets then run as plain libFuzzer binaries (a `cargo
+# fuzz run` per target would re-check, and in a git worktree re-run, the
+# build). NO_BUILD=1 uses the binaries already built.
+[ -n "${NO_BUILD:-}" ] || nice -n 19 cargo fuzz build -s none
+BIN=$ROOT/fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release
 if [ $# -gt 0 ]; then TARGETS=("$@"); else mapfile -t TARGETS < <(cargo fuzz list); fi
 PER=$(((TOTAL + ${#TARGETS[@]} - 1) / ${#TARGETS[@]}))
 LOGS=$ROOT/fuzz/target/campaign-logs
@@ -48,7 +55,11 @@ def read(p):
         return f.read()
 def wrapped(key, path):
     import yaml  # the argo fixtures are API objects kept as YAML
-    return json.dumps({key: yaml.safe_load(read(path))}).encode()
+    class Loader(yaml.SafeLoader):  # times stay strings, as serde reads them
+        yaml_implicit_resolvers = {
+            k: [r for r in v if r[0] != "tag:yaml.org,2002:timestamp"]
+            for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    return json.dumps({key: yaml.load(read(path), Loader=Loader)}).encode()
 
 presets = {"github": "github", "gitlab": "gitlab", "jenkins": "jenkins",
            "argocd": "argocd", "argo_rollouts": "argo-rollouts", "flux": "flux",
@@ -112,8 +123,9 @@ for t in "${TARGETS[@]}"; do
   log=$LOGS/$t.log
   t1=$(date +%s)
   status=ok
-  nice -n 19 cargo fuzz run -s none "$t" "corpus/$t" "target/seeds/$t" -- \
-    -runs="$PER" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1 || status=crash
+  mkdir -p "artifacts/$t"
+  nice -n 19 "$BIN/$t" "corpus/$t" "target/seeds/$t" -artifact_prefix="artifacts/$t/" \
+    -runs="$PER" ${MAX_SECS:+-max_total_time=$MAX_SECS} -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1 || status=crash
   secs=$(($(date +%s) - t1))
   execs=$(final_stat 'stat::number_of_executed_units:' "$log")
   last=$(grep -E '^#[0-9]+' "$log" | tail -1)
@@ -133,14 +145,14 @@ for t in "${TARGETS[@]}"; do
 done
 TOTAL_SECS=$(($(date +%s) - T0))
 
-cmd="scripts/fuzz-campaign.sh $TOTAL${1:+ $*}"
+cmd="${MAX_SECS:+MAX_SECS=$MAX_SECS }scripts/fuzz-campaign.sh $TOTAL${1:+ $*}"
 block=$(
   cat <<EOF
 <!-- campaign:begin (written by scripts/fuzz-campaign.sh) -->
 Last run: \`$cmd\`, started $START, $TOTAL_SECS s, commit
 $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src fuzz/fuzz_targets || echo ' (with uncommitted changes)'),
 $(rustc --version), cargo-fuzz $(cargo fuzz --version | awk '{print $2}'), \`-s none\`,
-\`-runs=$PER -rss_limit_mb=2048 -timeout=10\` per target, \`nice -n 19\`, one target at a time.
+\`-runs=$PER${MAX_SECS:+ -max_total_time=$MAX_SECS} -rss_limit_mb=2048 -timeout=10\` per target, \`nice -n 19\`, one target at a time.
 
 **$SUM executions in all, $CRASHES target(s) with a crash.**
 

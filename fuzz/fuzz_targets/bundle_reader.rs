@@ -29,7 +29,11 @@ static KEYS: LazyLock<PathBuf> =
 /// One unlinked file (in memory on /dev/shm), rewritten for each input.
 static FILE: LazyLock<Mutex<File>> = LazyLock::new(|| {
     let dir = Path::new("/dev/shm");
-    let dir = if dir.is_dir() { dir.to_path_buf() } else { std::env::temp_dir() };
+    let dir = if dir.is_dir() {
+        dir.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
     let path = dir.join(format!("relstat-fuzz-bundle-{}", std::process::id()));
     let f = File::options()
         .read(true)

@@ -753,13 +753,9 @@ pub fn inspect_file(
     trusted_keys_dir: Option<&Path>,
 ) -> Result<Inspection, BundleError> {
     let file_bytes = file.metadata().map_err(io_err(path))?.len();
-    let v = verify(
-        file,
-        path,
-        Trust::IfKnown(trusted_keys_dir),
-        false,
-        &|_| Ok(true),
-    )?;
+    let v = verify(file, path, Trust::IfKnown(trusted_keys_dir), false, &|_| {
+        Ok(true)
+    })?;
     Ok(Inspection {
         path: path.to_path_buf(),
         file_bytes,

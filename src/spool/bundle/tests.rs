@@ -854,7 +854,10 @@ fn inspect_file_on_an_open_bundle_reports_what_inspect_reports_on_its_path() {
     let by_path = inspect(&path, Some(&keys)).unwrap();
     assert!(matches!(by_path.signature, SignatureStatus::Valid { .. }));
     assert!(by_path.payload_verified);
-    assert_eq!((by_path.manifest.site.as_str(), by_path.manifest.count), ("dc-a", 3));
+    assert_eq!(
+        (by_path.manifest.site.as_str(), by_path.manifest.count),
+        ("dc-a", 3)
+    );
 
     let file = File::open(&path).unwrap();
     let open = inspect_file(&file, Path::new("named.bundle"), Some(&keys)).unwrap();
@@ -872,8 +875,12 @@ fn inspect_file_on_an_open_bundle_reports_what_inspect_reports_on_its_path() {
     let short = dir.path().join("short");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&short, &bytes[..bytes.len() - 5]).unwrap();
-    let e = inspect_file(&File::open(&short).unwrap(), Path::new("named.bundle"), None)
-        .unwrap_err();
+    let e = inspect_file(
+        &File::open(&short).unwrap(),
+        Path::new("named.bundle"),
+        None,
+    )
+    .unwrap_err();
     assert!(matches!(e, BundleError::Damaged { .. }), "{e}");
     assert!(e.to_string().contains("named.bundle"), "{e}");
 }
