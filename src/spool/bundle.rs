@@ -633,7 +633,10 @@ fn verify(
         stream_payload(e, path, |rec| {
             count += 1;
             if count.is_multiple_of(4096) {
-                pb.set_position(count * manifest.payload_bytes / manifest.count.max(1));
+                // u128: the manifest's figures are what the file says, any u64.
+                let at = u128::from(count) * u128::from(manifest.payload_bytes)
+                    / u128::from(manifest.count.max(1));
+                pb.set_position(u64::try_from(at).unwrap_or(u64::MAX));
             }
             oldest = Some(oldest.map_or(rec.detected_at, |t| t.min(rec.detected_at)));
             newest = Some(newest.map_or(rec.detected_at, |t| t.max(rec.detected_at)));

@@ -328,6 +328,32 @@ fn an_unknown_format_version_is_refused_even_when_signed() {
     assert!(msg.contains("unknown bundle format version 2"), "{msg}");
 }
 
+/// A crash of the `bundle_reader` fuzz target (on a crafted input, see
+/// fuzz/CAMPAIGN.md): from 4,096 records on, the progress position (records
+/// read x payload_bytes / count) overflowed u64 and panicked (debug builds)
+/// on a manifest claiming a huge payload_bytes.
+#[test]
+fn a_huge_payload_bytes_in_the_manifest_is_a_size_mismatch_not_an_overflow_panic() {
+    let w = World::new();
+    let out = w.bundle("a", 4096);
+    let mut e = unpack(&out);
+    let mut m: serde_json::Value = serde_json::from_slice(&e[0].1).unwrap();
+    m["payload_bytes"] = serde_json::json!(u64::MAX / 2);
+    e[0].1 = serde_json::to_vec_pretty(&m).unwrap();
+    e[1].1 = sign(w.a.signing_key_file.as_ref().unwrap(), &e[0].1);
+    pack(&out, &e);
+    let msg = inspect(&out, None).unwrap_err().to_string();
+    assert!(
+        msg.contains("the manifest says 9223372036854775807"),
+        "{msg}"
+    );
+    let msg = refused(&w, &out);
+    assert!(
+        msg.contains("the manifest says 9223372036854775807"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn extra_or_reordered_entries_are_not_a_bundle() {
     let w = World::new();
