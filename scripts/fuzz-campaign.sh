@@ -95,6 +95,20 @@ elif target == "bundle_reader":
         put(bytes([key]) + gz)
         put(bytes([2 | key]) + tar)
         put(bytes([4 | key]) + split)
+    # A crash found before (fuzz/CAMPAIGN.md): 4,096 records and a manifest
+    # claiming a huge payload_bytes, as a gzip file (too big to be mutated
+    # into from the fixture).
+    manifest = json.loads(parts[0])
+    manifest["payload_bytes"] = 2**63
+    manifest["count"] = 4096
+    entries = [json.dumps(manifest).encode(), parts[1], parts[2].splitlines(True)[0] * 4096]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        for name, data in zip(("manifest.json", "manifest.sig", "events.ndjson"), entries):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    put(b"\0" + gzip.compress(buf.getvalue(), 9))
 elif target == "web_config":
     for p in sorted(glob.glob(os.path.join(fx, "web-config/*.yml"))):
         put(read(p))
