@@ -9,8 +9,12 @@ cd "$(dirname "$0")/../fuzz"
 SECS=${1:-5}
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
 cargo fuzz build -s none
+# Built once, then each target runs as a plain libFuzzer binary (a `cargo
+# fuzz run` per target would re-check, and in a git worktree re-run, the build).
+BIN=target/$(rustc -vV | sed -n 's/^host: //p')/release
 for t in $(cargo fuzz list); do
-  out=$(cargo fuzz run -s none "$t" -- -max_total_time="$SECS" -rss_limit_mb=2048 2>&1) || {
+  mkdir -p "corpus/$t" "artifacts/$t"
+  out=$("$BIN/$t" "corpus/$t" -artifact_prefix="artifacts/$t/" -max_total_time="$SECS" -rss_limit_mb=2048 2>&1) || {
     echo "$out" | tail -40
     echo "fuzz-smoke: $t FAILED" >&2
     exit 1

@@ -1,5 +1,6 @@
-//! Every parser of outside input (line formats, every webhook preset) under
-//! a short coverage-guided fuzzing run: `scripts/fuzz-smoke.sh`.
+//! Every parser of outside input (line formats, every webhook preset, the
+//! bundle reader, the web config, the TOML config) under a short
+//! coverage-guided fuzzing run: `scripts/fuzz-smoke.sh`.
 
 use crate::util::*;
 

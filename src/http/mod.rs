@@ -186,6 +186,13 @@ pub fn basic_auth_users(path: &Path) -> Result<Vec<String>, HttpError> {
     WebConfig::user_names(path)
 }
 
+/// [`check_web_config`] on the text of a web config (the fuzz target's
+/// entry); `path` names it in errors and its directory is where relative
+/// file names (`cert_file`...) are read.
+pub fn check_web_config_text(text: &str, path: &Path) -> Result<(), HttpError> {
+    WebConfig::parse(text, path).map(|_| ())
+}
+
 /// A bound listener with its web config loaded; [`Server::run`] serves.
 pub struct Server {
     listener: TcpListener,

@@ -521,6 +521,26 @@ fn config_error(pki: &Pki, yaml: &str) -> String {
 }
 
 #[test]
+fn oversized_web_config_and_pem_files_are_refused_before_they_are_read() {
+    let pki = Pki::new();
+    // A "web config" of 2 MiB (e.g. a path pointing at a log by mistake).
+    let big = format!("# {}\n", "x".repeat(2 << 20));
+    let e = config_error(&pki, &big).to_string();
+    assert!(e.contains("larger than 1048576 bytes"), "{e}");
+    // A certificate file of 5 MiB.
+    std::fs::write(pki.dir.path().join("huge.pem"), vec![b'A'; 5 << 20]).unwrap();
+    let e = config_error(
+        &pki,
+        "tls_server_config:\n  cert_file: huge.pem\n  key_file: server.key\n",
+    )
+    .to_string();
+    assert!(
+        e.contains("tls_server_config.cert_file") && e.contains("larger than 4194304 bytes"),
+        "{e}"
+    );
+}
+
+#[test]
 fn web_config_errors_name_the_file_and_key() {
     let pki = Pki::new();
     let cases: &[(&str, &[&str])] = &[

@@ -214,9 +214,14 @@ fn nonempty_path(p: &Option<PathBuf>) -> Option<&Path> {
     p.as_deref().filter(|p| !p.as_os_str().is_empty())
 }
 
+/// A PEM file of certificates or a key: a CA bundle of a few hundred
+/// certificates is well under this; a larger file is refused before it is read.
+const MAX_PEM_BYTES: u64 = 4 << 20;
+
 fn read(base: &Path, file: &Path, key: &str, err: ErrFn<'_>) -> Result<Vec<u8>, HttpError> {
+    use std::io::Read;
     let path = base.join(file);
-    std::fs::read(&path).map_err(|e| {
+    let cannot = |e: std::io::Error| {
         err(
             key,
             format!(
@@ -225,7 +230,23 @@ fn read(base: &Path, file: &Path, key: &str, err: ErrFn<'_>) -> Result<Vec<u8>, 
                 path.display()
             ),
         )
-    })
+    };
+    let mut pem = Vec::new();
+    std::fs::File::open(&path)
+        .map_err(cannot)?
+        .take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut pem)
+        .map_err(cannot)?;
+    if pem.len() as u64 > MAX_PEM_BYTES {
+        return Err(err(
+            key,
+            format!(
+                "{} is larger than {MAX_PEM_BYTES} bytes: not a certificate or key file",
+                path.display()
+            ),
+        ));
+    }
+    Ok(pem)
 }
 
 fn certs(pem: &[u8], key: &str, err: ErrFn<'_>) -> Result<Vec<CertificateDer<'static>>, HttpError> {

@@ -59,7 +59,13 @@ impl WebConfig {
 
     /// Reads and checks `path`; every error names the file and the key.
     pub fn load(path: &Path) -> Result<Self, HttpError> {
-        let raw = read(path)?;
+        Self::parse(&read_text(path)?, path)
+    }
+
+    /// Checks the text of a web config; `path` names it in errors and its
+    /// directory is where relative file names (`cert_file`...) are read.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, HttpError> {
+        let raw = parse_raw(text, path)?;
         let err = |key: &str, message: String| HttpError::WebConfig {
             path: path.to_path_buf(),
             key: key.to_string(),
@@ -99,12 +105,37 @@ impl WebConfig {
 }
 
 /// Reads and parses the file at `path` (an empty file is an empty config).
-fn read(path: &Path) -> Result<WebConfigFile, HttpError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HttpError::WebConfigRead {
+/// A web config is a few lines; a larger file is refused before it is read.
+pub const MAX_WEB_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The text of `path`, at most [`MAX_WEB_CONFIG_BYTES`].
+fn read_text(path: &Path) -> Result<String, HttpError> {
+    use std::io::Read;
+    let read_err = |source| HttpError::WebConfigRead {
         path: path.to_path_buf(),
         source,
-    })?;
-    let raw: Option<WebConfigFile> = serde_norway::from_str(&text).map_err(|e| {
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(read_err)?
+        .take(MAX_WEB_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_WEB_CONFIG_BYTES {
+        return Err(HttpError::WebConfigParse {
+            path: path.to_path_buf(),
+            message: format!("larger than {MAX_WEB_CONFIG_BYTES} bytes: not a web config"),
+        });
+    }
+    Ok(text)
+}
+
+fn read(path: &Path) -> Result<WebConfigFile, HttpError> {
+    parse_raw(&read_text(path)?, path)
+}
+
+fn parse_raw(text: &str, path: &Path) -> Result<WebConfigFile, HttpError> {
+    let raw: Option<WebConfigFile> = serde_norway::from_str(text).map_err(|e| {
         let mut message = e.to_string();
         if message.contains("unknown field") {
             message.push_str(

@@ -1032,6 +1032,29 @@ pub fn inspect(path: &Path, trusted_keys_dir: Option<&Path>) -> Result<Inspectio
     })
 }
 
+/// [`inspect`] on a bundle that is already open, read from its current
+/// offset (e.g. an unlinked in-memory file the fuzz target rewrites for
+/// each input); `path` only names it in the report and in errors.
+pub fn inspect_file(
+    file: &File,
+    path: &Path,
+    trusted_keys_dir: Option<&Path>,
+) -> Result<Inspection, BundleError> {
+    let file_bytes = file.metadata().map_err(io_err(path))?.len();
+    let v = verify(file, path, Trust::IfKnown(trusted_keys_dir), false, &|_| {
+        Ok(true)
+    })?;
+    Ok(Inspection {
+        path: path.to_path_buf(),
+        file_bytes,
+        manifest: v.manifest,
+        signature: v.signature,
+        payload_verified: v.payload_verified,
+        oldest_detected_at: v.oldest.map(crate::event::format_rfc3339),
+        newest_detected_at: v.newest.map(crate::event::format_rfc3339),
+    })
+}
+
 /// `relstat spool import FILE...` without tracking (see [`import_tracked`]).
 pub fn import(
     store: &Store,

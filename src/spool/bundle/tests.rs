@@ -328,6 +328,32 @@ fn an_unknown_format_version_is_refused_even_when_signed() {
     assert!(msg.contains("unknown bundle format version 2"), "{msg}");
 }
 
+/// A crash of the `bundle_reader` fuzz target (on a crafted input, see
+/// fuzz/CAMPAIGN.md): from 4,096 records on, the progress position (records
+/// read x payload_bytes / count) overflowed u64 and panicked (debug builds)
+/// on a manifest claiming a huge payload_bytes.
+#[test]
+fn a_huge_payload_bytes_in_the_manifest_is_a_size_mismatch_not_an_overflow_panic() {
+    let w = World::new();
+    let out = w.bundle("a", 4096);
+    let mut e = unpack(&out);
+    let mut m: serde_json::Value = serde_json::from_slice(&e[0].1).unwrap();
+    m["payload_bytes"] = serde_json::json!(u64::MAX / 2);
+    e[0].1 = serde_json::to_vec_pretty(&m).unwrap();
+    e[1].1 = sign(w.a.signing_key_file.as_ref().unwrap(), &e[0].1);
+    pack(&out, &e);
+    let msg = inspect(&out, None).unwrap_err().to_string();
+    assert!(
+        msg.contains("the manifest says 9223372036854775807"),
+        "{msg}"
+    );
+    let msg = refused(&w, &out);
+    assert!(
+        msg.contains("the manifest says 9223372036854775807"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn extra_or_reordered_entries_are_not_a_bundle() {
     let w = World::new();
@@ -1115,4 +1141,50 @@ fn export_refuses_a_record_longer_than_a_bundle_line() {
     );
     assert!(!w.path("x").exists() && !w.path("x.tmp").exists());
     assert_eq!(site.outbox_stats().unwrap().events, 2);
+}
+
+/// `tests/fixtures/bundle/`: a real export of three records by `dc-a`, and
+/// its public key (the fuzz target's seed).
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/bundle")
+        .join(name)
+}
+
+#[test]
+fn inspect_file_on_an_open_bundle_reports_what_inspect_reports_on_its_path() {
+    let path = fixture("dc-a.bundle");
+    let keys = fixture("");
+    let by_path = inspect(&path, Some(&keys)).unwrap();
+    assert!(matches!(by_path.signature, SignatureStatus::Valid { .. }));
+    assert!(by_path.payload_verified);
+    assert_eq!(
+        (by_path.manifest.site.as_str(), by_path.manifest.count),
+        ("dc-a", 3)
+    );
+
+    let file = File::open(&path).unwrap();
+    let open = inspect_file(&file, Path::new("named.bundle"), Some(&keys)).unwrap();
+    assert_eq!(open.path, Path::new("named.bundle"));
+    assert_eq!(open.manifest, by_path.manifest);
+    assert_eq!(open.signature, by_path.signature);
+    assert_eq!(open.file_bytes, by_path.file_bytes);
+    assert_eq!(
+        (open.oldest_detected_at, open.newest_detected_at),
+        (by_path.oldest_detected_at, by_path.newest_detected_at)
+    );
+
+    // The same refusals: a truncated copy is damaged, and named as given.
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&short, &bytes[..bytes.len() - 5]).unwrap();
+    let e = inspect_file(
+        &File::open(&short).unwrap(),
+        Path::new("named.bundle"),
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(e, BundleError::Damaged { .. }), "{e}");
+    assert!(e.to_string().contains("named.bundle"), "{e}");
 }
