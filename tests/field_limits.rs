@@ -129,9 +129,10 @@ fn megabyte_field_values_are_invalid_from_files_and_webhooks_and_metrics_stay_sm
     );
 
     // A webhook: one payload with a megabyte release, one with a megabyte
-    // reason; both counted invalid (answered 400 "cannot parse" as a
+    // service; both counted invalid (answered 400 "cannot parse" as a
     // single invalid record is today, or 202 where well-formed JSON is
-    // always taken in: the count is what matters here).
+    // always taken in: the count is what matters here). A megabyte reason
+    // (free text) is cut to 1 KiB instead: its deployment is accepted.
     let body = format!(
         "{{\"time\":\"{}\",\"release\":\"{mega}\",\"environment\":\"prod\",\"status\":\"deployed\"}}",
         yesterday()
@@ -139,7 +140,7 @@ fn megabyte_field_values_are_invalid_from_files_and_webhooks_and_metrics_stay_sm
     assert!(matches!(post(port, body.as_bytes()), 202 | 400));
     let body = format!(
         "{{\"time\":\"{}\",\"release\":\"r2\",\"environment\":\"prod\",\"status\":\"deployed\",\
-         \"reason\":\"{mega}\"}}",
+         \"service\":\"{mega}\"}}",
         yesterday()
     );
     assert!(matches!(post(port, body.as_bytes()), 202 | 400));
@@ -149,6 +150,17 @@ fn megabyte_field_values_are_invalid_from_files_and_webhooks_and_metrics_stay_sm
         events(&agent, "hook", "invalid")
     );
     assert_eq!(events(&agent, "hook", "accepted"), 0.0);
+    let body = format!(
+        "{{\"time\":\"{}\",\"release\":\"r3\",\"environment\":\"prod\",\"status\":\"deployed\",\
+         \"reason\":\"{mega}\"}}",
+        yesterday()
+    );
+    assert_eq!(post(port, body.as_bytes()), 202);
+    assert!(
+        wait_until(20, || events(&agent, "hook", "accepted") >= 1.0),
+        "hook accepted: {}",
+        events(&agent, "hook", "accepted")
+    );
 
     let (status, exposition) = http_get(port, "/metrics").unwrap();
     assert_eq!(status, 200);
@@ -164,12 +176,22 @@ fn megabyte_field_values_are_invalid_from_files_and_webhooks_and_metrics_stay_sm
         "the good line is tracked"
     );
 
-    // Nothing of it was kept: the API lists only r1.
+    // Nothing of the refused values was kept: the API lists r1 and r3 only,
+    // r3's reason cut to 1 KiB.
     let (status, api) = http_get(port, "/api/v1/releases").unwrap();
     assert_eq!(status, 200);
     assert!(api.len() < 64 * 1024, "API answer of {} bytes", api.len());
     let v: serde_json::Value = serde_json::from_str(&api).unwrap();
-    assert_eq!(v["count"], 1, "{api}");
+    assert_eq!(v["count"], 2, "{api}");
+    let (status, h) = http_get(port, "/api/v1/releases/r3/history").unwrap();
+    assert_eq!(status, 200, "{h}");
+    let h: serde_json::Value = serde_json::from_str(&h).unwrap();
+    let reason = h["events"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.len() <= 1024 && reason.starts_with("mmm") && reason.ends_with('…'),
+        "reason of {} bytes",
+        reason.len()
+    );
     // The store holds none of the 17 megabytes refused (on disk: small).
     agent.signal("-TERM");
     let stored = dir_bytes(&agent.dir.path().join("data"));

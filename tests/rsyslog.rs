@@ -207,9 +207,13 @@ impl Rsyslog {
         }
     }
 
+    /// The complete lines of received.log: a last line without its newline
+    /// is one rsyslog is still writing (omfile may write a message in
+    /// several calls), read again whole at the next look.
     pub fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("received.log"))
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(self.dir.join("received.log")).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
             .lines()
             .filter(|l| !self.torn.iter().any(|t| t == l))
             .map(String::from)
