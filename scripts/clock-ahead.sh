@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the tests whose outcome could depend on the calendar with the clock
 # far ahead (default 400 days): the unit tests, and the integration tests
-# that date events (api, anomalies, bundles, replay, run, siem, spool_limits,
+# that date events (api, anomalies, bundles, field_limits, replay, run, siem, spool_limits,
 # webhooks). Every test must date its events relative to now or inject its
 # clock (`replay --now`); a literal date whose age matters (stale_after
 # 30 d, retention, stuck_after, dedupe and freeze windows) fails here long
@@ -26,4 +26,4 @@ export "CARGO_TARGET_${host}_RUNNER=env FAKETIME_DONT_FAKE_MONOTONIC=1 faketime 
 echo "clock-ahead: running the calendar-sensitive tests with the clock ${DAYS} days ahead" >&2
 cargo test --locked --lib
 cargo test --locked --test tests -- \
-  api:: anomalies:: bundles:: replay:: run:: siem:: spool_limits:: webhooks::
+  api:: anomalies:: bundles:: field_limits:: replay:: run:: siem:: spool_limits:: webhooks::
