@@ -1013,23 +1013,7 @@ fn check_signature(
 /// trusted key is known, the payload checked against the manifest.
 pub fn inspect(path: &Path, trusted_keys_dir: Option<&Path>) -> Result<Inspection, BundleError> {
     let file = File::open(path).map_err(io_err(path))?;
-    let file_bytes = file.metadata().map_err(io_err(path))?.len();
-    let v = verify(
-        &file,
-        path,
-        Trust::IfKnown(trusted_keys_dir),
-        false,
-        &|_| Ok(true),
-    )?;
-    Ok(Inspection {
-        path: path.to_path_buf(),
-        file_bytes,
-        manifest: v.manifest,
-        signature: v.signature,
-        payload_verified: v.payload_verified,
-        oldest_detected_at: v.oldest.map(crate::event::format_rfc3339),
-        newest_detected_at: v.newest.map(crate::event::format_rfc3339),
-    })
+    inspect_file(&file, path, trusted_keys_dir)
 }
 
 /// [`inspect`] on a bundle that is already open, read from its current
