@@ -25,7 +25,7 @@
 pub mod client;
 #[cfg(test)]
 pub(crate) mod testserver;
-mod tools;
+pub(crate) mod tools;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -89,7 +89,7 @@ pub struct PollSource {
 }
 
 /// One poll's output before it becomes a batch.
-pub(crate) struct Poll<'a> {
+pub struct Poll<'a> {
     pub(crate) items: Vec<Item>,
     pub(crate) state: &'a mut PollState,
     parser: &'a PresetParser,
@@ -168,7 +168,7 @@ impl PollSource {
             let r = match self.preset.as_str() {
                 "jenkins" => tools::jenkins(&mut self.client, &mut poll, &url),
                 "gitlab" => tools::gitlab(&mut self.client, &mut poll, &url),
-                "github" => tools::github(&mut self.client, &mut poll, &url),
+                "github" => super::presets::github::poll::poll(&mut self.client, &mut poll, &url),
                 "argocd" => tools::argocd(&mut self.client, &mut poll, &url),
                 other => Err(PollError::Decode {
                     url: url.clone(),

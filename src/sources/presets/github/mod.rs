@@ -1,7 +1,10 @@
 //! GitHub: `deployment`, `deployment_status`, `workflow_run` and
 //! `workflow_job` webhooks (the event type is the `X-GitHub-Event` header;
 //! without it, the body's shape decides). Other events (push, ping...) are
-//! not status changes: `unmapped`.
+//! not status changes: `unmapped`. [`poll`] reads the same objects from
+//! the REST API.
+
+pub mod poll;
 
 use serde_json::Value;
 
