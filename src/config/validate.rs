@@ -10,6 +10,7 @@ use super::{
     SourceType, locate,
 };
 use crate::model::Model;
+use crate::sources::presets::registry;
 
 /// The fields of the canonical event (docs/events.md) that `fields` and
 /// `defaults` may name; `source` is not among them, the agent sets it.
@@ -33,21 +34,6 @@ const CANONICAL_FIELDS: &[&str] = &[
 
 /// Fields a record must carry (or a source's `defaults` supply).
 const REQUIRED_FIELDS: &[&str] = &["time", "release", "environment", "status"];
-
-const WEBHOOK_PRESETS: &[&str] = &[
-    "github",
-    "gitlab",
-    "jenkins",
-    "argocd",
-    "argo_rollouts",
-    "flux",
-    "azure_devops",
-    "jira",
-    "servicenow",
-    "generic",
-];
-
-const POLL_PRESETS: &[&str] = &["jenkins", "gitlab", "github", "argocd"];
 
 const FACILITIES: &[&str] = &[
     "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
@@ -506,14 +492,14 @@ impl Validator<'_> {
                 format!(
                     "a webhook source needs a `preset` saying which tool sends it: {} \
                      (generic takes canonical events)",
-                    WEBHOOK_PRESETS.join(", ")
+                    registry::webhook_names().join(", ")
                 ),
             ),
-            Some(p) if !WEBHOOK_PRESETS.contains(&p.as_str()) => self.push(
+            Some(p) if registry::tool(p).is_none() => self.push(
                 &format!("{key}.preset"),
                 format!(
                     "unknown webhook preset {p:?}; presets: {}",
-                    WEBHOOK_PRESETS.join(", ")
+                    registry::webhook_names().join(", ")
                 ),
             ),
             Some(_) => {}
@@ -538,14 +524,14 @@ impl Validator<'_> {
                 &format!("{key}.preset"),
                 format!(
                     "a poll source needs a `preset` saying which API it polls: {}",
-                    POLL_PRESETS.join(", ")
+                    registry::poll_names().join(", ")
                 ),
             ),
-            Some(p) if !POLL_PRESETS.contains(&p.as_str()) => self.push(
+            Some(p) if registry::tool(p).is_none_or(|t| t.poll.is_none()) => self.push(
                 &format!("{key}.preset"),
                 format!(
                     "unknown poll preset {p:?}; presets: {} (other tools can send webhooks)",
-                    POLL_PRESETS.join(", ")
+                    registry::poll_names().join(", ")
                 ),
             ),
             Some(_) => {}
@@ -1500,7 +1486,7 @@ mod tests {
                 (
                     "sources[0].preset",
                     4,
-                    "unknown poll preset \"flux\"; presets: jenkins",
+                    "unknown poll preset \"flux\"; presets: github, gitlab, jenkins, argocd (other",
                 ),
             ],
         );

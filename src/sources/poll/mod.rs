@@ -5,7 +5,9 @@
 //! and mapped by the same preset ([`super::presets`]), so a status change
 //! has the same event id whether it arrived by webhook or by poll.
 //!
-//! What each preset polls per URL (see docs/presets.md):
+//! Each tool's poll client is in its preset's folder, named by its registry
+//! entry ([`super::presets::registry`]). What each polls per URL (see
+//! docs/presets.md):
 //! - `jenkins` (a job URL): the job's JSON API with its last builds (one
 //!   request), `wfapi/describe` of running builds (a pipeline waiting at an
 //!   `input` is `paused`), and the queue item of a queued build (cancelled
@@ -165,14 +167,12 @@ impl PollSource {
             parser: &self.parser,
         };
         for url in self.urls.clone() {
-            let r = match self.preset.as_str() {
-                "jenkins" => tools::jenkins(&mut self.client, &mut poll, &url),
-                "gitlab" => tools::gitlab(&mut self.client, &mut poll, &url),
-                "github" => super::presets::github::poll::poll(&mut self.client, &mut poll, &url),
-                "argocd" => tools::argocd(&mut self.client, &mut poll, &url),
-                other => Err(PollError::Decode {
+            let poller = super::presets::registry::tool(&self.preset).and_then(|t| t.poll);
+            let r = match poller {
+                Some(poll_url) => poll_url(&mut self.client, &mut poll, &url),
+                None => Err(PollError::Decode {
                     url: url.clone(),
-                    detail: format!("no poller for preset {other:?}"),
+                    detail: format!("no poller for preset {:?}", self.preset),
                 }),
             };
             if let Err(e) = r {

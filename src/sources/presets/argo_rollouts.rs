@@ -3,6 +3,7 @@
 //! returns it. The raw status is `status.phase`, or `Aborted` when the
 //! rollout was aborted (a rollback to the stable version).
 
+use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset, Rec, first, s};
 use crate::sources::line::{Field, RawFields};
 
@@ -17,6 +18,15 @@ pub const PRESET: Preset = Preset {
         ("Aborted", "rolled_back"),
     ],
     fallbacks: &[],
+};
+
+/// This tool's entry in the registry ([`super::TOOLS`]).
+pub const TOOL: Tool = Tool {
+    preset: &PRESET,
+    auth: AuthScheme::SignatureOrBearer,
+    event_header: None,
+    poll: None,
+    fixtures: Some("argo-rollouts"),
 };
 
 fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {

@@ -4,6 +4,7 @@
 //! operation's phase while it runs or after it failed, else the app's
 //! health once the sync succeeded.
 
+use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset, Rec, first, s, time_at};
 use crate::sources::line::{Field, RawFields};
 
@@ -21,6 +22,15 @@ pub const PRESET: Preset = Preset {
         ("Suspended", "paused"),
     ],
     fallbacks: &[],
+};
+
+/// This tool's entry in the registry ([`super::TOOLS`]).
+pub const TOOL: Tool = Tool {
+    preset: &PRESET,
+    auth: AuthScheme::SignatureOrBearer,
+    event_header: None,
+    poll: Some(crate::sources::poll::tools::argocd),
+    fixtures: Some("argocd"),
 };
 
 fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {

@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset, Rec, first, s, time_at};
 use crate::sources::line::{Field, RawFields};
 
@@ -25,6 +26,15 @@ pub const PRESET: Preset = Preset {
         ("approved", "approved"),
     ],
     fallbacks: &[("environment", "ci")],
+};
+
+/// This tool's entry in the registry ([`super::TOOLS`]).
+pub const TOOL: Tool = Tool {
+    preset: &PRESET,
+    auth: AuthScheme::BasicPassword,
+    event_header: None,
+    poll: None,
+    fixtures: Some("azure-devops"),
 };
 
 fn person(rec: &mut Rec, p: Option<&Value>) {

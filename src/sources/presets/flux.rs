@@ -1,6 +1,7 @@
 //! Flux: notification-controller events (`generic` / `generic-hmac`
 //! providers). The raw status is the event's `reason`.
 
+use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset, Rec, first, s, time_at};
 use crate::sources::line::{Field, RawFields};
 
@@ -24,6 +25,15 @@ pub const PRESET: Preset = Preset {
         ("UninstallSucceeded", "cancelled"),
     ],
     fallbacks: &[],
+};
+
+/// This tool's entry in the registry ([`super::TOOLS`]).
+pub const TOOL: Tool = Tool {
+    preset: &PRESET,
+    auth: AuthScheme::SignatureOrBearer,
+    event_header: None,
+    poll: None,
+    fixtures: Some("flux"),
 };
 
 fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {

@@ -2,6 +2,7 @@
 //! array of objects, or NDJSON, read by the line parser with the source's
 //! `fields`, `status_map` and `defaults` (a relay's site agents post here).
 
+use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset};
 use crate::sources::line::{LineParser, Parsed, RawFields};
 
@@ -10,6 +11,15 @@ pub const PRESET: Preset = Preset {
     extract,
     vocabulary: &[],
     fallbacks: &[],
+};
+
+/// This tool's entry in the registry ([`super::TOOLS`]).
+pub const TOOL: Tool = Tool {
+    preset: &PRESET,
+    auth: AuthScheme::SignatureOrBearer,
+    event_header: None,
+    poll: None,
+    fixtures: None,
 };
 
 /// Unused: generic payloads go through [`parse`].

@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset, Rec, first, s, time_at};
 use crate::sources::line::{Field, RawFields};
 
@@ -25,6 +26,15 @@ pub const PRESET: Preset = Preset {
         ("canceling", "cancelled"),
     ],
     fallbacks: &[("environment", "ci")],
+};
+
+/// This tool's entry in the registry ([`super::TOOLS`]).
+pub const TOOL: Tool = Tool {
+    preset: &PRESET,
+    auth: AuthScheme::GitlabToken,
+    event_header: Some("x-gitlab-event"),
+    poll: Some(crate::sources::poll::tools::gitlab),
+    fixtures: Some("gitlab"),
 };
 
 fn user(rec: &mut Rec, u: Option<&Value>) {

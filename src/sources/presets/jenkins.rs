@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset, Rec, first, s};
 use crate::sources::line::{Field, RawFields};
 
@@ -27,6 +28,15 @@ pub const PRESET: Preset = Preset {
         ("CANCELLED", "cancelled"),
     ],
     fallbacks: &[],
+};
+
+/// This tool's entry in the registry ([`super::TOOLS`]).
+pub const TOOL: Tool = Tool {
+    preset: &PRESET,
+    auth: AuthScheme::SignatureOrBearer,
+    event_header: None,
+    poll: Some(crate::sources::poll::tools::jenkins),
+    fixtures: Some("jenkins"),
 };
 
 /// The job's full name from a build URL (`.../job/a/job/b/12/` -> `a/b`).

@@ -5,6 +5,7 @@
 //! `fields.release` names the custom field that holds it: a ticket id is not
 //! a release id. Approvals are release-wide: service and environment `-`.
 
+use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset, Rec, s};
 use crate::sources::line::{Field, RawFields};
 
@@ -13,6 +14,15 @@ pub const PRESET: Preset = Preset {
     extract,
     vocabulary: &[("Approved", "approved"), ("APPROVED", "approved")],
     fallbacks: &[("environment", "-"), ("service", "-")],
+};
+
+/// This tool's entry in the registry ([`super::TOOLS`]).
+pub const TOOL: Tool = Tool {
+    preset: &PRESET,
+    auth: AuthScheme::SignatureOrBearer,
+    event_header: None,
+    poll: None,
+    fixtures: Some("jira"),
 };
 
 fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {

@@ -1,6 +1,7 @@
-//! Tool presets: each CI/CD tool's payloads mapped onto canonical events, one
-//! file per tool, shared by webhooks and (later) pollers so that the same
-//! status change yields the same event, id included, whichever way it came.
+//! Tool presets: each CI/CD tool's payloads mapped onto canonical events,
+//! one folder per tool listed once in the registry ([`TOOLS`]), shared by
+//! webhooks and pollers so that the same status change yields the same
+//! event, id included, whichever way it came.
 //!
 //! A preset only *extracts*: from one payload it reads, per status change,
 //! the tool's raw values (release, service, environment, raw status, actor,
@@ -12,6 +13,8 @@
 //! replace what the preset extracts for that field. docs/presets.md has the
 //! mapping of every preset as tables.
 
+// The registry of tools ([`registry`]): each tool's module and its entry in
+// [`TOOLS`]. Adding a tool adds one line to each list and its folder.
 pub mod argo_rollouts;
 pub mod argocd;
 pub mod azure_devops;
@@ -23,12 +26,32 @@ pub mod jenkins;
 pub mod jira;
 pub mod servicenow;
 
+/// Every tool, in the order check-config names them (the `generic` preset
+/// is handled by [`PresetParser`] itself: its payloads are canonical
+/// events).
+pub const TOOLS: &[&Tool] = &[
+    &github::TOOL,
+    &gitlab::TOOL,
+    &jenkins::TOOL,
+    &argocd::TOOL,
+    &argo_rollouts::TOOL,
+    &flux::TOOL,
+    &azure_devops::TOOL,
+    &jira::TOOL,
+    &servicenow::TOOL,
+    &generic::TOOL,
+];
+
+pub mod registry;
+
 use serde_json::Value;
 
 use super::line::{Field, LineParser, LineParserError, Parsed, RawFields};
 use crate::config::{LineFormat, SourceConfig};
 use crate::event::{TimeMs, format_rfc3339};
 use crate::model::Model;
+
+pub use self::registry::Tool;
 
 /// One payload as a preset sees it.
 pub struct Input<'a> {
@@ -55,24 +78,9 @@ pub struct Preset {
     pub fallbacks: &'static [(&'static str, &'static str)],
 }
 
-/// Every preset (the `generic` one is handled by [`PresetParser`] itself:
-/// its payloads are canonical events).
-pub const PRESETS: &[&Preset] = &[
-    &github::PRESET,
-    &gitlab::PRESET,
-    &jenkins::PRESET,
-    &argocd::PRESET,
-    &argo_rollouts::PRESET,
-    &flux::PRESET,
-    &azure_devops::PRESET,
-    &jira::PRESET,
-    &servicenow::PRESET,
-    &generic::PRESET,
-];
-
-/// The preset called `name`.
+/// The preset of the tool called `name`.
 pub fn preset(name: &str) -> Option<&'static Preset> {
-    PRESETS.iter().copied().find(|p| p.name == name)
+    registry::tool(name).map(|t| t.preset)
 }
 
 /// A preset bound to a source's mapping config. Built once per source.
@@ -106,7 +114,7 @@ impl PresetParser {
         Self::with_preset(src, preset, model, agent_site)
     }
 
-    /// A parser for `preset`, which need not be one of [`PRESETS`] (the
+    /// A parser for `preset`, which need not be a registered tool's (the
     /// Kubernetes source's own mapping).
     pub fn with_preset(
         src: &SourceConfig,

@@ -8,6 +8,7 @@
 
 use serde_json::Value;
 
+use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset, Rec, text};
 use crate::sources::line::{Field, RawFields};
 
@@ -16,6 +17,15 @@ pub const PRESET: Preset = Preset {
     extract,
     vocabulary: &[("approved", "approved")],
     fallbacks: &[("environment", "-"), ("service", "-")],
+};
+
+/// This tool's entry in the registry ([`super::TOOLS`]).
+pub const TOOL: Tool = Tool {
+    preset: &PRESET,
+    auth: AuthScheme::SignatureOrBearer,
+    event_header: None,
+    poll: None,
+    fixtures: Some("servicenow"),
 };
 
 /// A record field: its `value` when it is a pair, else itself.

@@ -4,19 +4,19 @@
 use proptest::prelude::*;
 use serde_json::Value;
 
-use super::{PRESETS, PresetParser, parse_time};
+use super::{PresetParser, TOOLS, parse_time};
 use crate::config::SourceConfig;
 use crate::model::Model;
 
 fn parsers() -> Vec<PresetParser> {
     let model = Model::builtin();
-    PRESETS
+    TOOLS
         .iter()
-        .map(|p| {
+        .map(|t| {
             let src: SourceConfig = toml::from_str(&format!(
                 "name = \"{0}\"\ntype = \"webhook\"\npreset = \"{0}\"\nsecret_file = \"/s\"\n\
                  [fields]\nrelease = \"a.0.b\"\n",
-                p.name
+                t.name()
             ))
             .unwrap();
             PresetParser::new(&src, &model, "site").unwrap()

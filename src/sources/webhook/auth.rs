@@ -1,17 +1,21 @@
-//! Each tool's own authentication, checked in constant time:
-//! - github: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`;
-//! - gitlab: `X-Gitlab-Token: <secret>`;
-//! - azure_devops: HTTP basic auth whose password is the secret (or, when
+//! Each tool's own authentication, checked in constant time. Which scheme a
+//! tool uses is its registry entry's ([`AuthScheme`]):
+//! - `HubSignature256`: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of
+//!   the body>`;
+//! - `GitlabToken`: `X-Gitlab-Token: <secret>`;
+//! - `BasicPassword`: HTTP basic auth whose password is the secret (or, when
 //!   the secret contains ':', whose `user:password` is the secret);
-//! - every other preset: an HMAC-SHA256 signature of the body, `sha256=<hex>`
-//!   (or bare hex) in `X-Relstat-Signature-256`, `X-Hub-Signature-256`,
-//!   `X-Hub-Signature` (Jira Cloud) or `X-Signature` (Flux generic-hmac), or
-//!   `Authorization: Bearer <secret>`.
+//! - `SignatureOrBearer`: an HMAC-SHA256 signature of the body,
+//!   `sha256=<hex>` (or bare hex) in `X-Relstat-Signature-256`,
+//!   `X-Hub-Signature-256`, `X-Hub-Signature` (Jira Cloud) or `X-Signature`
+//!   (Flux generic-hmac), or `Authorization: Bearer <secret>`.
 
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use hyper::HeaderMap;
 use sha2::{Digest, Sha256};
+
+use crate::sources::presets::registry::{self, AuthScheme};
 
 /// Signature headers other presets accept, in the order they are tried.
 pub const SIGNATURE_HEADERS: [&str; 4] = [
@@ -21,28 +25,17 @@ pub const SIGNATURE_HEADERS: [&str; 4] = [
     "x-signature",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scheme {
-    GitHub,
-    GitLab,
-    Basic,
-    SignatureOrBearer,
-}
-
 /// How one source authenticates its requests.
 pub struct Auth {
-    scheme: Scheme,
+    scheme: AuthScheme,
     secret: Vec<u8>,
 }
 
 impl Auth {
+    /// The scheme of the tool called `preset` (an unknown name, which
+    /// check-config refuses, gets the signature-or-bearer scheme).
     pub fn new(preset: &str, secret: Vec<u8>) -> Auth {
-        let scheme = match preset {
-            "github" => Scheme::GitHub,
-            "gitlab" => Scheme::GitLab,
-            "azure_devops" => Scheme::Basic,
-            _ => Scheme::SignatureOrBearer,
-        };
+        let scheme = registry::tool(preset).map_or(AuthScheme::SignatureOrBearer, |t| t.auth);
         Auth { scheme, secret }
     }
 
@@ -67,16 +60,16 @@ impl Auth {
     fn by_headers(&self, headers: &HeaderMap) -> Result<Option<Vec<u8>>, &'static str> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         match self.scheme {
-            Scheme::GitHub => match header("x-hub-signature-256") {
+            AuthScheme::HubSignature256 => match header("x-hub-signature-256") {
                 Some(sig) => parse_signature(sig).map(Some),
                 None => Err("missing X-Hub-Signature-256"),
             },
-            Scheme::GitLab => match header("x-gitlab-token") {
+            AuthScheme::GitlabToken => match header("x-gitlab-token") {
                 Some(t) if ct_eq(t.as_bytes(), &self.secret) => Ok(None),
                 Some(_) => Err("bad X-Gitlab-Token"),
                 None => Err("missing X-Gitlab-Token"),
             },
-            Scheme::Basic => {
+            AuthScheme::BasicPassword => {
                 let Some(creds) = header("authorization").and_then(|a| strip_scheme(a, "basic"))
                 else {
                     return Err("missing basic auth");
@@ -99,7 +92,7 @@ impl Auth {
                     Err("bad basic auth credentials")
                 }
             }
-            Scheme::SignatureOrBearer => {
+            AuthScheme::SignatureOrBearer => {
                 if let Some(sig) = SIGNATURE_HEADERS.iter().find_map(|h| header(h)) {
                     return parse_signature(sig).map(Some);
                 }

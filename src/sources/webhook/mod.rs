@@ -260,7 +260,7 @@ impl Hook {
                 );
             }
         }
-        let event = event_header(req);
+        let event = event_header(req, self.parser.preset().name);
         let parsed = self.parser.parse(event.as_deref(), body, now_ms());
         if let [Parsed::Invalid(why)] = parsed.as_slice() {
             tracing::debug!(source = %self.name, "invalid payload: {why}");
@@ -294,13 +294,12 @@ impl Hook {
     }
 }
 
-/// The tool's event-type header, if any.
-fn event_header(req: &Request<Bytes>) -> Option<String> {
-    ["x-github-event", "x-gitlab-event"]
-        .iter()
-        .find_map(|h| req.headers().get(*h))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+/// The event type the request's header names, when the tool `preset` sends
+/// one (its registry entry names the header).
+fn event_header(req: &Request<Bytes>, preset: &str) -> Option<String> {
+    let name = super::presets::registry::tool(preset)?.event_header?;
+    let value = req.headers().get(name)?.to_str().ok()?;
+    Some(value.to_string())
 }
 
 /// A short answer; JSON bodies for 202, plain text for errors.

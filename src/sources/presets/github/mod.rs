@@ -8,6 +8,7 @@ pub mod poll;
 
 use serde_json::Value;
 
+use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset, Rec, s, time_at};
 use crate::sources::line::{Field, RawFields};
 
@@ -35,6 +36,15 @@ pub const PRESET: Preset = Preset {
         ("cancelled", "cancelled"),
     ],
     fallbacks: &[("environment", "ci")],
+};
+
+/// This tool's entry in the registry ([`super::TOOLS`]).
+pub const TOOL: Tool = Tool {
+    preset: &PRESET,
+    auth: AuthScheme::HubSignature256,
+    event_header: Some("x-github-event"),
+    poll: Some(poll::poll),
+    fixtures: Some("github"),
 };
 
 fn kind(input: &Input<'_>) -> &'static str {
