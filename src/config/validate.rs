@@ -2023,14 +2023,13 @@ environment = "production"
 [[sources]]
 name = "github"
 type = "webhook"            # served at /hooks/{name}; a secret is required
-preset = "github"           # github | gitlab | jenkins | argocd | argo_rollouts | flux |
-                            # azure_devops | jira | servicenow | generic
+preset = "github"           # a tool of docs/presets.md (check-config lists them)
 secret_file = "/etc/relstat/github.secret"
 
 [[sources]]
 name = "jenkins"
 type = "poll"
-preset = "jenkins"          # jenkins | gitlab | github | argocd
+preset = "jenkins"          # a tool of docs/presets.md that can be polled
 urls = ["https://jenkins.example/job/deploy-prod/"]
 interval = "30s"
 token_file = "/etc/relstat/jenkins.token"

@@ -5,19 +5,9 @@
 //! and mapped by the same preset ([`super::presets`]), so a status change
 //! has the same event id whether it arrived by webhook or by poll.
 //!
-//! Each tool's poll client is in its preset's folder, named by its registry
-//! entry ([`super::presets::registry`]). What each polls per URL (see
-//! docs/presets.md):
-//! - `jenkins` (a job URL): the job's JSON API with its last builds (one
-//!   request), `wfapi/describe` of running builds (a pipeline waiting at an
-//!   `input` is `paused`), and the queue item of a queued build (cancelled
-//!   before it ran);
-//! - `gitlab` (a project API URL): deployments and pipelines with an
-//!   `updated_after` cursor, every page (`X-Next-Page`);
-//! - `github` (a repository API URL): deployments, the statuses of those
-//!   not finished yet, and workflow runs, all with `If-None-Match` (a 304
-//!   costs no rate limit);
-//! - `argocd` (the applications API URL): every application.
+//! Each tool's poll client (what it asks the API per configured URL) is
+//! `presets/<tool>/poll.rs`, named by the tool's registry entry
+//! ([`super::presets::registry`]); docs/presets.md describes them.
 //!
 //! Cursors and what was already emitted live in one checkpoint
 //! (`poll:<source>`, JSON) sent with the batch of events they produced, so
@@ -27,7 +17,6 @@
 pub mod client;
 #[cfg(test)]
 pub(crate) mod testserver;
-pub(crate) mod tools;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -253,6 +242,32 @@ pub(crate) fn json(url: &str, body: &[u8]) -> Result<Value, PollError> {
         url: url.to_string(),
         detail: e.to_string(),
     })
+}
+
+// --- for the tools' poll clients (each in its preset's folder)
+
+/// A GET with `If-None-Match`: `None` when unchanged (304).
+pub(crate) fn get_cond(
+    c: &mut Client,
+    poll: &mut Poll<'_>,
+    url: &str,
+) -> Result<Option<Value>, PollError> {
+    let etag = poll.state.etags.get(url).cloned();
+    let f = c.get(url, etag.as_deref())?;
+    let Some(body) = f.body else {
+        return Ok(None);
+    };
+    let v = json(url, &body)?;
+    match f.etag {
+        Some(e) => poll.state.etags.insert(url.to_string(), e),
+        None => poll.state.etags.remove(url),
+    };
+    Ok(Some(v))
+}
+
+/// A JSON array's items (none when `v` is not an array).
+pub(crate) fn array(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or(&[])
 }
 
 #[cfg(test)]

@@ -7,8 +7,7 @@
 use serde_json::{Value, json};
 
 use crate::sources::poll::client::{Client, PollError};
-use crate::sources::poll::tools::{array, get_cond};
-use crate::sources::poll::Poll;
+use crate::sources::poll::{Poll, array, get_cond};
 
 /// Unfinished GitHub deployments followed per repository.
 const MAX_OPEN_DEPLOYMENTS: usize = 20;
@@ -17,6 +16,8 @@ fn github_terminal(state: &str) -> bool {
     matches!(state, "success" | "failure" | "error" | "inactive")
 }
 
+/// One poll of `url`: this tool's
+/// [`Poller`](crate::sources::presets::registry::Poller).
 pub fn poll(c: &mut Client, poll: &mut Poll<'_>, url: &str) -> Result<(), PollError> {
     let base = url.trim_end_matches('/');
     let repo = json!({ "name": base.rsplit('/').next() });
@@ -87,4 +88,3 @@ pub fn poll(c: &mut Client, poll: &mut Poll<'_>, url: &str) -> Result<(), PollEr
     }
     Ok(())
 }
-

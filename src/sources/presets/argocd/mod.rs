@@ -4,6 +4,8 @@
 //! operation's phase while it runs or after it failed, else the app's
 //! health once the sync succeeded.
 
+pub mod poll;
+
 use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset, Rec, first, s, time_at};
 use crate::sources::line::{Field, RawFields};
@@ -29,7 +31,7 @@ pub const TOOL: Tool = Tool {
     preset: &PRESET,
     auth: AuthScheme::SignatureOrBearer,
     event_header: None,
-    poll: Some(crate::sources::poll::tools::argocd),
+    poll: Some(poll::poll),
     fixtures: Some("argocd"),
 };
 

@@ -3,6 +3,8 @@
 //! (`/job/X/N/api/json`, what a poller reads, and what a pipeline step can
 //! POST). Both give the same id for the same build result.
 
+pub mod poll;
+
 use serde_json::Value;
 
 use super::registry::{AuthScheme, Tool};
@@ -35,7 +37,7 @@ pub const TOOL: Tool = Tool {
     preset: &PRESET,
     auth: AuthScheme::SignatureOrBearer,
     event_header: None,
-    poll: Some(crate::sources::poll::tools::jenkins),
+    poll: Some(poll::poll),
     fixtures: Some("jenkins"),
 };
 

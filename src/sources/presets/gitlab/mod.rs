@@ -2,6 +2,8 @@
 //! body's `object_kind`). The API's pipeline, deployment and job objects
 //! (what a poller reads) carry the same ids, so they give the same events.
 
+pub mod poll;
+
 use serde_json::Value;
 
 use super::registry::{AuthScheme, Tool};
@@ -33,7 +35,7 @@ pub const TOOL: Tool = Tool {
     preset: &PRESET,
     auth: AuthScheme::GitlabToken,
     event_header: Some("x-gitlab-event"),
-    poll: Some(crate::sources::poll::tools::gitlab),
+    poll: Some(poll::poll),
     fixtures: Some("gitlab"),
 };
 
