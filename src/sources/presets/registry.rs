@@ -196,7 +196,27 @@ mod tests {
     #[test]
     fn every_tool_is_documented() {
         let doc = include_str!("../../../docs/presets.md");
+        // The table of tools: one row per tool, saying what the entry says.
+        let table = doc.split("\n## Tools\n").nth(1).expect("a ## Tools section");
+        let rows: Vec<Vec<&str>> = table
+            .split("\n## ")
+            .next()
+            .unwrap()
+            .lines()
+            .take_while(|l| !l.starts_with("The authentication"))
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| tool "))
+            .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+            .collect();
+        assert_eq!(rows.len(), TOOLS.len(), "one row per tool: {rows:?}");
         for t in TOOLS {
+            let row = rows
+                .iter()
+                .find(|r| r[0] == t.name())
+                .unwrap_or_else(|| panic!("no row for {} in the table of tools", t.name()));
+            let header = t.event_header.map_or("-".to_string(), |h| format!("`{h}`"));
+            assert_eq!(row[2].to_ascii_lowercase(), header, "{}", t.name());
+            let poll = if t.poll.is_some() { "yes" } else { "no" };
+            assert_eq!(row[3], poll, "{}: poll", t.name());
             assert!(
                 doc.contains(&format!("\n## {}\n", t.name())),
                 "docs/presets.md has no `## {}` section",
