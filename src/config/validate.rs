@@ -10,6 +10,7 @@ use super::{
     SourceType, locate,
 };
 use crate::model::Model;
+use crate::sinks::siem::format::{FACILITIES, facility_code};
 use crate::sources::presets::registry;
 
 /// The fields of the canonical event (docs/events.md) that `fields` and
@@ -34,11 +35,6 @@ const CANONICAL_FIELDS: &[&str] = &[
 
 /// Fields a record must carry (or a source's `defaults` supply).
 const REQUIRED_FIELDS: &[&str] = &["time", "release", "environment", "status"];
-
-const FACILITIES: &[&str] = &[
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
-    "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
-];
 
 const WEEKDAYS: &[&str] = &["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
@@ -869,7 +865,7 @@ impl Validator<'_> {
             ),
             _ => {}
         }
-        if !FACILITIES.contains(&siem.facility.as_str()) {
+        if facility_code(&siem.facility).is_none() {
             self.push(
                 "siem.facility",
                 format!(
@@ -1722,6 +1718,20 @@ mod tests {
             ),
             &[("siem.client_key_file", 8, "needs client_cert_file too")],
         );
+    }
+
+    #[test]
+    fn every_facility_the_formatter_supports_is_accepted() {
+        // check-config once had its own list, without ntp, audit, alert and
+        // clock (facilities 12 to 15), which the formatter writes.
+        for f in FACILITIES.iter().chain(&["ntp", "audit", "alert", "clock"]) {
+            assert_problems(
+                &with_file(&format!(
+                    "[siem]\ntransport = \"udp\"\naddress = \"s:514\"\nfacility = \"{f}\"\n"
+                )),
+                &[],
+            );
+        }
     }
 
     #[test]

@@ -55,14 +55,17 @@ impl FormatContext {
     }
 }
 
+/// The syslog facilities by number (RFC 5424 table 1): every name `[siem]
+/// facility` may give (check-config reads this list).
+pub const FACILITIES: [&str; 24] = [
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
+    "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2", "local3", "local4",
+    "local5", "local6", "local7",
+];
+
 /// The syslog facility number of a name (RFC 5424 table 1).
 pub fn facility_code(name: &str) -> Option<u8> {
-    const NAMES: [&str; 24] = [
-        "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-        "authpriv", "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2",
-        "local3", "local4", "local5", "local6", "local7",
-    ];
-    NAMES.iter().position(|n| *n == name).map(|i| i as u8)
+    FACILITIES.iter().position(|n| *n == name).map(|i| i as u8)
 }
 
 /// Calls `f(name, value)` for the docs/events.md fields in their documented
