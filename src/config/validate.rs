@@ -11,30 +11,8 @@ use super::{
 };
 use crate::model::Model;
 use crate::sinks::siem::format::{FACILITIES, facility_code};
+use crate::sources::fields::Field;
 use crate::sources::presets::registry;
-
-/// The fields of the canonical event (docs/events.md) that `fields` and
-/// `defaults` may name; `source` is not among them, the agent sets it.
-const CANONICAL_FIELDS: &[&str] = &[
-    "id",
-    "time",
-    "release",
-    "service",
-    "environment",
-    "site",
-    "status",
-    "actor",
-    "actor_type",
-    "reason",
-    "version",
-    "commit",
-    "artifact",
-    "commit_time",
-    "change_class",
-];
-
-/// Fields a record must carry (or a source's `defaults` supply).
-const REQUIRED_FIELDS: &[&str] = &["time", "release", "environment", "status"];
 
 const WEEKDAYS: &[&str] = &["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
@@ -448,13 +426,14 @@ impl Validator<'_> {
             }
         };
         let groups: HashSet<&str> = re.capture_names().flatten().collect();
-        let missing: Vec<String> = REQUIRED_FIELDS
-            .iter()
-            .filter(|f| !s.defaults.contains_key(**f))
+        let missing: Vec<String> = Field::REQUIRED
+            .into_iter()
+            .map(Field::name)
+            .filter(|f| !s.defaults.contains_key(*f))
             .filter_map(|f| {
-                let group = s.fields.get(*f).map(String::as_str).unwrap_or(f);
+                let group = s.fields.get(f).map(String::as_str).unwrap_or(f);
                 (!groups.contains(group)).then(|| {
-                    if group == *f {
+                    if group == f {
                         format!("(?P<{f}>...)")
                     } else {
                         format!("(?P<{group}>...) for {f}")
@@ -575,12 +554,12 @@ impl Validator<'_> {
     fn mapping(&mut self, key: &str, s: &SourceConfig, model: Option<&Model>) {
         for (table, map) in [("fields", &s.fields), ("defaults", &s.defaults)] {
             for k in map.keys() {
-                if !CANONICAL_FIELDS.contains(&k.as_str()) {
+                if Field::from_name(k).is_none() {
                     self.push(
                         &format!("{key}.{table}.{k}"),
                         format!(
                             "{k:?} is not a field of the canonical event; fields: {}",
-                            CANONICAL_FIELDS.join(", ")
+                            Field::names()
                         ),
                     );
                 }

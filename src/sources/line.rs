@@ -15,12 +15,14 @@
 //!    value that is not an object, no regex match, bad logfmt) is
 //!    [`Parsed::Invalid`].
 //! 4. Each canonical field is the record's value at its path (`fields.x`,
-//!    else `x`); an absent, `null` or empty value takes `defaults.x`. A value
-//!    with a NUL byte or over [`event::MAX_FIELD_BYTES`], a missing required
-//!    field (time, release, environment, status), a bad time, actor_type or
-//!    change_class is `Invalid`.
-//! 5. The raw status becomes `status_map[raw]`, else `raw` if it is a state
-//!    id of the model, else the line is [`Parsed::Unmapped`].
+//!    else `x`).
+//! 5. The source's [`Mapping`] (the canonical field mapping, in
+//!    [`super::fields`]) does the rest: `defaults.x` for an absent, `null` or
+//!    empty value; a value with a NUL byte or over the field cap, a missing
+//!    required field (time, release, environment, status), a bad time,
+//!    actor_type or change_class is `Invalid`; the raw status becomes
+//!    `status_map[raw]`, else `raw` if it is a state id of the model, else
+//!    the line is [`Parsed::Unmapped`].
 //!
 //! Record paths: in JSON a dotted path (`deploy.env`) descends into nested
 //! objects (a top-level key that itself contains a dot cannot be named); in
@@ -29,117 +31,17 @@
 //! tree: it keeps borrowed slices of the needed keys and skips the rest.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 
 use regex::Regex;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+pub use super::fields::{Field, Parsed, RawFields};
+use super::fields::{Mapping, MappingError, N_FIELDS};
 use super::timefmt::TimeFormat;
 use crate::config::{LineFormat, SourceConfig};
-use crate::event::{self, ActorType, ChangeClass, Event, TimeMs};
 use crate::model::Model;
-
-/// The outcome of one line; each maps onto one `relstat_events_total{result}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parsed {
-    Event(Box<Event>),
-    /// An empty line, or one the `match` prefilter rejects.
-    Skipped,
-    /// Why the line cannot be read (short; fit for a debug log).
-    Invalid(String),
-    /// The raw status, which maps to no state of the model.
-    Unmapped(String),
-}
-
-/// A canonical event field a record can provide (`source` cannot: it is
-/// always the source's name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Field {
-    Id,
-    Time,
-    Release,
-    Service,
-    Environment,
-    Site,
-    Status,
-    Actor,
-    ActorType,
-    Reason,
-    Version,
-    Commit,
-    Artifact,
-    CommitTime,
-    ChangeClass,
-}
-
-const N_FIELDS: usize = 15;
-
-impl Field {
-    pub const ALL: [Field; N_FIELDS] = [
-        Field::Id,
-        Field::Time,
-        Field::Release,
-        Field::Service,
-        Field::Environment,
-        Field::Site,
-        Field::Status,
-        Field::Actor,
-        Field::ActorType,
-        Field::Reason,
-        Field::Version,
-        Field::Commit,
-        Field::Artifact,
-        Field::CommitTime,
-        Field::ChangeClass,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Field::Id => "id",
-            Field::Time => "time",
-            Field::Release => "release",
-            Field::Service => "service",
-            Field::Environment => "environment",
-            Field::Site => "site",
-            Field::Status => "status",
-            Field::Actor => "actor",
-            Field::ActorType => "actor_type",
-            Field::Reason => "reason",
-            Field::Version => "version",
-            Field::Commit => "commit",
-            Field::Artifact => "artifact",
-            Field::CommitTime => "commit_time",
-            Field::ChangeClass => "change_class",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Field> {
-        Field::ALL.into_iter().find(|f| f.name() == name)
-    }
-}
-
-impl fmt::Display for Field {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The raw string values of one record by canonical field, before defaults
-/// and mapping; borrowed from the input where it needs no unescaping.
-#[derive(Debug, Default, Clone)]
-pub struct RawFields<'a>([Option<Cow<'a, str>>; N_FIELDS]);
-
-impl<'a> RawFields<'a> {
-    pub fn set(&mut self, field: Field, value: impl Into<Cow<'a, str>>) {
-        self.0[field as usize] = Some(value.into());
-    }
-
-    pub fn get(&self, field: Field) -> Option<&str> {
-        self.0[field as usize].as_deref()
-    }
-}
 
 /// A source whose mapping config cannot work. Config validation reports the
 /// same problems; this is the last line of defence.
@@ -161,15 +63,6 @@ pub enum LineParserError {
         source_name: String,
         message: String,
     },
-    #[error(
-        "source `{source_name}`: {table}.{key} is not a canonical event field; use one of {expected}"
-    )]
-    UnknownField {
-        source_name: String,
-        table: &'static str,
-        key: String,
-        expected: String,
-    },
     #[error("source `{source_name}`: fields.{field} = {path:?}: {message}")]
     BadPath {
         source_name: String,
@@ -177,22 +70,8 @@ pub enum LineParserError {
         path: String,
         message: String,
     },
-    #[error(
-        "source `{source_name}`: status_map.{raw} = {state:?} is not a state of the model; use one of {expected}"
-    )]
-    UnknownState {
-        source_name: String,
-        raw: String,
-        state: String,
-        expected: String,
-    },
-    #[error("source `{source_name}`: defaults.{field} = {value:?}: {message}")]
-    BadDefault {
-        source_name: String,
-        field: Field,
-        value: String,
-        message: String,
-    },
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
 }
 
 /// Where one canonical field is read from.
@@ -205,29 +84,24 @@ struct FieldSpec {
     slot: usize,
     /// JSON only: the path segments below the first.
     rest: Box<[Box<str>]>,
-    default: Option<Box<str>>,
 }
 
 /// Parses the lines of one source into canonical events. Built once per
 /// source and shared by reference: `parse` takes `&self`.
 #[derive(Debug, Clone)]
 pub struct LineParser {
-    source: String,
-    agent_site: String,
     format: LineFormat,
     prefilter: Option<Regex>,
     /// `format = "regex"`: the pattern with named groups.
     pattern: Option<Regex>,
-    time: TimeFormat,
+    /// Defaults, status table and checks: what a record's values become.
+    mapping: Mapping,
     /// The distinct record keys to look up in each line, each looked up once.
     keys: Vec<Box<str>>,
     /// `format = "regex"`: the capture group of each of `keys`, if any.
     groups: Vec<Option<usize>>,
     /// Indexed by `Field as usize`.
     specs: Vec<FieldSpec>,
-    /// Raw status -> state id: the model's ids map to themselves unless
-    /// `status_map` says otherwise, so one lookup decides.
-    status: HashMap<Box<str>, Box<str>>,
 }
 
 impl LineParser {
@@ -269,16 +143,7 @@ impl LineParser {
             }
         })?;
 
-        for (table, map) in [("fields", &src.fields), ("defaults", &src.defaults)] {
-            if let Some(key) = map.keys().find(|k| Field::from_name(k).is_none()) {
-                return Err(LineParserError::UnknownField {
-                    source_name: name(),
-                    table,
-                    key: key.clone(),
-                    expected: Field::ALL.map(Field::name).join(", "),
-                });
-            }
-        }
+        let mapping = Mapping::new(src, model, agent_site, time)?;
 
         let mut keys: Vec<Box<str>> = Vec::new();
         let mut slot_of = |key: &str| match keys.iter().position(|k| **k == *key) {
@@ -316,22 +181,10 @@ impl LineParser {
             {
                 return Err(bad_path("not a named group of `pattern`"));
             }
-            let default = src.defaults.get(field.name()).map(|v| v.as_str());
-            if let Some(value) = default {
-                check_default(field, value, &time).map_err(|message| {
-                    LineParserError::BadDefault {
-                        source_name: name(),
-                        field,
-                        value: value.to_string(),
-                        message: message.to_string(),
-                    }
-                })?;
-            }
             specs.push(FieldSpec {
                 key: key.into(),
                 slot,
                 rest,
-                default: default.filter(|v| !v.is_empty()).map(Box::from),
             });
         }
         let groups = match &pattern {
@@ -344,39 +197,14 @@ impl LineParser {
             None => Vec::new(),
         };
 
-        let mut status: HashMap<Box<str>, Box<str>> = model
-            .states()
-            .iter()
-            .map(|s| (s.id.as_str().into(), s.id.as_str().into()))
-            .collect();
-        for (raw, state) in &src.status_map {
-            if model.index(state).is_none() {
-                return Err(LineParserError::UnknownState {
-                    source_name: name(),
-                    raw: raw.clone(),
-                    state: state.clone(),
-                    expected: model
-                        .states()
-                        .iter()
-                        .map(|s| s.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
-            }
-            status.insert(raw.as_str().into(), state.as_str().into());
-        }
-
         Ok(LineParser {
-            source: src.name.clone(),
-            agent_site: agent_site.to_string(),
             format: src.format,
             prefilter,
             pattern,
-            time,
+            mapping,
             keys,
             groups,
             specs,
-            status,
         })
     }
 
@@ -408,109 +236,15 @@ impl LineParser {
     pub fn map_record<'a>(&self, get: impl Fn(&str) -> Option<Cow<'a, str>>) -> Parsed {
         let mut raw = RawFields::default();
         for field in Field::ALL {
-            raw.0[field as usize] = get(&self.specs[field as usize].key);
+            raw.put(field, get(&self.specs[field as usize].key));
         }
         self.map_fields(raw)
     }
 
     /// Applies defaults, validation and the status mapping to raw values by
-    /// canonical field.
+    /// canonical field ([`Mapping::map`]).
     pub fn map_fields(&self, raw: RawFields<'_>) -> Parsed {
-        match self.build(raw) {
-            Ok(event) => Parsed::Event(event),
-            Err(outcome) => outcome,
-        }
-    }
-
-    fn build(&self, raw: RawFields<'_>) -> Result<Box<Event>, Parsed> {
-        let mut values: [Option<Cow<'_, str>>; N_FIELDS] = raw.0;
-        for (field, value) in Field::ALL.into_iter().zip(values.iter_mut()) {
-            if value.as_deref().is_none_or(str::is_empty) {
-                *value = self.specs[field as usize]
-                    .default
-                    .as_deref()
-                    .map(Cow::Borrowed);
-            }
-            if let Some(v) = value.as_deref() {
-                if v.contains('\0') {
-                    return Err(invalid(format!("field {field} contains a NUL byte")));
-                }
-                if field == Field::Reason && v.len() > event::MAX_FIELD_BYTES {
-                    *value = Some(Cow::Owned(event::cut_text(v)));
-                    continue;
-                }
-                event::check_field_len(field.name(), v).map_err(|e| invalid(e.to_string()))?;
-            }
-        }
-        let get = |f: Field| values[f as usize].as_deref();
-        let required = |f: Field| get(f).ok_or_else(|| invalid(format!("missing field {f}")));
-        let time_raw = required(Field::Time)?;
-        let release = required(Field::Release)?;
-        let environment = required(Field::Environment)?;
-        let status_raw = required(Field::Status)?;
-
-        let bad = |f: Field, v: &str, expected: &str| {
-            invalid(format!("bad {f} {}: expected {expected}", shown(v)))
-        };
-        let time = self
-            .time
-            .parse(time_raw)
-            .ok_or_else(|| bad(Field::Time, time_raw, &self.time.describe()))?;
-        let commit_time = match get(Field::CommitTime) {
-            Some(v) => Some(self.parse_commit_time(v).ok_or_else(|| {
-                bad(
-                    Field::CommitTime,
-                    v,
-                    &format!("{} or RFC 3339", self.time.describe()),
-                )
-            })?),
-            None => None,
-        };
-        let actor_type = match get(Field::ActorType) {
-            Some(v) => ActorType::parse(v)
-                .ok_or_else(|| bad(Field::ActorType, v, "human or automation"))?,
-            None => ActorType::Automation,
-        };
-        let change_class = match get(Field::ChangeClass) {
-            Some(v) => Some(
-                ChangeClass::parse(v)
-                    .ok_or_else(|| bad(Field::ChangeClass, v, "standard, normal or emergency"))?,
-            ),
-            None => None,
-        };
-        let Some(status) = self.status.get(status_raw) else {
-            return Err(Parsed::Unmapped(status_raw.to_string()));
-        };
-
-        let service = get(Field::Service).unwrap_or(event::NO_SERVICE);
-        let site = get(Field::Site).unwrap_or(&self.agent_site);
-        let id = match get(Field::Id) {
-            Some(id) => id.to_string(),
-            None => Event::stable_id(release, service, environment, site, status, time),
-        };
-        let owned = |f: Field| get(f).map(str::to_string);
-        Ok(Box::new(Event {
-            id,
-            time,
-            release: release.to_string(),
-            service: service.to_string(),
-            environment: environment.to_string(),
-            site: site.to_string(),
-            status: status.to_string(),
-            actor: get(Field::Actor).unwrap_or(event::NO_ACTOR).to_string(),
-            actor_type,
-            source: self.source.clone(),
-            reason: owned(Field::Reason),
-            version: owned(Field::Version),
-            commit: owned(Field::Commit),
-            artifact: owned(Field::Artifact),
-            commit_time,
-            change_class,
-        }))
-    }
-
-    fn parse_commit_time(&self, v: &str) -> Option<TimeMs> {
-        self.time.parse(v).or_else(|| TimeFormat::Rfc3339.parse(v))
+        self.mapping.map(raw)
     }
 
     fn read_json<'a>(&self, line: &'a str) -> Result<RawFields<'a>, String> {
@@ -539,12 +273,13 @@ impl LineParser {
                 };
             }
             if let Some(v) = value {
-                raw.0[field as usize] = scalar(v).map_err(|kind| {
+                let value = scalar(v).map_err(|kind| {
                     format!(
                         "field {field} ({}) is {kind}; expected a string, number or bool",
                         spec.key
                     )
                 })?;
+                raw.put(field, value);
             }
         }
         Ok(raw)
@@ -559,7 +294,7 @@ impl LineParser {
         })?;
         let mut raw = RawFields::default();
         for (field, spec) in Field::ALL.into_iter().zip(&self.specs) {
-            raw.0[field as usize] = slots[spec.slot].clone();
+            raw.put(field, slots[spec.slot].clone());
         }
         Ok(raw)
     }
@@ -571,51 +306,12 @@ impl LineParser {
         let caps = re.captures(line).ok_or("line does not match pattern")?;
         let mut raw = RawFields::default();
         for (field, spec) in Field::ALL.into_iter().zip(&self.specs) {
-            raw.0[field as usize] = self.groups[spec.slot]
+            let value = self.groups[spec.slot]
                 .and_then(|g| caps.get(g))
                 .map(|m| Cow::Borrowed(m.as_str()));
+            raw.put(field, value);
         }
         Ok(raw)
-    }
-}
-
-fn invalid(reason: String) -> Parsed {
-    Parsed::Invalid(reason)
-}
-
-/// A value for an error message: quoted, and cut to keep log lines short.
-fn shown(v: &str) -> String {
-    const MAX: usize = 64;
-    match v.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{:?}...", &v[..cut]),
-        None => format!("{v:?}"),
-    }
-}
-
-/// Rejects defaults that would make every line invalid, at startup.
-fn check_default(field: Field, value: &str, time: &TimeFormat) -> Result<(), &'static str> {
-    if value.contains('\0') {
-        return Err("contains a NUL byte");
-    }
-    if event::check_field_len(field.name(), value).is_err() {
-        // The message names the number: keep it in step with the cap.
-        const _: () = assert!(event::MAX_FIELD_BYTES == 1024);
-        return Err("longer than the 1024 bytes any field may have");
-    }
-    let ok = match field {
-        Field::Id => return Err("a constant id would make every event a duplicate"),
-        Field::ActorType => ActorType::parse(value).is_some(),
-        Field::ChangeClass => ChangeClass::parse(value).is_some(),
-        Field::Time => time.parse(value).is_some(),
-        Field::CommitTime => {
-            time.parse(value).is_some() || TimeFormat::Rfc3339.parse(value).is_some()
-        }
-        _ => true,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err("not a valid value for this field")
     }
 }
 
@@ -837,7 +533,7 @@ fn unescape(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::parse_rfc3339;
+    use crate::event::{self, Event, parse_rfc3339};
     use proptest::prelude::*;
 
     /// A parser for source `deploy-log` of agent site `dc-east`, from the

@@ -1,13 +1,15 @@
 //! Sources: everything that turns outside input into canonical events.
 //!
-//! [`line`] parses one log line (NDJSON, logfmt, regex) into an event with a
-//! source's `fields`, `status_map` and `defaults`; [`file`] tails files and
+//! [`fields`] are the canonical fields and their mapping (a source's
+//! `defaults` and `status_map`), which every source ends with; [`line`]
+//! parses one log line (NDJSON, logfmt, regex) into them; [`file`] tails files and
 //! hands the core [`SourceBatch`]es: parsed lines in order, with the
 //! checkpoint that is true once they are applied, so the core commits both
 //! in one store transaction. [`presets`] map each CI/CD tool's payloads;
 //! [`webhook`] serves them at `/hooks/{source}`; [`poll`] asks the tools'
 //! APIs with the same presets; [`kubernetes`] watches Deployment rollouts.
 
+pub mod fields;
 pub mod file;
 pub mod kubernetes;
 pub mod line;

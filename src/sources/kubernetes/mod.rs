@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::line::{Field, Parsed, RawFields};
+use super::fields::{Field, Parsed, RawFields};
 use super::poll::client::{Client, PollError};
 use super::presets::{Input, Preset, PresetParser, Rec, first, parse_time, s};
 use super::{Item, SourceBatch};

@@ -31,7 +31,7 @@ use super::presets::PresetParser;
 use super::{Item, SourceBatch};
 use crate::config::SourceConfig;
 use crate::event::{InputResult, now_ms};
-use crate::sources::line::Parsed;
+use crate::sources::fields::Parsed;
 
 pub use self::client::PollError as Error;
 

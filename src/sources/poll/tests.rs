@@ -122,7 +122,7 @@ fn jenkins_builds_input_steps_and_a_cancelled_queue_item() {
     let done = fixture("jenkins/build.lastBuild.success.json");
     let hook = p.parser.parse_value(None, &done, 0);
     match &hook[..] {
-        [crate::sources::line::Parsed::Event(e)] => assert_eq!(e.id, "jenkins:fish:10:SUCCESS"),
+        [crate::sources::fields::Parsed::Event(e)] => assert_eq!(e.id, "jenkins:fish:10:SUCCESS"),
         other => panic!("{other:?}"),
     }
     // Nothing new: nothing emitted.
@@ -203,7 +203,7 @@ fn github_deployments_statuses_and_runs_with_etags() {
         0,
     );
     assert!(
-        matches!(&hook[..], [crate::sources::line::Parsed::Event(e)] if e.id == "github:deployment_status:209916254")
+        matches!(&hook[..], [crate::sources::fields::Parsed::Event(e)] if e.id == "github:deployment_status:209916254")
     );
     let before = srv.paths().len();
     let (b, _) = p.poll_once();

@@ -6,9 +6,10 @@
 //! A preset only *extracts*: from one payload it reads, per status change,
 //! the tool's raw values (release, service, environment, raw status, actor,
 //! time, version/commit, and an id made of the tool's own object ids). The
-//! rest is the line parser's job ([`LineParser::map_fields`]): the source's
-//! `defaults`, the status table (the source's `status_map` first, then the
-//! preset's vocabulary, then the model's own state ids) and validation. A
+//! rest is the canonical field mapping's ([`super::fields::Mapping`]): the
+//! source's `defaults`, the status table (the source's `status_map` first,
+//! then the preset's vocabulary, then the model's own state ids) and
+//! validation. A
 //! source's `fields` (dotted JSON paths, numeric segments index arrays)
 //! replace what the preset extracts for that field. docs/presets.md has the
 //! mapping of every preset as tables.
@@ -46,7 +47,8 @@ pub mod registry;
 
 use serde_json::Value;
 
-use super::line::{Field, LineParser, LineParserError, Parsed, RawFields};
+use super::fields::{Field, Parsed, RawFields};
+use super::line::{LineParser, LineParserError};
 use crate::config::{LineFormat, SourceConfig};
 use crate::event::{TimeMs, format_rfc3339};
 use crate::model::Model;

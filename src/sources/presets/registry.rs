@@ -197,7 +197,10 @@ mod tests {
     fn every_tool_is_documented() {
         let doc = include_str!("../../../docs/presets.md");
         // The table of tools: one row per tool, saying what the entry says.
-        let table = doc.split("\n## Tools\n").nth(1).expect("a ## Tools section");
+        let table = doc
+            .split("\n## Tools\n")
+            .nth(1)
+            .expect("a ## Tools section");
         let rows: Vec<Vec<&str>> = table
             .split("\n## ")
             .next()

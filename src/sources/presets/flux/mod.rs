@@ -3,7 +3,7 @@
 
 use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset, Rec, first, s, time_at};
-use crate::sources::line::{Field, RawFields};
+use crate::sources::fields::{Field, RawFields};
 
 pub const PRESET: Preset = Preset {
     name: "flux",

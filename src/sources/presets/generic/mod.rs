@@ -4,7 +4,8 @@
 
 use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset};
-use crate::sources::line::{LineParser, Parsed, RawFields};
+use crate::sources::fields::{Parsed, RawFields};
+use crate::sources::line::LineParser;
 
 pub const PRESET: Preset = Preset {
     name: "generic",

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset, Rec, s, time_at};
-use crate::sources::line::{Field, RawFields};
+use crate::sources::fields::{Field, RawFields};
 
 pub const PRESET: Preset = Preset {
     name: "github",

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset, Rec, first, s};
-use crate::sources::line::{Field, RawFields};
+use crate::sources::fields::{Field, RawFields};
 
 pub const PRESET: Preset = Preset {
     name: "jenkins",
