@@ -57,7 +57,8 @@ pub use self::registry::Tool;
 
 /// One payload as a preset sees it.
 pub struct Input<'a> {
-    /// The tool's event-type header when it sends one (`X-GitHub-Event`,
+    /// The event type named by the tool's event-type header, when it sends
+    /// one (its registry entry's `event_header`: `X-GitHub-Event`,
     /// `X-Gitlab-Event`); presets fall back on the body's own markers.
     pub event: Option<&'a str>,
     pub body: &'a Value,

@@ -225,6 +225,15 @@ mod tests {
                 "docs/presets.md has no `## {}` section",
                 t.name()
             );
+            // The poll table says what a poll client asks, per tool.
+            let poll_section = doc.split("\n## Poll sources").nth(1).unwrap();
+            let poll_section = poll_section.split("\n## ").next().unwrap();
+            assert_eq!(
+                poll_section.contains(&format!("\n| {} |", t.name())),
+                t.poll.is_some(),
+                "{}: a row in the poll sources' table if and only if it can be polled",
+                t.name()
+            );
         }
     }
 }
