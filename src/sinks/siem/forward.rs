@@ -519,14 +519,12 @@ pub fn sink_name(siem: &SiemConfig) -> &'static str {
 /// stays within `cap` bytes; a message longer than `cap` goes alone. No
 /// cap: one run.
 fn split_by_bytes(msgs: &[Msg<'_>], cap: Option<usize>) -> Vec<std::ops::Range<usize>> {
-    let Some(cap) = cap else {
-        return vec![0..msgs.len()];
-    };
+    let cap = cap.unwrap_or(usize::MAX);
     let mut runs = Vec::new();
     let (mut start, mut bytes) = (0, 0usize);
     for (i, m) in msgs.iter().enumerate() {
         let n = m.bytes.len() + 1;
-        if i > start && bytes + n > cap {
+        if i > start && bytes.saturating_add(n) > cap {
             runs.push(start..i);
             (start, bytes) = (i, 0);
         }
