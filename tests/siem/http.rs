@@ -129,17 +129,22 @@ fn serve<S: Read + Write>(
         } else {
             "{\"accepted\":true}".to_string()
         };
+        let retry = if matches!(status, 429 | 503) {
+            "Retry-After: 2\r\n"
+        } else {
+            ""
+        };
         let answer = if chunked {
             let (a, b) = text.split_at(text.len() / 2);
             format!(
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{retry}\
                  Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
                 a.len(),
                 b.len()
             )
         } else {
             format!(
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{retry}\
                  Content-Length: {}\r\n\r\n{text}",
                 text.len()
             )
@@ -215,12 +220,43 @@ fn a_refusal_is_counted_held_in_the_spool_and_backed_off() {
     assert!(refused >= 100.0, "refused {refused}");
     assert_eq!(spool_events(&agent), 50.0, "the spool lost refused events");
     assert_eq!(forward(&agent, "acked"), 0.0);
+    assert_eq!(
+        sample(
+            &agent.metrics(),
+            r#"relstat_forward_connected{sink="http"}"#
+        ),
+        Some(1.0),
+        "a collector that answers is connected, refusals included"
+    );
     // Once the collector takes them, the held events go, all of them.
     c.status.store(200, Ordering::SeqCst);
     assert!(wait_until(40, || spool_events(&agent) == 0.0));
     let got = c.releases();
     assert_eq!(got[got.len() - 50..], want(1, 50)[..]);
     assert_eq!(forward(&agent, "acked"), 50.0);
+    assert_eq!(agent.signal("-TERM"), Some(0));
+}
+
+#[test]
+fn retry_after_on_503_is_waited_then_the_batch_goes() {
+    let c = Collector::start(503, false, None);
+    let mut agent = Agent::new(&siem_http(&c.url("http", "127.0.0.1"), ""));
+    append_lines(&agent.log("a.log"), 1, 10);
+    agent.start_with_env(&[]);
+    assert!(wait_until(20, || !c.posts().is_empty()));
+    // Retry-After: 2; the back-off alone would retry within 250 ms.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(c.posts().len(), 1, "retried before Retry-After");
+    assert_eq!(forward(&agent, "refused"), 0.0, "a 503 is no refusal");
+    c.status.store(200, Ordering::SeqCst);
+    assert!(wait_until(20, || spool_events(&agent) == 0.0));
+    let got = c.releases();
+    assert_eq!(
+        got,
+        [want(1, 10), want(1, 10)].concat(),
+        "one 503, then delivered"
+    );
+    assert_eq!(forward(&agent, "acked"), 10.0);
     assert_eq!(agent.signal("-TERM"), Some(0));
 }
 
@@ -391,8 +427,8 @@ fn client_certificates_and_server_name_still_work_over_https() {
     // arrives, nothing leaves the spool.
     let c2 = Collector::start(200, false, Some(tls_config(certs.path(), true)));
     let mut agent = Agent::new(&siem_http(
-        &c2.url("https", "localhost"),
-        &format!("ca_file = \"{d}/ca.pem\""),
+        &c2.url("https", "127.0.0.1"),
+        &format!("ca_file = \"{d}/ca.pem\"\nserver_name = \"localhost\""),
     ));
     append_lines(&agent.log("a.log"), 1, 10);
     agent.start_with_env(&[]);

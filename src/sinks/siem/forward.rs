@@ -270,7 +270,10 @@ impl Forwarder {
             self.observer.connected(true);
             let started = Instant::now();
             let end = self.session(&mut *t);
-            self.observer.connected(false);
+            // A refusal is an answer: the receiver is there.
+            if !matches!(end, SessionEnd::Transport(TransportError::Refused { .. })) {
+                self.observer.connected(false);
+            }
             // A connection that fails at once (a refused client certificate,
             // a refused batch) must not reconnect in a tight loop.
             if started.elapsed() > MAX_BACKOFF {
