@@ -439,3 +439,46 @@ fn client_certificates_and_server_name_still_work_over_https() {
     assert_eq!(forward(&agent, "acked"), 0.0);
     assert_eq!(agent.signal("-TERM"), Some(0));
 }
+
+#[test]
+fn a_site_feeds_a_relay_webhook_with_signed_batches() {
+    // The relay: a generic webhook taking the site's transition records.
+    let mut relay = Agent::new(
+        "[[sources]]\nname = \"site-a\"\ntype = \"webhook\"\npreset = \"generic\"\n\
+         secret_file = \"{D}/secret\"\n\
+         fields = { status = \"to\", time = \"event_time\" }\n",
+    );
+    let rd = relay.dir.path().display().to_string();
+    std::fs::write(relay.dir.path().join("secret"), "relay-secret\n").unwrap();
+    let cfg = std::fs::read_to_string(&relay.config)
+        .unwrap()
+        .replace("{D}", &rd);
+    std::fs::write(&relay.config, cfg).unwrap();
+    relay.start_with_env(&[]);
+
+    let url = format!("http://127.0.0.1:{}/hooks/site-a", relay.port);
+    let mut site = Agent::new(&siem_http(
+        &url,
+        &format!("hmac_secret_file = \"{rd}/secret\"\nmax_batch_bytes = \"4KiB\""),
+    ));
+    append_lines(&site.log("a.log"), 1, 30);
+    site.start_with_env(&[]);
+    let accepted = || {
+        sample(
+            &relay.metrics(),
+            r#"relstat_events_total{result="accepted",source="site-a"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(20, || accepted() >= 30.0),
+        "the relay accepted {} of 30; the site refused {}",
+        accepted(),
+        forward(&site, "refused")
+    );
+    assert!(wait_until(10, || spool_events(&site) == 0.0));
+    assert_eq!(forward(&site, "refused"), 0.0);
+    assert_eq!(forward(&site, "acked"), 30.0);
+    assert_eq!(site.signal("-TERM"), Some(0));
+    assert_eq!(relay.signal("-TERM"), Some(0));
+}

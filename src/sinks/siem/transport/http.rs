@@ -15,9 +15,10 @@
 //! - `token_file`: `Authorization: Bearer <token>` (Splunk HEC takes
 //!   `Splunk <token>`; put a relay in front or use a token the collector
 //!   accepts as bearer);
-//! - `hmac_secret_file`: `X-Relstat-Signature: sha256=<hex HMAC-SHA256 of
-//!   the body with the secret>` (GitHub's `X-Hub-Signature-256` scheme,
-//!   under our own header name), which a relay's generic webhook checks.
+//! - `hmac_secret_file`: `X-Relstat-Signature-256: sha256=<hex HMAC-SHA256
+//!   of the body with the secret>` (GitHub's `X-Hub-Signature-256` scheme,
+//!   under our own header name), which a relay's generic webhook checks; the
+//!   same value in `X-Relstat-Signature`, the name sent before.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +27,10 @@ use super::{IO_TIMEOUT, Msg, Transport, TransportError};
 use crate::config::SiemConfig;
 use crate::outbound::{self, Options, Roots};
 
-/// The header carrying the body's HMAC-SHA256.
-pub const SIGNATURE_HEADER: &str = "X-Relstat-Signature";
+/// The header carrying the body's HMAC-SHA256, as a relay's webhook reads it.
+pub const SIGNATURE_HEADER: &str = "X-Relstat-Signature-256";
+/// The same, under the name sent before (collectors set up for it).
+pub const SIGNATURE_HEADER_OLD: &str = "X-Relstat-Signature";
 /// The longest one request (sending the batch, reading the answer) may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes of a 2xx answer read (and discarded) so the connection is reused;
@@ -240,7 +243,10 @@ impl Transport for HttpTransport {
             Auth::None => {}
             Auth::Bearer(t) => req = req.header("Authorization", format!("Bearer {t}")),
             Auth::Hmac(s) => {
-                req = req.header(SIGNATURE_HEADER, format!("sha256={}", sign(s, &self.body)))
+                let sig = format!("sha256={}", sign(s, &self.body));
+                req = req
+                    .header(SIGNATURE_HEADER, &sig)
+                    .header(SIGNATURE_HEADER_OLD, sig)
             }
         }
         let mut resp = req
