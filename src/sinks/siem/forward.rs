@@ -8,6 +8,10 @@
 //! [`MAX_BACKOFF`] with full jitter) and reconnects; every new connection
 //! reads the outbox from its first record, because whatever is still there
 //! is by definition not known delivered (a resend counts as `retried`).
+//! An `http` collector's refusal ([`TransportError::Refused`]) is handled
+//! the same way, counted `refused` and logged with its answer: the batch
+//! stays in the outbox; a `Retry-After` stretches the wait. `http` batches
+//! are also cut to `max_batch_bytes` (`split_by_bytes`).
 //!
 //! Spool limits: [`SpoolGate`] tells the sources and the core whether the
 //! outbox is over `max_bytes` (`when_full = "block"`); with `drop_oldest`

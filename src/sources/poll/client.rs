@@ -12,10 +12,10 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::outbound::{self, OutboundError};
-
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::outbound::{self, OutboundError};
 
 /// Requests per second one source may make (burst: [`BURST`]): enough for a
 /// paginated catch-up, never a flood against a shared CI server.
