@@ -404,15 +404,36 @@ fn tls_config(dir: &Path, mtls: bool) -> Arc<rustls::ServerConfig> {
     Arc::new(b.with_single_cert(certs, key).unwrap())
 }
 
+/// Replaces `dir`'s server.pem/.key with a certificate naming only
+/// `collector.invalid` (a name no resolver knows), from its own CA in
+/// collector-ca.pem.
+fn collector_certificate(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = CertificateParams::new(vec!["collector.invalid".to_string()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("collector-ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
 #[test]
 fn client_certificates_and_server_name_still_work_over_https() {
     let certs = tempfile::tempdir().unwrap();
     write_certs(certs.path());
+    collector_certificate(certs.path());
     let d = certs.path().display();
     let c = Collector::start(200, false, Some(tls_config(certs.path(), true)));
-    // server_name: the certificate names localhost; relstat connects to 127.0.0.1.
+    // server_name: the certificate names only collector.invalid, which does
+    // not resolve; relstat connects to the URL's 127.0.0.1 and verifies
+    // that name.
     let tls = format!(
-        "ca_file = \"{d}/ca.pem\"\nserver_name = \"localhost\"\n\
+        "ca_file = \"{d}/collector-ca.pem\"\nserver_name = \"collector.invalid\"\n\
          client_cert_file = \"{d}/client.pem\"\nclient_key_file = \"{d}/client.key\""
     );
     let mut agent = Agent::new(&siem_http(&c.url("https", "127.0.0.1"), &tls));
@@ -428,7 +449,7 @@ fn client_certificates_and_server_name_still_work_over_https() {
     let c2 = Collector::start(200, false, Some(tls_config(certs.path(), true)));
     let mut agent = Agent::new(&siem_http(
         &c2.url("https", "127.0.0.1"),
-        &format!("ca_file = \"{d}/ca.pem\"\nserver_name = \"localhost\""),
+        &format!("ca_file = \"{d}/collector-ca.pem\"\nserver_name = \"collector.invalid\""),
     ));
     append_lines(&agent.log("a.log"), 1, 10);
     agent.start_with_env(&[]);

@@ -120,7 +120,10 @@ pub fn retry_after(v: Option<&str>) -> Option<Duration> {
 /// Builds the collector's client once; every connection shares it (and its
 /// kept-alive connections).
 pub struct HttpConnector {
+    /// What is requested (with `server_name` as its host when set).
     url: String,
+    /// `url` as configured, for messages.
+    shown: Arc<str>,
     client: Arc<outbound::Client>,
     auth: Arc<Auth>,
 }
@@ -177,6 +180,7 @@ impl HttpConnector {
         };
         Ok(Self {
             url,
+            shown: raw.into(),
             client: Arc::new(client),
             auth: Arc::new(auth),
         })
@@ -186,6 +190,7 @@ impl HttpConnector {
     pub fn connect(&self) -> Result<HttpTransport, TransportError> {
         Ok(HttpTransport {
             url: self.url.clone(),
+            shown: self.shown.clone(),
             client: self.client.clone(),
             auth: self.auth.clone(),
             last: None,
@@ -206,6 +211,7 @@ fn with_port(name: &str, address: &str) -> String {
 
 pub struct HttpTransport {
     url: String,
+    shown: Arc<str>,
     client: Arc<outbound::Client>,
     auth: Arc<Auth>,
     last: Option<u64>,
@@ -251,7 +257,7 @@ impl Transport for HttpTransport {
         }
         let mut resp = req
             .send(&self.body[..])
-            .map_err(|e| TransportError::Http(format!("POST {}: {e}", self.url)))?;
+            .map_err(|e| TransportError::Http(format!("POST {}: {e}", self.shown)))?;
         let status = resp.status().as_u16();
         match classify(status) {
             Answer::Delivered => {
