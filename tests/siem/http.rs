@@ -372,6 +372,25 @@ fn the_environment_proxy_carries_the_batches_and_no_proxy_bypasses_it() {
         "NO_PROXY went through the proxy"
     );
     assert_eq!(agent.signal("-TERM"), Some(0));
+
+    // https: HTTPS_PROXY, the TLS session end to end through the tunnel.
+    let certs = tempfile::tempdir().unwrap();
+    write_certs(certs.path());
+    let c3 = Collector::start(200, false, Some(tls_config(certs.path(), false)));
+    let mut agent = Agent::new(&siem_http(
+        &c3.url("https", "127.0.0.1"),
+        &format!("ca_file = \"{}/ca.pem\"", certs.path().display()),
+    ));
+    append_lines(&agent.log("a.log"), 1, 10);
+    agent.start_with_env(&[("HTTPS_PROXY", &proxy)]);
+    assert!(wait_until(20, || spool_events(&agent) == 0.0
+        && c3.releases().len() >= 10));
+    assert!(
+        seen.lock().unwrap()[tunnels..].contains(&format!("127.0.0.1:{}", c3.port)),
+        "HTTPS_PROXY was not used: {:?}",
+        seen.lock().unwrap()
+    );
+    assert_eq!(agent.signal("-TERM"), Some(0));
 }
 
 /// A TLS server config from `dir`'s server.pem/.key; with `mtls`, clients
