@@ -23,6 +23,8 @@
 //!   auth from an exporter-toolkit web config), and routes for /api/v1 and /hooks.
 //! - [`api`]: `/api/v1`: release status, audit trail, snapshots, partner views.
 //! - [`replay`]: `relstat replay`: historical logs through the whole flow, in memory.
+//! - [`outbound`]: the one outbound HTTP client (SIEM `http`, poll and Kubernetes
+//!   sources): TLS and client certificates, keep-alive, proxies, capped bodies.
 //! - [`admin`]: the local admin socket the CLI uses while the agent runs.
 //! - [`agent`]: `relstat run`: source threads, the core (tracker + store), HTTP, signals.
 //! - [`cli`]: the command line; [`logging`]: the agent's own log.
@@ -39,6 +41,7 @@ pub mod event;
 pub mod http;
 pub mod logging;
 pub mod model;
+pub mod outbound;
 pub mod replay;
 pub mod sinks;
 pub mod sources;

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use crate::rsyslog::*;
 use crate::util::*;
 
+mod http;
+
 /// The agent's `[siem]` section.
 fn siem_conf(dir: &Path, transport: &str, port: u16, extra: &str) -> String {
     format!(

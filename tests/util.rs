@@ -192,6 +192,18 @@ impl Agent {
         self.start_command(cmd, 20);
     }
 
+    /// Starts the agent with no proxy variables but `env`, and waits (bounded)
+    /// until /readyz answers 200.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_relstat"));
+        cmd.args(["run", "-c", self.config.to_str().unwrap()]);
+        for v in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
+            cmd.env_remove(v).env_remove(v.to_ascii_uppercase());
+        }
+        cmd.envs(env.iter().copied());
+        self.start_command(cmd, 20);
+    }
+
     /// Runs `cmd` (the agent, possibly wrapped) and waits (bounded by
     /// `secs`) until /readyz answers 200.
     fn start_command(&mut self, mut cmd: Command, secs: u64) {

@@ -498,6 +498,23 @@ pub struct SiemConfig {
     /// `anomalies`, or `all` to forward every transition too.
     #[serde(default)]
     pub forward: Forward,
+    /// transport = "http": largest request body (1KiB to 25MiB; default
+    /// 512KiB); batches are cut to fit, a single longer record goes alone.
+    #[serde(default)]
+    pub max_batch_bytes: Option<bytesize::ByteSize>,
+}
+
+impl SiemConfig {
+    /// Default of `max_batch_bytes`: half a relay hook's default `max_body`.
+    pub const DEFAULT_MAX_BATCH_BYTES: u64 = 512 * 1024;
+    pub const MIN_MAX_BATCH_BYTES: u64 = 1024;
+    pub const MAX_MAX_BATCH_BYTES: u64 = 25 * 1024 * 1024;
+
+    /// `max_batch_bytes` or its default.
+    pub fn max_batch_bytes(&self) -> bytesize::ByteSize {
+        self.max_batch_bytes
+            .unwrap_or(bytesize::ByteSize::b(Self::DEFAULT_MAX_BATCH_BYTES))
+    }
 }
 
 fn default_facility() -> String {

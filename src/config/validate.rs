@@ -784,6 +784,22 @@ impl Validator<'_> {
                 ),
                 Some(_) => {}
             }
+            if let Some(max) = siem.max_batch_bytes {
+                let (lo, hi) = (
+                    SiemConfig::MIN_MAX_BATCH_BYTES,
+                    SiemConfig::MAX_MAX_BATCH_BYTES,
+                );
+                if !(lo..=hi).contains(&max.as_u64()) {
+                    self.push(
+                        "siem.max_batch_bytes",
+                        format!(
+                            "max_batch_bytes = \"{max}\" is out of range: give 1KiB to 25MiB \
+                             (and at most the receiver's body limit: a relay hook takes 1MiB \
+                             unless its max_body says more)"
+                        ),
+                    );
+                }
+            }
             if siem.address.is_some() {
                 self.push(
                     "siem.address",
@@ -821,6 +837,7 @@ impl Validator<'_> {
             for (name, set) in [
                 ("token_file", siem.token_file.is_some()),
                 ("hmac_secret_file", siem.hmac_secret_file.is_some()),
+                ("max_batch_bytes", siem.max_batch_bytes.is_some()),
             ] {
                 if set {
                     self.push(
@@ -1680,6 +1697,34 @@ mod tests {
         assert_problems(
             &with_file("[siem]\ntransport = \"udp\"\naddress = \"[2001:db8::1]:514\"\n"),
             &[],
+        );
+    }
+
+    #[test]
+    fn siem_http_batches_are_capped_in_bytes_within_range() {
+        let http = |max: &str| {
+            with_file(&format!(
+                "[siem]\ntransport = \"http\"\nurl = \"https://relay:9731/hooks/a\"\n\
+                 max_batch_bytes = \"{max}\"\n"
+            ))
+        };
+        assert_problems(&http("1KiB"), &[]);
+        assert_problems(&http("25MiB"), &[]);
+        for bad in ["1000B", "26MiB", "0B"] {
+            assert_problems(
+                &http(bad),
+                &[("siem.max_batch_bytes", 8, "give 1KiB to 25MiB")],
+            );
+        }
+        assert_problems(
+            &with_file(
+                "[siem]\ntransport = \"tls\"\naddress = \"s:6514\"\nmax_batch_bytes = \"1MiB\"\n",
+            ),
+            &[(
+                "siem.max_batch_bytes",
+                8,
+                "`max_batch_bytes` is for transport = \"http\"",
+            )],
         );
     }
 

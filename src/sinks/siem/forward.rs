@@ -8,6 +8,10 @@
 //! [`MAX_BACKOFF`] with full jitter) and reconnects; every new connection
 //! reads the outbox from its first record, because whatever is still there
 //! is by definition not known delivered (a resend counts as `retried`).
+//! An `http` collector's refusal ([`TransportError::Refused`]) is handled
+//! the same way, counted `refused` and logged with its answer: the batch
+//! stays in the outbox; a `Retry-After` stretches the wait. `http` batches
+//! are also cut to `max_batch_bytes` (`split_by_bytes`).
 //!
 //! Spool limits: [`SpoolGate`] tells the sources and the core whether the
 //! outbox is over `max_bytes` (`when_full = "block"`); with `drop_oldest`
@@ -161,6 +165,8 @@ pub struct Forwarder {
     stop: Arc<AtomicBool>,
     /// The highest seq ever sent: a seq at or below it is a resend.
     max_sent: u64,
+    /// Largest request body (`http`): batches are cut to fit.
+    max_batch_bytes: Option<usize>,
     host: String,
     site: String,
     sink: String,
@@ -210,6 +216,8 @@ impl Forwarder {
             gate,
             stop,
             max_sent: 0,
+            max_batch_bytes: (siem.transport == SiemTransport::Http)
+                .then(|| siem.max_batch_bytes().as_u64() as usize),
             host: host.to_string(),
             site: site.to_string(),
             sink: sink_name(siem).to_string(),
@@ -241,6 +249,9 @@ impl Forwarder {
     fn run(mut self) {
         let mut backoff = MIN_BACKOFF;
         let mut last_error = String::new();
+        // Whether the next session start is worth a log line (not after a
+        // refusal: the receiver is there, it said no).
+        let mut announce = true;
         self.observer.connected(false);
         while !self.stopping() {
             let mut t = match self.connector.connect() {
@@ -256,28 +267,57 @@ impl Forwarder {
                     continue;
                 }
             };
-            tracing::info!(sink = %self.sink, "connected to the SIEM");
+            if announce {
+                tracing::info!(sink = %self.sink, "connected to the SIEM");
+            }
             last_error.clear();
             self.observer.connected(true);
             let started = Instant::now();
             let end = self.session(&mut *t);
-            self.observer.connected(false);
+            // A refusal is an answer: the receiver is there.
+            if !matches!(end, SessionEnd::Transport(TransportError::Refused { .. })) {
+                self.observer.connected(false);
+            }
+            // A connection that fails at once (a refused client certificate,
+            // a refused batch) must not reconnect in a tight loop.
+            if started.elapsed() > MAX_BACKOFF {
+                backoff = MIN_BACKOFF;
+            }
+            let mut wait = jitter(backoff);
+            announce = true;
             match end {
                 SessionEnd::Stopped => {
                     t.close();
                     return;
                 }
+                SessionEnd::Transport(TransportError::Refused {
+                    status,
+                    body,
+                    events,
+                }) => {
+                    self.observer.count("refused", events as u64);
+                    tracing::warn!(
+                        sink = %self.sink,
+                        "the SIEM collector refused a batch of {events} events: HTTP {status}, \
+                         answer {body:?}; they stay in the spool and are offered again in {:.1}s",
+                        wait.as_secs_f64()
+                    );
+                    announce = false;
+                    t.close();
+                }
                 SessionEnd::Transport(e) => {
+                    if let TransportError::Unavailable {
+                        retry_after: Some(after),
+                        ..
+                    } = &e
+                    {
+                        wait = wait.max(*after);
+                    }
                     tracing::warn!(sink = %self.sink, "SIEM connection lost: {e}; resending what is not known delivered");
                     t.close();
                 }
             }
-            // A connection that fails at once (a refused client certificate)
-            // must not reconnect in a tight loop.
-            if started.elapsed() > MAX_BACKOFF {
-                backoff = MIN_BACKOFF;
-            }
-            self.sleep(jitter(backoff));
+            self.sleep(wait);
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
@@ -438,17 +478,20 @@ impl Forwarder {
                 });
                 start = end;
             }
-            if let Err(e) = t.send(&msgs) {
-                return fail(t, e, &mut removed_upto, self);
+            for part in split_by_bytes(&msgs, self.max_batch_bytes) {
+                let part = &msgs[part];
+                if let Err(e) = t.send(part) {
+                    return fail(t, e, &mut removed_upto, self);
+                }
+                let last = part.last().map_or(cursor, |m| m.seq);
+                let retried = part.iter().filter(|m| m.seq <= self.max_sent).count() as u64;
+                self.observer.count("sent", part.len() as u64 - retried);
+                if retried > 0 {
+                    self.observer.count("retried", retried);
+                }
+                self.max_sent = self.max_sent.max(last);
+                cursor = last;
             }
-            let last = ends.last().map_or(cursor, |e| e.0);
-            let retried = ends.iter().filter(|(s, _)| *s <= self.max_sent).count() as u64;
-            self.observer.count("sent", ends.len() as u64 - retried);
-            if retried > 0 {
-                self.observer.count("retried", retried);
-            }
-            self.max_sent = self.max_sent.max(last);
-            cursor = last;
             let truncated = t.take_truncated();
             if truncated > 0 {
                 tracing::warn!(sink = %self.sink, "{truncated} SIEM messages longer than a UDP datagram were truncated");
@@ -477,6 +520,27 @@ pub fn sink_name(siem: &SiemConfig) -> &'static str {
         SiemTransport::Udp => "udp",
         SiemTransport::Http => "http",
     }
+}
+
+/// Cuts `msgs` into runs whose request body (each message and a newline)
+/// stays within `cap` bytes; a message longer than `cap` goes alone. No
+/// cap: one run.
+fn split_by_bytes(msgs: &[Msg<'_>], cap: Option<usize>) -> Vec<std::ops::Range<usize>> {
+    let cap = cap.unwrap_or(usize::MAX);
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, m) in msgs.iter().enumerate() {
+        let n = m.bytes.len() + 1;
+        if i > start && bytes.saturating_add(n) > cap {
+            runs.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += n;
+    }
+    if start < msgs.len() {
+        runs.push(start..msgs.len());
+    }
+    runs
 }
 
 /// Full jitter: a uniform wait in [d/2, d].
@@ -517,5 +581,37 @@ pub fn dropped_summary(l: &DroppedLedger, host: &str, site: &str, now: TimeMs) -
             "{} SIEM events were dropped from the full spool{span}",
             l.count
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_to_the_byte_cap_and_a_long_record_goes_alone() {
+        let bodies: Vec<Vec<u8>> = [10, 10, 10, 50, 5, 5]
+            .iter()
+            .map(|&n| vec![b'x'; n])
+            .collect();
+        let msgs: Vec<Msg<'_>> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Msg {
+                seq: i as u64 + 1,
+                bytes: b,
+            })
+            .collect();
+        // Each message costs its length plus a newline.
+        assert_eq!(
+            split_by_bytes(&msgs, Some(22)),
+            vec![0..2, 2..3, 3..4, 4..6]
+        );
+        assert_eq!(split_by_bytes(&msgs, Some(33)), vec![0..3, 3..4, 4..6]);
+        assert_eq!(split_by_bytes(&msgs, None), vec![0..6]);
+        assert_eq!(
+            split_by_bytes(&msgs[..0], Some(22)),
+            Vec::<std::ops::Range<usize>>::new()
+        );
     }
 }

@@ -2,19 +2,20 @@
 //! its token (re-read when the file changes), its CA, a request rate limit,
 //! conditional requests, and the error kinds the sources count and back off on.
 //!
-//! Built on `ureq` (blocking, rustls on ring): the sources are threads with
-//! blocking I/O like the file source, so an async client would only add a
-//! runtime per thread; ureq streams bodies (the Kubernetes watch reads
+//! Built on the shared outbound client ([`crate::outbound`], ureq: blocking,
+//! rustls on ring, proxies from the environment): the sources are threads
+//! with blocking I/O like the file source, so an async client would only add
+//! a runtime per thread; ureq streams bodies (the Kubernetes watch reads
 //! newline-delimited events from the open response).
 
-use std::io::Read;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::outbound::{self, OutboundError};
 
 /// Requests per second one source may make (burst: [`BURST`]): enough for a
 /// paginated catch-up, never a flood against a shared CI server.
@@ -29,6 +30,9 @@ pub enum PollError {
     Token { path: PathBuf, err: std::io::Error },
     #[error("cannot read ca_file {path}: {detail}")]
     Ca { path: PathBuf, detail: String },
+    /// The client cannot be built (a proxy variable that is not a URL).
+    #[error("{0}")]
+    Client(String),
     #[error("{url}: {status} (check token_file: the token is missing, expired or lacks rights)")]
     Unauthorized { url: String, status: u16 },
     #[error("{url}: rate limited (429), retrying after {retry_after:?}")]
@@ -48,7 +52,7 @@ impl PollError {
     /// The `kind` label of `relstat_source_errors_total`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Token { .. } | Self::Ca { .. } => "config",
+            Self::Token { .. } | Self::Ca { .. } | Self::Client(_) => "config",
             Self::Unauthorized { .. } => "auth",
             Self::RateLimited { .. } => "rate_limited",
             Self::Status { .. } | Self::Gone { .. } => "http",
@@ -77,32 +81,12 @@ pub struct Fetched {
 }
 
 pub struct Client {
-    agent: ureq::Agent,
+    http: outbound::Client,
     token_file: Option<PathBuf>,
     /// (mtime, length, value) of the token last read.
     token: Option<(Option<SystemTime>, u64, String)>,
     limiter: DefaultDirectRateLimiter,
     pub requests: u64,
-}
-
-fn read_ca(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, PollError> {
-    let err = |detail: String| PollError::Ca {
-        path: path.to_path_buf(),
-        detail,
-    };
-    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-        .filter_map(|i| match i {
-            Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c.to_owned())),
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        })
-        .collect::<Result<_, _>>()
-        .map_err(|e| err(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(err("no PEM certificate in the file".into()));
-    }
-    Ok(certs)
 }
 
 impl Client {
@@ -112,22 +96,26 @@ impl Client {
         ca_file: Option<&Path>,
         timeout: Duration,
     ) -> Result<Client, PollError> {
-        let mut tls = ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::Rustls);
-        if let Some(ca) = ca_file {
-            tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(read_ca(ca)?)));
-        }
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .user_agent(concat!("relstat/", env!("CARGO_PKG_VERSION")))
-            .tls_config(tls.build())
-            .build();
+        let opts = outbound::Options {
+            roots: ca_file.map_or(outbound::Roots::Bundled, |p| {
+                outbound::Roots::File(p.to_path_buf())
+            }),
+            client_cert: None,
+            connect_timeout: Duration::from_secs(10),
+            timeout,
+            // ureq's default, as before.
+            redirects: 10,
+            alias: None,
+        };
+        let http = outbound::Client::new(&opts).map_err(|e| match e {
+            OutboundError::File { path, detail } => PollError::Ca { path, detail },
+            e => PollError::Client(e.to_string()),
+        })?;
         let quota =
             Quota::per_second(NonZeroU32::new(REQUESTS_PER_SECOND).unwrap_or(NonZeroU32::MIN))
                 .allow_burst(NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN));
         let mut c = Client {
-            agent: config.new_agent(),
+            http,
             token_file: token_file.map(Path::to_path_buf),
             token: None,
             limiter: RateLimiter::direct(quota),
@@ -177,7 +165,7 @@ impl Client {
     ) -> Result<ureq::http::Response<ureq::Body>, PollError> {
         self.pace();
         let token = self.token()?;
-        let mut req = self.agent.get(url).header("Accept", "application/json");
+        let mut req = self.http.get(url).header("Accept", "application/json");
         if let Some(t) = token {
             // `user:apitoken` (Jenkins) is basic auth; anything else a bearer token.
             req = if t.contains(':') {
@@ -260,15 +248,17 @@ impl Client {
                 next_page: None,
             });
         }
-        let mut body = Vec::new();
-        resp.into_body()
-            .into_reader()
-            .take(MAX_BODY)
-            .read_to_end(&mut body)
-            .map_err(|e| PollError::Transport {
+        let mut resp = resp;
+        let body = outbound::read_body(&mut resp, MAX_BODY).map_err(|e| match e {
+            OutboundError::TooLarge { .. } => PollError::Decode {
                 url: url.to_string(),
-                detail: format!("reading the body: {e}"),
-            })?;
+                detail: e.to_string(),
+            },
+            e => PollError::Transport {
+                url: url.to_string(),
+                detail: e.to_string(),
+            },
+        })?;
         Ok(Fetched {
             status,
             body: Some(body),

@@ -11,7 +11,7 @@
 //! | `tls`, `tcp` | RFC 5425 / RFC 6587 octet counting | the connection survived [`stream::GRACE`] after the bytes left our socket's send queue (see [`stream`]) |
 //! | `relp` | RELP `syslog` frames | the server answered `rsp 200` |
 //! | `udp` | one RFC 5426 datagram per message | sent (best effort) |
-//! | `http` | NDJSON body, one POST per batch | the collector answered 2xx |
+//! | `http` | NDJSON body, one POST per batch (at most `max_batch_bytes`) | the collector answered 2xx |
 
 pub mod http;
 pub mod relp;
@@ -46,6 +46,33 @@ pub enum TransportError {
     Relp(String),
     #[error("HTTP: {0}")]
     Http(String),
+    /// The receiver answered that it will not take the batch (an HTTP 4xx
+    /// other than 408 and 429, or a 3xx): offered again only after a
+    /// back-off, never dropped.
+    #[error(
+        "the collector refused a batch of {events} events: HTTP {status}{}",
+        answer_text(body)
+    )]
+    Refused {
+        status: u16,
+        body: String,
+        events: usize,
+    },
+    /// The receiver cannot take it now (HTTP 408, 429, 5xx).
+    #[error("the collector answered HTTP {status}{}", answer_text(body))]
+    Unavailable {
+        status: u16,
+        body: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+fn answer_text(body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!(": {body:?}")
+    }
 }
 
 impl TransportError {

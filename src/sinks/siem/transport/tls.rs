@@ -15,12 +15,7 @@ use super::stream::Stream;
 use super::{TransportError, connect_tcp};
 use crate::config::SiemConfig;
 
-/// System CA bundles, first found wins, when `ca_file` is not set.
-const SYSTEM_CAS: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-];
+use crate::outbound::SYSTEM_CAS;
 
 /// After the handshake, how long to listen for a refusal before the first
 /// write (TLS 1.3 servers judge the client certificate after the client
