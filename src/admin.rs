@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::agent::{Core, CoreHandle};
+use crate::core::{Core, CoreHandle};
 use crate::store::{OutboxStats, Store, StoreError};
 
 /// The socket's file name inside data_dir.

@@ -32,11 +32,13 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod core;
 #[cfg(test)]
 mod crash_child;
 pub mod detect;
 pub mod event;
 pub mod http;
+pub mod ingest;
 pub mod logging;
 pub mod model;
 pub mod replay;
