@@ -29,16 +29,16 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crate::config::{self, Loaded, SourceType};
 use crate::core::{Checkpoints, Core, CoreError, CoreHandle, Health, set_spool_gauges};
 use crate::event::now_ms;
 use crate::model::Model;
 use crate::sinks::metrics::Metrics;
-use crate::sinks::siem::{Forwarder, Observer, SpoolGate};
+use crate::sinks::siem::{Forwarder, Observer};
 use crate::sources::file::FileSource;
 use crate::sources::line::LineParser;
+use crate::spool::outbox::Outbox;
 use crate::store::{OutboxStats, Store, StoreError};
 
 pub use crate::core::{DEAD_CORE_GRACE, TICK};
@@ -69,6 +69,8 @@ pub struct Shared {
     pub core: CoreHandle,
     /// The webhook sources of the running configuration (`/hooks/{name}`).
     pub hooks: crate::sources::webhook::SharedHooks,
+    /// The webhooks' way into the core (the outbox policy admits them).
+    ingest: crate::ingest::Ingest,
     /// The `[http.partners]` user names (replaced on reload): refused
     /// `/metrics`, whose process, source and spool series cannot be scoped.
     partner_users: std::sync::RwLock<std::collections::BTreeSet<String>>,
@@ -158,7 +160,12 @@ impl crate::http::Service for Shared {
         source: &'a str,
         req: hyper::Request<crate::http::PendingBody>,
     ) -> crate::http::ResponseFuture<'a> {
-        Box::pin(crate::sources::webhook::serve(self, source, req))
+        Box::pin(async move {
+            let count_error =
+                |source: &str, kind: &'static str| self.lock_metrics().source_error(source, kind);
+            crate::sources::webhook::serve(&self.hooks, &self.ingest, &count_error, source, req)
+                .await
+        })
     }
 
     fn api<'a>(
@@ -182,13 +189,16 @@ impl Sources {
         checkpoints: &Checkpoints,
         core: &CoreHandle,
         once: bool,
-        gate: Option<Arc<SpoolGate>>,
+        outbox: Option<Arc<Outbox>>,
     ) -> Result<Sources, AgentError> {
         let cfg = &loaded.config;
         let model = Model::from_config(&cfg.model).map_err(|_| AgentError::Model)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let budget = crate::sources::file::tail::FdBudget::new(cfg.agent.max_open_files);
+        // One admission path for every source thread: under `when_full =
+        // "block"` each waits in `submit` while the outbox is full.
+        let ingest = core.ingest(outbox).with_stop(stop.clone());
         for s in &cfg.sources {
             if s.kind == SourceType::Webhook {
                 continue; // served by the HTTP listener (`Shared::hooks`)
@@ -199,7 +209,7 @@ impl Sources {
                     &model,
                     cfg,
                     checkpoints,
-                    tx_fn(core),
+                    ingest.clone(),
                     &stop,
                     once,
                 )
@@ -218,23 +228,13 @@ impl Sources {
             let cp = checkpoints.get(&crate::sources::file::checkpoint_name(&s.name));
             let source =
                 FileSource::new(s, parser, cp.map(|v| v.as_slice())).with_budget(budget.clone());
-            let core = core.clone();
-            let (gate, stop_send) = (gate.clone(), stop.clone());
-            // A full blocking spool holds the batch here, uncommitted: the
-            // file keeps its lines and the checkpoint stays behind them.
-            let send: crate::sources::file::Sender = Arc::new(move |b| {
-                while gate.as_ref().is_some_and(|g| g.is_full()) {
-                    if stop_send.load(Ordering::Relaxed) {
-                        return false;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                core.send_batch(b)
-            });
+            // A full blocking spool holds the batch in `submit`, uncommitted:
+            // the file keeps its lines and the checkpoint stays behind them.
+            let ingest = ingest.clone();
             let stop = stop.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("source-{}", s.name))
-                .spawn(move || source.run(send, stop, once))
+                .spawn(move || source.run(ingest, stop, once))
                 .map_err(AgentError::Runtime)?;
             threads.push(handle);
         }
@@ -249,12 +249,6 @@ impl Sources {
             let _ = t.join();
         }
     }
-}
-
-/// A batch sender into the core for a source thread.
-fn tx_fn(core: &CoreHandle) -> crate::sources::file::Sender {
-    let core = core.clone();
-    Arc::new(move |b| core.send_batch(b))
 }
 
 /// The webhook sources of `loaded` (secrets read now).
@@ -274,6 +268,7 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
     let store = Arc::new(Store::open(&loaded.config.agent.data_dir)?);
     let (tracker, metrics, checkpoints) = Core::build(&loaded, &store)?;
     let (core_handle, inbox) = crate::core::channel();
+    let outbox = Outbox::for_config(&loaded.config).map(Arc::new);
     let metrics = Arc::new(Mutex::new(metrics));
     let health = Arc::new(Health::default());
     let shared = Arc::new(Shared {
@@ -281,21 +276,20 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
         ready: AtomicBool::new(false),
         core: core_handle.clone(),
         hooks: std::sync::RwLock::new(Arc::new(hooks_for(&loaded)?)),
+        ingest: core_handle.ingest(outbox.clone()),
         partner_users: Default::default(),
         http: OnceLock::new(),
         health: health.clone(),
     });
     shared.set_partners(&loaded.config);
     let cfg = &loaded.config;
-    let gate =
-        (cfg.siem.is_some() || cfg.spool.enabled).then(|| Arc::new(SpoolGate::new(&cfg.spool)));
     let sink = cfg
         .siem
         .as_ref()
         .map_or("none", crate::sinks::siem::forward::sink_name);
     let forward_stop = Arc::new(AtomicBool::new(false));
-    let forwarder = match (&cfg.siem, &gate) {
-        (Some(siem), Some(gate)) => {
+    let forwarder = match (&cfg.siem, &outbox) {
+        (Some(siem), Some(outbox)) => {
             let host = cfg
                 .agent
                 .hostname
@@ -311,7 +305,7 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
                 &cfg.agent.site,
                 store.clone(),
                 observer,
-                gate.clone(),
+                outbox.clone(),
                 forward_stop.clone(),
             )?;
             Some(f.spawn().map_err(AgentError::Runtime)?)
@@ -324,9 +318,9 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
             let _ = f.join();
         }
     };
-    let core = Core::new(&loaded, tracker, store, gate.clone(), sink, metrics);
+    let core = Core::new(&loaded, tracker, store, outbox.clone(), sink, metrics);
     let core_thread = core.spawn(inbox, health).map_err(AgentError::Runtime)?;
-    let sources = Sources::start(&loaded, &checkpoints, &core_handle, once, gate.clone())?;
+    let sources = Sources::start(&loaded, &checkpoints, &core_handle, once, outbox.clone())?;
     shared.ready.store(true, Ordering::Relaxed);
 
     if once {
@@ -350,7 +344,7 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
         shared,
         sources,
         core_handle.clone(),
-        gate,
+        outbox,
     ));
     core_handle.shutdown();
     drop(core_handle);
@@ -378,7 +372,7 @@ async fn serve(
     shared: Arc<Shared>,
     mut sources: Sources,
     core: CoreHandle,
-    gate: Option<Arc<SpoolGate>>,
+    outbox: Option<Arc<Outbox>>,
 ) -> Result<(), AgentError> {
     use tokio::signal::unix::{SignalKind, signal};
     let http_cfg = &loaded.config.http;
@@ -440,7 +434,7 @@ async fn serve(
                                     Ok(h) => *shared.hooks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(h),
                                     Err(e) => tracing::error!("webhook sources keep their previous settings: {e}"),
                                 }
-                                sources = Sources::start(&new, &checkpoints, &core, false, gate.clone())?;
+                                sources = Sources::start(&new, &checkpoints, &core, false, outbox.clone())?;
                                 current = new;
                                 tracing::info!("configuration reloaded");
                             }

@@ -4,12 +4,13 @@
 //! is what the rest of the process learns when the core dies.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 
 use super::{Core, CoreError};
 use crate::config::Loaded;
-use crate::ingest::SourceBatch;
+use crate::ingest::{Ack, Ingest, SourceBatch};
+use crate::spool::outbox::Outbox;
 
 /// Source checkpoints by name, as the store holds them.
 pub type Checkpoints = BTreeMap<String, Vec<u8>>;
@@ -21,7 +22,8 @@ const CHANNEL: usize = 4;
 
 /// What the core thread receives.
 pub(super) enum CoreMsg {
-    Batch(SourceBatch),
+    /// A producer's batch; with an [`Ack`], committed alone and answered.
+    Batch(SourceBatch, Option<Ack>),
     /// Run a closure on the core thread (webhooks, API, admin socket).
     Call(Box<dyn FnOnce(&mut Core) + Send>),
     /// Rebuild from the store with this config; answer with the checkpoints.
@@ -72,10 +74,15 @@ impl CoreHandle {
             .map_err(|_| CoreError::Gone)?
     }
 
-    /// Hands the core one source batch (blocking while the channel is full);
-    /// false once the core is gone.
-    pub fn send_batch(&self, b: SourceBatch) -> bool {
-        self.tx.send(CoreMsg::Batch(b)).is_ok()
+    /// The producers' way in: batches go to this core, admitted while
+    /// `outbox` (the spool's policy) is not full.
+    pub fn ingest(&self, outbox: Option<Arc<Outbox>>) -> Ingest {
+        let tx = self.tx.clone();
+        let admission = outbox.map(|o| o as Arc<dyn crate::ingest::Admission>);
+        Ingest::new(Arc::new(move |b, ack| {
+            tx.send(CoreMsg::Batch(b, ack)).is_ok()
+        }))
+        .with_admission(admission)
     }
 
     /// Rebuilds the core from the store with `loaded` (the sources are

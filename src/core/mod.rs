@@ -29,7 +29,7 @@ use crate::config::{self, Loaded};
 use crate::event::{InputResult, now_ms};
 use crate::ingest::{Item, SourceBatch};
 use crate::sinks::metrics::Metrics;
-use crate::sinks::siem::SpoolGate;
+use crate::spool::outbox::Outbox;
 use crate::store::{OutboxStats, Store, StoreError};
 use crate::track::{Effect, Tracker};
 
@@ -80,7 +80,7 @@ pub struct Core {
     tracker: Tracker,
     store: Arc<Store>,
     /// The outbox's fill state (`[spool] max_bytes`); `None` without an outbox.
-    gate: Option<Arc<SpoolGate>>,
+    outbox: Option<Arc<Outbox>>,
     /// The `sink` label for dropped records.
     sink: &'static str,
     /// The metrics it feeds (the HTTP listener renders them).
@@ -137,14 +137,14 @@ impl Core {
         loaded: &Loaded,
         tracker: Tracker,
         store: Arc<Store>,
-        gate: Option<Arc<SpoolGate>>,
+        outbox: Option<Arc<Outbox>>,
         sink: &'static str,
         metrics: Arc<Mutex<Metrics>>,
     ) -> Core {
         Core {
             tracker,
             store,
-            gate,
+            outbox,
             sink,
             metrics,
             caught_up: loaded
@@ -328,15 +328,16 @@ impl Core {
         Ok(())
     }
 
-    /// Applies `[spool] max_bytes`: drops the oldest records (`drop_oldest`)
-    /// or marks the outbox full (`block`); keeps the spool gauges current.
+    /// Applies the outbox policy ([`crate::spool::outbox`]) after the
+    /// outbox grew: drops the oldest records (`drop_oldest`) or marks the
+    /// outbox full (`block`); keeps the spool gauges current.
     fn check_spool(&mut self) -> Result<(), StoreError> {
-        let Some(gate) = &self.gate else {
+        let Some(outbox) = &self.outbox else {
             return Ok(());
         };
-        let mut stats = self.store.outbox_stats()?;
-        if gate.policy() == crate::config::WhenFull::DropOldest && stats.bytes > gate.max_bytes() {
-            let n = self.store.outbox_drop_oldest(gate.max_bytes())?;
+        let done = outbox.enforce(&self.store)?;
+        if done.dropped > 0 {
+            let n = done.dropped;
             tracing::warn!(
                 "spool full: dropped the {n} oldest SIEM records (when_full = \"drop_oldest\")"
             );
@@ -344,10 +345,8 @@ impl Core {
                 .forward_events
                 .with_label_values(&[self.sink, "dropped"])
                 .inc_by(n);
-            stats = self.store.outbox_stats()?;
         }
-        gate.update(&stats);
-        set_spool_gauges(&self.metrics(), &stats, now_ms());
+        set_spool_gauges(&self.metrics(), &done.stats, now_ms());
         Ok(())
     }
 
@@ -355,13 +354,13 @@ impl Core {
         let now = now_ms();
         // While a blocking spool is full, the stuck check waits: an episode
         // found later is written when room returns (the key stays stuck).
-        let full = self.gate.as_ref().is_some_and(|g| g.is_full());
+        let full = self.outbox.as_ref().is_some_and(|o| o.is_full());
         let caught_up = self.caught_up.values().all(|c| *c) && !full;
         self.tracker.tick(now, caught_up);
         self.commit(&[])?;
         let stats = self.store.outbox_stats()?;
-        if let Some(g) = &self.gate {
-            g.update(&stats);
+        if let Some(o) = &self.outbox {
+            o.update(&stats);
         }
         let mut m = self.metrics();
         set_spool_gauges(&m, &stats, now);
@@ -381,11 +380,16 @@ impl Core {
                 None => rx.recv_timeout(wait),
             };
             match msg {
-                Ok(CoreMsg::Batch(b)) => {
+                Ok(CoreMsg::Batch(b, Some(ack))) => {
+                    // Its producer waits for this answer (a webhook): a
+                    // failed commit is answered, and the core goes on.
+                    ack.done(self.apply(b).map_err(|e| e.to_string()));
+                }
+                Ok(CoreMsg::Batch(b, None)) => {
                     let mut group = vec![b];
                     while group.len() < GROUP {
                         match rx.try_recv() {
-                            Ok(CoreMsg::Batch(b)) => group.push(b),
+                            Ok(CoreMsg::Batch(b, None)) => group.push(b),
                             Ok(other) => {
                                 held = Some(other);
                                 break;

@@ -24,7 +24,7 @@ pub fn poll_thread(
     model: &crate::model::Model,
     cfg: &crate::config::Config,
     checkpoints: &std::collections::BTreeMap<String, Vec<u8>>,
-    send: file::Sender,
+    ingest: crate::ingest::Ingest,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
     once: bool,
 ) -> Result<std::thread::JoinHandle<()>, String> {
@@ -38,7 +38,7 @@ pub fn poll_thread(
         let k = kubernetes::KubeSource::new(s, parser, cp.map(|v| v.as_slice()))
             .map_err(|e| e.to_string())?;
         return spawn
-            .spawn(move || k.run(send, stop, once))
+            .spawn(move || k.run(ingest, stop, once))
             .map_err(|e| e.to_string());
     }
     let parser =
@@ -47,6 +47,6 @@ pub fn poll_thread(
     let p =
         poll::PollSource::new(s, parser, cp.map(|v| v.as_slice())).map_err(|e| e.to_string())?;
     spawn
-        .spawn(move || p.run(send, stop, once))
+        .spawn(move || p.run(ingest, stop, once))
         .map_err(|e| e.to_string())
 }

@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod keys;
+pub mod outbox;
 pub mod relay;
 
 use std::path::PathBuf;

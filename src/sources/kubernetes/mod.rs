@@ -34,9 +34,9 @@ use serde_json::Value;
 use super::line::{Field, Parsed, RawFields};
 use super::poll::client::{Client, PollError};
 use super::presets::{Input, Preset, PresetParser, Rec, first, parse_time, s};
-use super::{Item, SourceBatch};
 use crate::config::SourceConfig;
 use crate::event::{InputResult, TimeMs, now_ms};
+use crate::ingest::{Ingest, Item, SourceBatch};
 
 /// The server ends each watch after this long; the reader opens the next.
 pub const WATCH_SECONDS: u64 = 290;
@@ -303,7 +303,7 @@ impl KubeSource {
         }
     }
 
-    pub fn run(mut self, send: super::poll::Sender, stop: Arc<AtomicBool>, once: bool) {
+    pub fn run(mut self, ingest: Ingest, stop: Arc<AtomicBool>, once: bool) {
         let (tx, rx) = mpsc::channel::<Msg>();
         for ns in self.namespaces.clone() {
             let rv = if once {
@@ -379,7 +379,7 @@ impl KubeSource {
                 next = rx.try_recv().ok();
             }
             let b = self.batch(items, errors, took);
-            if !send(b) {
+            if ingest.submit(b).is_err() {
                 return;
             }
             if once && listed >= self.namespaces.len() {
