@@ -290,11 +290,7 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
     let forward_stop = Arc::new(AtomicBool::new(false));
     let forwarder = match (&cfg.siem, &outbox) {
         (Some(siem), Some(outbox)) => {
-            let host = cfg
-                .agent
-                .hostname
-                .clone()
-                .unwrap_or_else(crate::cli::hostname);
+            let host = cfg.agent.host();
             let observer = Arc::new(ForwardObserver {
                 shared: shared.clone(),
                 sink,
