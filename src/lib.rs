@@ -30,6 +30,8 @@
 pub mod admin;
 pub mod agent;
 pub mod api;
+#[cfg(test)]
+mod architecture;
 pub mod cli;
 pub mod config;
 pub mod core;
