@@ -85,8 +85,6 @@ pub fn checkpoint_name(source: &str) -> String {
     format!("file:{source}")
 }
 
-/// Where batches go; returns false when the core is gone.
-
 pub struct FileSource {
     name: String,
     raw_globs: Vec<String>,

@@ -42,6 +42,9 @@ use crate::ingest::{Ingest, Item, SourceBatch};
 pub const WATCH_SECONDS: u64 = 290;
 /// Templates remembered per Deployment (rollback detection).
 const TEMPLATES: usize = 10;
+/// Messages (a list, a watch event) the namespace readers may have
+/// waiting for the source thread.
+const READER_QUEUE: usize = 64;
 
 pub fn checkpoint_name(source: &str) -> String {
     format!("k8s:{source}")
@@ -304,7 +307,10 @@ impl KubeSource {
     }
 
     pub fn run(mut self, ingest: Ingest, stop: Arc<AtomicBool>, once: bool) {
-        let (tx, rx) = mpsc::channel::<Msg>();
+        // Bounded: while `submit` waits (a full spool under `when_full =
+        // "block"`), the readers stop reading their watches after this many
+        // messages instead of queueing the cluster's changes in memory.
+        let (tx, rx) = mpsc::sync_channel::<Msg>(READER_QUEUE);
         for ns in self.namespaces.clone() {
             let rv = if once {
                 None
@@ -395,7 +401,7 @@ struct Reader {
     ns: String,
     token_file: Option<std::path::PathBuf>,
     ca_file: Option<std::path::PathBuf>,
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::SyncSender<Msg>,
     stop: Arc<AtomicBool>,
     once: bool,
 }

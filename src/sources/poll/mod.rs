@@ -75,8 +75,6 @@ pub struct PollState {
     pub open: BTreeMap<String, Value>,
 }
 
-/// Where batches go; returns false when the core is gone.
-
 pub struct PollSource {
     pub(crate) name: String,
     pub(crate) preset: String,
