@@ -56,15 +56,8 @@ use crate::track::KeyState;
 use render::{Head, Items, Rendered};
 use view::{Axis, Filter, HistoryRow, Row, RowRef};
 
-/// Fields a partner's `redact` may name.
-pub const REDACTABLE: &[&str] = &[
-    "actor",
-    "reason",
-    "source",
-    "version",
-    "event_id",
-    "anomalies",
-];
+/// Fields a partner's `redact` may name (the configuration checks them).
+pub use crate::config::REDACTABLE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

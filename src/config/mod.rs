@@ -207,6 +207,20 @@ pub struct HttpConfig {
     pub header_timeout: Duration,
 }
 
+/// Fields a partner's `redact` may name (`/api/v1` leaves them out).
+pub const REDACTABLE: &[&str] = &[
+    "actor",
+    "reason",
+    "source",
+    "version",
+    "event_id",
+    "anomalies",
+];
+
+/// The smallest `[tracking] label_value_max_bytes`: room for the hash
+/// suffix the metrics append to a shortened value, and a readable prefix.
+pub const MIN_LABEL_VALUE_BYTES: usize = 32;
+
 /// `[http.partners.<user>]`: a basic-auth user's view of /api/v1.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
