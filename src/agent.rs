@@ -1,17 +1,18 @@
-//! `relstat run`: the long-running agent.
+//! `relstat run`: the runtime of the long-running agent: it wires the
+//! parts, starts the threads, and handles signals and reloads.
 //!
 //! Threads and who owns what:
-//! - one thread per file source, blocking I/O, sending [`SourceBatch`]es into
-//!   a bounded channel (backpressure: a full channel blocks the reader, and
-//!   the files keep what is not read yet);
-//! - the core thread, the single owner of the tracker and the store: for each
-//!   batch it applies the events, commits state + history + outbox +
-//!   checkpoint + counters in one transaction, then updates the metrics;
-//!   every [`TICK`] it runs the periodic check (stuck, staleness, retention);
+//! - one thread per file, poll or Kubernetes source, blocking I/O, handing
+//!   [`crate::ingest::SourceBatch`]es to the core through one
+//!   [`crate::ingest::Ingest`] (backpressure: the core's bounded channel,
+//!   and with `[spool] when_full = "block"` a full outbox, block the source,
+//!   and its input keeps what is not read yet);
+//! - the core thread ([`crate::core`]), the single owner of the tracker and
+//!   the store: it applies and commits the batches and runs the tick;
 //! - with `[siem]`, the forwarder thread, sharing the store (redb serializes
 //!   its writes with the core's): it drains the outbox the core fills
-//!   ([`crate::sinks::siem`]); with `[spool] when_full = "block"` sources
-//!   wait before sending a batch while the outbox is over `max_bytes`;
+//!   ([`crate::sinks::siem`]); the outbox policy ([`crate::spool::outbox`])
+//!   decides what the producers may add;
 //! - the tokio runtime: the HTTP listener and the signals. SIGTERM/SIGINT
 //!   stop the sources, let the core commit what they read, and exit; SIGHUP
 //!   reloads the configuration when it validates (else keeps the old one and
@@ -21,9 +22,11 @@
 //! A dead core (a store write failed: disk full, I/O error; or a panic)
 //! cannot be worked around: the sources would stop, webhooks would be
 //! refused, and nothing would commit again. So `/healthz` and `/readyz`
-//! answer 503 with the reason, and after [`DEAD_CORE_GRACE`] the agent stops
-//! and exits with status 1, for the service manager to restart it; the
-//! store still holds the last commit and the sources' checkpoints, so the
+//! answer 503 with the reason ([`crate::core::Health`]), and after
+//! [`DEAD_CORE_GRACE`] the agent stops and exits with status 1, for the
+//! service manager to restart it; the store still holds the last commit and
+//! the sources' checkpoints, so the restarted agent re-reads what was not
+//! committed.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

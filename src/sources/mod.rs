@@ -2,9 +2,10 @@
 //!
 //! [`line`] parses one log line (NDJSON, logfmt, regex) into an event with a
 //! source's `fields`, `status_map` and `defaults`; [`file`] tails files and
-//! hands the core [`SourceBatch`]es: parsed lines in order, with the
-//! checkpoint that is true once they are applied, so the core commits both
-//! in one store transaction. [`presets`] map each CI/CD tool's payloads;
+//! hands the core [`SourceBatch`]es through [`crate::ingest::Ingest`]:
+//! parsed lines in order, with the checkpoint that is true once they are
+//! applied, so the core commits both in one store transaction. Sources know
+//! nothing of the core, the store or the runtime (lib.rs, `# Layout`). [`presets`] map each CI/CD tool's payloads;
 //! [`webhook`] serves them at `/hooks/{source}`; [`poll`] asks the tools'
 //! APIs with the same presets; [`kubernetes`] watches Deployment rollouts.
 

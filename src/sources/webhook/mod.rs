@@ -1,9 +1,10 @@
 //! Webhook sources: `POST /hooks/{source}` for every `type = "webhook"`
 //! source. Each request is authenticated the way its tool signs it
 //! ([`auth`]), limited (body size, requests per second), parsed by the
-//! source's preset, and committed to the store through the core before it is
-//! answered: a 202 means the events are durable, anything else means the
-//! sender should fix its request or retry.
+//! source's preset, handed to the core through the runtime's
+//! [`crate::ingest::Ingest`] (the outbox policy admits it or not) and
+//! committed before it is answered: a 202 means the events are durable,
+//! anything else means the sender should fix its request or retry.
 //!
 //! Order, so that an unauthenticated sender costs little: the source is
 //! found (404 without reading the body), a `Content-Length` over `max_body`
