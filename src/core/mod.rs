@@ -350,6 +350,15 @@ impl Core {
         Ok(())
     }
 
+    /// The outbox changed outside a commit (`spool export` took records
+    /// out): the outbox state and the spool gauges follow at once. A store
+    /// error here waits for the next tick, which reads the outbox again.
+    pub fn outbox_changed(&mut self) {
+        if let Err(e) = self.check_spool() {
+            tracing::warn!("cannot read the outbox after a change: {e}");
+        }
+    }
+
     fn tick(&mut self) -> Result<(), StoreError> {
         let now = now_ms();
         // While a blocking spool is full, the stuck check waits: an episode

@@ -163,13 +163,4 @@ mod tests {
         assert!(o.update(&stats(100)) && o.is_full());
         assert!(!o.update(&stats(0)) && !o.is_full());
     }
-
-    #[test]
-    fn drop_oldest_drops_down_to_max_bytes() {
-        let store = Store::in_memory().unwrap();
-        let policy = Policy::new(0, WhenFull::DropOldest);
-        assert_eq!(policy.drop_excess(&store, 0).unwrap(), 0);
-        let block = Policy::new(0, WhenFull::Block);
-        assert_eq!(block.drop_excess(&store, 10).unwrap(), 0);
-    }
 }
