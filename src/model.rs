@@ -1,6 +1,8 @@
 //! The status model (docs/events.md): states with their rank, allowed next
 //! states, terminal flag and stuck threshold, plus the gate, roles and
-//! permissions. Built once from `[model]` on top of the built-in table.
+//! permissions. Built once from `[model]` on top of the built-in table;
+//! the `[model]` structures ([`ModelConfig`] ...) live here too, and
+//! `config` re-exports them.
 //!
 //! States are addressed by [`StateIdx`], their position in rank order, so
 //! comparing two indices compares ranks.
