@@ -1,4 +1,4 @@
-//! The way into the core thread: [`CoreHandle`] sends it [`CoreMsg`]s
+//! The way into the core thread: [`CoreHandle`] sends it messages
 //! (source batches, closures, reloads, the stop) through one bounded
 //! channel, so everything the core does happens in one order; [`Health`]
 //! is what the rest of the process learns when the core dies.

@@ -6,7 +6,7 @@
 //! one: group commit), then updates the metrics; every [`TICK`] it runs the
 //! periodic check (stuck, staleness, retention). At start (and on reload)
 //! it rebuilds the tracker from the store and first applies the transitions
-//! imported while the agent was stopped ([`drain_pending`]).
+//! imported while the agent was stopped (`drain_pending`).
 //!
 //! Everything else reaches it through a [`CoreHandle`] ([`handle`]): the
 //! producers' batches (through [`crate::ingest::Ingest`]), closures from the
@@ -132,7 +132,7 @@ impl Core {
         Ok((tracker, metrics, snap.checkpoints))
     }
 
-    /// The core for `loaded`, from the tracker [`Core::build`] made.
+    /// The core for `loaded`, from the tracker `Core::build` made.
     pub fn new(
         loaded: &Loaded,
         tracker: Tracker,
