@@ -14,7 +14,8 @@ use rcgen::{CertificateParams, KeyPair};
 use relstat::config::{Severity, SiemConfig, SpoolConfig};
 use relstat::detect::Anomaly;
 use relstat::event::ActorType;
-use relstat::sinks::siem::{Forwarder, Observer, SpoolGate};
+use relstat::sinks::siem::{Forwarder, Observer};
+use relstat::spool::outbox::Outbox as SpoolGate;
 use relstat::store::{OutboxStats, Store};
 use relstat::track::Batch;
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::agent::{Core, CoreHandle};
+use crate::core::{Core, CoreHandle};
 use crate::store::{OutboxStats, Store, StoreError};
 
 /// The socket's file name inside data_dir.
@@ -102,8 +102,10 @@ fn handle(core: &mut Core, req: Request) -> Result<Value, String> {
         }
         Request::SpoolExport { out, keep } => {
             let r = crate::spool::bundle::export(core.store(), core.bundles(), &out, keep, false)
-                .map_err(|e| e.to_string())?;
-            serde_json::to_value(r).map_err(|e| e.to_string())
+                .map_err(|e| e.to_string());
+            // Exported records left the outbox: producers may be admitted again.
+            core.outbox_changed();
+            serde_json::to_value(r?).map_err(|e| e.to_string())
         }
         Request::SpoolImport { files } => {
             let r = core.import_bundles(&files).map_err(|e| e.to_string())?;

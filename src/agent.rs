@@ -1,17 +1,18 @@
-//! `relstat run`: the long-running agent.
+//! `relstat run`: the runtime of the long-running agent: it wires the
+//! parts, starts the threads, and handles signals and reloads.
 //!
 //! Threads and who owns what:
-//! - one thread per file source, blocking I/O, sending [`SourceBatch`]es into
-//!   a bounded channel (backpressure: a full channel blocks the reader, and
-//!   the files keep what is not read yet);
-//! - the core thread, the single owner of the tracker and the store: for each
-//!   batch it applies the events, commits state + history + outbox +
-//!   checkpoint + counters in one transaction, then updates the metrics;
-//!   every [`TICK`] it runs the periodic check (stuck, staleness, retention);
+//! - one thread per file, poll or Kubernetes source, blocking I/O, handing
+//!   [`crate::ingest::SourceBatch`]es to the core through one
+//!   [`crate::ingest::Ingest`] (backpressure: the core's bounded channel,
+//!   and with `[spool] when_full = "block"` a full outbox, block the source,
+//!   and its input keeps what is not read yet);
+//! - the core thread ([`crate::core`]), the single owner of the tracker and
+//!   the store: it applies and commits the batches and runs the tick;
 //! - with `[siem]`, the forwarder thread, sharing the store (redb serializes
 //!   its writes with the core's): it drains the outbox the core fills
-//!   ([`crate::sinks::siem`]); with `[spool] when_full = "block"` sources
-//!   wait before sending a batch while the outbox is over `max_bytes`;
+//!   ([`crate::sinks::siem`]); the outbox policy ([`crate::spool::outbox`])
+//!   decides what the producers may add;
 //! - the tokio runtime: the HTTP listener and the signals. SIGTERM/SIGINT
 //!   stop the sources, let the core commit what they read, and exit; SIGHUP
 //!   reloads the configuration when it validates (else keeps the old one and
@@ -21,138 +22,65 @@
 //! A dead core (a store write failed: disk full, I/O error; or a panic)
 //! cannot be worked around: the sources would stop, webhooks would be
 //! refused, and nothing would commit again. So `/healthz` and `/readyz`
-//! answer 503 with the reason, and after [`DEAD_CORE_GRACE`] the agent stops
-//! and exits with status 1, for the service manager to restart it; the
-//! store still holds the last commit and the sources' checkpoints, so the
-//! restarted agent re-reads what was not committed.
+//! answer 503 with the reason ([`crate::core::Health`]), and after
+//! [`DEAD_CORE_GRACE`] the agent stops and exits with status 1, for the
+//! service manager to restart it; the store still holds the last commit and
+//! the sources' checkpoints, so the restarted agent re-reads what was not
+//! committed.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use crate::config::{self, Loaded, SourceType};
-use crate::event::{InputResult, now_ms};
+use crate::core::{Checkpoints, Core, CoreError, CoreHandle, Health, set_spool_gauges};
+use crate::event::now_ms;
 use crate::model::Model;
 use crate::sinks::metrics::Metrics;
-use crate::sinks::siem::{Forwarder, Observer, SpoolGate};
+use crate::sinks::siem::{Forwarder, Observer};
 use crate::sources::file::FileSource;
 use crate::sources::line::LineParser;
-use crate::sources::{Item, SourceBatch};
+use crate::spool::outbox::Outbox;
 use crate::store::{OutboxStats, Store, StoreError};
-use crate::track::{Effect, Tracker};
 
-/// How often the periodic check runs (the stuck rule: at least every 15 s).
-pub const TICK: Duration = Duration::from_secs(5);
-
-/// After the core died, the listener keeps answering (503, with the reason)
-/// this long before the agent exits, so probes and people see why.
-pub const DEAD_CORE_GRACE: Duration = Duration::from_secs(3);
-
-/// At most this many waiting source batches share one store transaction.
-const GROUP: usize = 16;
-/// Batches in flight between the sources and the core. Small on purpose:
-/// it bounds how far reading runs past a full spool (`when_full = "block"`
-/// waits between batches) and how long a webhook waits behind file batches.
-const CHANNEL: usize = 4;
+pub use crate::core::{DEAD_CORE_GRACE, TICK};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Core(#[from] CoreError),
     #[error("source {source_name}: {detail}")]
     Source { source_name: String, detail: String },
-    #[error("metrics: {0}")]
-    Metrics(#[from] crate::sinks::metrics::MetricsError),
     #[error("the model is invalid (run check-config)")]
     Model,
     #[error("http: {0}")]
     Http(#[from] crate::http::HttpError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("the core stopped unexpectedly")]
-    CoreGone,
-    #[error("the core panicked (the message is in the log above)")]
-    CorePanicked,
     #[error("siem: {0}")]
     Siem(#[from] crate::sinks::siem::transport::TransportError),
-    #[error(
-        "a tracked import failed in the store ({0}): the tracker may be ahead of the store; \
-         stopping so that a restart rebuilds it from the store (the import resumes when run again)"
-    )]
-    Diverged(String),
-}
-
-/// Source checkpoints by name, as the store holds them.
-type Checkpoints = BTreeMap<String, Vec<u8>>;
-
-/// What the core thread receives.
-enum CoreMsg {
-    Batch(SourceBatch),
-    /// Run a closure on the core thread (webhooks, API, admin socket).
-    Call(Box<dyn FnOnce(&mut Core) + Send>),
-    /// Rebuild from the store with this config; answer with the checkpoints.
-    Reload(
-        Box<Loaded>,
-        SyncSender<Result<BTreeMap<String, Vec<u8>>, String>>,
-    ),
-    Shutdown,
 }
 
 /// State the HTTP listener reads.
 pub struct Shared {
-    pub metrics: Mutex<Metrics>,
+    pub metrics: Arc<Mutex<Metrics>>,
     ready: AtomicBool,
     /// The way into the core for /api and /hooks.
     pub core: CoreHandle,
     /// The webhook sources of the running configuration (`/hooks/{name}`).
     pub hooks: crate::sources::webhook::SharedHooks,
+    /// The webhooks' way into the core (the outbox policy admits them).
+    ingest: crate::ingest::Ingest,
     /// The `[http.partners]` user names (replaced on reload): refused
     /// `/metrics`, whose process, source and spool series cannot be scoped.
     partner_users: std::sync::RwLock<std::collections::BTreeSet<String>>,
     /// The HTTP listener's connection counters, once it is bound.
     http: OnceLock<Arc<crate::http::ConnStats>>,
-    /// Why the core thread stopped, once it has.
-    dead: Mutex<Option<String>>,
-    /// Wakes the async side when the core dies.
-    died: tokio::sync::Notify,
-}
-
-/// A handle to the core thread: runs closures there, one at a time, in
-/// order with the source batches, so they see (and may change) the tracker
-/// and the store with no other owner.
-#[derive(Clone)]
-pub struct CoreHandle {
-    tx: SyncSender<CoreMsg>,
-}
-
-impl CoreHandle {
-    /// Runs `f` on the core thread and waits (blocking) for its result.
-    pub fn call_blocking<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Core) -> R + Send + 'static,
-    ) -> Result<R, AgentError> {
-        let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
-        let msg = CoreMsg::Call(Box::new(move |core: &mut Core| {
-            let _ = reply_tx.send(f(core));
-        }));
-        self.tx.send(msg).map_err(|_| AgentError::CoreGone)?;
-        reply_rx.recv().map_err(|_| AgentError::CoreGone)
-    }
-
-    /// Runs `f` on the core thread from async code.
-    pub async fn call<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Core) -> R + Send + 'static,
-    ) -> Result<R, AgentError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.call_blocking(f))
-            .await
-            .map_err(|_| AgentError::CoreGone)?
-    }
+    /// Whether the core thread is alive.
+    health: Arc<Health>,
 }
 
 impl Shared {
@@ -166,28 +94,6 @@ impl Shared {
             .partner_users
             .write()
             .unwrap_or_else(|p| p.into_inner()) = users;
-    }
-
-    /// Records that the core thread stopped with `error` and wakes the async
-    /// side, which makes the agent exit.
-    fn core_died(&self, error: &AgentError) {
-        tracing::error!(
-            "the core stopped: {error}; nothing is committed any more: /healthz and /readyz \
-             answer 503 and relstat exits with status 1 in {DEAD_CORE_GRACE:?} for the \
-             service manager to restart it (what was not committed is read again then)"
-        );
-        *self.dead.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
-        self.died.notify_one();
-    }
-
-    /// Why the core stopped, if it has: `/healthz`'s and `/readyz`'s answer.
-    fn dead(&self) -> Result<(), String> {
-        match &*self.dead.lock().unwrap_or_else(|p| p.into_inner()) {
-            None => Ok(()),
-            Some(e) => Err(format!(
-                "core stopped: {e}; relstat is exiting to be restarted"
-            )),
-        }
     }
 }
 
@@ -217,16 +123,6 @@ impl Observer for ForwardObserver {
     }
 }
 
-fn set_spool_gauges(m: &Metrics, stats: &OutboxStats, now: crate::event::TimeMs) {
-    m.spool_events.set(stats.events as i64);
-    m.spool_bytes.set(stats.bytes as i64);
-    m.spool_oldest_age.set(
-        stats
-            .oldest_detected_at
-            .map_or(0.0, |t| ((now - t).max(0)) as f64 / 1000.0),
-    );
-}
-
 impl crate::http::Service for Shared {
     fn metrics(&self) -> String {
         let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
@@ -250,11 +146,11 @@ impl crate::http::Service for Shared {
     }
 
     fn healthy(&self) -> Result<(), String> {
-        self.dead()
+        self.health.dead()
     }
 
     fn ready(&self) -> Result<(), String> {
-        self.dead()?;
+        self.health.dead()?;
         if self.ready.load(Ordering::Relaxed) {
             Ok(())
         } else {
@@ -267,7 +163,12 @@ impl crate::http::Service for Shared {
         source: &'a str,
         req: hyper::Request<crate::http::PendingBody>,
     ) -> crate::http::ResponseFuture<'a> {
-        Box::pin(crate::sources::webhook::serve(self, source, req))
+        Box::pin(async move {
+            let count_error =
+                |source: &str, kind: &'static str| self.lock_metrics().source_error(source, kind);
+            crate::sources::webhook::serve(&self.hooks, &self.ingest, &count_error, source, req)
+                .await
+        })
     }
 
     fn api<'a>(
@@ -277,348 +178,6 @@ impl crate::http::Service for Shared {
     ) -> crate::http::ResponseFuture<'a> {
         Box::pin(crate::api::serve(&self.core, path, req))
     }
-}
-
-/// The core: tracker, store and the metrics it feeds. Only the core thread
-/// touches it; other threads go through [`CoreHandle`].
-pub struct Core {
-    tracker: Tracker,
-    store: Arc<Store>,
-    /// The outbox's fill state (`[spool] max_bytes`); `None` without an outbox.
-    gate: Option<Arc<SpoolGate>>,
-    /// The `sink` label for dropped records.
-    sink: &'static str,
-    shared: Arc<Shared>,
-    /// Each source's last word on whether it has read its backlog.
-    caught_up: BTreeMap<String, bool>,
-    /// `[http.partners]`: the API's partner views (replaced on reload).
-    partners: BTreeMap<String, config::PartnerConfig>,
-    /// Site, host and keys for `spool export|import` (replaced on reload).
-    bundles: crate::spool::Settings,
-    /// Set when a tracked import failed in the store: the core stops.
-    diverged: Option<String>,
-}
-
-impl Core {
-    /// Builds the tracker and the metrics for `loaded` from what the store holds.
-    pub(crate) fn build(
-        loaded: &Loaded,
-        store: &Store,
-    ) -> Result<(Tracker, Metrics, Checkpoints), AgentError> {
-        let cfg = &loaded.config;
-        let mut tracker = Tracker::from_config(cfg, true).map_err(|_| AgentError::Model)?;
-        let mut metrics = Metrics::new(&cfg.tracking, true)?;
-        let snap = store.load()?;
-        for s in &cfg.sources {
-            metrics.declare_source(&s.name);
-        }
-        metrics.restore_counters(&snap.counters);
-        tracker.restore(snap.keys, snap.seen, snap.failing, snap.approvals);
-        for e in tracker.take_effects() {
-            metrics.apply(&e);
-        }
-        drain_pending(cfg, &mut tracker, &mut metrics, store)?;
-        // Records quarantined now (load, drain) or before.
-        let quarantined = store.quarantined()?.len();
-        metrics.store_quarantined.set(quarantined as i64);
-        if quarantined > 0 {
-            tracing::warn!(
-                "{quarantined} undecodable store records are kept aside in the quarantine \
-                 table: `relstat store check` lists them"
-            );
-        }
-        let now = now_ms();
-        tracker.tick(now, false);
-        for e in tracker.take_effects() {
-            metrics.apply(&e);
-        }
-        metrics.expire(now);
-        Ok((tracker, metrics, snap.checkpoints))
-    }
-
-    pub fn tracker(&self) -> &Tracker {
-        &self.tracker
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// The store, for readers off the core thread (a redb read transaction
-    /// sees the last commit, which is what the metrics show).
-    pub fn store_handle(&self) -> Arc<Store> {
-        self.store.clone()
-    }
-
-    pub fn bundles(&self) -> &crate::spool::Settings {
-        &self.bundles
-    }
-
-    pub fn partners(&self) -> &BTreeMap<String, config::PartnerConfig> {
-        &self.partners
-    }
-
-    /// `relstat spool import` on the running agent: the bundles' records
-    /// go to the outbox and, with `[spool] track_imports`, their
-    /// transitions through this tracker (each chunk one transaction, its
-    /// effects in the metrics once committed).
-    pub fn import_bundles(
-        &mut self,
-        files: &[PathBuf],
-    ) -> Result<Vec<crate::spool::bundle::ImportReport>, crate::spool::bundle::BundleError> {
-        use crate::spool::bundle::{BundleError, import_tracked};
-        let (store, settings, shared) = (
-            self.store.clone(),
-            self.bundles.clone(),
-            self.shared.clone(),
-        );
-        let result = if settings.track_imports {
-            let mut committed = |effects: Vec<Effect>| {
-                let mut m = shared.lock_metrics();
-                for e in &effects {
-                    m.apply(e);
-                }
-            };
-            let mut t = crate::spool::relay::Tracking::Live {
-                tracker: &mut self.tracker,
-                committed: &mut committed,
-            };
-            let r = import_tracked(&store, &settings, files, false, Some(&mut t));
-            if let Err(BundleError::Store(e)) = &r {
-                self.diverged = Some(e.to_string());
-            }
-            r
-        } else {
-            import_tracked(&store, &settings, files, false, None)
-        };
-        let dropped: u64 = result.iter().flatten().map(|r| r.dropped).sum();
-        if dropped > 0 {
-            tracing::warn!(
-                "spool full: dropped the {dropped} oldest SIEM records while importing \
-                 (when_full = \"drop_oldest\")"
-            );
-            self.metrics()
-                .forward_events
-                .with_label_values(&[self.sink, "dropped"])
-                .inc_by(dropped);
-        }
-        if let Err(e) = self.check_spool() {
-            self.diverged.get_or_insert(e.to_string());
-        }
-        result
-    }
-
-    fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
-        self.shared
-            .metrics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Applies one source batch: tracker, one store transaction, metrics.
-    /// When it returns Ok, the batch is durable.
-    pub fn apply(&mut self, b: SourceBatch) -> Result<(), StoreError> {
-        self.apply_group(vec![b])
-    }
-
-    /// Applies source batches that were waiting together in one store
-    /// transaction (group commit): each batch's events in order, every
-    /// checkpoint with the state it produced, one fsync for all. A backlog
-    /// read fills the channel faster than one commit per batch drains it;
-    /// grouping is what keeps `run --once` near `replay`. When it returns
-    /// Ok, every batch is durable.
-    pub fn apply_group(&mut self, batches: Vec<SourceBatch>) -> Result<(), StoreError> {
-        let now = now_ms();
-        let mut checkpoints: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut after = Vec::with_capacity(batches.len());
-        for b in batches {
-            let mut latest: Option<i64> = None;
-            for item in b.items {
-                match item {
-                    Item::Event(e) => {
-                        latest = Some(latest.map_or(e.time, |t| t.max(e.time)));
-                        self.tracker.apply(*e, now);
-                    }
-                    Item::Rejected(r) => self.tracker.count(&b.source, r),
-                }
-            }
-            // A later checkpoint of the same source overwrites an earlier
-            // one in the same transaction.
-            checkpoints.extend(b.checkpoint);
-            after.push((b.source, latest, b.poll_seconds, b.errors, b.caught_up));
-        }
-        self.commit(&checkpoints)?;
-        for (source, latest, poll_seconds, errors, caught_up) in after {
-            let m = self.metrics();
-            if let Some(t) = latest {
-                m.source_event(&source, t);
-            }
-            if let Some(secs) = poll_seconds {
-                m.source_poll(&source, secs);
-            }
-            for kind in errors {
-                m.source_error(&source, kind);
-            }
-            drop(m);
-            self.caught_up.insert(source, caught_up);
-        }
-        Ok(())
-    }
-
-    /// Commits what the tracker produced, then shows it in the metrics:
-    /// the metrics never show what a crash could take back.
-    fn commit(&mut self, checkpoints: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        let batch = self.tracker.take_batch();
-        let effects = self.tracker.take_effects();
-        let mut counters: BTreeMap<(String, InputResult), u64> = BTreeMap::new();
-        for e in &effects {
-            if let Effect::Input { source, result } = e {
-                *counters.entry((source.clone(), *result)).or_default() += 1;
-            }
-        }
-        self.store.commit(&batch, checkpoints, &counters)?;
-        if !batch.outbox.is_empty() {
-            self.check_spool()?;
-        }
-        let mut m = self.metrics();
-        for e in &effects {
-            m.apply(e);
-        }
-        Ok(())
-    }
-
-    /// Applies `[spool] max_bytes`: drops the oldest records (`drop_oldest`)
-    /// or marks the outbox full (`block`); keeps the spool gauges current.
-    fn check_spool(&mut self) -> Result<(), StoreError> {
-        let Some(gate) = &self.gate else {
-            return Ok(());
-        };
-        let mut stats = self.store.outbox_stats()?;
-        if gate.policy() == crate::config::WhenFull::DropOldest && stats.bytes > gate.max_bytes() {
-            let n = self.store.outbox_drop_oldest(gate.max_bytes())?;
-            tracing::warn!(
-                "spool full: dropped the {n} oldest SIEM records (when_full = \"drop_oldest\")"
-            );
-            self.metrics()
-                .forward_events
-                .with_label_values(&[self.sink, "dropped"])
-                .inc_by(n);
-            stats = self.store.outbox_stats()?;
-        }
-        gate.update(&stats);
-        set_spool_gauges(&self.metrics(), &stats, now_ms());
-        Ok(())
-    }
-
-    fn tick(&mut self) -> Result<(), StoreError> {
-        let now = now_ms();
-        // While a blocking spool is full, the stuck check waits: an episode
-        // found later is written when room returns (the key stays stuck).
-        let full = self.gate.as_ref().is_some_and(|g| g.is_full());
-        let caught_up = self.caught_up.values().all(|c| *c) && !full;
-        self.tracker.tick(now, caught_up);
-        self.commit(&[])?;
-        let stats = self.store.outbox_stats()?;
-        if let Some(g) = &self.gate {
-            g.update(&stats);
-        }
-        let mut m = self.metrics();
-        set_spool_gauges(&m, &stats, now);
-        m.expire(now);
-        Ok(())
-    }
-
-    /// The core thread's loop.
-    fn run(mut self, rx: Receiver<CoreMsg>) -> Result<(), AgentError> {
-        let mut next_tick = Instant::now() + TICK;
-        // A message read while grouping batches, handled next.
-        let mut held: Option<CoreMsg> = None;
-        loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            let msg = match held.take() {
-                Some(m) => Ok(m),
-                None => rx.recv_timeout(wait),
-            };
-            match msg {
-                Ok(CoreMsg::Batch(b)) => {
-                    let mut group = vec![b];
-                    while group.len() < GROUP {
-                        match rx.try_recv() {
-                            Ok(CoreMsg::Batch(b)) => group.push(b),
-                            Ok(other) => {
-                                held = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    self.apply_group(group)?
-                }
-                Ok(CoreMsg::Call(f)) => {
-                    f(&mut self);
-                    if let Some(e) = self.diverged.take() {
-                        return Err(AgentError::Diverged(e));
-                    }
-                }
-                Ok(CoreMsg::Reload(loaded, reply)) => {
-                    let result = Core::build(&loaded, &self.store);
-                    match result {
-                        Ok((tracker, metrics, checkpoints)) => {
-                            self.tracker = tracker;
-                            *self.metrics() = metrics;
-                            self.caught_up.clear();
-                            self.partners = loaded.config.http.partners.clone();
-                            self.shared.set_partners(&loaded.config);
-                            self.bundles = crate::spool::Settings::from_config(&loaded.config);
-                            let _ = reply.send(Ok(checkpoints));
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(e.to_string()));
-                        }
-                    }
-                }
-                Ok(CoreMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
-                    // Every source has stopped and its last batch is applied.
-                    self.tick()?;
-                    return Ok(());
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-            if Instant::now() >= next_tick {
-                self.tick()?;
-                next_tick = Instant::now() + TICK;
-            }
-        }
-    }
-}
-
-/// Applies the transitions imported while the agent was stopped, before
-/// the first tick, as the running agent would have at their import.
-fn drain_pending(
-    cfg: &config::Config,
-    tracker: &mut Tracker,
-    metrics: &mut Metrics,
-    store: &Store,
-) -> Result<(), AgentError> {
-    let pending = store.pending_len()?;
-    if pending == 0 {
-        return Ok(());
-    }
-    if !cfg.spool.track_imports {
-        tracing::warn!(
-            "{pending} imported transitions wait for the tracker but [spool] track_imports = \
-             false: they stay pending (set it to true to track them)"
-        );
-        return Ok(());
-    }
-    let mut committed = |effects: Vec<Effect>| {
-        for e in &effects {
-            metrics.apply(e);
-        }
-    };
-    let n = crate::spool::relay::drain_pending(tracker, store, &mut committed)?;
-    tracing::info!("tracked {n} transitions imported while the agent was stopped");
-    Ok(())
 }
 
 /// Running source threads and how to stop them.
@@ -631,15 +190,18 @@ impl Sources {
     fn start(
         loaded: &Loaded,
         checkpoints: &Checkpoints,
-        tx: &SyncSender<CoreMsg>,
+        core: &CoreHandle,
         once: bool,
-        gate: Option<Arc<SpoolGate>>,
+        outbox: Option<Arc<Outbox>>,
     ) -> Result<Sources, AgentError> {
         let cfg = &loaded.config;
         let model = Model::from_config(&cfg.model).map_err(|_| AgentError::Model)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let budget = crate::sources::file::tail::FdBudget::new(cfg.agent.max_open_files);
+        // One admission path for every source thread: under `when_full =
+        // "block"` each waits in `submit` while the outbox is full.
+        let ingest = core.ingest(outbox).with_stop(stop.clone());
         for s in &cfg.sources {
             if s.kind == SourceType::Webhook {
                 continue; // served by the HTTP listener (`Shared::hooks`)
@@ -650,7 +212,7 @@ impl Sources {
                     &model,
                     cfg,
                     checkpoints,
-                    tx_fn(tx),
+                    ingest.clone(),
                     &stop,
                     once,
                 )
@@ -669,23 +231,13 @@ impl Sources {
             let cp = checkpoints.get(&crate::sources::file::checkpoint_name(&s.name));
             let source =
                 FileSource::new(s, parser, cp.map(|v| v.as_slice())).with_budget(budget.clone());
-            let tx = tx.clone();
-            let (gate, stop_send) = (gate.clone(), stop.clone());
-            // A full blocking spool holds the batch here, uncommitted: the
-            // file keeps its lines and the checkpoint stays behind them.
-            let send: crate::sources::file::Sender = Arc::new(move |b| {
-                while gate.as_ref().is_some_and(|g| g.is_full()) {
-                    if stop_send.load(Ordering::Relaxed) {
-                        return false;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                tx.send(CoreMsg::Batch(b)).is_ok()
-            });
+            // A full blocking spool holds the batch in `submit`, uncommitted:
+            // the file keeps its lines and the checkpoint stays behind them.
+            let ingest = ingest.clone();
             let stop = stop.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("source-{}", s.name))
-                .spawn(move || source.run(send, stop, once))
+                .spawn(move || source.run(ingest, stop, once))
                 .map_err(AgentError::Runtime)?;
             threads.push(handle);
         }
@@ -700,12 +252,6 @@ impl Sources {
             let _ = t.join();
         }
     }
-}
-
-/// A batch sender into the core for a source thread.
-fn tx_fn(tx: &SyncSender<CoreMsg>) -> crate::sources::file::Sender {
-    let tx = tx.clone();
-    Arc::new(move |b| tx.send(CoreMsg::Batch(b)).is_ok())
 }
 
 /// The webhook sources of `loaded` (secrets read now).
@@ -724,33 +270,30 @@ fn hooks_for(loaded: &Loaded) -> Result<crate::sources::webhook::Hooks, AgentErr
 pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(), AgentError> {
     let store = Arc::new(Store::open(&loaded.config.agent.data_dir)?);
     let (tracker, metrics, checkpoints) = Core::build(&loaded, &store)?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<CoreMsg>(CHANNEL);
+    let (core_handle, inbox) = crate::core::channel();
+    let outbox = Outbox::for_config(&loaded.config).map(Arc::new);
+    let metrics = Arc::new(Mutex::new(metrics));
+    let health = Arc::new(Health::default());
     let shared = Arc::new(Shared {
-        metrics: Mutex::new(metrics),
+        metrics: metrics.clone(),
         ready: AtomicBool::new(false),
-        core: CoreHandle { tx: tx.clone() },
+        core: core_handle.clone(),
         hooks: std::sync::RwLock::new(Arc::new(hooks_for(&loaded)?)),
+        ingest: core_handle.ingest(outbox.clone()),
         partner_users: Default::default(),
         http: OnceLock::new(),
-        dead: Mutex::new(None),
-        died: tokio::sync::Notify::new(),
+        health: health.clone(),
     });
     shared.set_partners(&loaded.config);
     let cfg = &loaded.config;
-    let gate =
-        (cfg.siem.is_some() || cfg.spool.enabled).then(|| Arc::new(SpoolGate::new(&cfg.spool)));
     let sink = cfg
         .siem
         .as_ref()
         .map_or("none", crate::sinks::siem::forward::sink_name);
     let forward_stop = Arc::new(AtomicBool::new(false));
-    let forwarder = match (&cfg.siem, &gate) {
-        (Some(siem), Some(gate)) => {
-            let host = cfg
-                .agent
-                .hostname
-                .clone()
-                .unwrap_or_else(crate::cli::hostname);
+    let forwarder = match (&cfg.siem, &outbox) {
+        (Some(siem), Some(outbox)) => {
+            let host = cfg.agent.host();
             let observer = Arc::new(ForwardObserver {
                 shared: shared.clone(),
                 sink,
@@ -761,7 +304,7 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
                 &cfg.agent.site,
                 store.clone(),
                 observer,
-                gate.clone(),
+                outbox.clone(),
                 forward_stop.clone(),
             )?;
             Some(f.spawn().map_err(AgentError::Runtime)?)
@@ -774,47 +317,19 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
             let _ = f.join();
         }
     };
-    let core = Core {
-        tracker,
-        store,
-        gate: gate.clone(),
-        sink,
-        shared: shared.clone(),
-        caught_up: loaded
-            .config
-            .sources
-            .iter()
-            .filter(|s| s.kind != SourceType::Webhook)
-            .map(|s| (s.name.clone(), false))
-            .collect(),
-        partners: loaded.config.http.partners.clone(),
-        bundles: crate::spool::Settings::from_config(&loaded.config),
-        diverged: None,
-    };
-    let core_shared = shared.clone();
-    let core_thread = std::thread::Builder::new()
-        .name("core".into())
-        .spawn(move || {
-            // A panic is a dead core too: it must reach /readyz and the exit status.
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core.run(rx)))
-                .unwrap_or(Err(AgentError::CorePanicked));
-            if let Err(e) = &r {
-                core_shared.core_died(e);
-            }
-            r
-        })
-        .map_err(AgentError::Runtime)?;
-    let sources = Sources::start(&loaded, &checkpoints, &tx, once, gate.clone())?;
+    let core = Core::new(&loaded, tracker, store, outbox.clone(), sink, metrics);
+    let core_thread = core.spawn(inbox, health).map_err(AgentError::Runtime)?;
+    let sources = Sources::start(&loaded, &checkpoints, &core_handle, once, outbox.clone())?;
     shared.ready.store(true, Ordering::Relaxed);
 
     if once {
         sources.stop_when_done();
         // Shared holds a sender too: the core stops on this message, after
         // every batch the sources sent before it.
-        let _ = tx.send(CoreMsg::Shutdown);
-        let r = core_thread.join().map_err(|_| AgentError::CoreGone)?;
+        core_handle.shutdown();
+        let r = core_thread.join().map_err(|_| CoreError::Gone)?;
         stop_forwarder();
-        return r;
+        return r.map_err(AgentError::from);
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -827,12 +342,15 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
         loaded,
         shared,
         sources,
-        tx.clone(),
-        gate,
+        core_handle.clone(),
+        outbox,
     ));
-    let _ = tx.send(CoreMsg::Shutdown);
-    drop(tx);
-    let core_result = core_thread.join().map_err(|_| AgentError::CoreGone)?;
+    core_handle.shutdown();
+    drop(core_handle);
+    let core_result = core_thread
+        .join()
+        .map_err(|_| CoreError::Gone)?
+        .map_err(AgentError::from);
     stop_forwarder();
     result.and(core_result)
 }
@@ -852,8 +370,8 @@ async fn serve(
     loaded: Loaded,
     shared: Arc<Shared>,
     mut sources: Sources,
-    tx: SyncSender<CoreMsg>,
-    gate: Option<Arc<SpoolGate>>,
+    core: CoreHandle,
+    outbox: Option<Arc<Outbox>>,
 ) -> Result<(), AgentError> {
     use tokio::signal::unix::{SignalKind, signal};
     let http_cfg = &loaded.config.http;
@@ -884,7 +402,7 @@ async fn serve(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            () = shared.died.notified() => {
+            () = shared.health.died() => {
                 // The core's error is what `run` returns (exit status 1).
                 tokio::time::sleep(DEAD_CORE_GRACE).await;
                 tracing::info!("stopping: the core is dead");
@@ -906,16 +424,16 @@ async fn serve(
                         }
                         let old = std::mem::replace(&mut sources, Sources { stop: Arc::new(AtomicBool::new(true)), threads: vec![] });
                         tokio::task::spawn_blocking(move || old.stop()).await.ok();
-                        let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
-                        let _ = tx.send(CoreMsg::Reload(Box::new(new.clone()), reply_tx));
-                        let reply = tokio::task::spawn_blocking(move || reply_rx.recv()).await;
+                        let (handle, loaded) = (core.clone(), new.clone());
+                        let reply = tokio::task::spawn_blocking(move || handle.reload_blocking(loaded)).await;
                         match reply {
                             Ok(Ok(Ok(checkpoints))) => {
+                                shared.set_partners(&new.config);
                                 match hooks_for(&new) {
                                     Ok(h) => *shared.hooks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(h),
                                     Err(e) => tracing::error!("webhook sources keep their previous settings: {e}"),
                                 }
-                                sources = Sources::start(&new, &checkpoints, &tx, false, gate.clone())?;
+                                sources = Sources::start(&new, &checkpoints, &core, false, outbox.clone())?;
                                 current = new;
                                 tracing::info!("configuration reloaded");
                             }
@@ -923,14 +441,14 @@ async fn serve(
                                 tracing::error!("reload failed after stopping the sources ({e}): exiting so the service manager restarts relstat");
                                 return Err(AgentError::Source { source_name: "reload".into(), detail: e });
                             }
-                            _ => return Err(AgentError::CoreGone),
+                            _ => return Err(CoreError::Gone.into()),
                         }
                     }
                 }
             }
         }
     }
-    if shared.dead().is_ok() {
+    if shared.health.dead().is_ok() {
         tracing::info!("stopping: committing what the sources read");
     }
     tokio::task::spawn_blocking(move || sources.stop())

@@ -245,12 +245,7 @@ impl From<ConfigError> for Failure {
 
 /// The system's host name (for `[agent] hostname`'s default).
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
+    crate::config::system_hostname()
 }
 
 fn load_config(explicit: Option<&Path>) -> Result<Loaded, Failure> {

@@ -331,6 +331,14 @@ pub fn now_ms() -> TimeMs {
         .unwrap_or(0)
 }
 
+/// Parses a humantime duration (`90s`, `1h 30m`, `7d`), with an error that
+/// says what is accepted.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("invalid duration {s:?} ({e}); write it like \"90s\", \"15m\", \"2h\" or \"7d\"")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

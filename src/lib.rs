@@ -10,15 +10,25 @@
 //!
 //! The modules follow the flow of an event:
 //!
-//! - [`config`]: the TOML configuration (docs/config.md) and its validation.
+//! - [`config`]: the TOML configuration (docs/config.md) and its validation;
+//!   the host name is resolved once, when it loads.
 //! - [`event`]: the canonical status event (docs/events.md).
-//! - [`model`]: the status model: states, transitions, gate, roles (docs/events.md).
-//! - [`sources`]: what produces events: line parsers and the file source.
+//! - [`model`]: the status model: states, transitions, gate, roles, and its
+//!   `[model]` configuration (docs/events.md).
+//! - [`sources`]: what produces events: line parsers, the file, poll and
+//!   Kubernetes sources, the webhook presets.
+//! - [`ingest`]: the one way producers hand batches to the core
+//!   ([`ingest::Ingest`]: admitted or not by the outbox policy).
+//! - [`core`]: the core thread, sole owner of the tracker and the store:
+//!   applies and commits batches (group commit), the periodic tick;
+//!   [`core::CoreHandle`] is the way in for the API, webhooks and the admin socket.
 //! - [`track`]: the tracker: per-key state, durations, MTTSR, DORA.
 //! - [`detect`]: anomaly rules, called by the tracker on every change.
 //! - [`store`]: the embedded store: one atomic transaction per input batch.
-//! - [`spool`]: air-gapped sync: signed outbox bundles, export and import.
-//! - [`sinks`]: the Prometheus registry (and, later, the SIEM forwarder).
+//! - [`spool`]: the outbox policy ([`spool::outbox`]: `max_bytes`,
+//!   `when_full`, for every producer) and air-gapped sync: signed bundles,
+//!   export and import.
+//! - [`sinks`]: the Prometheus registry and the SIEM forwarder.
 //! - [`http`]: the one listener: /metrics, /healthz, /readyz (TLS and basic
 //!   auth from an exporter-toolkit web config), and routes for /api/v1 and /hooks.
 //! - [`api`]: `/api/v1`: release status, audit trail, snapshots, partner views.
@@ -26,19 +36,30 @@
 //! - [`outbound`]: the one outbound HTTP client (SIEM `http`, poll and Kubernetes
 //!   sources): TLS and client certificates, keep-alive, proxies, capped bodies.
 //! - [`admin`]: the local admin socket the CLI uses while the agent runs.
-//! - [`agent`]: `relstat run`: source threads, the core (tracker + store), HTTP, signals.
+//! - [`agent`]: the runtime of `relstat run`: wiring, source threads,
+//!   signals, reloads, the HTTP service.
 //! - [`cli`]: the command line; [`logging`]: the agent's own log.
+//!
+//! Layering (checked by a unit test, `architecture`): only main, cli and
+//! the runtime import the runtime; sources import nothing from the runtime,
+//! core, store, sinks, api, admin or spool; the tracker and the rules import
+//! nothing from cli, the runtime, http, api, sources or sinks; `ingest`
+//! imports only `event`.
 
 pub mod admin;
 pub mod agent;
 pub mod api;
+#[cfg(test)]
+mod architecture;
 pub mod cli;
 pub mod config;
+pub mod core;
 #[cfg(test)]
 mod crash_child;
 pub mod detect;
 pub mod event;
 pub mod http;
+pub mod ingest;
 pub mod logging;
 pub mod model;
 pub mod outbound;

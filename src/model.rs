@@ -1,6 +1,8 @@
 //! The status model (docs/events.md): states with their rank, allowed next
 //! states, terminal flag and stuck threshold, plus the gate, roles and
-//! permissions. Built once from `[model]` on top of the built-in table.
+//! permissions. Built once from `[model]` on top of the built-in table;
+//! the `[model]` structures ([`ModelConfig`] ...) live here too, and
+//! `config` re-exports them.
 //!
 //! States are addressed by [`StateIdx`], their position in rank order, so
 //! comparing two indices compares ranks.
@@ -8,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use crate::config::{GateConfig, ModelConfig};
+use serde::Deserialize;
 
 /// Position of a state in rank order (0 = lowest rank).
 pub type StateIdx = u16;
@@ -226,7 +228,7 @@ impl Model {
                 if s.is_empty() || s == "none" {
                     draft.stuck_after = None;
                 } else {
-                    match crate::config::parse_duration(s) {
+                    match crate::event::parse_duration(s) {
                         Ok(d) => draft.stuck_after = Some(d),
                         Err(e) => problems.push(ModelProblem {
                             key: format!("{key}.stuck_after"),
@@ -385,10 +387,105 @@ pub fn valid_state_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// `[model]`: the status model (docs/events.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Start from the built-in model (true) or an empty one.
+    #[serde(default = "default_true")]
+    pub builtin: bool,
+    /// Add states or override fields of built-in ones.
+    #[serde(default)]
+    pub states: BTreeMap<String, StateConfig>,
+    /// `[model.gate]`: the approval gate; none by default.
+    #[serde(default)]
+    pub gate: Option<GateConfig>,
+    /// Role name -> actors.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// `[[model.permissions]]`: who may move keys into which statuses.
+    #[serde(default)]
+    pub permissions: Vec<PermissionConfig>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            builtin: true,
+            states: BTreeMap::new(),
+            gate: None,
+            roles: BTreeMap::new(),
+            permissions: Vec::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[model.states.X]`: every field optional so it can override one field of a
+/// built-in state.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Human name; a new state defaults to its id.
+    #[serde(default)]
+    pub display: Option<String>,
+    /// Position in the ordering of simultaneous events; new states default
+    /// to after every existing one.
+    #[serde(default)]
+    pub rank: Option<u32>,
+    /// The states this one may move to.
+    #[serde(default)]
+    pub next: Option<Vec<String>>,
+    /// A terminal state finishes the key; it has no next states.
+    #[serde(default)]
+    pub terminal: Option<bool>,
+    /// A duration, or "" / "none" to clear a built-in threshold.
+    #[serde(default)]
+    pub stuck_after: Option<String>,
+}
+
+/// `[model.gate]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    /// The gated environments.
+    pub environments: Vec<String>,
+    /// Sources whose `approved` events count; sources of this agent.
+    pub approval_sources: Vec<String>,
+    /// How late (event time) an approval may come after the attempt.
+    #[serde(default = "default_grace", deserialize_with = "humantime")]
+    pub grace: Duration,
+}
+
+/// A humantime duration (`90s`, `2h`) in the configuration.
+fn humantime<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::event::parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// `[[model.permissions]]`: who may move a key into some statuses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionConfig {
+    /// The statuses this entry restricts.
+    pub into: Vec<String>,
+    /// Empty = every environment.
+    #[serde(default)]
+    pub environments: Vec<String>,
+    /// Actors, or `@role`.
+    pub allow: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StateConfig;
 
     #[test]
     fn builtin_matches_the_spec_table() {

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::util::{Agent, day, sample};
 use relstat::sources::webhook::auth::sign;
 
-const SECRET: &str = "s3cret-for-tests";
+pub(crate) const SECRET: &str = "s3cret-for-tests";
 
 /// The sources under test; `{D}` is the agent's temp dir.
 const SOURCES: &str = r#"
@@ -113,7 +113,12 @@ fn post(port: u16, source: &str, headers: &[(&str, String)], body: &[u8]) -> u16
 }
 
 /// [`post`], with the whole answer.
-fn post_full(port: u16, source: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+pub(crate) fn post_full(
+    port: u16,
+    source: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
@@ -138,7 +143,7 @@ fn post_full(port: u16, source: &str, headers: &[(&str, String)], body: &[u8]) -
 }
 
 /// The headers each tool authenticates with, for `body`.
-fn auth(preset: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+pub(crate) fn auth(preset: &str, body: &[u8]) -> Vec<(&'static str, String)> {
     use base64::Engine;
     let json = ("Content-Type", "application/json".to_string());
     match preset {

@@ -46,8 +46,8 @@ use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::agent::{Core, CoreHandle};
 use crate::config::PartnerConfig;
+use crate::core::{Core, CoreHandle};
 use crate::event::{TimeMs, now_ms, parse_rfc3339};
 use crate::http::{AuthUser, Body};
 use crate::model::Model;
@@ -56,15 +56,8 @@ use crate::track::KeyState;
 use render::{Head, Items, Rendered};
 use view::{Axis, Filter, HistoryRow, Row, RowRef};
 
-/// Fields a partner's `redact` may name.
-pub const REDACTABLE: &[&str] = &[
-    "actor",
-    "reason",
-    "source",
-    "version",
-    "event_id",
-    "anomalies",
-];
+/// Fields a partner's `redact` may name (the configuration checks them).
+pub use crate::config::REDACTABLE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -423,7 +416,7 @@ pub async fn serve(core: &CoreHandle, path: &str, req: Request<Bytes>) -> Respon
         Ok(Ok((Found::Read(r, redact), route, q))) => {
             tokio::task::spawn_blocking(move || read(&r, &route, &q, redact))
                 .await
-                .map_err(|_| crate::agent::AgentError::CoreGone)
+                .map_err(|_| crate::core::CoreError::Gone)
         }
         Ok(Err(e)) => Ok(Err(e)),
         Err(e) => Err(e),

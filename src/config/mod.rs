@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::event::parse_duration;
+/// `[model]`'s structures live with the model they describe.
+pub use crate::model::{GateConfig, ModelConfig, PermissionConfig, StateConfig};
+
 use serde::{Deserialize, Deserializer};
 
 pub mod validate;
@@ -128,6 +132,25 @@ pub struct AgentConfig {
     pub max_open_files: usize,
 }
 
+impl AgentConfig {
+    /// The host name records and bundles carry: `hostname`, which [`load`]
+    /// fills with the system's when the file sets none (a configuration
+    /// made otherwise asks the system here).
+    pub fn host(&self) -> String {
+        self.hostname.clone().unwrap_or_else(system_hostname)
+    }
+}
+
+/// The system's host name (`[agent] hostname`'s default).
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
@@ -183,6 +206,20 @@ pub struct HttpConfig {
     #[serde(default = "default_header_timeout", with = "humantime_serde")]
     pub header_timeout: Duration,
 }
+
+/// Fields a partner's `redact` may name (`/api/v1` leaves them out).
+pub const REDACTABLE: &[&str] = &[
+    "actor",
+    "reason",
+    "source",
+    "version",
+    "event_id",
+    "anomalies",
+];
+
+/// The smallest `[tracking] label_value_max_bytes`: room for the hash
+/// suffix the metrics append to a shortened value, and a readable prefix.
+pub const MIN_LABEL_VALUE_BYTES: usize = 32;
 
 /// `[http.partners.<user>]`: a basic-auth user's view of /api/v1.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -798,94 +835,8 @@ pub struct AnomaliesConfig {
     pub clock_skew: RuleConfig,
 }
 
-/// `[model]`: the status model (docs/events.md).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// Start from the built-in model (true) or an empty one.
-    #[serde(default = "default_true")]
-    pub builtin: bool,
-    /// Add states or override fields of built-in ones.
-    #[serde(default)]
-    pub states: BTreeMap<String, StateConfig>,
-    /// `[model.gate]`: the approval gate; none by default.
-    #[serde(default)]
-    pub gate: Option<GateConfig>,
-    /// Role name -> actors.
-    #[serde(default)]
-    pub roles: BTreeMap<String, Vec<String>>,
-    /// `[[model.permissions]]`: who may move keys into which statuses.
-    #[serde(default)]
-    pub permissions: Vec<PermissionConfig>,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        Self {
-            builtin: true,
-            states: BTreeMap::new(),
-            gate: None,
-            roles: BTreeMap::new(),
-            permissions: Vec::new(),
-        }
-    }
-}
-
 fn default_true() -> bool {
     true
-}
-
-/// `[model.states.X]`: every field optional so it can override one field of a
-/// built-in state.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct StateConfig {
-    /// Human name; a new state defaults to its id.
-    #[serde(default)]
-    pub display: Option<String>,
-    /// Position in the ordering of simultaneous events; new states default
-    /// to after every existing one.
-    #[serde(default)]
-    pub rank: Option<u32>,
-    /// The states this one may move to.
-    #[serde(default)]
-    pub next: Option<Vec<String>>,
-    /// A terminal state finishes the key; it has no next states.
-    #[serde(default)]
-    pub terminal: Option<bool>,
-    /// A duration, or "" / "none" to clear a built-in threshold.
-    #[serde(default)]
-    pub stuck_after: Option<String>,
-}
-
-/// `[model.gate]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GateConfig {
-    /// The gated environments.
-    pub environments: Vec<String>,
-    /// Sources whose `approved` events count; sources of this agent.
-    pub approval_sources: Vec<String>,
-    /// How late (event time) an approval may come after the attempt.
-    #[serde(default = "default_grace", with = "humantime_serde")]
-    pub grace: Duration,
-}
-
-fn default_grace() -> Duration {
-    Duration::from_secs(120)
-}
-
-/// `[[model.permissions]]`: who may move a key into some statuses.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PermissionConfig {
-    /// The statuses this entry restricts.
-    pub into: Vec<String>,
-    /// Empty = every environment.
-    #[serde(default)]
-    pub environments: Vec<String>,
-    /// Actors, or `@role`.
-    pub allow: Vec<String>,
 }
 
 /// A config as loaded: the parsed structure, where it came from, and its text
@@ -954,7 +905,7 @@ pub fn resolve(explicit: Option<&Path>) -> Option<PathBuf> {
 
 /// Reads, parses and validates a config (or the built-in defaults).
 pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
-    let loaded = match path {
+    let mut loaded = match path {
         None => Loaded::builtin(),
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
@@ -966,6 +917,9 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
     };
     let problems = validate::validate(&loaded);
     if problems.is_empty() {
+        // Resolved once, here: everything after reads `[agent] hostname`.
+        let agent = &mut loaded.config.agent;
+        agent.hostname.get_or_insert_with(system_hostname);
         Ok(loaded)
     } else {
         Err(ConfigError::Invalid(problems))
@@ -1275,14 +1229,6 @@ mod humantime_serde_vec {
             .map(|s| parse_duration(s).map_err(serde::de::Error::custom))
             .collect()
     }
-}
-
-/// Parses a humantime duration (`90s`, `1h 30m`, `7d`), with an error that
-/// says what is accepted.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("invalid duration {s:?} ({e}); write it like \"90s\", \"15m\", \"2h\" or \"7d\"")
-    })
 }
 
 #[cfg(test)]

@@ -627,10 +627,7 @@ impl Validator<'_> {
                 "max_label_values must be at least 1 (values beyond it become \"other\")",
             );
         }
-        let (min, max) = (
-            crate::sinks::metrics::MIN_LABEL_VALUE_BYTES,
-            crate::event::MAX_FIELD_BYTES,
-        );
+        let (min, max) = (super::MIN_LABEL_VALUE_BYTES, crate::event::MAX_FIELD_BYTES);
         if !(min..=max).contains(&t.label_value_max_bytes) {
             self.push(
                 "tracking.label_value_max_bytes",
@@ -750,12 +747,12 @@ impl Validator<'_> {
                 );
             }
             for f in &p.redact {
-                if !crate::api::REDACTABLE.contains(&f.as_str()) {
+                if !super::REDACTABLE.contains(&f.as_str()) {
                     self.push(
                         &format!("{key}.redact"),
                         format!(
                             "{f:?} cannot be redacted; the fields that can are {}",
-                            crate::api::REDACTABLE.join(", ")
+                            super::REDACTABLE.join(", ")
                         ),
                     );
                 }

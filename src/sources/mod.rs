@@ -2,10 +2,12 @@
 //!
 //! [`fields`] are the canonical fields and their mapping (a source's
 //! `defaults` and `status_map`), which every source ends with; [`line`]
-//! parses one log line (NDJSON, logfmt, regex) into them; [`file`] tails files and
-//! hands the core [`SourceBatch`]es: parsed lines in order, with the
-//! checkpoint that is true once they are applied, so the core commits both
-//! in one store transaction. [`presets`] map each CI/CD tool's payloads;
+//! parses one log line (NDJSON, logfmt, regex) into them; [`file`] tails
+//! files and hands the core [`SourceBatch`]es through
+//! [`crate::ingest::Ingest`]: parsed lines in order, with the checkpoint that
+//! is true once they are applied, so the core commits both in one store
+//! transaction. Sources know nothing of the core, the store or the runtime
+//! (lib.rs, `# Layout`). [`presets`] map each CI/CD tool's payloads;
 //! [`webhook`] serves them at `/hooks/{source}`; [`poll`] asks the tools'
 //! APIs with the same presets; [`kubernetes`] watches Deployment rollouts.
 
@@ -18,31 +20,7 @@ pub mod presets;
 pub mod timefmt;
 pub mod webhook;
 
-use crate::event::{Event, InputResult};
-
-/// One input line or payload, as the core must account for it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Item {
-    /// Parsed: the tracker decides accepted, late or duplicate.
-    Event(Box<Event>),
-    /// Rejected before the tracker: invalid, skipped or unmapped.
-    Rejected(InputResult),
-}
-
-/// What a source sends to the core in one go.
-#[derive(Debug, Default)]
-pub struct SourceBatch {
-    pub source: String,
-    pub items: Vec<Item>,
-    /// (checkpoint name, bytes) describing the source's position after these items.
-    pub checkpoint: Option<(String, Vec<u8>)>,
-    /// Errors to count (`relstat_source_errors_total{kind}`).
-    pub errors: Vec<&'static str>,
-    /// The source has read everything available (its backlog) with this batch.
-    pub caught_up: bool,
-    /// Poll sources: how long the poll behind this batch took (seconds).
-    pub poll_seconds: Option<f64>,
-}
+pub use crate::ingest::{Item, SourceBatch};
 
 /// Starts the thread of a poll or kubernetes source (the agent's wiring).
 pub fn poll_thread(
@@ -50,7 +28,7 @@ pub fn poll_thread(
     model: &crate::model::Model,
     cfg: &crate::config::Config,
     checkpoints: &std::collections::BTreeMap<String, Vec<u8>>,
-    send: file::Sender,
+    ingest: crate::ingest::Ingest,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
     once: bool,
 ) -> Result<std::thread::JoinHandle<()>, String> {
@@ -64,7 +42,7 @@ pub fn poll_thread(
         let k = kubernetes::KubeSource::new(s, parser, cp.map(|v| v.as_slice()))
             .map_err(|e| e.to_string())?;
         return spawn
-            .spawn(move || k.run(send, stop, once))
+            .spawn(move || k.run(ingest, stop, once))
             .map_err(|e| e.to_string());
     }
     let parser =
@@ -73,6 +51,6 @@ pub fn poll_thread(
     let p =
         poll::PollSource::new(s, parser, cp.map(|v| v.as_slice())).map_err(|e| e.to_string())?;
     spawn
-        .spawn(move || p.run(send, stop, once))
+        .spawn(move || p.run(ingest, stop, once))
         .map_err(|e| e.to_string())
 }

@@ -66,7 +66,6 @@ use sha2::{Digest, Sha256};
 
 use super::Settings;
 use super::keys::{self, KeyError};
-use crate::config::WhenFull;
 use crate::detect::Anomaly;
 use crate::event::TimeMs;
 use crate::store::{ImportedBundle, Store, StoreError};
@@ -1168,11 +1167,10 @@ fn import_one(
         report.already_imported_at = Some(crate::event::format_rfc3339(row.imported_at));
         return Ok(report);
     }
-    let (block_at, drop_at) = match settings.limit {
-        Some((max, WhenFull::Block)) => (Some(max), None),
-        Some((max, WhenFull::DropOldest)) => (None, Some(max)),
-        None => (None, None),
-    };
+    let policy = settings
+        .limit
+        .map(|(max, when_full)| super::outbox::Policy::new(max, when_full));
+    let block_at = policy.and_then(|p| p.block_at());
     file.rewind().map_err(io_err(path))?;
     let now = crate::event::now_ms();
     let mut archive = open_archive(file, path)?;
@@ -1215,10 +1213,8 @@ fn import_one(
                 earlier: String::new(),
             });
         }
-        if let Some(max) = drop_at
-            && store.outbox_bytes()? > max
-        {
-            report.dropped += store.outbox_drop_oldest(max)?;
+        if let Some(p) = policy.filter(|p| p.drop_at().is_some()) {
+            report.dropped += p.drop_excess(store, store.outbox_bytes()?)?;
         }
         Ok(())
     };

@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod keys;
+pub mod outbox;
 pub mod relay;
 
 use std::path::PathBuf;
@@ -34,11 +35,7 @@ impl Settings {
     pub fn from_config(cfg: &Config) -> Self {
         Self {
             site: cfg.agent.site.clone(),
-            host: cfg
-                .agent
-                .hostname
-                .clone()
-                .unwrap_or_else(crate::cli::hostname),
+            host: cfg.agent.host(),
             signing_key_file: cfg.spool.signing_key_file.clone(),
             trusted_keys_dir: cfg.spool.trusted_keys_dir.clone(),
             track_imports: cfg.spool.track_imports,

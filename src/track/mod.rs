@@ -268,11 +268,7 @@ impl Tracker {
         persist: bool,
     ) -> Result<Self, Vec<crate::model::ModelProblem>> {
         let model = Arc::new(Model::from_config(&cfg.model)?);
-        let host = cfg
-            .agent
-            .hostname
-            .clone()
-            .unwrap_or_else(crate::cli::hostname);
+        let host = cfg.agent.host();
         let detect = Detectors::new(&cfg.anomalies, &host);
         Ok(Self::new(
             model,

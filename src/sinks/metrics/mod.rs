@@ -35,7 +35,7 @@ pub const OTHER: &str = "other";
 
 /// The smallest `[tracking] label_value_max_bytes`: room for the hash
 /// suffix of [`shorten`] and a readable prefix.
-pub const MIN_LABEL_VALUE_BYTES: usize = 32;
+pub use crate::config::MIN_LABEL_VALUE_BYTES;
 
 /// `~` and 16 hex digits: what [`shorten`] appends.
 const SUFFIX_BYTES: usize = 17;

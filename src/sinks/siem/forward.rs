@@ -13,14 +13,14 @@
 //! stays in the outbox; a `Retry-After` stretches the wait. `http` batches
 //! are also cut to `max_batch_bytes` (`split_by_bytes`).
 //!
-//! Spool limits: [`SpoolGate`] tells the sources and the core whether the
-//! outbox is over `max_bytes` (`when_full = "block"`); with `drop_oldest`
-//! the core drops, and the forwarder turns the dropped ledger into one
+//! Spool limits: the outbox policy ([`crate::spool::outbox`]) is applied
+//! by the core; each delivery updates the [`Outbox`] state the producers
+//! read (`when_full = "block"`); with `drop_oldest` the core drops, and the forwarder turns the dropped ledger into one
 //! summary event when it connects (or, while connected, at the tail).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,9 +33,10 @@ use super::transport::stream::{Stream, StreamTransport};
 use super::transport::tls::TlsConnector;
 use super::transport::udp::UdpTransport;
 use super::transport::{Msg, Transport, TransportError, connect_tcp};
-use crate::config::{SiemConfig, SiemFormat, SiemTransport, SpoolConfig, WhenFull};
+use crate::config::{SiemConfig, SiemFormat, SiemTransport};
 use crate::detect::{Anomaly, AnomalyRef};
 use crate::event::{ActorType, TimeMs, format_rfc3339, now_ms};
+use crate::spool::outbox::Outbox;
 use crate::store::{DroppedLedger, OutboxStats, Store};
 
 pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -57,48 +58,6 @@ pub trait Observer: Send + Sync {
     fn connected(&self, up: bool);
     /// The spool gauges.
     fn spool(&self, stats: &OutboxStats);
-}
-
-/// Whether the outbox is over `[spool] max_bytes`, for `when_full = "block"`:
-/// sources wait before handing the core a batch while it is full.
-#[derive(Debug)]
-pub struct SpoolGate {
-    max_bytes: u64,
-    policy: WhenFull,
-    full: AtomicBool,
-    bytes: AtomicU64,
-}
-
-impl SpoolGate {
-    pub fn new(spool: &SpoolConfig) -> Self {
-        Self {
-            max_bytes: spool.max_bytes.as_u64(),
-            policy: spool.when_full,
-            full: AtomicBool::new(false),
-            bytes: AtomicU64::new(0),
-        }
-    }
-
-    pub fn max_bytes(&self) -> u64 {
-        self.max_bytes
-    }
-
-    pub fn policy(&self) -> WhenFull {
-        self.policy
-    }
-
-    /// Records the outbox size; returns whether it is full.
-    pub fn update(&self, stats: &OutboxStats) -> bool {
-        self.bytes.store(stats.bytes, Ordering::Relaxed);
-        let full = self.policy == WhenFull::Block && stats.bytes >= self.max_bytes;
-        self.full.store(full, Ordering::Relaxed);
-        full
-    }
-
-    /// True while inputs must wait (`block` and over `max_bytes`).
-    pub fn is_full(&self) -> bool {
-        self.full.load(Ordering::Relaxed)
-    }
 }
 
 /// How to open a connection for the configured transport.
@@ -161,7 +120,7 @@ pub struct Forwarder {
     format: FormatContext,
     limiter: Option<(Limiter, u32)>,
     observer: Arc<dyn Observer>,
-    gate: Arc<SpoolGate>,
+    gate: Arc<Outbox>,
     stop: Arc<AtomicBool>,
     /// The highest seq ever sent: a seq at or below it is a resend.
     max_sent: u64,
@@ -187,7 +146,7 @@ impl Forwarder {
         site: &str,
         store: Arc<Store>,
         observer: Arc<dyn Observer>,
-        gate: Arc<SpoolGate>,
+        gate: Arc<Outbox>,
         stop: Arc<AtomicBool>,
     ) -> Result<Self, TransportError> {
         let connector = Connector::new(siem)?;

@@ -13,4 +13,4 @@ pub mod format;
 pub mod forward;
 pub mod transport;
 
-pub use forward::{Forwarder, Observer, SpoolGate};
+pub use forward::{Forwarder, Observer};

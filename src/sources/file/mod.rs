@@ -55,8 +55,8 @@ use serde::{Deserialize, Serialize};
 use self::tail::{Chunk, FdBudget, FileId, Slot, Stat, Tailer, dev_ino, fingerprint};
 use crate::config::{SourceConfig, StartAt};
 use crate::event::InputResult;
+use crate::ingest::{Ingest, Item, SourceBatch};
 use crate::sources::line::{LineParser, Parsed};
-use crate::sources::{Item, SourceBatch};
 
 /// Fallback poll interval (and discovery interval).
 pub const POLL: Duration = Duration::from_millis(250);
@@ -84,9 +84,6 @@ pub type Checkpoint = BTreeMap<String, FilePosition>;
 pub fn checkpoint_name(source: &str) -> String {
     format!("file:{source}")
 }
-
-/// Where batches go; returns false when the core is gone.
-pub type Sender = Arc<dyn Fn(SourceBatch) -> bool + Send + Sync>;
 
 pub struct FileSource {
     name: String,
@@ -729,7 +726,7 @@ impl FileSource {
 
     /// The source's thread body: read until `stop`, or with `once` until the
     /// backlog is read. Batches go to `send`.
-    pub fn run(mut self, send: Sender, stop: Arc<AtomicBool>, once: bool) {
+    pub fn run(mut self, ingest: Ingest, stop: Arc<AtomicBool>, once: bool) {
         let (wake_tx, wake_rx) = std::sync::mpsc::channel::<()>();
         let dirs = self.watch_dirs();
         let watcher = watch(&dirs, wake_tx, &self.name);
@@ -765,7 +762,7 @@ impl FileSource {
             let worth_sending =
                 had_items || (caught_up && (batch.checkpoint.is_some() || !told_caught_up));
             if worth_sending {
-                if !send(batch) {
+                if ingest.submit(batch).is_err() {
                     return;
                 }
                 self.dirty = false;

@@ -34,14 +34,17 @@ use serde_json::Value;
 use super::fields::{Field, Parsed, RawFields};
 use super::poll::client::{Client, PollError};
 use super::presets::{Input, Preset, PresetParser, Rec, first, parse_time, s};
-use super::{Item, SourceBatch};
 use crate::config::SourceConfig;
 use crate::event::{InputResult, TimeMs, now_ms};
+use crate::ingest::{Ingest, Item, SourceBatch};
 
 /// The server ends each watch after this long; the reader opens the next.
 pub const WATCH_SECONDS: u64 = 290;
 /// Templates remembered per Deployment (rollback detection).
 const TEMPLATES: usize = 10;
+/// Messages (a list, a watch event) the namespace readers may have
+/// waiting for the source thread.
+const READER_QUEUE: usize = 64;
 
 pub fn checkpoint_name(source: &str) -> String {
     format!("k8s:{source}")
@@ -303,8 +306,11 @@ impl KubeSource {
         }
     }
 
-    pub fn run(mut self, send: super::poll::Sender, stop: Arc<AtomicBool>, once: bool) {
-        let (tx, rx) = mpsc::channel::<Msg>();
+    pub fn run(mut self, ingest: Ingest, stop: Arc<AtomicBool>, once: bool) {
+        // Bounded: while `submit` waits (a full spool under `when_full =
+        // "block"`), the readers stop reading their watches after this many
+        // messages instead of queueing the cluster's changes in memory.
+        let (tx, rx) = mpsc::sync_channel::<Msg>(READER_QUEUE);
         for ns in self.namespaces.clone() {
             let rv = if once {
                 None
@@ -379,7 +385,7 @@ impl KubeSource {
                 next = rx.try_recv().ok();
             }
             let b = self.batch(items, errors, took);
-            if !send(b) {
+            if ingest.submit(b).is_err() {
                 return;
             }
             if once && listed >= self.namespaces.len() {
@@ -395,7 +401,7 @@ struct Reader {
     ns: String,
     token_file: Option<std::path::PathBuf>,
     ca_file: Option<std::path::PathBuf>,
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::SyncSender<Msg>,
     stop: Arc<AtomicBool>,
     once: bool,
 }

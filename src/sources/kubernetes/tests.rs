@@ -190,7 +190,7 @@ fn list_watch_bookmark_gone_and_resume() {
         let s2 = stop.clone();
         let t = std::thread::spawn(move || {
             k.run(
-                Arc::new(move |b| {
+                crate::ingest::Ingest::from_fn(move |b| {
                     b2.lock().unwrap().push(b);
                     true
                 }),

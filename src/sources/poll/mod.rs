@@ -28,9 +28,9 @@ use serde_json::Value;
 
 use self::client::{Client, PollError};
 use super::presets::PresetParser;
-use super::{Item, SourceBatch};
 use crate::config::SourceConfig;
 use crate::event::{InputResult, now_ms};
+use crate::ingest::{Ingest, Item, SourceBatch};
 use crate::sources::fields::Parsed;
 
 pub use self::client::PollError as Error;
@@ -65,9 +65,6 @@ pub struct PollState {
     #[serde(default)]
     pub open: BTreeMap<String, Value>,
 }
-
-/// Where batches go; returns false when the core is gone.
-pub type Sender = Arc<dyn Fn(SourceBatch) -> bool + Send + Sync>;
 
 pub struct PollSource {
     pub(crate) name: String,
@@ -192,7 +189,7 @@ impl PollSource {
 
     /// The source thread: poll, send, wait `interval` (longer after errors:
     /// doubling up to 5 minutes, or what `Retry-After` said).
-    pub fn run(mut self, send: Sender, stop: Arc<AtomicBool>, once: bool) {
+    pub fn run(mut self, ingest: Ingest, stop: Arc<AtomicBool>, once: bool) {
         let mut failures = 0u32;
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -200,7 +197,7 @@ impl PollSource {
             }
             let (batch, retry_after) = self.poll_once();
             let failed = !batch.errors.is_empty();
-            if !send(batch) || once {
+            if ingest.submit(batch).is_err() || once {
                 return;
             }
             failures = if failed {

@@ -1,9 +1,10 @@
 //! Webhook sources: `POST /hooks/{source}` for every `type = "webhook"`
 //! source. Each request is authenticated the way its tool signs it
 //! ([`auth`]), limited (body size, requests per second), parsed by the
-//! source's preset, and committed to the store through the core before it is
-//! answered: a 202 means the events are durable, anything else means the
-//! sender should fix its request or retry.
+//! source's preset, handed to the core through the runtime's
+//! [`crate::ingest::Ingest`] (the outbox policy admits it or not) and
+//! committed before it is answered: a 202 means the events are durable,
+//! anything else means the sender should fix its request or retry.
 //!
 //! Order, so that an unauthenticated sender costs little: the source is
 //! found (404 without reading the body), a `Content-Length` over `max_body`
@@ -35,10 +36,10 @@ use hyper::{Request, Response, StatusCode};
 
 use super::line::Parsed;
 use super::presets::{PresetError, PresetParser};
-use super::{Item, SourceBatch};
-use crate::config::{Config, SourceType, WhenFull};
+use crate::config::{Config, SourceType};
 use crate::event::{InputResult, now_ms};
 use crate::http::{BUSY_RETRY_AFTER, BodyError, PendingBody, ReadBody};
+use crate::ingest::{Ingest, IngestError, Item, SourceBatch};
 use crate::model::Model;
 
 /// `max_body` when a source sets none.
@@ -74,9 +75,6 @@ pub struct Hook {
 #[derive(Default)]
 pub struct Hooks {
     by_name: HashMap<String, Hook>,
-    /// `[spool] max_bytes` when `when_full = "block"` and an outbox exists:
-    /// at or beyond it, hooks answer 503.
-    block_at: Option<u64>,
 }
 
 impl Hooks {
@@ -127,18 +125,11 @@ impl Hooks {
                 },
             );
         }
-        let outbox = cfg.siem.is_some() || cfg.spool.enabled;
-        let block_at = (outbox && cfg.spool.when_full == WhenFull::Block)
-            .then_some(cfg.spool.max_bytes.as_u64());
-        Ok(Hooks { by_name, block_at })
+        Ok(Hooks { by_name })
     }
 
     pub fn get(&self, name: &str) -> Option<&Hook> {
         self.by_name.get(name)
-    }
-
-    pub fn block_at(&self) -> Option<u64> {
-        self.block_at
     }
 }
 
@@ -320,28 +311,22 @@ pub fn answer(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 pub type SharedHooks = std::sync::RwLock<Arc<Hooks>>;
 
 /// `POST /hooks/{source}` for the running agent: checks (the body read only
-/// once the source is found and the headers pass), then commits the batch
-/// on the core thread before answering.
+/// once the source is found and the headers pass), then hands the batch to
+/// the core through `ingest` and answers once it is committed. Refusals are
+/// counted with `count_error(source, kind)`
+/// (`relstat_source_errors_total{kind}`).
 pub async fn serve(
-    shared: &crate::agent::Shared,
+    hooks: &SharedHooks,
+    ingest: &Ingest,
+    count_error: &(dyn Fn(&str, &'static str) + Send + Sync),
     source: &str,
     req: Request<PendingBody>,
 ) -> Response<Full<Bytes>> {
-    let hooks = shared
-        .hooks
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let hooks = hooks.read().unwrap_or_else(|p| p.into_inner()).clone();
     let Some(hook) = hooks.get(source) else {
         return answer(StatusCode::NOT_FOUND, "no webhook source of that name");
     };
-    let count_error = |kind: &'static str| {
-        shared
-            .metrics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .source_error(source, kind);
-    };
+    let count_error = |kind: &'static str| count_error(source, kind);
     let (parts, pending) = req.into_parts();
     let read = match hook.admit(&parts.headers, pending.declared_len()) {
         Ok(()) => hook.read(pending).await,
@@ -366,25 +351,11 @@ pub async fn serve(
         }
         Checked::Commit(batch, status, body) => (batch, status, body),
     };
-    let block_at = hooks.block_at();
-    let result = shared
-        .core
-        .call(move |core| {
-            if let Some(limit) = block_at {
-                // Spool-full hook point: `when_full = "block"` refuses new
-                // input while the outbox is at its limit.
-                match core.store().outbox_stats() {
-                    Ok(s) if s.bytes >= limit => return Err(None),
-                    Ok(_) => {}
-                    Err(e) => return Err(Some(e.to_string())),
-                }
-            }
-            core.apply(batch).map_err(|e| Some(e.to_string()))
-        })
-        .await;
-    match result {
-        Ok(Ok(())) => answer(status, &body),
-        Ok(Err(None)) => {
+    // The outbox policy decides admission: `when_full = "block"` refuses
+    // new input while the outbox is at its limit.
+    match ingest.submit_async(batch).await {
+        Ok(()) => answer(status, &body),
+        Err(IngestError::Full) => {
             count_error("spool_full");
             let mut r = answer(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -394,7 +365,7 @@ pub async fn serve(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
             r
         }
-        Ok(Err(Some(e))) => {
+        Err(IngestError::Failed(e)) => {
             tracing::error!(source, "cannot commit a webhook payload: {e}");
             count_error("store");
             answer(
@@ -402,7 +373,7 @@ pub async fn serve(
                 "cannot commit now; retry later",
             )
         }
-        Err(_) => answer(
+        Err(IngestError::Stopping) => answer(
             StatusCode::SERVICE_UNAVAILABLE,
             "relstat is stopping; retry later",
         ),

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::config::Severity;
+use crate::config::{Severity, WhenFull};
 use crate::event::ActorType;
 use crate::track::Batch;
 

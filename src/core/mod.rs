@@ -1,0 +1,475 @@
+//! The core: the single owner of the tracker and the store, on its own
+//! thread.
+//!
+//! For each source batch it applies the events, commits state + history +
+//! outbox + checkpoint + counters in one transaction (waiting batches share
+//! one: group commit), then updates the metrics; every [`TICK`] it runs the
+//! periodic check (stuck, staleness, retention). At start (and on reload)
+//! it rebuilds the tracker from the store and first applies the transitions
+//! imported while the agent was stopped (`drain_pending`).
+//!
+//! Everything else reaches it through a [`CoreHandle`] ([`handle`]): the
+//! producers' batches (through [`crate::ingest::Ingest`]), closures from the
+//! API, the webhooks and the admin socket, reloads and the stop. When it
+//! dies (a store write failed, or a panic) [`Health`] says why.
+
+pub mod handle;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use handle::CoreMsg;
+pub use handle::{Checkpoints, CoreHandle, Health, Inbox, channel};
+
+use crate::config::{self, Loaded};
+use crate::event::{InputResult, now_ms};
+use crate::ingest::{Item, SourceBatch};
+use crate::sinks::metrics::Metrics;
+use crate::spool::outbox::Outbox;
+use crate::store::{OutboxStats, Store, StoreError};
+use crate::track::{Effect, Tracker};
+
+/// How often the periodic check runs (the stuck rule: at least every 15 s).
+pub const TICK: Duration = Duration::from_secs(5);
+
+/// After the core died, the listener keeps answering (503, with the reason)
+/// this long before the agent exits, so probes and people see why.
+pub const DEAD_CORE_GRACE: Duration = Duration::from_secs(3);
+
+/// At most this many waiting source batches share one store transaction.
+const GROUP: usize = 16;
+
+/// Why the core cannot start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] crate::sinks::metrics::MetricsError),
+    #[error("the model is invalid (run check-config)")]
+    Model,
+    #[error("the core stopped unexpectedly")]
+    Gone,
+    #[error("the core panicked (the message is in the log above)")]
+    Panicked,
+    #[error(
+        "a tracked import failed in the store ({0}): the tracker may be ahead of the store; \
+         stopping so that a restart rebuilds it from the store (the import resumes when run again)"
+    )]
+    Diverged(String),
+}
+
+/// Sets the spool gauges of docs/metrics.md from the outbox's state.
+pub fn set_spool_gauges(m: &Metrics, stats: &OutboxStats, now: crate::event::TimeMs) {
+    m.spool_events.set(stats.events as i64);
+    m.spool_bytes.set(stats.bytes as i64);
+    m.spool_oldest_age.set(
+        stats
+            .oldest_detected_at
+            .map_or(0.0, |t| ((now - t).max(0)) as f64 / 1000.0),
+    );
+}
+
+/// The core: tracker, store and the metrics it feeds. Only the core thread
+/// touches it; other threads go through [`CoreHandle`].
+pub struct Core {
+    tracker: Tracker,
+    store: Arc<Store>,
+    /// The outbox's fill state (`[spool] max_bytes`); `None` without an outbox.
+    outbox: Option<Arc<Outbox>>,
+    /// The `sink` label for dropped records.
+    sink: &'static str,
+    /// The metrics it feeds (the HTTP listener renders them).
+    metrics: Arc<Mutex<Metrics>>,
+    /// Each source's last word on whether it has read its backlog.
+    caught_up: BTreeMap<String, bool>,
+    /// `[http.partners]`: the API's partner views (replaced on reload).
+    partners: BTreeMap<String, config::PartnerConfig>,
+    /// Site, host and keys for `spool export|import` (replaced on reload).
+    bundles: crate::spool::Settings,
+    /// Set when a tracked import failed in the store: the core stops.
+    diverged: Option<String>,
+}
+
+impl Core {
+    /// Builds the tracker and the metrics for `loaded` from what the store holds.
+    pub(crate) fn build(
+        loaded: &Loaded,
+        store: &Store,
+    ) -> Result<(Tracker, Metrics, Checkpoints), CoreError> {
+        let cfg = &loaded.config;
+        let mut tracker = Tracker::from_config(cfg, true).map_err(|_| CoreError::Model)?;
+        let mut metrics = Metrics::new(&cfg.tracking, true)?;
+        let snap = store.load()?;
+        for s in &cfg.sources {
+            metrics.declare_source(&s.name);
+        }
+        metrics.restore_counters(&snap.counters);
+        tracker.restore(snap.keys, snap.seen, snap.failing, snap.approvals);
+        for e in tracker.take_effects() {
+            metrics.apply(&e);
+        }
+        drain_pending(cfg, &mut tracker, &mut metrics, store)?;
+        // Records quarantined now (load, drain) or before.
+        let quarantined = store.quarantined()?.len();
+        metrics.store_quarantined.set(quarantined as i64);
+        if quarantined > 0 {
+            tracing::warn!(
+                "{quarantined} undecodable store records are kept aside in the quarantine \
+                 table: `relstat store check` lists them"
+            );
+        }
+        let now = now_ms();
+        tracker.tick(now, false);
+        for e in tracker.take_effects() {
+            metrics.apply(&e);
+        }
+        metrics.expire(now);
+        Ok((tracker, metrics, snap.checkpoints))
+    }
+
+    /// The core for `loaded`, from the tracker `Core::build` made.
+    pub fn new(
+        loaded: &Loaded,
+        tracker: Tracker,
+        store: Arc<Store>,
+        outbox: Option<Arc<Outbox>>,
+        sink: &'static str,
+        metrics: Arc<Mutex<Metrics>>,
+    ) -> Core {
+        Core {
+            tracker,
+            store,
+            outbox,
+            sink,
+            metrics,
+            caught_up: loaded
+                .config
+                .sources
+                .iter()
+                .filter(|s| s.kind != config::SourceType::Webhook)
+                .map(|s| (s.name.clone(), false))
+                .collect(),
+            partners: loaded.config.http.partners.clone(),
+            bundles: crate::spool::Settings::from_config(&loaded.config),
+            diverged: None,
+        }
+    }
+
+    /// Starts the core thread. Its error (a panic too) is recorded in
+    /// `health` before the thread ends.
+    pub fn spawn(
+        self,
+        inbox: Inbox,
+        health: Arc<Health>,
+    ) -> std::io::Result<JoinHandle<Result<(), CoreError>>> {
+        std::thread::Builder::new()
+            .name("core".into())
+            .spawn(move || {
+                // A panic is a dead core too: it must reach /readyz and the exit status.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(inbox)))
+                    .unwrap_or(Err(CoreError::Panicked));
+                if let Err(e) = &r {
+                    health.core_died(e);
+                }
+                r
+            })
+    }
+
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The store, for readers off the core thread (a redb read transaction
+    /// sees the last commit, which is what the metrics show).
+    pub fn store_handle(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    pub fn bundles(&self) -> &crate::spool::Settings {
+        &self.bundles
+    }
+
+    pub fn partners(&self) -> &BTreeMap<String, config::PartnerConfig> {
+        &self.partners
+    }
+
+    /// `relstat spool import` on the running agent: the bundles' records
+    /// go to the outbox and, with `[spool] track_imports`, their
+    /// transitions through this tracker (each chunk one transaction, its
+    /// effects in the metrics once committed).
+    pub fn import_bundles(
+        &mut self,
+        files: &[PathBuf],
+    ) -> Result<Vec<crate::spool::bundle::ImportReport>, crate::spool::bundle::BundleError> {
+        use crate::spool::bundle::{BundleError, import_tracked};
+        let (store, settings, metrics) = (
+            self.store.clone(),
+            self.bundles.clone(),
+            self.metrics.clone(),
+        );
+        let result = if settings.track_imports {
+            let mut committed = |effects: Vec<Effect>| {
+                let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
+                for e in &effects {
+                    m.apply(e);
+                }
+            };
+            let mut t = crate::spool::relay::Tracking::Live {
+                tracker: &mut self.tracker,
+                committed: &mut committed,
+            };
+            let r = import_tracked(&store, &settings, files, false, Some(&mut t));
+            if let Err(BundleError::Store(e)) = &r {
+                self.diverged = Some(e.to_string());
+            }
+            r
+        } else {
+            import_tracked(&store, &settings, files, false, None)
+        };
+        let dropped: u64 = result.iter().flatten().map(|r| r.dropped).sum();
+        if dropped > 0 {
+            tracing::warn!(
+                "spool full: dropped the {dropped} oldest SIEM records while importing \
+                 (when_full = \"drop_oldest\")"
+            );
+            self.metrics()
+                .forward_events
+                .with_label_values(&[self.sink, "dropped"])
+                .inc_by(dropped);
+        }
+        if let Err(e) = self.check_spool() {
+            self.diverged.get_or_insert(e.to_string());
+        }
+        result
+    }
+
+    fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
+        self.metrics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies one source batch: tracker, one store transaction, metrics.
+    /// When it returns Ok, the batch is durable.
+    pub fn apply(&mut self, b: SourceBatch) -> Result<(), StoreError> {
+        self.apply_group(vec![b])
+    }
+
+    /// Applies source batches that were waiting together in one store
+    /// transaction (group commit): each batch's events in order, every
+    /// checkpoint with the state it produced, one fsync for all. A backlog
+    /// read fills the channel faster than one commit per batch drains it;
+    /// grouping is what keeps `run --once` near `replay`. When it returns
+    /// Ok, every batch is durable.
+    pub fn apply_group(&mut self, batches: Vec<SourceBatch>) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut checkpoints: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut after = Vec::with_capacity(batches.len());
+        for b in batches {
+            let mut latest: Option<i64> = None;
+            for item in b.items {
+                match item {
+                    Item::Event(e) => {
+                        latest = Some(latest.map_or(e.time, |t| t.max(e.time)));
+                        self.tracker.apply(*e, now);
+                    }
+                    Item::Rejected(r) => self.tracker.count(&b.source, r),
+                }
+            }
+            // A later checkpoint of the same source overwrites an earlier
+            // one in the same transaction.
+            checkpoints.extend(b.checkpoint);
+            after.push((b.source, latest, b.poll_seconds, b.errors, b.caught_up));
+        }
+        self.commit(&checkpoints)?;
+        for (source, latest, poll_seconds, errors, caught_up) in after {
+            let m = self.metrics();
+            if let Some(t) = latest {
+                m.source_event(&source, t);
+            }
+            if let Some(secs) = poll_seconds {
+                m.source_poll(&source, secs);
+            }
+            for kind in errors {
+                m.source_error(&source, kind);
+            }
+            drop(m);
+            self.caught_up.insert(source, caught_up);
+        }
+        Ok(())
+    }
+
+    /// Commits what the tracker produced, then shows it in the metrics:
+    /// the metrics never show what a crash could take back.
+    fn commit(&mut self, checkpoints: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let batch = self.tracker.take_batch();
+        let effects = self.tracker.take_effects();
+        let mut counters: BTreeMap<(String, InputResult), u64> = BTreeMap::new();
+        for e in &effects {
+            if let Effect::Input { source, result } = e {
+                *counters.entry((source.clone(), *result)).or_default() += 1;
+            }
+        }
+        self.store.commit(&batch, checkpoints, &counters)?;
+        if !batch.outbox.is_empty() {
+            self.check_spool()?;
+        }
+        let mut m = self.metrics();
+        for e in &effects {
+            m.apply(e);
+        }
+        Ok(())
+    }
+
+    /// Applies the outbox policy ([`crate::spool::outbox`]) after the
+    /// outbox grew: drops the oldest records (`drop_oldest`) or marks the
+    /// outbox full (`block`); keeps the spool gauges current.
+    fn check_spool(&mut self) -> Result<(), StoreError> {
+        let Some(outbox) = &self.outbox else {
+            return Ok(());
+        };
+        let done = outbox.enforce(&self.store)?;
+        if done.dropped > 0 {
+            let n = done.dropped;
+            tracing::warn!(
+                "spool full: dropped the {n} oldest SIEM records (when_full = \"drop_oldest\")"
+            );
+            self.metrics()
+                .forward_events
+                .with_label_values(&[self.sink, "dropped"])
+                .inc_by(n);
+        }
+        set_spool_gauges(&self.metrics(), &done.stats, now_ms());
+        Ok(())
+    }
+
+    /// The outbox changed outside a commit (`spool export` took records
+    /// out): the outbox state and the spool gauges follow at once. A store
+    /// error here waits for the next tick, which reads the outbox again.
+    pub fn outbox_changed(&mut self) {
+        if let Err(e) = self.check_spool() {
+            tracing::warn!("cannot read the outbox after a change: {e}");
+        }
+    }
+
+    fn tick(&mut self) -> Result<(), StoreError> {
+        let now = now_ms();
+        // While a blocking spool is full, the stuck check waits: an episode
+        // found later is written when room returns (the key stays stuck).
+        let full = self.outbox.as_ref().is_some_and(|o| o.is_full());
+        let caught_up = self.caught_up.values().all(|c| *c) && !full;
+        self.tracker.tick(now, caught_up);
+        self.commit(&[])?;
+        let stats = self.store.outbox_stats()?;
+        if let Some(o) = &self.outbox {
+            o.update(&stats);
+        }
+        let mut m = self.metrics();
+        set_spool_gauges(&m, &stats, now);
+        m.expire(now);
+        Ok(())
+    }
+
+    /// The core thread's loop.
+    fn run(mut self, Inbox(rx): Inbox) -> Result<(), CoreError> {
+        let mut next_tick = Instant::now() + TICK;
+        // A message read while grouping batches, handled next.
+        let mut held: Option<CoreMsg> = None;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let msg = match held.take() {
+                Some(m) => Ok(m),
+                None => rx.recv_timeout(wait),
+            };
+            match msg {
+                Ok(CoreMsg::Batch(b, Some(ack))) => {
+                    // Its producer waits for this answer (a webhook): a
+                    // failed commit is answered, and the core goes on.
+                    ack.done(self.apply(b).map_err(|e| e.to_string()));
+                }
+                Ok(CoreMsg::Batch(b, None)) => {
+                    let mut group = vec![b];
+                    while group.len() < GROUP {
+                        match rx.try_recv() {
+                            Ok(CoreMsg::Batch(b, None)) => group.push(b),
+                            Ok(other) => {
+                                held = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.apply_group(group)?
+                }
+                Ok(CoreMsg::Call(f)) => {
+                    f(&mut self);
+                    if let Some(e) = self.diverged.take() {
+                        return Err(CoreError::Diverged(e));
+                    }
+                }
+                Ok(CoreMsg::Reload(loaded, reply)) => {
+                    let result = Core::build(&loaded, &self.store);
+                    match result {
+                        Ok((tracker, metrics, checkpoints)) => {
+                            self.tracker = tracker;
+                            *self.metrics() = metrics;
+                            self.caught_up.clear();
+                            self.partners = loaded.config.http.partners.clone();
+                            self.bundles = crate::spool::Settings::from_config(&loaded.config);
+                            let _ = reply.send(Ok(checkpoints));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
+                Ok(CoreMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                    // Every source has stopped and its last batch is applied.
+                    self.tick()?;
+                    return Ok(());
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if Instant::now() >= next_tick {
+                self.tick()?;
+                next_tick = Instant::now() + TICK;
+            }
+        }
+    }
+}
+
+/// Applies the transitions imported while the agent was stopped, before
+/// the first tick, as the running agent would have at their import.
+fn drain_pending(
+    cfg: &config::Config,
+    tracker: &mut Tracker,
+    metrics: &mut Metrics,
+    store: &Store,
+) -> Result<(), CoreError> {
+    let pending = store.pending_len()?;
+    if pending == 0 {
+        return Ok(());
+    }
+    if !cfg.spool.track_imports {
+        tracing::warn!(
+            "{pending} imported transitions wait for the tracker but [spool] track_imports = \
+             false: they stay pending (set it to true to track them)"
+        );
+        return Ok(());
+    }
+    let mut committed = |effects: Vec<Effect>| {
+        for e in &effects {
+            metrics.apply(e);
+        }
+    };
+    let n = crate::spool::relay::drain_pending(tracker, store, &mut committed)?;
+    tracing::info!("tracked {n} transitions imported while the agent was stopped");
+    Ok(())
+}
