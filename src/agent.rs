@@ -409,7 +409,7 @@ async fn serve(
                 break;
             }
             _ = hup.recv() => {
-                match config::load(config_path.as_deref()) {
+                match crate::check::load(config_path.as_deref()) {
                     Err(e) => tracing::error!("reload refused, keeping the running configuration: {e}"),
                     Ok(new) => {
                         if new.config.http.listen != current.config.http.listen {

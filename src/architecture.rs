@@ -10,7 +10,9 @@
 //!   admin or spool: they hand batches over through `ingest`;
 //! - the tracker (track) and the rules (detect) import nothing from cli,
 //!   the runtime, http, api, sources or sinks;
-//! - `ingest` is a leaf: it imports only `event`.
+//! - `ingest` is a leaf: it imports only `event`;
+//! - the top-level modules import each other without a cycle (test code
+//!   included), so each can be read, and changed, knowing only those below.
 
 use std::path::{Path, PathBuf};
 
@@ -289,6 +291,87 @@ fn check_file(rel: &Path, text: &str) -> Vec<Violation> {
     out
 }
 
+/// One top-level import edge, with where it was first seen.
+#[derive(Debug, Clone)]
+struct Edge {
+    from: String,
+    to: String,
+    at: String,
+}
+
+/// The top-level import edges of one file.
+fn edges_of(rel: &Path, text: &str) -> Vec<Edge> {
+    let module = module_of(rel);
+    let from = module.first().cloned().unwrap_or_default();
+    if matches!(from.as_str(), "" | "main") {
+        return Vec::new(); // lib.rs declares every module; main uses the library
+    }
+    let code = code_only(text);
+    imports(&code, &module)
+        .into_iter()
+        .filter(|(_, path)| path[0] != from)
+        .map(|(at, path)| Edge {
+            from: from.clone(),
+            to: path[0].clone(),
+            at: format!(
+                "src/{}:{}",
+                rel.display(),
+                code[..at].matches('\n').count() + 1
+            ),
+        })
+        .collect()
+}
+
+/// A cycle among the modules of `edges`, as the edges that close it, if
+/// there is one.
+fn find_cycle(edges: &[Edge]) -> Option<Vec<Edge>> {
+    use std::collections::BTreeMap;
+    let mut out: BTreeMap<&str, Vec<&Edge>> = BTreeMap::new();
+    for e in edges {
+        let list = out.entry(e.from.as_str()).or_default();
+        if !list.iter().any(|x| x.to == e.to) {
+            list.push(e);
+        }
+    }
+    // Depth-first search; `path` is the chain of edges from the root.
+    fn visit<'a>(
+        node: &'a str,
+        out: &BTreeMap<&'a str, Vec<&'a Edge>>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+        path: &mut Vec<&'a Edge>,
+    ) -> Option<Vec<Edge>> {
+        if done.contains(node) {
+            return None;
+        }
+        for e in out.get(node).map(|v| v.as_slice()).unwrap_or(&[]) {
+            if let Some(i) = path.iter().position(|p| p.from == e.to) {
+                let mut cycle: Vec<Edge> = path[i..].iter().map(|x| (*x).clone()).collect();
+                cycle.push((*e).clone());
+                return Some(cycle);
+            }
+            if e.to == node {
+                return Some(vec![(*e).clone()]);
+            }
+            path.push(e);
+            let found = visit(e.to.as_str(), out, done, path);
+            path.pop();
+            if found.is_some() {
+                return found;
+            }
+        }
+        done.insert(node);
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for node in out.keys() {
+        let mut path = Vec::new();
+        if let Some(c) = visit(node, &out, &mut done, &mut path) {
+            return Some(c);
+        }
+    }
+    None
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -315,6 +398,7 @@ fn the_layering_rules_hold() {
         files.len()
     );
     let mut violations = Vec::new();
+    let mut edges = Vec::new();
     for f in &files {
         let rel = f.strip_prefix(&src).unwrap();
         if rel == Path::new("main.rs") {
@@ -322,6 +406,17 @@ fn the_layering_rules_hold() {
         }
         let text = std::fs::read_to_string(f).unwrap();
         violations.extend(check_file(rel, &text));
+        edges.extend(edges_of(rel, &text));
+    }
+    if let Some(cycle) = find_cycle(&edges) {
+        let chain: Vec<String> = cycle
+            .iter()
+            .map(|e| format!("{} -> {} ({})", e.from, e.to, e.at))
+            .collect();
+        panic!(
+            "the top-level modules import each other in a cycle:\n{}",
+            chain.join("\n")
+        );
     }
     let report: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
     assert!(
@@ -398,4 +493,32 @@ fn the_checker_flags_what_the_rules_forbid() {
         )
         .is_empty()
     );
+}
+
+#[test]
+fn the_cycle_check_finds_a_cycle() {
+    let edge = |from: &str, to: &str| Edge {
+        from: from.into(),
+        to: to.into(),
+        at: format!("src/{from}.rs:1"),
+    };
+    let chain = vec![edge("a", "b"), edge("b", "c"), edge("a", "c")];
+    assert!(find_cycle(&chain).is_none());
+    let mut looped = chain.clone();
+    looped.push(edge("c", "a"));
+    let cycle = find_cycle(&looped).expect("a -> b -> c -> a");
+    let names: Vec<(String, String)> = cycle.into_iter().map(|e| (e.from, e.to)).collect();
+    assert!(names.len() >= 2, "{names:?}");
+    assert_eq!(
+        names.first().unwrap().0,
+        names.last().unwrap().1,
+        "{names:?}"
+    );
+    // From a file: the edges it names, lib.rs and the module itself aside.
+    let found = edges_of(
+        Path::new("config/mod.rs"),
+        &"use KRATE::check::x;\nuse KRATE::config::y;\n".replace("KRATE", "crate"),
+    );
+    let found: Vec<(String, String)> = found.into_iter().map(|e| (e.from, e.to)).collect();
+    assert_eq!(found, [("config".to_string(), "check".to_string())]);
 }

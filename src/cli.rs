@@ -250,7 +250,7 @@ pub fn hostname() -> String {
 
 fn load_config(explicit: Option<&Path>) -> Result<Loaded, Failure> {
     let path = config::resolve(explicit);
-    Ok(config::load(path.as_deref())?)
+    Ok(crate::check::load(path.as_deref())?)
 }
 
 /// Runs one command.
@@ -258,13 +258,13 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Run { once } => {
             let path = config::resolve(cli.config.as_deref());
-            let loaded = config::load(path.as_deref())?;
-            let (problems, file_warnings) = config::validate::files(&loaded);
+            let loaded = crate::check::load(path.as_deref())?;
+            let (problems, file_warnings) = crate::check::files(&loaded);
             if !problems.is_empty() {
                 return Err(config::ConfigError::Invalid(problems).into());
             }
             crate::logging::init(loaded.config.agent.log);
-            for w in config::validate::warnings(&loaded)
+            for w in crate::check::warnings(&loaded)
                 .into_iter()
                 .chain(file_warnings)
             {
@@ -616,14 +616,14 @@ fn status_table(rows: &[crate::api::view::Row]) -> String {
 
 fn check_config(explicit: Option<&Path>) -> Result<(), Failure> {
     let loaded = load_config(explicit)?;
-    let (problems, file_warnings) = config::validate::files(&loaded);
+    let (problems, file_warnings) = crate::check::files(&loaded);
     if !problems.is_empty() {
         return Err(config::ConfigError::Invalid(problems).into());
     }
     if let Some(web) = &loaded.config.http.web_config_file {
         crate::http::check_web_config(web).map_err(Failure::usage)?;
     }
-    for w in config::validate::warnings(&loaded)
+    for w in crate::check::warnings(&loaded)
         .into_iter()
         .chain(file_warnings)
     {

@@ -10,8 +10,8 @@
 //!
 //! The modules follow the flow of an event:
 //!
-//! - [`config`]: the TOML configuration (docs/config.md) and its validation;
-//!   the host name is resolved once, when it loads.
+//! - [`config`]: the TOML configuration's shape (docs/config.md) and its
+//!   parsing.
 //! - [`event`]: the canonical status event (docs/events.md).
 //! - [`model`]: the status model: states, transitions, gate, roles, and its
 //!   `[model]` configuration (docs/events.md).
@@ -35,6 +35,10 @@
 //! - [`replay`]: `relstat replay`: historical logs through the whole flow, in memory.
 //! - [`outbound`]: the one outbound HTTP client (SIEM `http`, poll and Kubernetes
 //!   sources): TLS and client certificates, keep-alive, proxies, capped bodies.
+//! - [`check`]: check-config: the semantic validation of a configuration,
+//!   reading the closed lists from their owners (tool registry, canonical
+//!   fields, SIEM facilities, status model); [`check::load`] is how the
+//!   agent and the CLI load a config, and resolves the host name once.
 //! - [`admin`]: the local admin socket the CLI uses while the agent runs.
 //! - [`agent`]: the runtime of `relstat run`: wiring, source threads,
 //!   signals, reloads, the HTTP service.
@@ -44,13 +48,15 @@
 //! the runtime import the runtime; sources import nothing from the runtime,
 //! core, store, sinks, api, admin or spool; the tracker and the rules import
 //! nothing from cli, the runtime, http, api, sources or sinks; `ingest`
-//! imports only `event`.
+//! imports only `event`; and the top-level modules import each other
+//! without a cycle.
 
 pub mod admin;
 pub mod agent;
 pub mod api;
 #[cfg(test)]
 mod architecture;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod core;

@@ -6,7 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use relstat::config::{SourceType, parse_text, validate};
+use relstat::check;
+use relstat::config::{SourceType, parse_text};
 use relstat::model::Model;
 use relstat::sources::line::LineParser;
 use relstat::sources::presets::PresetParser;
@@ -18,8 +19,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(loaded) = parse_text(text.to_string(), None) else {
         return;
     };
-    let problems = validate::validate(&loaded);
-    let _ = validate::warnings(&loaded);
+    let problems = check::validate(&loaded);
+    let _ = check::warnings(&loaded);
     if !problems.is_empty() {
         return;
     }

@@ -1,11 +1,12 @@
-//! The TOML configuration of docs/config.md: serde structs with their defaults,
-//! and [`Config::load`], which parses and then validates, reporting every
-//! problem at once with the file, the line and the key it concerns.
+//! The TOML configuration of docs/config.md: serde structs with their
+//! defaults, and [`read`] / [`parse_text`], which parse it and report every
+//! TOML problem at once with the file, the line and the key it concerns.
 //!
 //! Parsing is strict (`deny_unknown_fields` everywhere): a misspelt key is an
-//! error, never a silently ignored setting. Type errors (a bad duration, a
-//! string where a number belongs) stop parsing at the first one, as serde
-//! does; semantic problems found by [`Config::validate`] are all reported.
+//! error, never a silently ignored setting. The semantic checks (which
+//! presets, facilities, fields exist; what combinations make sense) are
+//! [`crate::check`]'s: they read lists other modules own, which this module,
+//! imported by nearly all of them, must not import.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,8 +17,6 @@ pub use crate::event::parse_duration;
 pub use crate::model::{GateConfig, ModelConfig, PermissionConfig, StateConfig};
 
 use serde::{Deserialize, Deserializer};
-
-pub mod validate;
 
 #[cfg(test)]
 mod reference;
@@ -903,26 +902,19 @@ pub fn resolve(explicit: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
-/// Reads, parses and validates a config (or the built-in defaults).
-pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
-    let mut loaded = match path {
-        None => Loaded::builtin(),
+/// Reads and parses a config (or the built-in defaults), without semantic
+/// validation: [`crate::check::load`] validates too, and is what the agent
+/// and the CLI use.
+pub fn read(path: Option<&Path>) -> Result<Loaded, ConfigError> {
+    match path {
+        None => Ok(Loaded::builtin()),
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
                 path: p.to_path_buf(),
                 source,
             })?;
-            parse_text(text, Some(p.to_path_buf()))?
+            parse_text(text, Some(p.to_path_buf()))
         }
-    };
-    let problems = validate::validate(&loaded);
-    if problems.is_empty() {
-        // Resolved once, here: everything after reads `[agent] hostname`.
-        let agent = &mut loaded.config.agent;
-        agent.hostname.get_or_insert_with(system_hostname);
-        Ok(loaded)
-    } else {
-        Err(ConfigError::Invalid(problems))
     }
 }
 
@@ -1126,7 +1118,7 @@ pub mod locate {
 
     /// The line of a key path like `sources[1].status_map.SUCCESS`, or
     /// `None` when that key is not written in the document (validation
-    /// then points at a parent: see `validate::problem_at`).
+    /// then points at a parent: see `check::problem_at`).
     pub fn line_of(text: &str, key: &str) -> Option<usize> {
         let root = DeTable::parse(text).ok()?;
         let mut best: Option<usize> = None;

@@ -1,11 +1,18 @@
-//! Semantic validation of a parsed config: every problem at once, each with
-//! the file, line and key it concerns, and a message that says what to do.
-//! [`warnings`] reports what is allowed but probably not meant.
+//! check-config: the semantic validation of a parsed configuration, every
+//! problem at once, each with the file, line and key it concerns, and a
+//! message that says what to do. [`warnings`] reports what is allowed but
+//! probably not meant; [`load`] is the one way the agent reads a config
+//! (parse, then validate).
+//!
+//! It sits above the modules whose closed lists it reads (the tool registry,
+//! the canonical fields, the SIEM facilities, the status model), so that
+//! each list has one owner and [`crate::config`] (the configuration's shape)
+//! imports none of them.
 
 use std::collections::HashSet;
 use std::str::FromStr;
 
-use super::{
+use crate::config::{
     FreezeWindowConfig, LineFormat, Loaded, Problem, SiemConfig, SiemTransport, SourceConfig,
     SourceType, locate,
 };
@@ -15,6 +22,22 @@ use crate::sources::fields::Field;
 use crate::sources::presets::registry;
 
 const WEEKDAYS: &[&str] = &["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// Reads, parses and validates a config (or the built-in defaults), and
+/// resolves the host name once (everything after reads `[agent] hostname`).
+pub fn load(path: Option<&std::path::Path>) -> Result<Loaded, crate::config::ConfigError> {
+    let mut loaded = crate::config::read(path)?;
+    let problems = validate(&loaded);
+    if problems.is_empty() {
+        let agent = &mut loaded.config.agent;
+        agent
+            .hostname
+            .get_or_insert_with(crate::config::system_hostname);
+        Ok(loaded)
+    } else {
+        Err(crate::config::ConfigError::Invalid(problems))
+    }
+}
 
 /// Every problem found in `loaded`; empty when the config is usable. Problems
 /// come in the order of their lines, so they read top to bottom.
@@ -627,7 +650,10 @@ impl Validator<'_> {
                 "max_label_values must be at least 1 (values beyond it become \"other\")",
             );
         }
-        let (min, max) = (super::MIN_LABEL_VALUE_BYTES, crate::event::MAX_FIELD_BYTES);
+        let (min, max) = (
+            crate::config::MIN_LABEL_VALUE_BYTES,
+            crate::event::MAX_FIELD_BYTES,
+        );
         if !(min..=max).contains(&t.label_value_max_bytes) {
             self.push(
                 "tracking.label_value_max_bytes",
@@ -747,12 +773,12 @@ impl Validator<'_> {
                 );
             }
             for f in &p.redact {
-                if !super::REDACTABLE.contains(&f.as_str()) {
+                if !crate::config::REDACTABLE.contains(&f.as_str()) {
                     self.push(
                         &format!("{key}.redact"),
                         format!(
                             "{f:?} cannot be redacted; the fields that can are {}",
-                            super::REDACTABLE.join(", ")
+                            crate::config::REDACTABLE.join(", ")
                         ),
                     );
                 }
@@ -1163,7 +1189,7 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Loaded {
-        match super::super::parse_text(text.to_string(), Some("t.toml".into())) {
+        match crate::config::parse_text(text.to_string(), Some("t.toml".into())) {
             Ok(l) => l,
             Err(e) => panic!("test config does not parse: {e}"),
         }
@@ -1975,7 +2001,7 @@ mod tests {
                 ),
             ],
         );
-        let err = super::super::ConfigError::Invalid(problems(text)).to_string();
+        let err = crate::config::ConfigError::Invalid(problems(text)).to_string();
         assert!(err.starts_with("4 problems in the configuration:"), "{err}");
         assert!(err.contains("\n  t.toml:2: http.listen: "), "{err}");
     }
