@@ -17,6 +17,7 @@
 //! - [`track`]: the tracker: per-key state, durations, MTTSR, DORA.
 //! - [`detect`]: anomaly rules, called by the tracker on every change.
 //! - [`store`]: the embedded store: one atomic transaction per input batch.
+//! - [`dlq`]: dead letters: payloads that did not map, kept for `relstat dlq replay`.
 //! - [`spool`]: air-gapped sync: signed outbox bundles, export and import.
 //! - [`sinks`]: the Prometheus registry (and, later, the SIEM forwarder).
 //! - [`http`]: the one listener: /metrics, /healthz, /readyz (TLS and basic
@@ -35,6 +36,7 @@ pub mod config;
 #[cfg(test)]
 mod crash_child;
 pub mod detect;
+pub mod dlq;
 pub mod event;
 pub mod http;
 pub mod logging;

@@ -13,7 +13,9 @@
 //! required field, a bad time, actor_type or change_class is
 //! [`Parsed::Invalid`]; the raw status becomes `status_map[raw]`, else `raw`
 //! if it is a state id of the model, else the record is
-//! [`Parsed::Unmapped`].
+//! [`Parsed::Unmapped`]. The presets map the status first
+//! ([`Mapping::status_first`]): a payload whose status maps to no state is
+//! `unmapped` even when it lacks a release or an environment.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -188,6 +190,10 @@ pub struct Mapping {
     /// Raw status -> state id: the model's ids map to themselves unless
     /// `status_map` says otherwise, so one lookup decides.
     status: HashMap<Box<str>, Box<str>>,
+    /// The status is mapped before the other required fields are checked
+    /// (presets: a payload that is no release step is `unmapped`, not
+    /// `invalid` for lacking a release); line sources check fields first.
+    status_first: bool,
 }
 
 impl Mapping {
@@ -252,7 +258,15 @@ impl Mapping {
             time,
             defaults,
             status,
+            status_first: false,
         })
+    }
+
+    /// Maps the status before checking the other required fields (what the
+    /// presets do: see [`Mapping::map`]).
+    pub fn status_first(mut self) -> Mapping {
+        self.status_first = true;
+        self
     }
 
     /// Applies defaults, validation and the status mapping to raw values by
@@ -283,6 +297,12 @@ impl Mapping {
         }
         let get = |f: Field| values[f as usize].as_deref();
         let required = |f: Field| get(f).ok_or_else(|| invalid(format!("missing field {f}")));
+        if self.status_first {
+            let raw = required(Field::Status)?;
+            if !self.status.contains_key(raw) {
+                return Err(Parsed::Unmapped(raw.to_string()));
+            }
+        }
         let time_raw = required(Field::Time)?;
         let release = required(Field::Release)?;
         let environment = required(Field::Environment)?;

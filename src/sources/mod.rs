@@ -42,6 +42,9 @@ pub struct SourceBatch {
     pub caught_up: bool,
     /// Poll sources: how long the poll behind this batch took (seconds).
     pub poll_seconds: Option<f64>,
+    /// Payloads of these items that came out unmapped or invalid (webhook
+    /// and poll sources), committed with them; entries a replay marks.
+    pub dead_letters: crate::dlq::DeadLetters,
 }
 
 /// Starts the thread of a poll or kubernetes source (the agent's wiring).

@@ -186,6 +186,7 @@ impl PollSource {
             errors,
             caught_up: true,
             poll_seconds: Some(started.elapsed().as_secs_f64()),
+            dead_letters: Default::default(),
         };
         (batch, wait)
     }

@@ -148,7 +148,9 @@ impl PresetParser {
             defaults.extend(src.defaults.clone());
             cfg.defaults = defaults;
         }
-        let line = LineParser::new(&cfg, model, agent_site)?;
+        // The status is mapped first: a payload that is no release step is
+        // `unmapped` even when it lacks a release (docs/presets.md).
+        let line = LineParser::new(&cfg, model, agent_site)?.status_first();
         let overrides = if preset.name == "generic" {
             Vec::new()
         } else {
@@ -182,15 +184,26 @@ impl PresetParser {
     /// Bodies that are not JSON (or, for `generic`, not canonical events)
     /// give one `Invalid`.
     pub fn parse(&self, event: Option<&str>, body: &[u8], received: TimeMs) -> Vec<Parsed> {
+        self.parse_json(event, body, received)
+            .unwrap_or_else(|why| vec![Parsed::Invalid(why)])
+    }
+
+    /// [`parse`](Self::parse), telling a body that is not JSON (`Err`, the
+    /// reason: a webhook answers it 400) from well-formed JSON that maps to
+    /// whatever it maps to (a webhook answers 202).
+    pub fn parse_json(
+        &self,
+        event: Option<&str>,
+        body: &[u8],
+        received: TimeMs,
+    ) -> Result<Vec<Parsed>, String> {
         let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
         if self.preset.name == "generic" {
-            return generic::parse(&self.line, body);
+            return generic::parse_json(&self.line, body);
         }
-        let value: Value = match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(e) => return vec![Parsed::Invalid(format!("bad JSON: {e}"))],
-        };
-        self.parse_value(event, &value, received)
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))?;
+        Ok(self.parse_value(event, &value, received))
     }
 
     /// [`parse`](Self::parse) of an already decoded payload: what pollers
@@ -214,6 +227,10 @@ impl PresetParser {
         records
             .into_iter()
             .map(|mut raw| {
+                // A tool that sends no time: the delivery (or poll) time.
+                if raw.get(Field::Time).is_none_or(str::is_empty) {
+                    raw.set(Field::Time, format_rfc3339(received));
+                }
                 for (field, path) in &self.overrides {
                     if let Some(v) = text_at(value, path) {
                         raw.set(*field, v);
@@ -261,9 +278,18 @@ pub fn s(v: &Value, path: &str) -> Option<String> {
     at(v, path).and_then(text)
 }
 
-/// The first of several paths that has a value.
+/// The first of several paths that has a value (null and empty strings
+/// count as none): a preset's fallback order for one field.
 pub fn first(v: &Value, paths: &[&str]) -> Option<String> {
     paths.iter().find_map(|p| s(v, p))
+}
+
+/// The first of several paths that holds an object (a null, as older API
+/// versions send for an absent one, counts as none).
+pub fn obj<'v>(v: &'v Value, paths: &[&str]) -> Option<&'v Value> {
+    paths
+        .iter()
+        .find_map(|p| at(v, p).filter(|o| o.is_object()))
 }
 
 /// A timestamp in any of the tools' formats: RFC 3339, GitLab's

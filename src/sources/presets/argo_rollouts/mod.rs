@@ -25,13 +25,15 @@ pub const TOOL: Tool = Tool {
     preset: &PRESET,
     auth: AuthScheme::SignatureOrBearer,
     event_header: None,
+    delivery_header: None,
+    environment_always: false,
     poll: None,
     fixtures: Some("argo-rollouts"),
 };
 
 fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
     let b = input.body;
-    let ro = b.get("rollout").unwrap_or(b);
+    let ro = super::obj(b, &["rollout"]).unwrap_or(b);
     if s(ro, "kind").is_some_and(|k| k != "Rollout") {
         return vec![];
     }

@@ -32,6 +32,8 @@ pub const TOOL: Tool = Tool {
     preset: &PRESET,
     auth: AuthScheme::SignatureOrBearer,
     event_header: None,
+    delivery_header: None,
+    environment_always: false,
     poll: None,
     fixtures: Some("flux"),
 };
