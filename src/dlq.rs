@@ -135,7 +135,10 @@ pub fn body_hash(body: &[u8]) -> String {
 pub fn verdict(parsed: &[crate::sources::fields::Parsed]) -> Option<(InputResult, String)> {
     use crate::sources::fields::Parsed;
     parsed.iter().find_map(|p| match p {
-        Parsed::Unmapped(raw) => Some((InputResult::Unmapped, format!("status {raw:?} maps to no state"))),
+        Parsed::Unmapped(raw) => Some((
+            InputResult::Unmapped,
+            format!("status {raw:?} maps to no state"),
+        )),
         Parsed::Invalid(why) => Some((InputResult::Invalid, why.clone())),
         _ => None,
     })
@@ -165,7 +168,12 @@ mod tests {
         // Even when a list names a secret header, it is not kept.
         let kept = kept_headers(
             &h,
-            &["x-github-event", "x-github-delivery", "x-gitlab-token", "authorization"],
+            &[
+                "x-github-event",
+                "x-github-delivery",
+                "x-gitlab-token",
+                "authorization",
+            ],
         );
         let names: Vec<&str> = kept.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names.len(), 3, "{names:?}");

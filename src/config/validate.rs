@@ -81,16 +81,19 @@ pub fn warnings(loaded: &Loaded) -> Vec<Problem> {
         if !matches!(src.kind, SourceType::Webhook | SourceType::Poll) {
             continue;
         }
-        let Some(tool) = src
-            .preset
-            .as_deref()
-            .and_then(registry::tool)
-        else {
+        let Some(tool) = src.preset.as_deref().and_then(registry::tool) else {
             continue;
         };
         let supplied = tool.environment_always
-            || tool.preset.fallbacks.iter().any(|(f, _)| *f == "environment")
-            || src.defaults.get("environment").is_some_and(|v| !v.is_empty())
+            || tool
+                .preset
+                .fallbacks
+                .iter()
+                .any(|(f, _)| *f == "environment")
+            || src
+                .defaults
+                .get("environment")
+                .is_some_and(|v| !v.is_empty())
             || src.fields.contains_key("environment");
         if !supplied {
             out.push(problem_at(
@@ -2029,7 +2032,14 @@ mod tests {
             }
         }
         // Tools whose payloads always name one (or whose preset supplies it).
-        for preset in ["github", "gitlab", "azure_devops", "jira", "servicenow", "generic"] {
+        for preset in [
+            "github",
+            "gitlab",
+            "azure_devops",
+            "jira",
+            "servicenow",
+            "generic",
+        ] {
             assert_eq!(warnings(&load(&src(preset, ""))), vec![], "{preset}");
         }
     }

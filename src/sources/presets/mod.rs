@@ -201,8 +201,7 @@ impl PresetParser {
         if self.preset.name == "generic" {
             return generic::parse_json(&self.line, body);
         }
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))?;
+        let value: Value = serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))?;
         Ok(self.parse_value(event, &value, received))
     }
 

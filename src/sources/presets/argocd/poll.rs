@@ -25,7 +25,8 @@ pub fn poll(c: &mut Client, poll: &mut Poll<'_>, url: &str) -> Result<(), PollEr
 
 /// The cursor remembering an application's last revision.
 fn cursor(app: &Value) -> Option<String> {
-    let id = super::super::s(app, "metadata.uid").or_else(|| super::super::s(app, "metadata.name"))?;
+    let id =
+        super::super::s(app, "metadata.uid").or_else(|| super::super::s(app, "metadata.name"))?;
     Some(format!("argocd:revision:{id}"))
 }
 

@@ -74,29 +74,33 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
             // sample: the release is also under the environment.
             let release_id = first(
                 r,
-                &["release.id", "environment.release.id", "environment.releaseId"],
+                &[
+                    "release.id",
+                    "environment.release.id",
+                    "environment.releaseId",
+                ],
             );
             rec.put(
                 Field::Release,
                 first(r, &["release.name", "environment.release.name"]),
             )
-                .put(Field::Environment, s(env, "name"))
-                .put(
-                    Field::Id,
-                    status.as_ref().map(|st| {
-                        format!(
-                            "azure_devops:release:{}:env:{}:{st}",
-                            release_id.unwrap_or_default(),
-                            s(env, "id").unwrap_or_default()
-                        )
-                    }),
-                )
-                .put(Field::Status, status)
-                .put(Field::Time, time_at(env, "modifiedOn").or(created))
-                .put(
-                    Field::Service,
-                    first(env, &["releaseDefinition.name"]).or_else(|| s(r, "project.name")),
-                );
+            .put(Field::Environment, s(env, "name"))
+            .put(
+                Field::Id,
+                status.as_ref().map(|st| {
+                    format!(
+                        "azure_devops:release:{}:env:{}:{st}",
+                        release_id.unwrap_or_default(),
+                        s(env, "id").unwrap_or_default()
+                    )
+                }),
+            )
+            .put(Field::Status, status)
+            .put(Field::Time, time_at(env, "modifiedOn").or(created))
+            .put(
+                Field::Service,
+                first(env, &["releaseDefinition.name"]).or_else(|| s(r, "project.name")),
+            );
             person(
                 &mut rec,
                 super::obj(

@@ -111,10 +111,7 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
                     time_at(ds, "updated_at").or_else(|| time_at(ds, "created_at")),
                 )
                 .put(Field::Reason, s(ds, "description"));
-                actor(
-                    &mut rec,
-                    super::obj(ds, &["creator"]).or(b.get("sender")),
-                );
+                actor(&mut rec, super::obj(ds, &["creator"]).or(b.get("sender")));
             }
         }
         "workflow_run" => {
