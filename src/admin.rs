@@ -50,6 +50,14 @@ pub enum Request {
     SpoolExport { out: PathBuf, keep: bool },
     /// `relstat spool import`: the agent verifies and enqueues the bundles.
     SpoolImport { files: Vec<PathBuf> },
+    /// `relstat dlq list|show`: the dead letters `filter` keeps.
+    DlqList {
+        #[serde(default)]
+        filter: crate::store::DlqFilter,
+    },
+    /// `relstat dlq replay`: entries the CLI mapped through the current
+    /// configuration, applied and marked replayed in one transaction.
+    DlqReplay { entries: Vec<ReplayEntry> },
     /// `relstat status`: the rows of the release status API (full view).
     Status {
         #[serde(default)]
@@ -108,6 +116,17 @@ fn handle(core: &mut Core, req: Request) -> Result<Value, String> {
         Request::SpoolImport { files } => {
             let r = core.import_bundles(&files).map_err(|e| e.to_string())?;
             serde_json::to_value(r).map_err(|e| e.to_string())
+        }
+        Request::DlqList { filter } => {
+            let rows = core
+                .store()
+                .dlq_list(&filter, DLQ_LIST_MAX)
+                .map_err(|e| e.to_string())?;
+            serde_json::to_value(rows).map_err(|e| e.to_string())
+        }
+        Request::DlqReplay { entries } => {
+            let results = core.replay_dead(entries).map_err(|e| e.to_string())?;
+            serde_json::to_value(results).map_err(|e| e.to_string())
         }
         Request::Status { filter, at, axis } => {
             let q = crate::api::Query { filter, at, axis };
@@ -357,4 +376,120 @@ pub fn spool_import(
         true,
         Some(&mut t),
     )?)
+}
+
+/// The most entries one `relstat dlq list` reads.
+pub const DLQ_LIST_MAX: usize = 100_000;
+
+/// One dead letter mapped again by `relstat dlq replay`: its events and
+/// the results of its other records, for the agent to apply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReplayEntry {
+    pub id: u64,
+    pub source: String,
+    pub events: Vec<crate::event::Event>,
+    /// `unmapped`, `invalid` or `skipped`, one per record that is no event.
+    pub rejected: Vec<String>,
+    /// Why the first rejected record is no event.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// What replaying one entry gave: one result per record (`accepted`,
+/// `duplicate`, `late`, `unmapped`, `invalid`), or why it was skipped.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Replayed {
+    pub id: u64,
+    pub source: String,
+    pub results: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `relstat dlq list|show`: through the agent when it runs, else from the
+/// store.
+pub fn dlq_list(
+    data_dir: &Path,
+    filter: &crate::store::DlqFilter,
+) -> Result<Vec<(u64, crate::dlq::DeadLetter)>, AdminError> {
+    let req = Request::DlqList {
+        filter: filter.clone(),
+    };
+    if let Some(v) = request(data_dir, &req)? {
+        return serde_json::from_value(v).map_err(|e| AdminError::Protocol(e.to_string()));
+    }
+    Ok(Store::open(data_dir)?.dlq_list(filter, DLQ_LIST_MAX)?)
+}
+
+/// `relstat dlq replay`: the entries `filter` keeps (not yet replayed,
+/// unless `again`) mapped through `loaded`'s sources, then applied by the
+/// running agent (its tracker decides accepted, duplicate or late). The
+/// entries replayed and those skipped as replayed before.
+pub fn dlq_replay(
+    loaded: &crate::config::Loaded,
+    filter: &crate::store::DlqFilter,
+    again: bool,
+) -> Result<(Vec<Replayed>, usize), anyhow::Error> {
+    use crate::sources::fields::Parsed;
+    use crate::sources::presets::PresetParser;
+    let data_dir = &loaded.config.agent.data_dir;
+    if request(data_dir, &Request::Ping)?.is_none() {
+        anyhow::bail!(
+            "no agent runs on {}: start it (relstat run) and replay again; the replayed events \
+             go through its tracker",
+            data_dir.display()
+        );
+    }
+    let rows = dlq_list(data_dir, filter)?;
+    let (todo, done): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .partition(|(_, d)| again || d.replayed.is_none());
+    let cfg = &loaded.config;
+    let mut parsers: std::collections::HashMap<String, PresetParser> = Default::default();
+    let mut entries = Vec::new();
+    for (id, d) in todo {
+        let Some(src) = cfg.sources.iter().find(|s| s.name == d.source) else {
+            anyhow::bail!(
+                "dead letter {id}: source `{}` is not in the configuration any more; replay \
+                 the others with --source",
+                d.source
+            );
+        };
+        if !parsers.contains_key(&src.name) {
+            let model = crate::model::Model::from_config(&cfg.model)
+                .map_err(|_| anyhow::anyhow!("the model is invalid (run check-config)"))?;
+            let p = PresetParser::new(src, &model, &cfg.agent.site)?;
+            parsers.insert(src.name.clone(), p);
+        }
+        let parser = &parsers[&src.name];
+        let header = crate::sources::presets::registry::tool(parser.preset().name)
+            .and_then(|t| t.event_header)
+            .unwrap_or(crate::dlq::POLL_EVENT_HEADER);
+        let parsed = parser
+            .parse_json(d.header(header), d.payload.as_bytes(), d.received)
+            .unwrap_or_else(|why| vec![Parsed::Invalid(why)]);
+        let reason = crate::dlq::verdict(&parsed).map(|(_, why)| why);
+        let mut entry = ReplayEntry {
+            id,
+            source: d.source.clone(),
+            events: Vec::new(),
+            rejected: Vec::new(),
+            reason,
+        };
+        for p in parsed {
+            match p {
+                Parsed::Event(e) => entry.events.push(*e),
+                Parsed::Unmapped(_) => entry.rejected.push("unmapped".into()),
+                Parsed::Invalid(_) => entry.rejected.push("invalid".into()),
+                Parsed::Skipped => entry.rejected.push("skipped".into()),
+            }
+        }
+        entries.push(entry);
+    }
+    if entries.is_empty() {
+        return Ok((Vec::new(), done.len()));
+    }
+    let v = request(data_dir, &Request::DlqReplay { entries })?
+        .ok_or_else(|| anyhow::anyhow!("the agent stopped during the replay"))?;
+    Ok((serde_json::from_value(v)?, done.len()))
 }

@@ -28,6 +28,10 @@ pub const DEFAULT_RETENTION: std::time::Duration = std::time::Duration::from_sec
 /// event-type and delivery headers: what a replay or a reader needs.
 pub const KEPT_HEADERS: &[&str] = &["content-type", "user-agent", "x-request-id"];
 
+/// The header under which a poll source's dead letter keeps the event type
+/// its poll client named (polls have no request headers).
+pub const POLL_EVENT_HEADER: &str = "x-relstat-event";
+
 /// Delivery-id headers of tools that send one, when the registry names
 /// none (lowercase).
 const DELIVERY_HEADERS: &[&str] = &["x-request-id", "x-delivery-id"];

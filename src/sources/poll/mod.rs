@@ -127,7 +127,7 @@ impl Poll<'_> {
             let payload = body.to_string();
             let mut headers = Vec::new();
             if let Some(e) = event {
-                headers.push(("x-relstat-event".to_string(), e.to_string()));
+                headers.push((crate::dlq::POLL_EVENT_HEADER.to_string(), e.to_string()));
             }
             self.dead.push(crate::dlq::DeadLetter {
                 source: self.source.to_string(),
