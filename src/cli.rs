@@ -43,6 +43,10 @@ const DOCS: &[(&str, &str)] = &[
         "webhook, poll and Kubernetes sources, tool by tool",
     ),
     ("bundles.md", "air-gapped sync: spool export and import"),
+    (
+        "dlq.md",
+        "dead letters: payloads that did not map, and relstat dlq replay",
+    ),
     ("change-freeze.md", "freeze windows, with examples"),
     (
         "files.md",
