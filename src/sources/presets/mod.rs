@@ -375,3 +375,6 @@ pub fn is_bot_name(login: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod corpus;

@@ -157,6 +157,9 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
             rec.put(Field::Release, s(j, "head_sha"))
                 .put(Field::Commit, s(j, "head_sha"))
                 .put(Field::Version, s(j, "head_branch"))
+                // A job waiting on an environment's protection rule names
+                // it in the top-level deployment.
+                .put(Field::Environment, s(b, "deployment.environment"))
                 .put(Field::Reason, s(j, "name"))
                 .put(
                     Field::Id,
