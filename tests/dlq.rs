@@ -122,7 +122,7 @@ fn an_unmapped_payload_is_kept_and_replayed_once_after_the_fix() {
     let has = |needle: &[u8]| store.windows(needle.len()).any(|w| w == needle);
     assert!(has(b"delivery-77"), "the dead letter is in the store file");
     assert!(!has(SECRET.as_bytes()), "the secret is never stored");
-    assert!(!has(signature[7..].as_bytes()), "nor the signature");
+    assert!(!has(&signature.as_bytes()[7..]), "nor the signature");
 
     // Nothing replays before the fix: still unmapped, marked replayed.
     let o = cli(&a, &["dlq", "replay", "--source", "jira"]);

@@ -946,6 +946,7 @@ fn well_formed_payloads_that_do_not_map_are_answered_202() {
     let mut a = agent("");
     let port = a.port;
     // (source, event header, body, what it is counted as)
+    type Case<'a> = (&'a str, Option<(&'a str, &'a str)>, Vec<u8>, &'a str);
     let rollout = {
         let mut v: serde_json::Value = serde_norway::from_str(
             &String::from_utf8(fixture("argo-rollouts/rollout.phase_healthy.yaml")).unwrap(),
@@ -954,7 +955,7 @@ fn well_formed_payloads_that_do_not_map_are_answered_202() {
         v["status"]["phase"] = serde_json::json!("Unknown");
         serde_json::to_vec(&serde_json::json!({ "rollout": v })).unwrap()
     };
-    let cases: Vec<(&str, Option<(&str, &str)>, Vec<u8>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("github", Some(("X-GitHub-Event", "ping")), fixture("github/ping.json"), "unmapped"),
         ("github", Some(("X-GitHub-Event", "push")), fixture("github/push.json"), "unmapped"),
         ("gitlab", Some(("X-Gitlab-Event", "Push Hook")), fixture("gitlab/push_hook.json"), "unmapped"),

@@ -99,7 +99,7 @@ pub fn warnings(loaded: &Loaded) -> Vec<Problem> {
             out.push(problem_at(
                 loaded,
                 &format!("sources[{i}].defaults"),
-                &format!(
+                format!(
                     "source `{}`: {} payloads do not always name an environment and neither \
                      defaults.environment nor fields.environment is set: those payloads come \
                      out invalid (\"missing field environment\"); set [sources.defaults] \
