@@ -486,10 +486,39 @@ pub fn dlq_replay(
         }
         entries.push(entry);
     }
-    if entries.is_empty() {
-        return Ok((Vec::new(), done.len()));
+    // Requests stay well under the socket's MAX_REQUEST: chunks of at most
+    // REPLAY_CHUNK bytes of entries, each applied in its own transaction.
+    let mut replayed = Vec::new();
+    let mut chunk: Vec<ReplayEntry> = Vec::new();
+    let mut size = 0;
+    let mut send = |chunk: Vec<ReplayEntry>| -> Result<(), anyhow::Error> {
+        let v = request(data_dir, &Request::DlqReplay { entries: chunk })?
+            .ok_or_else(|| anyhow::anyhow!("the agent stopped during the replay"))?;
+        replayed.extend(serde_json::from_value::<Vec<Replayed>>(v)?);
+        Ok(())
+    };
+    for e in entries {
+        let n = serde_json::to_vec(&e)?.len();
+        if n > REPLAY_CHUNK {
+            anyhow::bail!(
+                "dead letter {}: its events take {n} bytes, more than one replay request \
+                 carries ({REPLAY_CHUNK})",
+                e.id
+            );
+        }
+        if size + n > REPLAY_CHUNK {
+            send(std::mem::take(&mut chunk))?;
+            size = 0;
+        }
+        size += n;
+        chunk.push(e);
     }
-    let v = request(data_dir, &Request::DlqReplay { entries })?
-        .ok_or_else(|| anyhow::anyhow!("the agent stopped during the replay"))?;
-    Ok((serde_json::from_value(v)?, done.len()))
+    if !chunk.is_empty() {
+        send(chunk)?;
+    }
+    Ok((replayed, done.len()))
 }
+
+/// The most bytes of entries one replay request carries (the socket reads
+/// at most [`MAX_REQUEST`] a line).
+const REPLAY_CHUNK: usize = (MAX_REQUEST / 2) as usize;

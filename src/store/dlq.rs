@@ -117,7 +117,10 @@ pub(super) fn write(
         let Some(v) = table.get(*id)?.map(|v| v.value().to_vec()) else {
             continue;
         };
-        let mut d = decode(&v)?;
+        // An undecodable entry (a damaged disk) is left as it is.
+        let Ok(mut d) = decode(&v) else {
+            continue;
+        };
         d.replayed = Some(now);
         let v = serde_json::to_vec(&d).map_err(|e| corrupt("dead_letters", e))?;
         table.insert(*id, v.as_slice())?;
@@ -140,16 +143,20 @@ pub(super) fn write(
         let Some((id, d)) = table.first()?.map(|(k, v)| (k.value(), v.value().to_vec())) else {
             break;
         };
-        let d = decode(&d)?;
+        // An undecodable entry (a damaged disk) is dropped first: it can
+        // neither be replayed nor tell its age.
+        let d = decode(&d).ok();
         let over = count > limits.max_payloads || bytes > limits.max_bytes;
-        if !over && d.received >= cutoff {
+        if !over && d.as_ref().is_some_and(|d| d.received >= cutoff) {
             break;
         }
         table.remove(id)?;
         count = count.saturating_sub(1);
-        bytes = bytes.saturating_sub(d.size());
         dropped += 1;
-        delta.removed.push((d.source, d.result));
+        if let Some(d) = d {
+            bytes = bytes.saturating_sub(d.size());
+            delta.removed.push((d.source, d.result));
+        }
     }
     meta.insert("dlq_seq", seq.to_be_bytes().as_slice())?;
     meta.insert("dlq_count", count.to_be_bytes().as_slice())?;
@@ -198,7 +205,10 @@ impl Store {
         };
         for row in rows {
             let (k, v) = row?;
-            let d = decode(v.value())?;
+            let Ok(d) = decode(v.value()) else {
+                tracing::warn!("dead letter {} cannot be decoded: skipped", k.value());
+                continue;
+            };
             if filter.keeps(k.value(), &d) {
                 out.push((k.value(), d));
                 if out.len() >= limit {
@@ -215,8 +225,10 @@ impl Store {
         let mut out = BTreeMap::new();
         for row in tx.open_table(DEAD_LETTERS)?.iter()? {
             let (_, v) = row?;
-            let d = decode(v.value())?;
-            *out.entry((d.source, d.result)).or_default() += 1;
+            // Undecodable entries are not counted (the next commit drops them).
+            if let Ok(d) = decode(v.value()) {
+                *out.entry((d.source, d.result)).or_default() += 1;
+            }
         }
         Ok(out)
     }

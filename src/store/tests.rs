@@ -772,3 +772,29 @@ fn open_errors_name_their_cause() {
     assert!(!damaged.contains("another"), "{damaged}");
     assert!(open_cause(p, &D::DatabaseAlreadyOpen).contains("another process has it open"));
 }
+
+/// An undecodable dead letter (a damaged disk) neither stops the agent's
+/// start nor a listing; the next commit drops it, counted.
+#[test]
+fn an_undecodable_dead_letter_is_skipped_then_dropped() {
+    let store = Store::in_memory().unwrap();
+    put_raw(&store, dlq::DEAD_LETTERS, 0, b"{not json");
+    assert!(store.dlq_counts().unwrap().is_empty());
+    assert!(
+        store
+            .dlq_list(&DlqFilter::default(), 10)
+            .unwrap()
+            .is_empty()
+    );
+    let d = store
+        .commit_with_dead(
+            &Batch::default(),
+            &[],
+            &BTreeMap::new(),
+            &with_dead(vec![dead("s", 5_000, "{}")]),
+            6_000,
+        )
+        .unwrap();
+    assert_eq!(d.dropped, 1);
+    assert_eq!(store.dlq_list(&DlqFilter::default(), 10).unwrap().len(), 1);
+}
