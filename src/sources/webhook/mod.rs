@@ -285,12 +285,14 @@ impl Hook {
         let delivery = crate::dlq::delivery_id(req.headers(), delivery_header, body);
         let mut dead = crate::dlq::DeadLetters::default();
         if let Some((result, reason)) = crate::dlq::verdict(&parsed) {
-            tracing::info!(
-                source = %self.name,
-                delivery = %delivery,
-                result = result.as_str(),
-                "payload not mapped: {reason}"
-            );
+            // An invalid payload is worth a look (a missing field: a
+            // default to set); an unmapped one is what tools send besides
+            // release steps (pings, pushes): debug.
+            if result == InputResult::Invalid {
+                tracing::info!(source = %self.name, delivery = %delivery, "invalid payload: {reason}");
+            } else {
+                tracing::debug!(source = %self.name, delivery = %delivery, "unmapped payload: {reason}");
+            }
             let extra: Vec<&str> = tool
                 .into_iter()
                 .flat_map(|t| [t.event_header, t.delivery_header])
