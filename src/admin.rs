@@ -468,7 +468,7 @@ pub fn dlq_replay(
         let parsed = parser
             .parse_json(d.header(header), d.payload.as_bytes(), d.received)
             .unwrap_or_else(|why| vec![Parsed::Invalid(why)]);
-        let reason = crate::dlq::verdict(&parsed).map(|(_, why)| why);
+        let reason = crate::sources::fields::dead_letter_verdict(&parsed).map(|(_, why)| why);
         let mut entry = ReplayEntry {
             id,
             source: d.source.clone(),

@@ -3,10 +3,13 @@
 //! 4) so that a `status_map` or `fields` fix can replay them
 //! (`relstat dlq list|show|replay`, docs/dlq.md).
 //!
-//! A dead letter travels in the [`SourceBatch`](crate::sources::SourceBatch)
+//! A dead letter travels in the `SourceBatch`
 //! of the payload it came with and is committed in that batch's store
 //! transaction; `[dlq]` caps what is kept (`max_payloads`, `max_bytes`,
 //! `retention`: the oldest dropped first, and counted).
+//!
+//! This module imports only [`crate::event`] (the batch that carries dead
+//! letters is a leaf of the layering).
 //!
 //! What is kept of a request: its body, the source, a delivery id, the
 //! result and its reason, and only the headers on [`KEPT_HEADERS`] (plus
@@ -15,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{InputResult, TimeMs};
+use crate::event::TimeMs;
 
 /// `[dlq] max_payloads` when unset.
 pub const DEFAULT_MAX_PAYLOADS: u64 = 10_000;
@@ -131,21 +134,6 @@ pub fn delivery_id(headers: &hyper::HeaderMap, tool_header: Option<&str>, body: 
 /// `h:<xxh3-64 hex>`: the delivery id of a payload that came with none.
 pub fn body_hash(body: &[u8]) -> String {
     format!("h:{:016x}", xxhash_rust::xxh3::xxh3_64(body))
-}
-
-/// The result and reason a payload's outcomes give its dead letter: the
-/// first record that is unmapped or invalid; `None` when every record
-/// became an event (or was skipped).
-pub fn verdict(parsed: &[crate::sources::fields::Parsed]) -> Option<(InputResult, String)> {
-    use crate::sources::fields::Parsed;
-    parsed.iter().find_map(|p| match p {
-        Parsed::Unmapped(raw) => Some((
-            InputResult::Unmapped,
-            format!("status {raw:?} maps to no state"),
-        )),
-        Parsed::Invalid(why) => Some((InputResult::Invalid, why.clone())),
-        _ => None,
-    })
 }
 
 #[cfg(test)]

@@ -39,6 +39,20 @@ pub enum Parsed {
     Unmapped(String),
 }
 
+/// The result and reason a payload's outcomes give its dead letter
+/// ([`crate::dlq`]): the first record that is unmapped or invalid; `None`
+/// when every record became an event (or was skipped).
+pub fn dead_letter_verdict(parsed: &[Parsed]) -> Option<(event::InputResult, String)> {
+    parsed.iter().find_map(|p| match p {
+        Parsed::Unmapped(raw) => Some((
+            event::InputResult::Unmapped,
+            format!("status {raw:?} maps to no state"),
+        )),
+        Parsed::Invalid(why) => Some((event::InputResult::Invalid, why.clone())),
+        _ => None,
+    })
+}
+
 /// A canonical event field a record can provide (`source` cannot: it is
 /// always the source's name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -96,7 +96,7 @@ impl Poll<'_> {
     pub(crate) fn emit(&mut self, event: Option<&str>, body: &Value) {
         let now = now_ms();
         let parsed = self.parser.parse_value(event, body, now);
-        let verdict = crate::dlq::verdict(&parsed);
+        let verdict = crate::sources::fields::dead_letter_verdict(&parsed);
         let mut dead_letter = false;
         for p in parsed {
             let (key, time, item) = match p {

@@ -284,7 +284,7 @@ impl Hook {
         let delivery_header = tool.and_then(|t| t.delivery_header);
         let delivery = crate::dlq::delivery_id(req.headers(), delivery_header, body);
         let mut dead = crate::dlq::DeadLetters::default();
-        if let Some((result, reason)) = crate::dlq::verdict(&parsed) {
+        if let Some((result, reason)) = crate::sources::fields::dead_letter_verdict(&parsed) {
             // An invalid payload is worth a look (a missing field: a
             // default to set); an unmapped one is what tools send besides
             // release steps (pings, pushes): debug.
