@@ -440,4 +440,32 @@ mod tests {
         assert!(Field::REQUIRED.iter().all(|f| Field::ALL.contains(f)));
         assert!(Field::names().starts_with("id, time, release"));
     }
+
+    /// A record with a status of no state and no release: file sources
+    /// count it `invalid` (fields first), presets `unmapped` (status first).
+    #[test]
+    fn presets_map_the_status_before_the_required_fields() {
+        let src: SourceConfig =
+            toml::from_str("name = \"s\"\ntype = \"file\"\npaths = [\"/x\"]\n").unwrap();
+        let line = Mapping::new(&src, &Model::builtin(), "", TimeFormat::Rfc3339).unwrap();
+        let preset = line.clone().status_first();
+        let mut raw = RawFields::default();
+        raw.set(Field::Time, "2026-11-01T10:00:00Z");
+        raw.set(Field::Environment, "prod");
+        raw.set(Field::Status, "In Review");
+        assert_eq!(
+            line.map(raw.clone()),
+            Parsed::Invalid("missing field release".into())
+        );
+        assert_eq!(
+            preset.map(raw.clone()),
+            Parsed::Unmapped("In Review".into())
+        );
+        // A status that maps still needs the release.
+        raw.set(Field::Status, "deployed");
+        assert_eq!(
+            preset.map(raw),
+            Parsed::Invalid("missing field release".into())
+        );
+    }
 }
