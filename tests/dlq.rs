@@ -1,8 +1,11 @@
 //! The dead-letter store end to end: a real Jira payload that does not map
-//! is answered 202 and kept (never its credentials); after the
-//! configuration is fixed, `relstat dlq replay` applies it once.
+//! is answered 202 and kept (never its credentials), a polled Argo CD
+//! application that does not map is kept once; after the configuration is
+//! fixed, `relstat dlq replay` applies them once.
 
 use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::util::{Agent, relstat, sample, stderr, stdout, wait_until};
 
@@ -173,4 +176,88 @@ fn an_unmapped_payload_is_kept_and_replayed_once_after_the_fix() {
     let o = relstat(&["dlq", "replay", "-c", a.config.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("start it"), "{}", stderr(&o));
+}
+
+/// Serves `body` (JSON) to every request on a free 127.0.0.1 port,
+/// counting the requests in `hits`.
+fn serve_json(body: String, hits: Arc<AtomicUsize>) -> u16 {
+    use std::io::BufRead;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = std::io::BufReader::new(conn.try_clone().unwrap());
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+            }
+            hits.fetch_add(1, Ordering::SeqCst);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// A poll source's object that does not map (a real Argo CD application,
+/// OutOfSync and Degraded, naming no revision, never seen with one) is kept
+/// once however often it is polled, and replays after a `fields` fix.
+#[test]
+fn a_polled_object_that_does_not_map_is_kept_once_and_replays() {
+    let text = std::fs::read_to_string(
+        crate::util::root()
+            .join("tests/fixtures/argocd/application.outofsync_degraded.no_revision.yaml"),
+    )
+    .unwrap();
+    let app: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let port = serve_json(
+        serde_json::json!({ "items": [app] }).to_string(),
+        hits.clone(),
+    );
+    let source = format!(
+        "[[sources]]\nname = \"argocd\"\ntype = \"poll\"\npreset = \"argocd\"\n\
+         urls = [\"http://127.0.0.1:{port}/api/v1/applications\"]\ninterval = \"1s\"\n\
+         [sources.defaults]\nenvironment = \"production\"\n"
+    );
+    let mut a = Agent::new(&source);
+    a.start();
+    let invalid = |a: &Agent| {
+        sample(
+            &a.metrics(),
+            r#"relstat_events_total{result="invalid",source="argocd"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(wait_until(10, || invalid(&a) == 1.0));
+    // Polled twice more (interval 1s): still one entry.
+    let seen = hits.load(Ordering::SeqCst);
+    assert!(wait_until(10, || hits.load(Ordering::SeqCst) >= seen + 2));
+    assert_eq!(invalid(&a), 1.0);
+    let list = cli(&a, &["dlq", "list", "--json", "--source", "argocd"]);
+    let rows: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(rows[0]["result"], "invalid");
+    assert_eq!(rows[0]["reason"], "missing field release");
+    // The fix: name the release after the application.
+    std::fs::write(
+        &a.config,
+        format!(
+            "{}[sources.fields]\nrelease = \"app.metadata.name\"\n",
+            std::fs::read_to_string(&a.config).unwrap()
+        ),
+    )
+    .unwrap();
+    let o = cli(&a, &["dlq", "replay", "--source", "argocd"]);
+    assert!(o.contains("\targocd\taccepted"), "{o}");
+    let status = cli(&a, &["status", "--release", "my-app-4", "--json"]);
+    assert!(status.contains("failed"), "{status}");
+    a.signal("-TERM");
 }
