@@ -47,6 +47,11 @@ struct Payload {
     service: Option<String>,
     #[serde(default)]
     defaults: Vec<String>,
+    /// Which of issue 20's fallbacks the entry relies on (documentation:
+    /// the expectations already assume them).
+    #[serde(default)]
+    #[allow(dead_code)]
+    fallbacks: Vec<String>,
     #[serde(default)]
     #[allow(dead_code)]
     note: Option<String>,
