@@ -294,10 +294,15 @@ pub fn obj<'v>(v: &'v Value, paths: &[&str]) -> Option<&'v Value> {
 /// A timestamp in any of the tools' formats: RFC 3339, GitLab's
 /// `2016-08-12 15:23:28 UTC` and `2021-04-28 21:50:00 +0200`, Jira's
 /// `2016-12-08T07:55:13.755+0000`, ServiceNow's UTC `2022-01-06 12:12:43`,
-/// or epoch milliseconds (a JSON number).
+/// epoch milliseconds (a JSON integer), or epoch seconds with a fraction
+/// (a JSON float: Flux's first event format).
 pub fn time(v: &Value) -> Option<TimeMs> {
     match v {
-        Value::Number(n) => n.as_i64(),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && f.abs() < 1e12)
+                .map(|f| (f * 1000.0) as TimeMs)
+        }),
         Value::String(s) => parse_time(s),
         _ => None,
     }

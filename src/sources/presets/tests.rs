@@ -282,3 +282,22 @@ fn jenkins_without_an_environment_parameter_needs_the_default() {
     let p = parser_for("jenkins", "[defaults]\nenvironment = \"production\"\n");
     assert_eq!(event(p.parse_value(None, &v, 0)).environment, "production");
 }
+
+/// Flux's 2020 event formats: `ts` instead of `timestamp`, and `timestamp`
+/// as float epoch seconds; both are the event's time (not the delivery's).
+#[test]
+fn flux_2020_times_are_read() {
+    let p = parser_for(
+        "flux",
+        "[defaults]\nenvironment = \"production\"\n[status_map]\nApplySucceed = \"deployed\"\n[fields]\nrelease = \"involvedObject.name\"\n",
+    );
+    let ts = payload("flux/event.kustomization.info_applysucceed.2020_ts_no_revision.json");
+    let e = event(p.parse_value(None, &ts, 0));
+    assert_eq!(
+        crate::event::format_rfc3339(e.time),
+        "2020-09-17T07:27:11.921Z"
+    );
+    let float = payload("flux/event.kustomization.info_applysucceed.2020_epoch_float.json");
+    let e = event(p.parse_value(None, &float, 0));
+    assert_eq!(e.time, 1_587_195_448_071);
+}
