@@ -16,6 +16,8 @@ use serde_json::Value;
 use crate::core::{Core, CoreHandle};
 use crate::store::{OutboxStats, Store, StoreError};
 
+pub use crate::dlq::{ReplayEntry, Replayed};
+
 /// The socket's file name inside data_dir.
 pub const SOCKET: &str = "admin.sock";
 /// The most one request line may be (newline included): a request names
@@ -50,6 +52,16 @@ pub enum Request {
     SpoolExport { out: PathBuf, keep: bool },
     /// `relstat spool import`: the agent verifies and enqueues the bundles.
     SpoolImport { files: Vec<PathBuf> },
+    /// `relstat dlq list|show`: the dead letters `filter` keeps.
+    DlqList {
+        #[serde(default)]
+        filter: crate::store::DlqFilter,
+    },
+    /// `relstat dlq replay`: entries the CLI mapped through the current
+    /// configuration, applied and marked replayed in one transaction.
+    DlqReplay {
+        entries: Vec<crate::dlq::ReplayEntry>,
+    },
     /// `relstat status`: the rows of the release status API (full view).
     Status {
         #[serde(default)]
@@ -110,6 +122,17 @@ fn handle(core: &mut Core, req: Request) -> Result<Value, String> {
         Request::SpoolImport { files } => {
             let r = core.import_bundles(&files).map_err(|e| e.to_string())?;
             serde_json::to_value(r).map_err(|e| e.to_string())
+        }
+        Request::DlqList { filter } => {
+            let rows = core
+                .store()
+                .dlq_list(&filter, DLQ_LIST_MAX)
+                .map_err(|e| e.to_string())?;
+            serde_json::to_value(rows).map_err(|e| e.to_string())
+        }
+        Request::DlqReplay { entries } => {
+            let results = core.replay_dead(entries).map_err(|e| e.to_string())?;
+            serde_json::to_value(results).map_err(|e| e.to_string())
         }
         Request::Status { filter, at, axis } => {
             let q = crate::api::Query { filter, at, axis };
@@ -360,3 +383,123 @@ pub fn spool_import(
         Some(&mut t),
     )?)
 }
+
+/// The most entries one `relstat dlq list` reads.
+pub const DLQ_LIST_MAX: usize = 100_000;
+
+/// `relstat dlq list|show`: through the agent when it runs, else from the
+/// store.
+pub fn dlq_list(
+    data_dir: &Path,
+    filter: &crate::store::DlqFilter,
+) -> Result<Vec<(u64, crate::dlq::DeadLetter)>, AdminError> {
+    let req = Request::DlqList {
+        filter: filter.clone(),
+    };
+    if let Some(v) = request(data_dir, &req)? {
+        return serde_json::from_value(v).map_err(|e| AdminError::Protocol(e.to_string()));
+    }
+    Ok(Store::open(data_dir)?.dlq_list(filter, DLQ_LIST_MAX)?)
+}
+
+/// `relstat dlq replay`: the entries `filter` keeps (not yet replayed,
+/// unless `again`) mapped through `loaded`'s sources, then applied by the
+/// running agent (its tracker decides accepted, duplicate or late). The
+/// entries replayed and those skipped as replayed before.
+pub fn dlq_replay(
+    loaded: &crate::config::Loaded,
+    filter: &crate::store::DlqFilter,
+    again: bool,
+) -> Result<(Vec<Replayed>, usize), anyhow::Error> {
+    use crate::sources::fields::Parsed;
+    use crate::sources::presets::PresetParser;
+    let data_dir = &loaded.config.agent.data_dir;
+    if request(data_dir, &Request::Ping)?.is_none() {
+        anyhow::bail!(
+            "no agent runs on {}: start it (relstat run) and replay again; the replayed events \
+             go through its tracker",
+            data_dir.display()
+        );
+    }
+    let rows = dlq_list(data_dir, filter)?;
+    let (todo, done): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .partition(|(_, d)| again || d.replayed.is_none());
+    let cfg = &loaded.config;
+    let mut parsers: std::collections::HashMap<String, PresetParser> = Default::default();
+    let mut entries = Vec::new();
+    for (id, d) in todo {
+        let Some(src) = cfg.sources.iter().find(|s| s.name == d.source) else {
+            anyhow::bail!(
+                "dead letter {id}: source `{}` is not in the configuration any more; replay \
+                 the others with --source",
+                d.source
+            );
+        };
+        if !parsers.contains_key(&src.name) {
+            let model = crate::model::Model::from_config(&cfg.model)
+                .map_err(|_| anyhow::anyhow!("the model is invalid (run check-config)"))?;
+            let p = PresetParser::new(src, &model, &cfg.agent.site)?;
+            parsers.insert(src.name.clone(), p);
+        }
+        let parser = &parsers[&src.name];
+        let header = crate::sources::presets::registry::tool(parser.preset().name)
+            .and_then(|t| t.event_header)
+            .unwrap_or(crate::dlq::POLL_EVENT_HEADER);
+        let parsed = parser
+            .parse_json(d.header(header), d.payload.as_bytes(), d.received)
+            .unwrap_or_else(|why| vec![Parsed::Invalid(why)]);
+        let reason = crate::sources::fields::dead_letter_verdict(&parsed).map(|(_, why)| why);
+        let mut entry = ReplayEntry {
+            id,
+            source: d.source.clone(),
+            events: Vec::new(),
+            rejected: Vec::new(),
+            reason,
+        };
+        for p in parsed {
+            match p {
+                Parsed::Event(e) => entry.events.push(*e),
+                Parsed::Unmapped(_) => entry.rejected.push("unmapped".into()),
+                Parsed::Invalid(_) => entry.rejected.push("invalid".into()),
+                Parsed::Skipped => entry.rejected.push("skipped".into()),
+            }
+        }
+        entries.push(entry);
+    }
+    // Requests stay well under the socket's MAX_REQUEST: chunks of at most
+    // REPLAY_CHUNK bytes of entries, each applied in its own transaction.
+    let mut replayed = Vec::new();
+    let mut chunk: Vec<ReplayEntry> = Vec::new();
+    let mut size = 0;
+    let mut send = |chunk: Vec<ReplayEntry>| -> Result<(), anyhow::Error> {
+        let v = request(data_dir, &Request::DlqReplay { entries: chunk })?
+            .ok_or_else(|| anyhow::anyhow!("the agent stopped during the replay"))?;
+        replayed.extend(serde_json::from_value::<Vec<Replayed>>(v)?);
+        Ok(())
+    };
+    for e in entries {
+        let n = serde_json::to_vec(&e)?.len();
+        if n > REPLAY_CHUNK {
+            anyhow::bail!(
+                "dead letter {}: its events take {n} bytes, more than one replay request \
+                 carries ({REPLAY_CHUNK})",
+                e.id
+            );
+        }
+        if size + n > REPLAY_CHUNK {
+            send(std::mem::take(&mut chunk))?;
+            size = 0;
+        }
+        size += n;
+        chunk.push(e);
+    }
+    if !chunk.is_empty() {
+        send(chunk)?;
+    }
+    Ok((replayed, done.len()))
+}
+
+/// The most bytes of entries one replay request carries (the socket reads
+/// at most [`MAX_REQUEST`] a line).
+const REPLAY_CHUNK: usize = (MAX_REQUEST / 2) as usize;

@@ -98,6 +98,41 @@ pub fn warnings(loaded: &Loaded) -> Vec<Problem> {
         )),
         Some(_) => {}
     }
+    // A preset whose tool does not always name an environment, with no
+    // default: those payloads come out `invalid` (kept as dead letters).
+    for (i, src) in loaded.config.sources.iter().enumerate() {
+        if !matches!(src.kind, SourceType::Webhook | SourceType::Poll) {
+            continue;
+        }
+        let Some(tool) = src.preset.as_deref().and_then(registry::tool) else {
+            continue;
+        };
+        let supplied = tool.environment_always
+            || tool
+                .preset
+                .fallbacks
+                .iter()
+                .any(|(f, _)| *f == "environment")
+            || src
+                .defaults
+                .get("environment")
+                .is_some_and(|v| !v.is_empty())
+            || src.fields.contains_key("environment");
+        if !supplied {
+            out.push(problem_at(
+                loaded,
+                &format!("sources[{i}].defaults"),
+                format!(
+                    "source `{}`: {} payloads do not always name an environment and neither \
+                     defaults.environment nor fields.environment is set: those payloads come \
+                     out invalid (\"missing field environment\"); set [sources.defaults] \
+                     environment = \"production\" (or the environment this source deploys to)",
+                    src.name,
+                    tool.name()
+                ),
+            ));
+        }
+    }
     out
 }
 
@@ -2037,6 +2072,46 @@ mod tests {
         assert_eq!(warnings(&load(&text)), vec![]);
     }
 
+    #[test]
+    fn warns_when_a_preset_may_find_no_environment() {
+        let gate = "[model.gate]\nenvironments = [\"production\"]\napproval_sources = [\"a\"]\n";
+        let src = |preset: &str, rest: &str| {
+            with_file(&format!(
+                "[[sources]]\nname = \"cd\"\ntype = \"webhook\"\npreset = \"{preset}\"\n\
+                 secret_file = \"/s\"\n{rest}{gate}"
+            ))
+        };
+        for preset in ["jenkins", "argocd", "flux", "argo_rollouts"] {
+            let w = warnings(&load(&src(preset, "")));
+            assert_eq!(w.len(), 1, "{preset}: {w:?}");
+            assert_eq!(w[0].key, "sources[1].defaults");
+            assert!(
+                w[0].message.contains("source `cd`")
+                    && w[0].message.contains(preset)
+                    && w[0].message.contains("missing field environment"),
+                "{}",
+                w[0]
+            );
+            for fix in [
+                "[sources.defaults]\nenvironment = \"production\"\n",
+                "[sources.fields]\nenvironment = \"metadata.namespace\"\n",
+            ] {
+                assert_eq!(warnings(&load(&src(preset, fix))), vec![], "{preset}");
+            }
+        }
+        // Tools whose payloads always name one (or whose preset supplies it).
+        for preset in [
+            "github",
+            "gitlab",
+            "azure_devops",
+            "jira",
+            "servicenow",
+            "generic",
+        ] {
+            assert_eq!(warnings(&load(&src(preset, ""))), vec![], "{preset}");
+        }
+    }
+
     /// docs/config.md's example, plus a `jira` webhook source and the status model's
     /// `[model]` with a gate whose approval source exists.
     const FULL_EXAMPLE: &str = r##"
@@ -2090,6 +2165,8 @@ preset = "jenkins"          # a tool of docs/presets.md that can be polled
 urls = ["https://jenkins.example/job/deploy-prod/"]
 interval = "30s"
 token_file = "/etc/relstat/jenkins.token"
+[sources.defaults]
+environment = "production"  # Jenkins builds name none unless a parameter does
 
 [[sources]]
 name = "k8s"

@@ -43,6 +43,10 @@ const DOCS: &[(&str, &str)] = &[
         "webhook, poll and Kubernetes sources, tool by tool",
     ),
     ("bundles.md", "air-gapped sync: spool export and import"),
+    (
+        "dlq.md",
+        "dead letters: payloads that did not map, and relstat dlq replay",
+    ),
     ("change-freeze.md", "freeze windows, with examples"),
     (
         "files.md",
@@ -116,6 +120,10 @@ pub enum Command {
     /// The embedded store in the data_dir (the agent must be stopped)
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Dead letters: payloads of webhook and poll sources that came out
+    /// unmapped or invalid, kept for replay after a configuration fix
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Release status: the current view, or the history as it stood at a
     /// time (through the running agent, or from the store when it is stopped)
     Status {
@@ -187,6 +195,53 @@ pub enum SpoolCommand {
         json: bool,
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+}
+
+/// Which dead letters a `dlq` command reads.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DlqSelect {
+    /// Only this source's
+    #[arg(long, value_name = "S")]
+    source: Option<String>,
+    /// Only those received at or after this time (RFC 3339)
+    #[arg(long, value_name = "T")]
+    since: Option<String>,
+    /// Only this entry
+    #[arg(long, value_name = "ID")]
+    id: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// One line per dead letter: id, received, source, result, delivery,
+    /// replayed, reason (through the running agent, or from the store when
+    /// it is stopped)
+    List {
+        #[command(flatten)]
+        select: DlqSelect,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dead letters in full: kept headers and payload, as JSON
+    Show {
+        #[command(flatten)]
+        select: DlqSelect,
+    },
+    /// Map dead letters again through the current configuration (after a
+    /// status_map or fields fix) and apply them through the running agent;
+    /// each is marked replayed, and skipped by a later replay
+    Replay {
+        #[command(flatten)]
+        select: DlqSelect,
+        /// Replay entries replayed before too (their events come out
+        /// duplicate)
+        #[arg(long)]
+        again: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -276,6 +331,10 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Store(cmd) => {
             let loaded = load_config(cli.config.as_deref())?;
             store_command(&loaded, cmd)
+        }
+        Command::Dlq(cmd) => {
+            let loaded = load_config(cli.config.as_deref())?;
+            dlq_command(&loaded, cmd)
         }
         Command::Replay {
             source,
@@ -635,6 +694,111 @@ fn check_config(explicit: Option<&Path>) -> Result<(), Failure> {
         loaded.config.sources.len()
     );
     Ok(())
+}
+
+impl DlqSelect {
+    fn filter(&self) -> Result<crate::store::DlqFilter, Failure> {
+        let since = match &self.since {
+            Some(t) => Some(crate::event::parse_rfc3339(t).ok_or_else(|| {
+                Failure::usage(anyhow::anyhow!(
+                    "--since {t:?} is not an RFC 3339 time, e.g. 2026-11-03T10:00:00Z"
+                ))
+            })?),
+            None => None,
+        };
+        Ok(crate::store::DlqFilter {
+            source: self.source.clone(),
+            since,
+            id: self.id,
+        })
+    }
+}
+
+/// `relstat dlq list|show|replay`.
+fn dlq_command(loaded: &Loaded, cmd: DlqCommand) -> Result<(), Failure> {
+    use crate::event::format_rfc3339;
+    let dir = &loaded.config.agent.data_dir;
+    match cmd {
+        DlqCommand::List { select, json } => {
+            let rows = crate::admin::dlq_list(dir, &select.filter()?).map_err(Failure::runtime)?;
+            if json {
+                let v: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|(id, d)| {
+                        serde_json::json!({
+                            "id": id, "source": d.source, "delivery": d.delivery,
+                            "received": format_rfc3339(d.received), "result": d.result,
+                            "reason": d.reason, "replayed": d.replayed.map(format_rfc3339),
+                            "bytes": d.payload.len(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+                return Ok(());
+            }
+            println!("id\treceived\tsource\tresult\tdelivery\treplayed\treason");
+            for (id, d) in &rows {
+                println!(
+                    "{id}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    format_rfc3339(d.received),
+                    d.source,
+                    d.result,
+                    d.delivery,
+                    d.replayed.map_or("-".to_string(), format_rfc3339),
+                    d.reason
+                );
+            }
+            Ok(())
+        }
+        DlqCommand::Show { select } => {
+            let rows = crate::admin::dlq_list(dir, &select.filter()?).map_err(Failure::runtime)?;
+            let v: Vec<serde_json::Value> = rows
+                .into_iter()
+                .map(|(id, d)| {
+                    let payload = serde_json::from_str::<serde_json::Value>(&d.payload)
+                        .unwrap_or(serde_json::Value::String(d.payload.clone()));
+                    serde_json::json!({
+                        "id": id, "source": d.source, "delivery": d.delivery,
+                        "received": format_rfc3339(d.received), "result": d.result,
+                        "reason": d.reason, "replayed": d.replayed.map(format_rfc3339),
+                        "headers": d.headers, "payload": payload,
+                    })
+                })
+                .collect();
+            let text = serde_json::to_string_pretty(&v).map_err(Failure::runtime)?;
+            println!("{text}");
+            Ok(())
+        }
+        DlqCommand::Replay {
+            select,
+            again,
+            json,
+        } => {
+            let (done, skipped) = crate::admin::dlq_replay(loaded, &select.filter()?, again)
+                .map_err(Failure::runtime)?;
+            if json {
+                let v = serde_json::json!({ "replayed": done, "skipped": skipped });
+                println!("{v}");
+                return Ok(());
+            }
+            for r in &done {
+                println!(
+                    "{}\t{}\t{}{}",
+                    r.id,
+                    r.source,
+                    r.results.join(","),
+                    r.reason
+                        .as_deref()
+                        .map_or(String::new(), |why| format!("\t{why}"))
+                );
+            }
+            println!(
+                "replayed {}, skipped {skipped} replayed before (--again replays them)",
+                done.len()
+            );
+            Ok(())
+        }
+    }
 }
 
 /// `relstat store check|repair`.

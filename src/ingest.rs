@@ -1,7 +1,8 @@
 //! The way in: what every producer (file, poll and Kubernetes sources,
 //! webhooks) hands the core, and the handle it hands it through.
 //!
-//! A leaf module: sources and the core both import it, it imports neither.
+//! A leaf module: sources and the core both import it, it imports neither
+//! (only the event and the dead letters a batch carries, [`crate::dlq`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +32,9 @@ pub struct SourceBatch {
     pub caught_up: bool,
     /// Poll sources: how long the poll behind this batch took (seconds).
     pub poll_seconds: Option<f64>,
+    /// Payloads of these items that came out unmapped or invalid (webhook
+    /// and poll sources), committed with them; entries a replay marks.
+    pub dead_letters: crate::dlq::DeadLetters,
 }
 
 /// Whether the outbox admits producers now: the spool's policy answers

@@ -25,6 +25,7 @@
 //! - [`track`]: the tracker: per-key state, durations, MTTSR, DORA.
 //! - [`detect`]: anomaly rules, called by the tracker on every change.
 //! - [`store`]: the embedded store: one atomic transaction per input batch.
+//! - [`dlq`]: dead letters: payloads that did not map, kept for `relstat dlq replay`.
 //! - [`spool`]: the outbox policy ([`spool::outbox`]: `max_bytes`,
 //!   `when_full`, for every producer) and air-gapped sync: signed bundles,
 //!   export and import.
@@ -48,8 +49,8 @@
 //! the runtime import the runtime; sources import nothing from the runtime,
 //! core, store, sinks, api, admin or spool; the tracker and the rules import
 //! nothing from cli, the runtime, http, api, sources or sinks; `ingest`
-//! imports only `event`; and the top-level modules import each other
-//! without a cycle.
+//! imports only `event` and `dlq`, `dlq` only `event`; and the top-level
+//! modules import each other without a cycle.
 
 pub mod admin;
 pub mod agent;
@@ -63,6 +64,7 @@ pub mod core;
 #[cfg(test)]
 mod crash_child;
 pub mod detect;
+pub mod dlq;
 pub mod event;
 pub mod http;
 pub mod ingest;

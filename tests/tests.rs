@@ -9,6 +9,7 @@ mod api;
 mod bench_scripts;
 mod bundles;
 mod cli;
+mod dlq;
 mod docs;
 mod field_limits;
 mod fuzz;

@@ -932,3 +932,87 @@ fn bodies_in_flight_share_one_budget_and_past_it_get_503() {
         2.0
     );
 }
+
+/// `relstat_events_total{result, source}` of a running agent.
+fn counted(a: &Agent, source: &str, result: &str) -> f64 {
+    sample(
+        &a.metrics(),
+        &format!(r#"relstat_events_total{{result="{result}",source="{source}"}}"#),
+    )
+    .unwrap_or(0.0)
+}
+
+/// Every tool: an authenticated, well-formed payload that is no release
+/// step (the tools' own: a ping, a push, a comment...) is answered 202 and
+/// counted `unmapped` or `invalid`, never 400; a body that is not JSON is
+/// still 400. The payloads of issue 20 that were refused are accepted.
+#[test]
+fn well_formed_payloads_that_do_not_map_are_answered_202() {
+    let mut a = agent("");
+    let port = a.port;
+    // (source, event header, body, what it is counted as)
+    type Case<'a> = (&'a str, Option<(&'a str, &'a str)>, Vec<u8>, &'a str);
+    let rollout = {
+        let mut v: serde_json::Value = serde_norway::from_str(
+            &String::from_utf8(fixture("argo-rollouts/rollout.phase_healthy.yaml")).unwrap(),
+        )
+        .unwrap();
+        v["status"]["phase"] = serde_json::json!("Unknown");
+        serde_json::to_vec(&serde_json::json!({ "rollout": v })).unwrap()
+    };
+    let cases: Vec<Case> = vec![
+        ("github", Some(("X-GitHub-Event", "ping")), fixture("github/ping.json"), "unmapped"),
+        ("github", Some(("X-GitHub-Event", "push")), fixture("github/push.json"), "unmapped"),
+        ("gitlab", Some(("X-Gitlab-Event", "Push Hook")), fixture("gitlab/push_hook.json"), "unmapped"),
+        ("jenkins", None, fixture("jenkins/job.api.blue.json"), "unmapped"),
+        ("argocd", None, br#"{"app":{"kind":"Application","metadata":{"name":"a"},"status":{"health":{"status":"Unknown"}}}}"#.to_vec(), "unmapped"),
+        ("rollouts", None, rollout, "unmapped"),
+        ("flux", None, br#"{"involvedObject":{"kind":"Kustomization","name":"web"},"reason":"DependencyNotReady","severity":"info"}"#.to_vec(), "unmapped"),
+        ("azure", None, fixture("azure-devops/git.push.aspnet-webhooks.json"), "unmapped"),
+        ("jira", None, fixture("jira/comment_created.cloud.json"), "unmapped"),
+        ("jira", None, fixture("jira/jira_issue_updated.status_todo_to_inprogress.no_fixversion.json"), "unmapped"),
+        ("servicenow", None, br#"{"result":{"number":{"value":"CHG1"},"sys_id":{"value":"x1"},"approval":{"value":"requested"}}}"#.to_vec(), "unmapped"),
+        ("generic", None, br#"{"hello":"world"}"#.to_vec(), "invalid"),
+    ];
+    for (source, event, body, result) in &cases {
+        let before = counted(&a, source, result);
+        let mut h = auth(source, body);
+        if let Some((k, v)) = event {
+            h.push((k, v.to_string()));
+        }
+        let (code, answer) = post_full(port, source, &h, body);
+        assert_eq!(code, 202, "{source}: {answer}");
+        assert!(
+            answer.contains(&format!("\"{result}\":1")),
+            "{source}: {answer}"
+        );
+        assert_eq!(
+            counted(&a, source, result),
+            before + 1.0,
+            "{source} {result}"
+        );
+    }
+    // Issue 20's refused payloads: a job just created (no time), Azure's
+    // documented started event (release under the environment).
+    let job = fixture("gitlab/job_hook.created.no_times.2021.json");
+    let mut h = auth("gitlab", &job);
+    h.push(("X-Gitlab-Event", "Job Hook".into()));
+    assert_eq!(post_full(port, "gitlab", &h, &job).0, 202);
+    let started = fixture("azure-devops/ms.vss-release.deployment-started-event.msdocs.json");
+    assert_eq!(post(port, "azure", &auth("azure", &started), &started), 202);
+    assert!(crate::util::wait_until(5, || counted(
+        &a, "gitlab", "accepted"
+    ) >= 1.0));
+    assert!(counted(&a, "azure", "accepted") >= 1.0);
+    assert_eq!(
+        counted(&a, "gitlab", "invalid") + counted(&a, "azure", "invalid"),
+        0.0
+    );
+    // Not JSON (a real Jenkins body with a trailing comma): 400.
+    let broken = fixture("jenkins/build.success.trailing_comma.invalid_json.json");
+    assert_eq!(
+        post(port, "jenkins", &auth("jenkins", &broken), &broken),
+        400
+    );
+    a.signal("-TERM");
+}

@@ -97,6 +97,9 @@ pub struct Config {
     /// `[spool]`: the SIEM outbox and air-gapped bundles.
     #[serde(default)]
     pub spool: SpoolConfig,
+    /// `[dlq]`: the dead-letter store (payloads that did not map).
+    #[serde(default)]
+    pub dlq: DlqConfig,
     /// `[anomalies.<rule>]`: the anomaly rules.
     #[serde(default)]
     pub anomalies: AnomaliesConfig,
@@ -633,6 +636,45 @@ impl Default for SpoolConfig {
 
 fn default_max_bytes() -> bytesize::ByteSize {
     bytesize::ByteSize::gib(1)
+}
+
+/// `[dlq]`: how much of the payloads that came out `unmapped` or `invalid`
+/// (webhook and poll sources) the store keeps for `relstat dlq replay`; the
+/// oldest are dropped first, and counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqConfig {
+    /// Most payloads kept (0: none kept).
+    #[serde(default = "default_dlq_max_payloads")]
+    pub max_payloads: u64,
+    /// Most bytes of payloads kept, apart from the spool's `max_bytes`.
+    #[serde(default = "default_dlq_max_bytes")]
+    pub max_bytes: bytesize::ByteSize,
+    /// How long a payload is kept.
+    #[serde(default = "default_dlq_retention", with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for DlqConfig {
+    fn default() -> Self {
+        Self {
+            max_payloads: default_dlq_max_payloads(),
+            max_bytes: default_dlq_max_bytes(),
+            retention: default_dlq_retention(),
+        }
+    }
+}
+
+fn default_dlq_max_payloads() -> u64 {
+    crate::dlq::DEFAULT_MAX_PAYLOADS
+}
+
+fn default_dlq_max_bytes() -> bytesize::ByteSize {
+    bytesize::ByteSize::b(crate::dlq::DEFAULT_MAX_BYTES)
+}
+
+fn default_dlq_retention() -> Duration {
+    crate::dlq::DEFAULT_RETENTION
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]

@@ -114,6 +114,13 @@ impl Core {
             metrics.apply(&e);
         }
         drain_pending(cfg, &mut tracker, &mut metrics, store)?;
+        store.set_dlq_limits((&cfg.dlq).into());
+        for ((source, result), n) in store.dlq_counts()? {
+            metrics
+                .dlq_payloads
+                .with_label_values(&[&source, &result])
+                .set(n as i64);
+        }
         // Records quarantined now (load, drain) or before.
         let quarantined = store.quarantined()?.len();
         metrics.store_quarantined.set(quarantined as i64);
@@ -271,8 +278,11 @@ impl Core {
     pub fn apply_group(&mut self, batches: Vec<SourceBatch>) -> Result<(), StoreError> {
         let now = now_ms();
         let mut checkpoints: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut dead = crate::dlq::DeadLetters::default();
         let mut after = Vec::with_capacity(batches.len());
         for b in batches {
+            dead.new.extend(b.dead_letters.new);
+            dead.replayed.extend(b.dead_letters.replayed);
             let mut latest: Option<i64> = None;
             for item in b.items {
                 match item {
@@ -288,7 +298,7 @@ impl Core {
             checkpoints.extend(b.checkpoint);
             after.push((b.source, latest, b.poll_seconds, b.errors, b.caught_up));
         }
-        self.commit(&checkpoints)?;
+        self.commit_dead(&checkpoints, &dead)?;
         for (source, latest, poll_seconds, errors, caught_up) in after {
             let m = self.metrics();
             if let Some(t) = latest {
@@ -306,9 +316,53 @@ impl Core {
         Ok(())
     }
 
+    /// `relstat dlq replay`: each entry's events through the tracker, its
+    /// other records counted, every entry marked replayed; one transaction.
+    pub fn replay_dead(
+        &mut self,
+        entries: Vec<crate::dlq::ReplayEntry>,
+    ) -> Result<Vec<crate::dlq::Replayed>, StoreError> {
+        let now = now_ms();
+        let mut dead = crate::dlq::DeadLetters::default();
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let mut results = Vec::new();
+            for ev in e.events {
+                let mut ev = ev;
+                ev.source = e.source.clone();
+                results.push(self.tracker.apply(ev, now).as_str().to_string());
+            }
+            for r in &e.rejected {
+                if let Some(r) = InputResult::parse(r) {
+                    self.tracker.count(&e.source, r);
+                    results.push(r.as_str().to_string());
+                }
+            }
+            dead.replayed.push(e.id);
+            out.push(crate::dlq::Replayed {
+                id: e.id,
+                source: e.source,
+                results,
+                reason: e.reason,
+            });
+        }
+        self.commit_dead(&[], &dead)?;
+        Ok(out)
+    }
+
     /// Commits what the tracker produced, then shows it in the metrics:
     /// the metrics never show what a crash could take back.
     fn commit(&mut self, checkpoints: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.commit_dead(checkpoints, &Default::default())
+    }
+
+    /// [`commit`](Self::commit), with the batches' dead letters in the same
+    /// transaction.
+    fn commit_dead(
+        &mut self,
+        checkpoints: &[(String, Vec<u8>)],
+        dead: &crate::dlq::DeadLetters,
+    ) -> Result<(), StoreError> {
         let batch = self.tracker.take_batch();
         let effects = self.tracker.take_effects();
         let mut counters: BTreeMap<(String, InputResult), u64> = BTreeMap::new();
@@ -317,11 +371,16 @@ impl Core {
                 *counters.entry((source.clone(), *result)).or_default() += 1;
             }
         }
-        self.store.commit(&batch, checkpoints, &counters)?;
+        let dlq = self
+            .store
+            .commit_with_dead(&batch, checkpoints, &counters, dead, now_ms())?;
         if !batch.outbox.is_empty() {
             self.check_spool()?;
         }
         let mut m = self.metrics();
+        if !dlq.is_empty() {
+            m.dlq(&dlq);
+        }
         for e in &effects {
             m.apply(e);
         }

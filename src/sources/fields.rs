@@ -13,7 +13,9 @@
 //! required field, a bad time, actor_type or change_class is
 //! [`Parsed::Invalid`]; the raw status becomes `status_map[raw]`, else `raw`
 //! if it is a state id of the model, else the record is
-//! [`Parsed::Unmapped`].
+//! [`Parsed::Unmapped`]. The presets map the status first
+//! ([`Mapping::status_first`]): a payload whose status maps to no state is
+//! `unmapped` even when it lacks a release or an environment.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -35,6 +37,20 @@ pub enum Parsed {
     Invalid(String),
     /// The raw status, which maps to no state of the model.
     Unmapped(String),
+}
+
+/// The result and reason a payload's outcomes give its dead letter
+/// ([`crate::dlq`]): the first record that is unmapped or invalid; `None`
+/// when every record became an event (or was skipped).
+pub fn dead_letter_verdict(parsed: &[Parsed]) -> Option<(event::InputResult, String)> {
+    parsed.iter().find_map(|p| match p {
+        Parsed::Unmapped(raw) => Some((
+            event::InputResult::Unmapped,
+            format!("status {raw:?} maps to no state"),
+        )),
+        Parsed::Invalid(why) => Some((event::InputResult::Invalid, why.clone())),
+        _ => None,
+    })
 }
 
 /// A canonical event field a record can provide (`source` cannot: it is
@@ -188,6 +204,10 @@ pub struct Mapping {
     /// Raw status -> state id: the model's ids map to themselves unless
     /// `status_map` says otherwise, so one lookup decides.
     status: HashMap<Box<str>, Box<str>>,
+    /// The status is mapped before the other required fields are checked
+    /// (presets: a payload that is no release step is `unmapped`, not
+    /// `invalid` for lacking a release); line sources check fields first.
+    status_first: bool,
 }
 
 impl Mapping {
@@ -252,7 +272,15 @@ impl Mapping {
             time,
             defaults,
             status,
+            status_first: false,
         })
+    }
+
+    /// Maps the status before checking the other required fields (what the
+    /// presets do: see [`Mapping::map`]).
+    pub fn status_first(mut self) -> Mapping {
+        self.status_first = true;
+        self
     }
 
     /// Applies defaults, validation and the status mapping to raw values by
@@ -283,6 +311,12 @@ impl Mapping {
         }
         let get = |f: Field| values[f as usize].as_deref();
         let required = |f: Field| get(f).ok_or_else(|| invalid(format!("missing field {f}")));
+        if self.status_first {
+            let raw = required(Field::Status)?;
+            if !self.status.contains_key(raw) {
+                return Err(Parsed::Unmapped(raw.to_string()));
+            }
+        }
         let time_raw = required(Field::Time)?;
         let release = required(Field::Release)?;
         let environment = required(Field::Environment)?;
@@ -405,5 +439,33 @@ mod tests {
         assert_eq!(Field::from_name("source"), None);
         assert!(Field::REQUIRED.iter().all(|f| Field::ALL.contains(f)));
         assert!(Field::names().starts_with("id, time, release"));
+    }
+
+    /// A record with a status of no state and no release: file sources
+    /// count it `invalid` (fields first), presets `unmapped` (status first).
+    #[test]
+    fn presets_map_the_status_before_the_required_fields() {
+        let src: SourceConfig =
+            toml::from_str("name = \"s\"\ntype = \"file\"\npaths = [\"/x\"]\n").unwrap();
+        let line = Mapping::new(&src, &Model::builtin(), "", TimeFormat::Rfc3339).unwrap();
+        let preset = line.clone().status_first();
+        let mut raw = RawFields::default();
+        raw.set(Field::Time, "2026-11-01T10:00:00Z");
+        raw.set(Field::Environment, "prod");
+        raw.set(Field::Status, "In Review");
+        assert_eq!(
+            line.map(raw.clone()),
+            Parsed::Invalid("missing field release".into())
+        );
+        assert_eq!(
+            preset.map(raw.clone()),
+            Parsed::Unmapped("In Review".into())
+        );
+        // A status that maps still needs the release.
+        raw.set(Field::Status, "deployed");
+        assert_eq!(
+            preset.map(raw),
+            Parsed::Invalid("missing field release".into())
+        );
     }
 }

@@ -247,6 +247,13 @@ impl LineParser {
         self.mapping.map(raw)
     }
 
+    /// Maps the status before the other required fields are checked
+    /// ([`Mapping::status_first`]; the presets' order).
+    pub fn status_first(mut self) -> LineParser {
+        self.mapping = self.mapping.status_first();
+        self
+    }
+
     fn read_json<'a>(&self, line: &'a str) -> Result<RawFields<'a>, String> {
         let mut slots: [Option<&'a RawValue>; N_FIELDS] = [None; N_FIELDS];
         let mut de = serde_json::Deserializer::from_str(line);

@@ -20,9 +20,10 @@
 //! | `imported_records` | xxh3-128 of `event_id \0 rule` | imported_at ms | identities of imported records, kept forever (outlives `dedupe_window`); a batch's outbox record with an identity found here is not enqueued (a relay re-judging imported events does not duplicate the sites' records) |
 //! | `pending_tracking` | seq | JSON [`PendingEvent`] | imported transitions waiting for the relay's tracker: `spool import` into a stopped agent writes them with the chunk; the agent applies them at start ([`Store::commit_drained`] removes them with what they produce) |
 //! | `quarantine` | seq | JSON [`check::Quarantined`] | records that could not be decoded (a damaged disk, a bug), moved aside with their table, key, bytes and error so the agent starts anyway; `relstat store check` lists them (schema 3) |
+//! | `dead_letters` | seq | JSON [`crate::dlq::DeadLetter`] | payloads of webhook and poll sources that came out unmapped or invalid, committed with their batch, under `[dlq]`'s limits ([`dlq`]; schema 4) |
 //!
 //! Schema versions (`meta.schema`): 1 -> 2 keyed the seen ids by time;
-//! 2 -> 3 added `quarantine`. Older stores are migrated at open, in one
+//! 2 -> 3 added `quarantine`; 3 -> 4 added `dead_letters`. Older stores are migrated at open, in one
 //! transaction; a store of a newer schema is refused (a newer relstat
 //! wrote it).
 //!
@@ -46,6 +47,8 @@ use crate::detect::Anomaly;
 use crate::event::{Event, InputResult, Key, TimeMs};
 use crate::track::{Batch, HistoryRecord, KeyState, Target};
 
+pub use self::dlq::{DlqDelta, DlqFilter, DlqLimits};
+
 const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
 const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
 const HISTORY_BY_TIME: TableDefinition<(i64, u64), &str> = TableDefinition::new("history_by_time");
@@ -63,7 +66,7 @@ const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_track
 const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine");
 
 /// The schema this relstat writes; it migrates every older one at open.
-const SCHEMA: u32 = 3;
+const SCHEMA: u32 = 4;
 
 /// redb's page cache. Its default (1 GiB, filled as pages are written) made
 /// an agent with 10,000 keys sit at ~85 MiB RSS; the working set of one batch
@@ -234,6 +237,7 @@ impl OutboxSnapshot {
 pub struct Store {
     db: Database,
     path: Option<PathBuf>,
+    dlq: dlq::DlqState,
 }
 
 impl Store {
@@ -274,6 +278,7 @@ impl Store {
         let store = Store {
             db,
             path: Some(path),
+            dlq: Default::default(),
         };
         store.init()?;
         Ok(store)
@@ -287,7 +292,11 @@ impl Store {
                 path: PathBuf::from("<memory>"),
                 cause: e.to_string(),
             })?;
-        let store = Store { db, path: None };
+        let store = Store {
+            db,
+            path: None,
+            dlq: Default::default(),
+        };
         store.init()?;
         Ok(store)
     }
@@ -307,6 +316,7 @@ impl Store {
             tx.open_table(IMPORTED_RECORDS)?;
             tx.open_table(PENDING)?;
             tx.open_table(QUARANTINE)?;
+            tx.open_table(dlq::DEAD_LETTERS)?;
             let mut meta = tx.open_table(META)?;
             let found = meta.get("schema")?.map(|v| v.value().to_vec());
             let version = match &found {
@@ -331,6 +341,8 @@ impl Store {
                 tx.delete_table(SEEN_V1)?;
             }
             // 2 -> 3: the quarantine table, opened (created) above.
+            // 3 -> 4: the dead-letter table, likewise (its meta counters
+            // start at zero).
             if found.is_none() || version < SCHEMA {
                 meta.insert("schema", SCHEMA.to_string().as_bytes())?;
             }
@@ -392,10 +404,27 @@ impl Store {
         checkpoints: &[(String, Vec<u8>)],
         counters: &BTreeMap<(String, InputResult), u64>,
     ) -> Result<(), StoreError> {
+        self.commit_with_dead(batch, checkpoints, counters, &Default::default(), 0)
+            .map(drop)
+    }
+
+    /// [`commit`](Self::commit), with the batch's dead letters (new ones,
+    /// replay marks) and `[dlq]`'s limits applied at `now`, in the same
+    /// transaction.
+    pub fn commit_with_dead(
+        &self,
+        batch: &Batch,
+        checkpoints: &[(String, Vec<u8>)],
+        counters: &BTreeMap<(String, InputResult), u64>,
+        dead: &crate::dlq::DeadLetters,
+        now: TimeMs,
+    ) -> Result<DlqDelta, StoreError> {
         let tx = self.db.begin_write()?;
         write_batch(&tx, batch, checkpoints, counters, None)?;
+        let purge = now > 0 && self.dlq_purge_due(now);
+        let delta = dlq::write(&tx, dead, self.dlq_limits(), now, purge)?;
         tx.commit()?;
-        Ok(())
+        Ok(delta)
     }
 
     /// The audit trail of one release, in recorded order.
@@ -944,6 +973,7 @@ fn open_cause(path: &Path, e: &redb::DatabaseError) -> String {
 }
 
 pub mod check;
+pub mod dlq;
 
 #[cfg(test)]
 mod tests;

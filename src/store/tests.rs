@@ -493,9 +493,147 @@ fn a_schema_2_store_is_migrated_to_3() {
             .unwrap()
             .unwrap()
             .value(),
-        b"3"
+        b"4"
     );
     assert!(tx.open_table(QUARANTINE).is_ok());
+}
+
+fn dead(source: &str, received: TimeMs, payload: &str) -> crate::dlq::DeadLetter {
+    crate::dlq::DeadLetter {
+        source: source.into(),
+        delivery: format!("d-{received}"),
+        received,
+        result: "unmapped".into(),
+        reason: "status \"x\" maps to no state".into(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        payload: payload.into(),
+        replayed: None,
+    }
+}
+
+fn with_dead(new: Vec<crate::dlq::DeadLetter>) -> crate::dlq::DeadLetters {
+    crate::dlq::DeadLetters {
+        new,
+        replayed: Vec::new(),
+    }
+}
+
+/// A store written by schema 3 (no dead-letter table) opens as schema 4
+/// with its data, and takes dead letters.
+#[test]
+fn a_schema_3_store_is_migrated_to_4() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let (b, c, n) = batch(1);
+        store.commit(&b, &c, &n).unwrap();
+        let tx = store.db.begin_write().unwrap();
+        tx.delete_table(dlq::DEAD_LETTERS).unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert("schema", b"3".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+        let tx = store.db.begin_read().unwrap();
+        assert!(
+            tx.open_table(dlq::DEAD_LETTERS).is_err(),
+            "a schema 3 store"
+        );
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.load().unwrap().keys.len(), 1);
+    {
+        let tx = store.db.begin_read().unwrap();
+        let meta = tx.open_table(META).unwrap();
+        assert_eq!(meta.get("schema").unwrap().unwrap().value(), b"4");
+    }
+    assert_eq!(store.dlq_stats().unwrap(), (0, 0, 0));
+    let d = store
+        .commit_with_dead(
+            &Batch::default(),
+            &[],
+            &BTreeMap::new(),
+            &with_dead(vec![dead("s", 1_000, "{}")]),
+            2_000,
+        )
+        .unwrap();
+    assert_eq!(d.added, vec![("s".to_string(), "unmapped".to_string())]);
+    assert_eq!(store.dlq_list(&DlqFilter::default(), 10).unwrap().len(), 1);
+}
+
+/// `[dlq]`'s limits: the oldest go first, over max_payloads, over
+/// max_bytes and past retention, and are counted; a replay mark sticks.
+#[test]
+fn dead_letters_are_capped_oldest_first_and_counted() {
+    let store = Store::in_memory().unwrap();
+    store.set_dlq_limits(DlqLimits {
+        max_payloads: 3,
+        max_bytes: 1_000_000,
+        retention_ms: 10_000,
+    });
+    let commit = |dead: crate::dlq::DeadLetters, now: TimeMs| {
+        store
+            .commit_with_dead(&Batch::default(), &[], &BTreeMap::new(), &dead, now)
+            .unwrap()
+    };
+    let d = commit(
+        with_dead((1..=5).map(|i| dead("s", 100_000 + i, "{}")).collect()),
+        100_010,
+    );
+    assert_eq!((d.added.len(), d.removed.len(), d.dropped), (5, 2, 2));
+    let kept = store.dlq_list(&DlqFilter::default(), 100).unwrap();
+    let times: Vec<TimeMs> = kept.iter().map(|(_, d)| d.received).collect();
+    assert_eq!(times, vec![100_003, 100_004, 100_005]);
+    assert_eq!(store.dlq_stats().unwrap().2, 2);
+    // By bytes: a payload larger than max_bytes is never kept.
+    store.set_dlq_limits(DlqLimits {
+        max_payloads: 3,
+        max_bytes: 200,
+        retention_ms: 10_000,
+    });
+    let d = commit(
+        with_dead(vec![dead("s", 100_006, &"x".repeat(500))]),
+        100_020,
+    );
+    assert_eq!((d.added.len(), d.dropped), (0, 1));
+    // Filters, and a replay mark.
+    let (id, _) = kept[1].clone();
+    let only = DlqFilter {
+        id: Some(id),
+        ..Default::default()
+    };
+    assert_eq!(store.dlq_list(&only, 10).unwrap().len(), 1);
+    let since = DlqFilter {
+        since: Some(100_004),
+        source: Some("s".into()),
+        ..Default::default()
+    };
+    assert_eq!(store.dlq_list(&since, 10).unwrap().len(), 2);
+    let other = DlqFilter {
+        source: Some("t".into()),
+        ..Default::default()
+    };
+    assert!(store.dlq_list(&other, 10).unwrap().is_empty());
+    commit(
+        crate::dlq::DeadLetters {
+            new: Vec::new(),
+            replayed: vec![id],
+        },
+        100_030,
+    );
+    assert_eq!(
+        store.dlq_list(&only, 10).unwrap()[0].1.replayed,
+        Some(100_030)
+    );
+    // Past retention (10 s): all gone, counted.
+    let d = commit(with_dead(Vec::new()), 200_000);
+    assert_eq!(d.removed.len(), 3);
+    assert_eq!(store.dlq_stats().unwrap(), (0, 0, 6));
+    assert_eq!(
+        store.dlq_counts().unwrap().len(),
+        0,
+        "the gauge's source is empty too"
+    );
 }
 
 #[test]
@@ -506,16 +644,16 @@ fn a_newer_store_is_refused_with_what_to_do() {
         let tx = store.db.begin_write().unwrap();
         tx.open_table(META)
             .unwrap()
-            .insert("schema", b"4".as_slice())
+            .insert("schema", b"5".as_slice())
             .unwrap();
         tx.commit().unwrap();
     }
     let err = Store::open(dir.path()).err().unwrap().to_string();
     assert!(
-        err.contains("schema version 4, newer than this relstat"),
+        err.contains("schema version 5, newer than this relstat"),
         "{err}"
     );
-    assert!(err.contains("versions 1 to 3"), "{err}");
+    assert!(err.contains("versions 1 to 4"), "{err}");
 }
 
 fn put_raw(store: &Store, def: TableDefinition<u64, &[u8]>, seq: u64, bytes: &[u8]) {
@@ -633,4 +771,30 @@ fn open_errors_name_their_cause() {
     );
     assert!(!damaged.contains("another"), "{damaged}");
     assert!(open_cause(p, &D::DatabaseAlreadyOpen).contains("another process has it open"));
+}
+
+/// An undecodable dead letter (a damaged disk) neither stops the agent's
+/// start nor a listing; the next commit drops it, counted.
+#[test]
+fn an_undecodable_dead_letter_is_skipped_then_dropped() {
+    let store = Store::in_memory().unwrap();
+    put_raw(&store, dlq::DEAD_LETTERS, 0, b"{not json");
+    assert!(store.dlq_counts().unwrap().is_empty());
+    assert!(
+        store
+            .dlq_list(&DlqFilter::default(), 10)
+            .unwrap()
+            .is_empty()
+    );
+    let d = store
+        .commit_with_dead(
+            &Batch::default(),
+            &[],
+            &BTreeMap::new(),
+            &with_dead(vec![dead("s", 5_000, "{}")]),
+            6_000,
+        )
+        .unwrap();
+    assert_eq!(d.dropped, 1);
+    assert_eq!(store.dlq_list(&DlqFilter::default(), 10).unwrap().len(), 1);
 }

@@ -165,6 +165,10 @@ pub struct Metrics {
     pub forward_connected: IntGaugeVec,
     /// Records kept aside in the store's quarantine table (running agent).
     pub store_quarantined: IntGauge,
+    /// Dead letters held in the store, by source and result (running agent).
+    pub dlq_payloads: IntGaugeVec,
+    /// Dead letters dropped for a `[dlq]` limit or retention.
+    pub dlq_dropped: IntCounter,
     evictions: IntCounter,
     label_overflow: IntCounterVec,
     http_connections: IntGauge,
@@ -351,12 +355,27 @@ impl Metrics {
             "Store records that could not be decoded, kept aside in the quarantine table \
              (relstat store check lists them).",
         )?;
+        let dlq_payloads = IntGaugeVec::new(
+            prometheus::Opts::new(
+                "relstat_dlq_payloads",
+                "Payloads of webhook and poll sources that came out unmapped or invalid, kept \
+                 in the dead-letter store for relstat dlq replay.",
+            ),
+            &["source", "result"],
+        )?;
+        let dlq_dropped = IntCounter::new(
+            "relstat_dlq_dropped_total",
+            "Dead letters dropped, oldest first, for a [dlq] limit (max_payloads, max_bytes) \
+             or its retention.",
+        )?;
         if process {
             registry.register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))?;
             // The running agent's store only: a replay has none.
             registry.register(Box::new(store_quarantined.clone()))?;
+            registry.register(Box::new(dlq_payloads.clone()))?;
+            registry.register(Box::new(dlq_dropped.clone()))?;
         }
         Ok(Self {
             registry,
@@ -379,6 +398,8 @@ impl Metrics {
             forward_events,
             forward_connected,
             store_quarantined,
+            dlq_payloads,
+            dlq_dropped,
             evictions,
             label_overflow,
             http_connections,
@@ -392,6 +413,17 @@ impl Metrics {
             retention_ms: cfg.finished_retention.as_millis() as TimeMs,
             max_tracked: cfg.max_tracked,
         })
+    }
+
+    /// Applies what a commit changed in the dead-letter table.
+    pub fn dlq(&self, delta: &crate::store::DlqDelta) {
+        for (source, result) in &delta.added {
+            self.dlq_payloads.with_label_values(&[source, result]).inc();
+        }
+        for (source, result) in &delta.removed {
+            self.dlq_payloads.with_label_values(&[source, result]).dec();
+        }
+        self.dlq_dropped.inc_by(delta.dropped);
     }
 
     /// Starts every source's input counters at zero so that each result

@@ -303,6 +303,7 @@ impl KubeSource {
             errors,
             caught_up: true,
             poll_seconds: took,
+            dead_letters: Default::default(),
         }
     }
 

@@ -81,6 +81,10 @@ pub struct Poll<'a> {
     pub(crate) items: Vec<Item>,
     pub(crate) state: &'a mut PollState,
     parser: &'a PresetParser,
+    /// The source's name (dead letters carry it).
+    source: &'a str,
+    /// Objects that came out unmapped or invalid, first seen in this poll.
+    pub(crate) dead: Vec<crate::dlq::DeadLetter>,
 }
 
 impl Poll<'_> {
@@ -88,7 +92,10 @@ impl Poll<'_> {
     /// was not emitted before.
     pub(crate) fn emit(&mut self, event: Option<&str>, body: &Value) {
         let now = now_ms();
-        for p in self.parser.parse_value(event, body, now) {
+        let parsed = self.parser.parse_value(event, body, now);
+        let verdict = crate::sources::fields::dead_letter_verdict(&parsed);
+        let mut dead_letter = false;
+        for p in parsed {
             let (key, time, item) = match p {
                 Parsed::Event(e) => (e.id.clone(), e.time, Item::Event(e)),
                 other => {
@@ -104,8 +111,31 @@ impl Poll<'_> {
             if self.state.seen.contains_key(&key) {
                 continue;
             }
+            dead_letter |= matches!(
+                item,
+                Item::Rejected(InputResult::Unmapped | InputResult::Invalid)
+            );
             self.state.seen.insert(key, time);
             self.items.push(item);
+        }
+        // An object first seen unmapped or invalid is kept as a dead letter
+        // (once: a re-read object is in `seen`).
+        if let (true, Some((result, reason))) = (dead_letter, verdict) {
+            let payload = body.to_string();
+            let mut headers = Vec::new();
+            if let Some(e) = event {
+                headers.push((crate::dlq::POLL_EVENT_HEADER.to_string(), e.to_string()));
+            }
+            self.dead.push(crate::dlq::DeadLetter {
+                source: self.source.to_string(),
+                delivery: crate::dlq::body_hash(payload.as_bytes()),
+                received: now,
+                result: result.as_str().to_string(),
+                reason,
+                headers,
+                payload,
+                replayed: None,
+            });
         }
     }
 }
@@ -151,6 +181,8 @@ impl PollSource {
             items: Vec::new(),
             state: &mut self.state,
             parser: &self.parser,
+            source: &self.name,
+            dead: Vec::new(),
         };
         for url in self.urls.clone() {
             let poller = super::presets::registry::tool(&self.preset).and_then(|t| t.poll);
@@ -172,6 +204,7 @@ impl PollSource {
             }
         }
         let items = poll.items;
+        let dead = poll.dead;
         prune(&mut self.state.seen);
         let batch = SourceBatch {
             source: self.name.clone(),
@@ -183,6 +216,10 @@ impl PollSource {
             errors,
             caught_up: true,
             poll_seconds: Some(started.elapsed().as_secs_f64()),
+            dead_letters: crate::dlq::DeadLetters {
+                new: dead,
+                replayed: Vec::new(),
+            },
         };
         (batch, wait)
     }

@@ -376,3 +376,51 @@ fn a_checkpoint_restores_what_was_emitted() {
     assert!(b.items.is_empty());
     let _: Value = serde_json::from_slice(&b.checkpoint.unwrap().1).unwrap();
 }
+
+/// Argo CD: an application that names no revision now (OutOfSync and
+/// Degraded, a real payload) takes the one last seen for it, kept in the
+/// checkpoint; one never seen with a revision is `invalid`, and dead-lettered.
+#[test]
+fn argocd_application_without_a_revision_takes_the_last_one_seen() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let srv = serve(move |_| {
+        let degraded = fixture("argocd/application.outofsync_degraded.no_revision.yaml");
+        let mut healthy = degraded.clone();
+        healthy["status"]["sync"] = json!({"status": "Synced", "revision": "abc123"});
+        healthy["status"]["health"] = json!({"status": "Healthy"});
+        let app = if n2.fetch_add(1, Ordering::SeqCst) == 0 {
+            healthy
+        } else {
+            degraded
+        };
+        Resp::json(200, json!({"items": [app]}).to_string())
+    });
+    let mut p = source("argocd", &[srv.url("/api/v1/applications")], "");
+    let (b, _) = p.poll_once();
+    assert_eq!(events(&b)[0].1, "abc123");
+    let cp = b.checkpoint.unwrap().1;
+    let (b, _) = p.poll_once();
+    let ev = events(&b);
+    assert_eq!(ev.len(), 1, "{:?}", b.items);
+    assert_eq!((ev[0].1.as_str(), ev[0].2.as_str()), ("abc123", "failed"));
+    // From the checkpoint, after a restart: the same.
+    let state: PollState = serde_json::from_slice(&cp).unwrap();
+    assert_eq!(
+        state.cursors.values().collect::<Vec<_>>(),
+        vec![&"abc123".to_string()]
+    );
+    // Never seen with one: invalid, and kept as a dead letter.
+    let mut fresh = source("argocd", &[srv.url("/api/v1/applications")], "");
+    let (b, _) = fresh.poll_once();
+    assert!(events(&b).is_empty());
+    assert_eq!(
+        b.items,
+        vec![Item::Rejected(crate::event::InputResult::Invalid)]
+    );
+    assert_eq!(b.dead_letters.new.len(), 1);
+    let d = &b.dead_letters.new[0];
+    assert_eq!((d.source.as_str(), d.result.as_str()), ("p", "invalid"));
+    assert!(d.reason.contains("release"), "{}", d.reason);
+    assert!(d.payload.contains("my-app-4"));
+}

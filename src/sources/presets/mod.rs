@@ -148,7 +148,9 @@ impl PresetParser {
             defaults.extend(src.defaults.clone());
             cfg.defaults = defaults;
         }
-        let line = LineParser::new(&cfg, model, agent_site)?;
+        // The status is mapped first: a payload that is no release step is
+        // `unmapped` even when it lacks a release (docs/presets.md).
+        let line = LineParser::new(&cfg, model, agent_site)?.status_first();
         let overrides = if preset.name == "generic" {
             Vec::new()
         } else {
@@ -182,15 +184,25 @@ impl PresetParser {
     /// Bodies that are not JSON (or, for `generic`, not canonical events)
     /// give one `Invalid`.
     pub fn parse(&self, event: Option<&str>, body: &[u8], received: TimeMs) -> Vec<Parsed> {
+        self.parse_json(event, body, received)
+            .unwrap_or_else(|why| vec![Parsed::Invalid(why)])
+    }
+
+    /// [`parse`](Self::parse), telling a body that is not JSON (`Err`, the
+    /// reason: a webhook answers it 400) from well-formed JSON that maps to
+    /// whatever it maps to (a webhook answers 202).
+    pub fn parse_json(
+        &self,
+        event: Option<&str>,
+        body: &[u8],
+        received: TimeMs,
+    ) -> Result<Vec<Parsed>, String> {
         let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
         if self.preset.name == "generic" {
-            return generic::parse(&self.line, body);
+            return generic::parse_json(&self.line, body);
         }
-        let value: Value = match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(e) => return vec![Parsed::Invalid(format!("bad JSON: {e}"))],
-        };
-        self.parse_value(event, &value, received)
+        let value: Value = serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))?;
+        Ok(self.parse_value(event, &value, received))
     }
 
     /// [`parse`](Self::parse) of an already decoded payload: what pollers
@@ -214,6 +226,10 @@ impl PresetParser {
         records
             .into_iter()
             .map(|mut raw| {
+                // A tool that sends no time: the delivery (or poll) time.
+                if raw.get(Field::Time).is_none_or(str::is_empty) {
+                    raw.set(Field::Time, format_rfc3339(received));
+                }
                 for (field, path) in &self.overrides {
                     if let Some(v) = text_at(value, path) {
                         raw.set(*field, v);
@@ -261,18 +277,32 @@ pub fn s(v: &Value, path: &str) -> Option<String> {
     at(v, path).and_then(text)
 }
 
-/// The first of several paths that has a value.
+/// The first of several paths that has a value (null and empty strings
+/// count as none): a preset's fallback order for one field.
 pub fn first(v: &Value, paths: &[&str]) -> Option<String> {
     paths.iter().find_map(|p| s(v, p))
+}
+
+/// The first of several paths that holds an object (a null, as older API
+/// versions send for an absent one, counts as none).
+pub fn obj<'v>(v: &'v Value, paths: &[&str]) -> Option<&'v Value> {
+    paths
+        .iter()
+        .find_map(|p| at(v, p).filter(|o| o.is_object()))
 }
 
 /// A timestamp in any of the tools' formats: RFC 3339, GitLab's
 /// `2016-08-12 15:23:28 UTC` and `2021-04-28 21:50:00 +0200`, Jira's
 /// `2016-12-08T07:55:13.755+0000`, ServiceNow's UTC `2022-01-06 12:12:43`,
-/// or epoch milliseconds (a JSON number).
+/// epoch milliseconds (a JSON integer), or epoch seconds with a fraction
+/// (a JSON float: Flux's first event format).
 pub fn time(v: &Value) -> Option<TimeMs> {
     match v {
-        Value::Number(n) => n.as_i64(),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && f.abs() < 1e12)
+                .map(|f| (f * 1000.0) as TimeMs)
+        }),
         Value::String(s) => parse_time(s),
         _ => None,
     }
@@ -350,3 +380,6 @@ pub fn is_bot_name(login: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod corpus;

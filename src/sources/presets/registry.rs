@@ -47,6 +47,13 @@ pub struct Tool {
     /// The request header naming a webhook's event type, when the tool
     /// sends one (its preset reads it as [`super::Input::event`]).
     pub event_header: Option<&'static str>,
+    /// The request header carrying a webhook's delivery id, when the tool
+    /// sends one (kept with a dead letter; logged with an `invalid` payload).
+    pub delivery_header: Option<&'static str>,
+    /// Whether every payload of the tool names an environment (or the
+    /// preset supplies one): when not, check-config warns about a source
+    /// that sets neither `defaults.environment` nor `fields.environment`.
+    pub environment_always: bool,
     /// Its poll client, when a `type = "poll"` source can poll it.
     pub poll: Option<Poller>,
     /// Its payload fixtures: a folder under `tests/fixtures/`.

@@ -161,3 +161,143 @@ fn every_fixture_parses_with_its_own_preset_or_counts_once() {
         }
     }
 }
+
+// --- fallbacks, each with the real payload that needs it (tests/fixtures,
+// SOURCES.md)
+
+fn payload(path: &str) -> Value {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path);
+    let text = std::fs::read_to_string(&p).unwrap();
+    if path.ends_with(".yaml") {
+        serde_norway::from_str(&text).unwrap()
+    } else {
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+fn parser_for(preset: &str, extra: &str) -> PresetParser {
+    let src: SourceConfig = toml::from_str(&format!(
+        "name = \"{preset}\"\ntype = \"webhook\"\npreset = \"{preset}\"\nsecret_file = \"/s\"\n{extra}"
+    ))
+    .unwrap();
+    PresetParser::new(&src, &Model::builtin(), "site").unwrap()
+}
+
+fn one(parsed: Vec<super::Parsed>) -> super::Parsed {
+    assert_eq!(parsed.len(), 1, "{parsed:?}");
+    parsed.into_iter().next().unwrap()
+}
+
+fn event(parsed: Vec<super::Parsed>) -> crate::event::Event {
+    match one(parsed) {
+        super::Parsed::Event(e) => *e,
+        other => panic!("not an event: {other:?}"),
+    }
+}
+
+/// Azure DevOps' documented started event has no `resource.release` (other
+/// versions send it null): the release is read from
+/// `resource.environment.release`.
+#[test]
+fn azure_release_falls_back_to_the_environments_release() {
+    let v = payload("azure-devops/ms.vss-release.deployment-started-event.msdocs.json");
+    assert!(v.pointer("/resource/release").is_none_or(Value::is_null));
+    let e = event(parser_for("azure_devops", "").parse_value(None, &v, 0));
+    assert_eq!(e.release, "Release-1");
+    assert_eq!(e.environment, "Dev");
+    assert_eq!(e.status, "in_progress");
+    // The id names the release (5), not the environment's releaseId (0).
+    assert!(
+        e.id.starts_with("azure_devops:release:5:env:5:"),
+        "{}",
+        e.id
+    );
+}
+
+/// A GitLab Job Hook for a job just created carries no time at all: the
+/// delivery time is the event's.
+#[test]
+fn gitlab_job_without_times_takes_the_delivery_time() {
+    let v = payload("gitlab/job_hook.created.no_times.2021.json");
+    let received = crate::event::now_ms() - 60_000;
+    let e = event(parser_for("gitlab", "").parse_value(Some("Job Hook"), &v, received));
+    assert_eq!(e.time, received);
+    assert_eq!(e.status, "scheduled");
+}
+
+/// Jira status transitions on issues with no fix version are no release
+/// step: `unmapped` (the status is mapped first), not `invalid`.
+#[test]
+fn jira_transitions_without_a_fix_version_are_unmapped() {
+    let p = parser_for("jira", "");
+    for f in [
+        "jira/jira_issue_updated.status_todo_to_inprogress.no_fixversion.json",
+        "jira/jira_issue_updated.status_inprogress_to_paused.no_fixversion.json",
+    ] {
+        match one(p.parse_value(None, &payload(f), 0)) {
+            super::Parsed::Unmapped(_) => {}
+            other => panic!("{f}: {other:?}"),
+        }
+    }
+}
+
+/// Argo CD: an application with no revision in its operation or sync
+/// status takes the newest `status.history` revision; one with none at all
+/// is `invalid` over a webhook (a poll carries the last one seen:
+/// poll::tests); `targetRevision` (a branch) is never the release.
+#[test]
+fn argocd_revision_falls_back_to_history_never_to_target_revision() {
+    let p = parser_for("argocd", "[defaults]\nenvironment = \"production\"\n");
+    let mut app = payload("argocd/application.outofsync_degraded.no_revision.yaml");
+    app["spec"]["source"]["targetRevision"] = serde_json::json!("main");
+    match one(p.parse_value(None, &serde_json::json!({ "app": app.clone() }), 0)) {
+        super::Parsed::Invalid(why) => assert!(why.contains("release"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    app["status"]["history"] = serde_json::json!([
+        {"id": 1, "revision": "aaa111", "deployedAt": "2024-08-07T10:00:00Z"},
+        {"id": 3, "revision": "ccc333", "deployedAt": "2024-08-07T12:00:00Z"},
+        {"id": 2, "revision": "bbb222", "deployedAt": "2024-08-07T11:00:00Z"},
+    ]);
+    let e = event(p.parse_value(None, &serde_json::json!({ "app": app.clone() }), 0));
+    assert_eq!(e.release, "ccc333");
+    assert_eq!(e.status, "failed");
+    // The poll's last-seen revision comes after history.
+    let body = serde_json::json!({ "app": app, super::argocd::LAST_SEEN: "zzz" });
+    assert_eq!(event(p.parse_value(None, &body, 0)).release, "ccc333");
+}
+
+/// Jenkins builds without an environment parameter need the source's
+/// default (check-config warns when it is missing): with none they are
+/// `invalid`, with one accepted.
+#[test]
+fn jenkins_without_an_environment_parameter_needs_the_default() {
+    let v = payload("jenkins/build.success.no_params.json");
+    match one(parser_for("jenkins", "").parse_value(None, &v, 0)) {
+        super::Parsed::Invalid(why) => assert_eq!(why, "missing field environment"),
+        other => panic!("{other:?}"),
+    }
+    let p = parser_for("jenkins", "[defaults]\nenvironment = \"production\"\n");
+    assert_eq!(event(p.parse_value(None, &v, 0)).environment, "production");
+}
+
+/// Flux's 2020 event formats: `ts` instead of `timestamp`, and `timestamp`
+/// as float epoch seconds; both are the event's time (not the delivery's).
+#[test]
+fn flux_2020_times_are_read() {
+    let p = parser_for(
+        "flux",
+        "[defaults]\nenvironment = \"production\"\n[status_map]\nApplySucceed = \"deployed\"\n[fields]\nrelease = \"involvedObject.name\"\n",
+    );
+    let ts = payload("flux/event.kustomization.info_applysucceed.2020_ts_no_revision.json");
+    let e = event(p.parse_value(None, &ts, 0));
+    assert_eq!(
+        crate::event::format_rfc3339(e.time),
+        "2020-09-17T07:27:11.921Z"
+    );
+    let float = payload("flux/event.kustomization.info_applysucceed.2020_epoch_float.json");
+    let e = event(p.parse_value(None, &float, 0));
+    assert_eq!(e.time, 1_587_195_448_071);
+}

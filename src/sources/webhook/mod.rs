@@ -14,10 +14,13 @@
 //! an HMAC is computed over those bytes only, and the JSON is parsed only
 //! after it matched.
 //!
-//! Answers: 202 accepted (duplicates included: a redelivery is harmless),
-//! 401 bad or missing signature, 404 unknown source, 413 body over
-//! `max_body`, 415 a content type that is neither JSON nor `text/plain`,
-//! 400 a body the preset cannot parse, 408 a body not received in time, 429
+//! Answers: 202 for every authenticated, well-formed JSON payload, whether
+//! its records are accepted (duplicates included: a redelivery is
+//! harmless), `unmapped` (no release step) or `invalid` (lacking what a
+//! status needs: the reason is logged with the delivery id, and the payload
+//! kept as a dead letter, [`crate::dlq`]); 401 bad or missing signature,
+//! 404 unknown source, 413 body over `max_body`, 415 a content type that is
+//! neither JSON nor `text/plain`, 400 a body that is not JSON, 408 a body not received in time, 429
 //! over `rate_limit`, 503 while the spool is full under `when_full =
 //! "block"`, while the bodies in flight fill the listener's budget (or the
 //! core is stopping), so the sender retries.
@@ -237,6 +240,7 @@ impl Hook {
             errors: Vec::new(),
             caught_up: true,
             poll_seconds: None,
+            dead_letters: Default::default(),
         };
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
@@ -251,36 +255,74 @@ impl Hook {
                 );
             }
         }
+        let tool = super::presets::registry::tool(self.parser.preset().name);
         let event = event_header(req, self.parser.preset().name);
-        let parsed = self.parser.parse(event.as_deref(), body, now_ms());
-        if let [Parsed::Invalid(why)] = parsed.as_slice() {
-            tracing::debug!(source = %self.name, "invalid payload: {why}");
-            return Checked::Commit(
-                batch(vec![Item::Rejected(InputResult::Invalid)]),
-                StatusCode::BAD_REQUEST,
-                format!("cannot parse the body: {why}"),
-            );
+        let received = now_ms();
+        let parsed = match self.parser.parse_json(event.as_deref(), body, received) {
+            Ok(parsed) => parsed,
+            Err(why) => {
+                tracing::debug!(source = %self.name, "not JSON: {why}");
+                return Checked::Commit(
+                    batch(vec![Item::Rejected(InputResult::Invalid)]),
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot parse the body: {why}"),
+                );
+            }
+        };
+        // Authenticated, well-formed JSON: 202 whatever it maps to (a 4xx
+        // would make the tool count a failed delivery, and disable the
+        // hook); what did not map is kept as a dead letter.
+        let delivery_header = tool.and_then(|t| t.delivery_header);
+        let delivery = crate::dlq::delivery_id(req.headers(), delivery_header, body);
+        let mut dead = crate::dlq::DeadLetters::default();
+        if let Some((result, reason)) = crate::sources::fields::dead_letter_verdict(&parsed) {
+            // An invalid payload is worth a look (a missing field: a
+            // default to set); an unmapped one is what tools send besides
+            // release steps (pings, pushes): debug.
+            if result == InputResult::Invalid {
+                tracing::info!(source = %self.name, delivery = %delivery, "invalid payload: {reason}");
+            } else {
+                tracing::debug!(source = %self.name, delivery = %delivery, "unmapped payload: {reason}");
+            }
+            let extra: Vec<&str> = tool
+                .into_iter()
+                .flat_map(|t| [t.event_header, t.delivery_header])
+                .flatten()
+                .collect();
+            dead.new.push(crate::dlq::DeadLetter {
+                source: self.name.clone(),
+                delivery,
+                received,
+                result: result.as_str().to_string(),
+                reason,
+                headers: crate::dlq::kept_headers(req.headers(), &extra),
+                payload: String::from_utf8_lossy(body).into_owned(),
+                replayed: None,
+            });
         }
         let n = parsed.len();
+        let (mut unmapped, mut invalid) = (0, 0);
         let items = parsed
             .into_iter()
             .map(|p| match p {
                 Parsed::Event(e) => Item::Event(e),
                 Parsed::Skipped => Item::Rejected(InputResult::Skipped),
-                Parsed::Invalid(why) => {
-                    tracing::debug!(source = %self.name, "invalid record: {why}");
+                Parsed::Invalid(_) => {
+                    invalid += 1;
                     Item::Rejected(InputResult::Invalid)
                 }
-                Parsed::Unmapped(raw) => {
-                    tracing::debug!(source = %self.name, "unmapped: {raw}");
+                Parsed::Unmapped(_) => {
+                    unmapped += 1;
                     Item::Rejected(InputResult::Unmapped)
                 }
             })
             .collect();
+        let mut batch = batch(items);
+        batch.dead_letters = dead;
         Checked::Commit(
-            batch(items),
+            batch,
             StatusCode::ACCEPTED,
-            format!("{{\"records\":{n}}}"),
+            format!("{{\"records\":{n},\"unmapped\":{unmapped},\"invalid\":{invalid}}}"),
         )
     }
 }

@@ -25,13 +25,15 @@ pub const TOOL: Tool = Tool {
     preset: &PRESET,
     auth: AuthScheme::SignatureOrBearer,
     event_header: None,
+    delivery_header: None,
+    environment_always: false,
     poll: None,
     fixtures: Some("argo-rollouts"),
 };
 
 fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
     let b = input.body;
-    let ro = b.get("rollout").unwrap_or(b);
+    let ro = super::obj(b, &["rollout"]).unwrap_or(b);
     if s(ro, "kind").is_some_and(|k| k != "Rollout") {
         return vec![];
     }
@@ -95,9 +97,13 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
 /// < v1.0), derived the way Argo CD's Rollout health check does.
 fn derived_phase(ro: &serde_json::Value, st: &serde_json::Value) -> Option<String> {
     let conditions = st.get("conditions").and_then(serde_json::Value::as_array);
+    // Degraded as Argo CD's Rollout health check says: past the progress
+    // deadline, or an InvalidSpec condition.
     let deadline = conditions.into_iter().flatten().any(|c| {
-        s(c, "type").as_deref() == Some("Progressing")
-            && s(c, "reason").as_deref() == Some("ProgressDeadlineExceeded")
+        (s(c, "type").as_deref() == Some("Progressing")
+            && s(c, "reason").as_deref() == Some("ProgressDeadlineExceeded"))
+            || (s(c, "type").as_deref() == Some("InvalidSpec")
+                && s(c, "status").as_deref() != Some("False"))
     });
     if deadline {
         return Some("Degraded".into());

@@ -31,13 +31,49 @@ pub const TOOL: Tool = Tool {
     preset: &PRESET,
     auth: AuthScheme::SignatureOrBearer,
     event_header: None,
+    delivery_header: None,
+    environment_always: false,
     poll: Some(poll::poll),
     fixtures: Some("argocd"),
 };
 
+/// The key of the poll body (`{"app": ..., "lastSeenRevision": ...}`)
+/// carrying the revision last seen for an application that names none now
+/// (kept in the poll checkpoint): the release's last fallback.
+pub const LAST_SEEN: &str = "lastSeenRevision";
+
+/// An application's revision, in fallback order: the operation's sync
+/// result, the operation's sync revision, `status.sync.revision` (each also
+/// as a multi-source app's first of `revisions`), then the newest
+/// `status.history` entry's. Never `spec.source.targetRevision`: it names a
+/// branch or a tag pattern, not what is deployed.
+pub fn revision(app: &serde_json::Value) -> Option<String> {
+    first(
+        app,
+        &[
+            "status.operationState.syncResult.revision",
+            "status.operationState.syncResult.revisions.0",
+            "status.operationState.operation.sync.revision",
+            "status.operationState.operation.sync.revisions.0",
+            "status.sync.revision",
+            "status.sync.revisions.0",
+        ],
+    )
+    .or_else(|| {
+        let history = app.pointer("/status/history")?.as_array()?;
+        // Newest: the greatest `id` (Argo CD appends; ids grow).
+        let newest = history
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, h)| (h.get("id").and_then(serde_json::Value::as_i64), *i))?
+            .1;
+        first(newest, &["revision", "revisions.0"])
+    })
+}
+
 fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
     let b = input.body;
-    let app = b.get("app").or_else(|| b.get("application")).unwrap_or(b);
+    let app = super::obj(b, &["app", "application"]).unwrap_or(b);
     if s(app, "kind").is_some_and(|k| k != "Application") {
         return vec![];
     }
@@ -52,14 +88,7 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
         Some(_) => phase.clone(),
     };
     let Some(raw) = raw else { return vec![] };
-    let revision = first(
-        app,
-        &[
-            "status.operationState.syncResult.revision",
-            "status.operationState.operation.sync.revision",
-            "status.sync.revision",
-        ],
-    );
+    let revision = revision(app).or_else(|| s(b, LAST_SEEN));
     let time = op
         .and_then(|o| time_at(o, "finishedAt").or_else(|| time_at(o, "startedAt")))
         .or_else(|| time_at(app, "status.reconciledAt"));

@@ -33,6 +33,8 @@ pub const TOOL: Tool = Tool {
     preset: &PRESET,
     auth: AuthScheme::BasicPassword,
     event_header: None,
+    delivery_header: None,
+    environment_always: true,
     poll: None,
     fixtures: Some("azure-devops"),
 };
@@ -68,31 +70,46 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
             } else {
                 s(env, "status")
             };
-            let release = r.get("release").or_else(|| env.get("release"));
-            let release_id = release
-                .and_then(|x| s(x, "id"))
-                .or_else(|| s(env, "releaseId"));
-            rec.put(Field::Release, release.and_then(|x| s(x, "name")))
-                .put(Field::Environment, s(env, "name"))
-                .put(
-                    Field::Id,
-                    status.as_ref().map(|st| {
-                        format!(
-                            "azure_devops:release:{}:env:{}:{st}",
-                            release_id.unwrap_or_default(),
-                            s(env, "id").unwrap_or_default()
-                        )
-                    }),
-                )
-                .put(Field::Status, status)
-                .put(Field::Time, time_at(env, "modifiedOn").or(created))
-                .put(
-                    Field::Service,
-                    first(env, &["releaseDefinition.name"]).or_else(|| s(r, "project.name")),
-                );
+            // `resource.release` is null in the documented started-event
+            // sample: the release is also under the environment.
+            let release_id = first(
+                r,
+                &[
+                    "release.id",
+                    "environment.release.id",
+                    "environment.releaseId",
+                ],
+            );
+            rec.put(
+                Field::Release,
+                first(r, &["release.name", "environment.release.name"]),
+            )
+            .put(Field::Environment, s(env, "name"))
+            .put(
+                Field::Id,
+                status.as_ref().map(|st| {
+                    format!(
+                        "azure_devops:release:{}:env:{}:{st}",
+                        release_id.unwrap_or_default(),
+                        s(env, "id").unwrap_or_default()
+                    )
+                }),
+            )
+            .put(Field::Status, status)
+            .put(Field::Time, time_at(env, "modifiedOn").or(created))
+            .put(
+                Field::Service,
+                first(env, &["releaseDefinition.name"]).or_else(|| s(r, "project.name")),
+            );
             person(
                 &mut rec,
-                r.get("deployment").and_then(|d| d.get("requestedFor")),
+                super::obj(
+                    r,
+                    &[
+                        "deployment.requestedFor",
+                        "environment.deploySteps.0.requestedFor",
+                    ],
+                ),
             );
         }
         "ms.vss-release.deployment-approval-completed-event"
@@ -123,7 +140,7 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
             .put(Field::Status, status)
             .put(Field::Time, time_at(a, "modifiedOn").or(created))
             .put(Field::Reason, s(a, "comments"));
-            person(&mut rec, a.get("approvedBy").or_else(|| a.get("approver")));
+            person(&mut rec, super::obj(a, &["approvedBy", "approver"]));
         }
         "ms.vss-pipelines.run-state-changed-event" => {
             let Some(run) = r.get("run") else {

@@ -32,6 +32,8 @@ pub const TOOL: Tool = Tool {
     preset: &PRESET,
     auth: AuthScheme::SignatureOrBearer,
     event_header: None,
+    delivery_header: None,
+    environment_always: false,
     poll: None,
     fixtures: Some("flux"),
 };
@@ -78,7 +80,9 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
     .put(Field::Status, Some(reason))
     .put(
         Field::Time,
-        time_at(b, "timestamp").or_else(|| Some(crate::event::format_rfc3339(input.received))),
+        time_at(b, "timestamp")
+            .or_else(|| time_at(b, "ts"))
+            .or_else(|| Some(crate::event::format_rfc3339(input.received))),
     )
     .put(Field::Reason, s(b, "message"))
     .put(

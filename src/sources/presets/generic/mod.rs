@@ -19,6 +19,8 @@ pub const TOOL: Tool = Tool {
     preset: &PRESET,
     auth: AuthScheme::SignatureOrBearer,
     event_header: None,
+    delivery_header: None,
+    environment_always: true,
     poll: None,
     fixtures: None,
 };
@@ -30,28 +32,34 @@ fn extract(_: &Input<'_>) -> Vec<RawFields<'static>> {
 
 /// One outcome per event in the body; never empty.
 pub fn parse(line: &LineParser, body: &[u8]) -> Vec<Parsed> {
+    parse_json(line, body).unwrap_or_else(|why| vec![Parsed::Invalid(why)])
+}
+
+/// [`parse`], with `Err` for a body that is not JSON: not UTF-8, empty, a
+/// broken array, or lines none of which is a JSON value.
+pub fn parse_json(line: &LineParser, body: &[u8]) -> Result<Vec<Parsed>, String> {
     let Ok(text) = std::str::from_utf8(body) else {
-        return vec![Parsed::Invalid("body is not UTF-8".into())];
+        return Err("body is not UTF-8".into());
     };
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return vec![Parsed::Invalid("empty body".into())];
+        return Err("empty body".into());
     }
     if trimmed.starts_with('[') {
         return match serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(trimmed) {
-            Ok(items) if items.is_empty() => vec![Parsed::Unmapped("empty array".into())],
-            Ok(items) => items.iter().map(|v| line.parse(v.get())).collect(),
-            Err(e) => vec![Parsed::Invalid(format!("bad JSON array: {e}"))],
+            Ok(items) if items.is_empty() => Ok(vec![Parsed::Unmapped("empty array".into())]),
+            Ok(items) => Ok(items.iter().map(|v| line.parse(v.get())).collect()),
+            Err(e) => Err(format!("bad JSON array: {e}")),
         };
     }
     // One object, possibly spread over several lines.
     if serde_json::from_str::<&serde_json::value::RawValue>(trimmed).is_ok() {
-        return vec![line.parse(trimmed)];
+        return Ok(vec![line.parse(trimmed)]);
     }
-    let out: Vec<Parsed> = trimmed
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| line.parse(l))
-        .collect();
-    out
+    let lines: Vec<&str> = trimmed.lines().filter(|l| !l.trim().is_empty()).collect();
+    let json = |l: &&str| serde_json::from_str::<&serde_json::value::RawValue>(l.trim()).is_ok();
+    if !lines.iter().any(json) {
+        return Err("bad JSON: neither a JSON value nor JSON lines".into());
+    }
+    Ok(lines.into_iter().map(|l| line.parse(l)).collect())
 }

@@ -43,6 +43,8 @@ pub const TOOL: Tool = Tool {
     preset: &PRESET,
     auth: AuthScheme::HubSignature256,
     event_header: Some("x-github-event"),
+    delivery_header: Some("x-github-delivery"),
+    environment_always: true,
     poll: Some(poll::poll),
     fixtures: Some("github"),
 };
@@ -64,7 +66,7 @@ fn kind(input: &Input<'_>) -> &'static str {
 }
 
 fn actor(rec: &mut Rec, user: Option<&Value>) {
-    if let Some(u) = user {
+    if let Some(u) = user.filter(|u| u.is_object()) {
         let login = s(u, "login");
         let bot = s(u, "type").is_some_and(|t| t == "Bot")
             || login.as_deref().is_some_and(super::is_bot_name);
@@ -93,7 +95,7 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
                 .put(Field::Status, Some("created".into()))
                 .put(Field::Time, time_at(d, "created_at"))
                 .put(Field::Reason, s(d, "description"));
-                actor(&mut rec, d.get("creator"));
+                actor(&mut rec, super::obj(d, &["creator"]).or(b.get("sender")));
             } else {
                 let Some(ds) = b.get("deployment_status") else {
                     return vec![];
@@ -109,7 +111,7 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
                     time_at(ds, "updated_at").or_else(|| time_at(ds, "created_at")),
                 )
                 .put(Field::Reason, s(ds, "description"));
-                actor(&mut rec, ds.get("creator"));
+                actor(&mut rec, super::obj(ds, &["creator"]).or(b.get("sender")));
             }
         }
         "workflow_run" => {
@@ -135,8 +137,14 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
                     }),
                 )
                 .put(Field::Status, raw)
-                .put(Field::Time, time_at(r, "updated_at"));
-            actor(&mut rec, r.get("triggering_actor").or(r.get("actor")));
+                .put(
+                    Field::Time,
+                    time_at(r, "updated_at").or_else(|| time_at(r, "created_at")),
+                );
+            actor(
+                &mut rec,
+                super::obj(r, &["triggering_actor", "actor"]).or(b.get("sender")),
+            );
         }
         "workflow_job" => {
             let Some(j) = b.get("workflow_job") else {
@@ -149,6 +157,9 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
             rec.put(Field::Release, s(j, "head_sha"))
                 .put(Field::Commit, s(j, "head_sha"))
                 .put(Field::Version, s(j, "head_branch"))
+                // A job waiting on an environment's protection rule names
+                // it in the top-level deployment.
+                .put(Field::Environment, s(b, "deployment.environment"))
                 .put(Field::Reason, s(j, "name"))
                 .put(
                     Field::Id,

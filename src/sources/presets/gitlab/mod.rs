@@ -35,6 +35,8 @@ pub const TOOL: Tool = Tool {
     preset: &PRESET,
     auth: AuthScheme::GitlabToken,
     event_header: Some("x-gitlab-event"),
+    delivery_header: Some("x-gitlab-event-uuid"),
+    environment_always: true,
     poll: Some(poll::poll),
     fixtures: Some("gitlab"),
 };
@@ -113,7 +115,10 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
             rec.put(Field::Release, s(b, "ref"))
                 .put(Field::Version, s(b, "ref"))
                 .put(Field::Commit, s(b, "sha"))
-                .put(Field::Environment, s(b, "environment.name"))
+                .put(
+                    Field::Environment,
+                    first(b, &["environment.name", "environment"]),
+                )
                 .put(Field::Reason, s(b, "build_name"))
                 .put(
                     Field::Id,

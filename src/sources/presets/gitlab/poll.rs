@@ -4,7 +4,7 @@
 //! shaped as the Deployment and Pipeline hooks this preset maps, so ids
 //! match.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::sources::poll::client::{Client, PollError};
 use crate::sources::poll::{Poll, array, json};
@@ -48,33 +48,7 @@ pub fn poll(c: &mut Client, poll: &mut Poll<'_>, url: &str) -> Result<(), PollEr
             let f = c.get(&u, None)?;
             let list = json(&u, f.body.as_deref().unwrap_or(b"[]"))?;
             for it in array(&list) {
-                let shaped = if kind == "deployments" {
-                    let status = it
-                        .get("status")
-                        .or_else(|| it.pointer("/deployable/status"));
-                    json!({
-                        "object_kind": "deployment",
-                        "status": status,
-                        "deployment_id": it["id"],
-                        "ref": it["ref"],
-                        "short_sha": it["sha"],
-                        "environment": it.pointer("/environment/name"),
-                        "status_changed_at": it["updated_at"],
-                        "user": it["user"],
-                        "project": project,
-                    })
-                } else {
-                    json!({
-                        "object_kind": "pipeline",
-                        "object_attributes": {
-                            "id": it["id"], "status": it["status"], "ref": it["ref"],
-                            "sha": it["sha"], "created_at": it["created_at"],
-                            "started_at": it["started_at"], "finished_at": it["finished_at"],
-                        },
-                        "user": it["user"],
-                        "project": project,
-                    })
-                };
+                let shaped = shape(kind, it, &project);
                 poll.emit(None, &shaped);
                 if let Some(t) = it["updated_at"]
                     .as_str()
@@ -97,4 +71,36 @@ pub fn poll(c: &mut Client, poll: &mut Poll<'_>, url: &str) -> Result<(), PollEr
         }
     }
     Ok(())
+}
+
+/// An item of the API's `deployments` or `pipelines` list (`kind`), shaped
+/// as the hook the preset reads (`project`: `{"name": ...}`).
+pub fn shape(kind: &str, it: &Value, project: &Value) -> Value {
+    if kind == "deployments" {
+        let status = it
+            .get("status")
+            .or_else(|| it.pointer("/deployable/status"));
+        json!({
+            "object_kind": "deployment",
+            "status": status,
+            "deployment_id": it["id"],
+            "ref": it["ref"],
+            "short_sha": it["sha"],
+            "environment": it.pointer("/environment/name"),
+            "status_changed_at": it["updated_at"],
+            "user": it["user"],
+            "project": project,
+        })
+    } else {
+        json!({
+            "object_kind": "pipeline",
+            "object_attributes": {
+                "id": it["id"], "status": it["status"], "ref": it["ref"],
+                "sha": it["sha"], "created_at": it["created_at"],
+                "started_at": it["started_at"], "finished_at": it["finished_at"],
+            },
+            "user": it["user"],
+            "project": project,
+        })
+    }
 }

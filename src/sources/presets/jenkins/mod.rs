@@ -37,6 +37,8 @@ pub const TOOL: Tool = Tool {
     preset: &PRESET,
     auth: AuthScheme::SignatureOrBearer,
     event_header: None,
+    delivery_header: None,
+    environment_always: false,
     poll: Some(poll::poll),
     fixtures: Some("jenkins"),
 };

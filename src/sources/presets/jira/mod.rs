@@ -21,6 +21,8 @@ pub const TOOL: Tool = Tool {
     preset: &PRESET,
     auth: AuthScheme::SignatureOrBearer,
     event_header: None,
+    delivery_header: Some("x-atlassian-webhook-identifier"),
+    environment_always: true,
     poll: None,
     fixtures: Some("jira"),
 };

@@ -24,6 +24,8 @@ pub const TOOL: Tool = Tool {
     preset: &PRESET,
     auth: AuthScheme::SignatureOrBearer,
     event_header: None,
+    delivery_header: None,
+    environment_always: true,
     poll: None,
     fixtures: Some("servicenow"),
 };
@@ -39,7 +41,7 @@ fn field(rec: &Value, name: &str) -> Option<String> {
 
 fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
     let b = input.body;
-    let r = b.get("result").unwrap_or(b);
+    let r = super::obj(b, &["result"]).unwrap_or(b);
     let Some(sys_id) = field(r, "sys_id") else {
         return vec![];
     };
