@@ -156,11 +156,26 @@ pub struct Settings {
     pub dedupe_window: TimeMs,
     pub stale_after: TimeMs,
     pub history_retention: TimeMs,
+    /// Finished keys kept in memory (and in the store's key table): beyond
+    /// this the ones finished longest ago are forgotten at the next check,
+    /// whatever `history_retention` says (`[tracking] max_tracked`), so
+    /// releases flowing to `complete` do not grow the agent. Unlimited in
+    /// `replay`.
+    pub max_finished: usize,
+    /// Event ids remembered for duplicate detection: beyond this the oldest
+    /// are forgotten at the next check, even within `dedupe_window`
+    /// ([`SEEN_PER_KEY`] × `max_tracked`; unlimited in `replay`).
+    pub max_seen: usize,
     /// Build store batches (history, dirty keys). `replay` turns it off.
     pub persist: bool,
     /// What goes into the outbox: nothing, anomalies, or every transition too.
     pub outbox: OutboxMode,
 }
+
+/// Event ids remembered per tracked key (`max_tracked`): a release key
+/// sees four to eight statuses, and duplicates come soon after the
+/// original (a webhook retried, a poll overlapping, a file read again).
+pub const SEEN_PER_KEY: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxMode {
@@ -182,6 +197,17 @@ impl Settings {
             dedupe_window: ms(cfg.tracking.dedupe_window),
             stale_after: ms(cfg.tracking.stale_after),
             history_retention: ms(cfg.tracking.history_retention),
+            // `replay` reads a finite input and reports every key: no caps.
+            max_finished: if persist {
+                cfg.tracking.max_tracked
+            } else {
+                usize::MAX
+            },
+            max_seen: if persist {
+                cfg.tracking.max_tracked.saturating_mul(SEEN_PER_KEY)
+            } else {
+                usize::MAX
+            },
             persist,
             outbox,
         }
@@ -311,6 +337,12 @@ impl Tracker {
             self.keys.insert(key, ks);
         }
         self.seen.extend(seen);
+        // A store written with a larger cap: the next batch purges it too.
+        if let Some(cut) = self.trim_seen()
+            && self.settings.persist
+        {
+            self.batch.seen_purge_before = Some(cut + 1);
+        }
         self.failing.extend(failing);
         self.approvals
             .extend(approvals.into_iter().map(|(r, s, at)| ((r, s), at)));
@@ -769,6 +801,45 @@ impl Tracker {
         }
     }
 
+    /// The `n` keys finished longest ago (ties by key), among those still
+    /// within `history_retention`: what `max_finished` forgets first.
+    fn oldest_finished(&self, n: usize, now: TimeMs) -> Vec<Key> {
+        let retention = self.settings.history_retention;
+        let mut done: Vec<(TimeMs, &Key)> = self
+            .keys
+            .iter()
+            .filter_map(|(k, ks)| ks.finished.map(|f| (f.at, k)))
+            .filter(|(at, _)| now - *at <= retention)
+            .collect();
+        if n < done.len() {
+            done.select_nth_unstable(n);
+            done.truncate(n);
+        }
+        done.into_iter().map(|(_, k)| k.clone()).collect()
+    }
+
+    /// Forgets the oldest seen ids beyond `max_seen` (the map keeps its
+    /// capacity: memory stays flat once the cap is reached); returns the
+    /// time at and before which ids were forgotten, if any.
+    fn trim_seen(&mut self) -> Option<TimeMs> {
+        let max = self.settings.max_seen;
+        if self.seen.len() <= max {
+            return None;
+        }
+        let mut times: Vec<TimeMs> = self.seen.values().copied().collect();
+        let excess = times.len() - max;
+        let (_, cut, _) = times.select_nth_unstable(excess - 1);
+        let cut = *cut;
+        // Ids seen at the cut time itself go too (at most a few more).
+        self.seen.retain(|_, at| *at > cut);
+        Some(cut)
+    }
+
+    /// Number of event ids remembered for duplicate detection.
+    pub fn seen_len(&self) -> usize {
+        self.seen.len()
+    }
+
     fn transition_record(
         &self,
         key: &Key,
@@ -801,6 +872,7 @@ impl Tracker {
         let mut forget = Vec::new();
         let mut counts: HashMap<(String, String), u64> = HashMap::new();
         let mut anomalies = Vec::new();
+        let mut finished = 0usize;
         for (key, ks) in self.keys.iter_mut() {
             // Attempts are judged whether or not the key has finished since
             // (deployed then complete within the grace is the common case).
@@ -820,6 +892,8 @@ impl Tracker {
             if let Some(f) = &ks.finished {
                 if now - f.at > self.settings.history_retention {
                     forget.push(key.clone());
+                } else {
+                    finished += 1;
                 }
                 continue;
             }
@@ -857,6 +931,9 @@ impl Tracker {
         for key in stale {
             self.finish(&key, now, FinishReason::Stale);
         }
+        if finished > self.settings.max_finished {
+            forget.extend(self.oldest_finished(finished - self.settings.max_finished, now));
+        }
         for key in forget {
             self.keys.remove(&key);
             self.dirty.remove(&key);
@@ -877,9 +954,15 @@ impl Tracker {
         let window = self.settings.dedupe_window;
         let before = self.seen.len();
         self.seen.retain(|_, at| now - *at <= window);
+        let trimmed = self.trim_seen();
         if self.settings.persist {
             if self.seen.len() != before || self.batch.seen_purge_before.is_none() {
-                self.batch.seen_purge_before = Some(now - window);
+                self.batch.seen_purge_before = self.batch.seen_purge_before.max(Some(now - window));
+            }
+            // The store forgets what the cap forgot (else a restart would
+            // load them all back).
+            if let Some(cut) = trimmed {
+                self.batch.seen_purge_before = self.batch.seen_purge_before.max(Some(cut + 1));
             }
             self.batch.history_purge_before = Some(now - self.settings.history_retention);
         }
