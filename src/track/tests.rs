@@ -2048,3 +2048,11 @@ proptest! {
 
 mod clean;
 mod rules;
+
+/// The key table holds the key and a pointer to its state: a bucket stays
+/// small however the state grows (issue 23: 470 bytes a bucket inline).
+#[test]
+fn a_bucket_of_the_key_table_is_small() {
+    assert!(std::mem::size_of::<(Key, Box<KeyState>)>() <= 104);
+    assert!(std::mem::size_of::<KeyState>() > 200, "then unbox it");
+}
