@@ -15,10 +15,12 @@
 #      and the SIEM formats per core (criterion, benches/siem_format.rs).
 #
 # Usage: scripts/perf-figures.sh [--soak-minutes M] [--keys N] [--lines N]
-#                                [--bin PATH]... [--no-criterion] [--smoke]
+#                                [--bin PATH]... [--only LIST] [--no-criterion] [--smoke]
 #   --bin PATH      measure this binary instead of building (repeat it to
 #                   run the agent figures of several builds side by side,
 #                   alternating, e.g. the previous commit's build first)
+#   --only LIST     some of idle,soak,ingest,criterion (comma-separated;
+#                   ingest = figures 3 and 5's replay/mtail/run --once)
 #   --no-criterion  skip figures 4 and the SIEM formats (no bench build)
 #   --smoke         tiny sizes (200 keys, 5,000 lines, a 6 s soak) and no
 #                   criterion: checks the script works (tests/bench_scripts.rs)
@@ -27,19 +29,21 @@
 # Builds with `nice -n 19`: the machine is shared.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SOAK=10 KEYS=10000 LINES=500000 CRITERION=1 SMOKE=0 BINS=()
+SOAK=10 KEYS=10000 LINES=500000 CRITERION=1 SMOKE=0 BINS=() ONLY=idle,soak,ingest,criterion
 while [ $# -gt 0 ]; do
   case "$1" in
     --soak-minutes) SOAK=$2; shift 2 ;;
     --keys) KEYS=$2; shift 2 ;;
     --lines) LINES=$2; shift 2 ;;
     --bin) BINS+=("$2"); shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
     --no-criterion) CRITERION=0; shift ;;
     --smoke) SMOKE=1; SOAK=0.1; KEYS=200; LINES=5000; CRITERION=0; shift ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "perf-figures: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+case ",$ONLY," in *,criterion,*) ;; *) CRITERION=0 ;; esac
 TARGET=${CARGO_TARGET_DIR:-target}
 if [ ${#BINS[@]} -eq 0 ]; then
   # One build: with criterion, the benches and the binary together (cargo
@@ -55,11 +59,12 @@ fi
 echo "perf-figures: $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+dirty')"
 for b in "${BINS[@]}"; do echo "binary: $b ($(stat -c %s "$b") bytes)"; done
 
-python3 - "$SOAK" "$KEYS" "$LINES" "$SMOKE" "${BINS[@]}" <<'PY'
+python3 - "$SOAK" "$KEYS" "$LINES" "$SMOKE" "$ONLY" "${BINS[@]}" <<'PY'
 import os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 soak_min, nkeys, nlines, smoke = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
-bins = [os.path.abspath(b) for b in sys.argv[5:]]
+only = sys.argv[5].split(",")
+bins = [os.path.abspath(b) for b in sys.argv[6:]]
 root = os.getcwd()
 W = tempfile.mkdtemp(prefix="perf-figures.")
 
@@ -150,8 +155,8 @@ def cpu_of(argv, **kw):
         sys.exit(f"{argv[0]} failed ({p.returncode}): {err[-2000:]}")
     return wall, ru.ru_utime + ru.ru_stime
 
-try:
-    # 1. Idle with N open keys (in_progress, recent times: none stale or stuck).
+def idle():
+    """1. Idle with N open keys (in_progress, recent times: none stale or stuck)."""
     print(f"\n## 1. RSS idle with {nkeys:,} open release keys (relstat run, one file source)\n")
     print("| binary | VmRSS MiB | VmHWM MiB | RssFile MiB | RssAnon MiB |\n|---|---|---|---|---|")
     t0 = int(time.time()) - 1800
@@ -168,8 +173,9 @@ try:
         finally:
             a.stop()
 
-    # 2. Soak: 200 events/s, 50 new keys a second, each scheduled ->
-    # in_progress -> deployed -> complete one second apart.
+def soak():
+    """2. Soak: 200 events/s, 50 new keys a second, each scheduled ->
+    in_progress -> deployed -> complete one second apart."""
     secs = max(4, int(soak_min * 60))
     print(f"\n## 2. RSS over a {secs} s soak: 200 events/s, keys flowing to complete, max_tracked 10,000\n")
     agents = [Agent(exe, f"soak{i}") for i, exe in enumerate(bins)]
@@ -216,7 +222,8 @@ try:
         for a in agents:
             a.stop()
 
-    # 3 and 5. The shared workload: replay, mtail, run --once, alternated.
+def ingest():
+    """3 and 5. The shared workload: replay, mtail, run --once, alternated."""
     print(f"\n## 3. replay vs mtail --one_shot, and 5. run --once CPU vs replay ({nlines:,} lines, benches/workload/)\n")
     log = os.path.join(W, "bench.log")
     subprocess.run([sys.executable, os.path.join(root, "benches/workload/benchgen.py"), log, str(nlines)], check=True)
@@ -272,6 +279,10 @@ actor_type = "kind"
         print(f"run --once / replay CPU{tag}: {med[f'run --once {i}'][1] / c:.2f}x (target <= 2x)")
     if not mtail:
         print("mtail not installed: scripts/install-peers.sh or apt-get install mtail")
+try:
+    for name, figure in [("idle", idle), ("soak", soak), ("ingest", ingest)]:
+        if name in only:
+            figure()
 finally:
     shutil.rmtree(W, ignore_errors=True)
 PY
