@@ -293,7 +293,7 @@ if [ "$CRITERION" = 1 ]; then
   echo
   run_bench() { # bench filter
     cargo bench --quiet --bench "$1" -- "$2" 2>/dev/null |
-      awk '/^[a-z_]+\/[a-z0-9_]+/ { name = $1 } /thrpt:/ { sub(/.*thrpt: *\[/, ""); sub(/\]$/, ""); print "| " name " | " $0 " |" }'
+      awk '/^[a-z_]+\/[a-z0-9_]+/ { name = $1 } /thrpt:/ && /\/s/ { sub(/.*thrpt: *\[/, ""); sub(/\]$/, ""); print "| " name " | " $0 " |" }'
   }
   echo "| measurement | throughput [low middle high] |"
   echo "|---|---|"
