@@ -344,7 +344,7 @@ impl Tracker {
         if let Some(cut) = self.trim_seen()
             && self.settings.persist
         {
-            self.batch.seen_purge_before = Some(cut + 1);
+            self.batch.seen_purge_before = Some(cut);
         }
         self.failing.extend(failing);
         self.approvals
@@ -823,7 +823,8 @@ impl Tracker {
 
     /// Forgets the oldest seen ids beyond `max_seen` (the map keeps its
     /// capacity: memory stays flat once the cap is reached); returns the
-    /// time at and before which ids were forgotten, if any.
+    /// time before which every id was forgotten (some seen at that time
+    /// may be forgotten too: a batch shares one agent time), if any.
     fn trim_seen(&mut self) -> Option<TimeMs> {
         let max = self.settings.max_seen;
         if self.seen.len() <= max {
@@ -833,8 +834,18 @@ impl Tracker {
         let excess = times.len() - max;
         let (_, cut, _) = times.select_nth_unstable(excess - 1);
         let cut = *cut;
-        // Ids seen at the cut time itself go too (at most a few more).
-        self.seen.retain(|_, at| *at > cut);
+        self.seen.retain(|_, at| *at >= cut);
+        // Then just enough of those seen at `cut` itself.
+        let mut extra = self.seen.len().saturating_sub(max);
+        if extra > 0 {
+            self.seen.retain(|_, at| {
+                let keep = *at != cut || extra == 0;
+                if !keep {
+                    extra -= 1;
+                }
+                keep
+            });
+        }
         Some(cut)
     }
 
@@ -965,7 +976,7 @@ impl Tracker {
             // The store forgets what the cap forgot (else a restart would
             // load them all back).
             if let Some(cut) = trimmed {
-                self.batch.seen_purge_before = self.batch.seen_purge_before.max(Some(cut + 1));
+                self.batch.seen_purge_before = self.batch.seen_purge_before.max(Some(cut));
             }
             self.batch.history_purge_before = Some(now - self.settings.history_retention);
         }

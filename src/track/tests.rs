@@ -2021,7 +2021,23 @@ fn restored_seen_ids_are_capped() {
     let seen: Vec<(u128, TimeMs)> = (0..30).map(|i| (i as u128, t(i))).collect();
     tr.restore(Vec::new(), seen, Vec::new(), Vec::new());
     assert_eq!(tr.seen_len(), 10);
-    assert_eq!(tr.take_batch().seen_purge_before, Some(t(19) + 1));
+    assert_eq!(tr.take_batch().seen_purge_before, Some(t(19)));
+}
+
+/// Ids seen at one agent time (one batch) are trimmed to the cap exactly,
+/// not all together.
+#[test]
+fn seen_ids_of_one_batch_are_trimmed_to_the_cap() {
+    let mut tr = tracker(Settings {
+        max_seen: 100,
+        ..settings()
+    });
+    for k in 0..250 {
+        let e = p(&format!("r{k}"), "scheduled", t(0));
+        assert_eq!(tr.apply(e, t(1)), Accepted);
+    }
+    tr.tick(t(2), true);
+    assert_eq!(tr.seen_len(), 100);
 }
 
 proptest! {
