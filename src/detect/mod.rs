@@ -120,6 +120,10 @@ impl KeyMemory {
     fn note(&mut self, model: &Model, ch: &Change<'_>) {
         let to = model.id(ch.to);
         if !self.has_passed(to) {
+            // Exact growth: a key passes a handful of statuses, and Vec's
+            // first allocation (4 slots, 96 bytes) was most of this
+            // memory's cost at 10,000 keys (issue 23).
+            self.passed.reserve_exact(1);
             self.passed.push(to.to_string());
         }
         self.prev_report = Some((ch.order_time, ch.event.actor_type));

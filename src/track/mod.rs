@@ -156,11 +156,26 @@ pub struct Settings {
     pub dedupe_window: TimeMs,
     pub stale_after: TimeMs,
     pub history_retention: TimeMs,
+    /// Finished keys kept in memory (and in the store's key table): beyond
+    /// this the ones finished longest ago are forgotten at the next check,
+    /// whatever `history_retention` says (`[tracking] max_tracked`), so
+    /// releases flowing to `complete` do not grow the agent. Unlimited in
+    /// `replay`.
+    pub max_finished: usize,
+    /// Event ids remembered for duplicate detection: beyond this the oldest
+    /// are forgotten at the next check, even within `dedupe_window`
+    /// ([`SEEN_PER_KEY`] × `max_tracked`; unlimited in `replay`).
+    pub max_seen: usize,
     /// Build store batches (history, dirty keys). `replay` turns it off.
     pub persist: bool,
     /// What goes into the outbox: nothing, anomalies, or every transition too.
     pub outbox: OutboxMode,
 }
+
+/// Event ids remembered per tracked key (`max_tracked`): a release key
+/// sees four to eight statuses, and duplicates come soon after the
+/// original (a webhook retried, a poll overlapping, a file read again).
+pub const SEEN_PER_KEY: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxMode {
@@ -182,6 +197,17 @@ impl Settings {
             dedupe_window: ms(cfg.tracking.dedupe_window),
             stale_after: ms(cfg.tracking.stale_after),
             history_retention: ms(cfg.tracking.history_retention),
+            // `replay` reads a finite input and reports every key: no caps.
+            max_finished: if persist {
+                cfg.tracking.max_tracked
+            } else {
+                usize::MAX
+            },
+            max_seen: if persist {
+                cfg.tracking.max_tracked.saturating_mul(SEEN_PER_KEY)
+            } else {
+                usize::MAX
+            },
             persist,
             outbox,
         }
@@ -221,9 +247,15 @@ pub struct Tracker {
     detect: Detectors,
     settings: Settings,
     known: Known,
-    keys: HashMap<Key, KeyState>,
-    /// 128-bit hashes of event ids seen within the dedupe window.
-    seen: HashMap<u128, TimeMs>,
+    /// Boxed: a table sized for growth holds ~1.6 empty buckets per key,
+    /// and a bucket of `Key` + pointer is 104 bytes where one holding the
+    /// ~370-byte state inline was 470 (7.5 MiB for 10,000 keys, now 4.6).
+    keys: HashMap<Key, Box<KeyState>>,
+    /// Event ids seen within the dedupe window, by the low 64 bits of their
+    /// 128-bit hash (the store keeps all 128): 16 bytes a bucket instead
+    /// of 32, 2 MiB less at the cap of 80,000 ids. A new id matches one of
+    /// 80,000 others by chance with odds of ~4 × 10^-15.
+    seen: HashMap<u64, TimeMs>,
     /// The key resting in `deployed` for each (service, environment, site).
     deployed: HashMap<Target, Key>,
     /// Open restore episodes: when the first unrestored failure happened.
@@ -304,9 +336,16 @@ impl Tracker {
             {
                 self.deployed.insert(Target::of(&key), key.clone());
             }
-            self.keys.insert(key, ks);
+            self.keys.insert(key, Box::new(ks));
         }
-        self.seen.extend(seen);
+        self.seen
+            .extend(seen.into_iter().map(|(h, at)| (h as u64, at)));
+        // A store written with a larger cap: the next batch purges it too.
+        if let Some(cut) = self.trim_seen()
+            && self.settings.persist
+        {
+            self.batch.seen_purge_before = Some(cut);
+        }
         self.failing.extend(failing);
         self.approvals
             .extend(approvals.into_iter().map(|(r, s, at)| ((r, s), at)));
@@ -331,11 +370,11 @@ impl Tracker {
     }
 
     pub fn keys(&self) -> impl Iterator<Item = (&Key, &KeyState)> {
-        self.keys.iter()
+        self.keys.iter().map(|(k, s)| (k, &**s))
     }
 
     pub fn get(&self, key: &Key) -> Option<&KeyState> {
-        self.keys.get(key)
+        self.keys.get(key).map(|s| &**s)
     }
 
     pub fn len(&self) -> usize {
@@ -357,7 +396,7 @@ impl Tracker {
         batch.keys = self
             .dirty
             .drain()
-            .filter_map(|k| self.keys.get(&k).map(|s| (k, s.clone())))
+            .filter_map(|k| self.keys.get(&k).map(|s| (k, (**s).clone())))
             .collect();
         if std::mem::take(&mut self.failing_dirty) {
             batch.failing = Some(
@@ -392,12 +431,12 @@ impl Tracker {
             return InputResult::Unmapped;
         };
         let h = id_hash(&ev.id);
-        if let Some(at) = self.seen.get(&h)
+        if let Some(at) = self.seen.get(&(h as u64))
             && now - at <= self.settings.dedupe_window
         {
             return InputResult::Duplicate;
         }
-        self.seen.insert(h, now);
+        self.seen.insert(h as u64, now);
         if self.settings.persist {
             self.batch.seen.push((h, now));
         }
@@ -510,7 +549,7 @@ impl Tracker {
                 status: ks.status.clone(),
                 since: order_time,
             });
-            self.keys.insert(key.clone(), ks);
+            self.keys.insert(key.clone(), Box::new(ks));
             if self.settings.outbox == OutboxMode::All {
                 self.batch
                     .outbox
@@ -765,6 +804,56 @@ impl Tracker {
         }
     }
 
+    /// The `n` keys finished longest ago (ties by key), among those still
+    /// within `history_retention`: what `max_finished` forgets first.
+    fn oldest_finished(&self, n: usize, now: TimeMs) -> Vec<Key> {
+        let retention = self.settings.history_retention;
+        let mut done: Vec<(TimeMs, &Key)> = self
+            .keys
+            .iter()
+            .filter_map(|(k, ks)| ks.finished.map(|f| (f.at, k)))
+            .filter(|(at, _)| now - *at <= retention)
+            .collect();
+        if n < done.len() {
+            done.select_nth_unstable(n);
+            done.truncate(n);
+        }
+        done.into_iter().map(|(_, k)| k.clone()).collect()
+    }
+
+    /// Forgets the oldest seen ids beyond `max_seen` (the map keeps its
+    /// capacity: memory stays flat once the cap is reached); returns the
+    /// time before which every id was forgotten (some seen at that time
+    /// may be forgotten too: a batch shares one agent time), if any.
+    fn trim_seen(&mut self) -> Option<TimeMs> {
+        let max = self.settings.max_seen;
+        if self.seen.len() <= max {
+            return None;
+        }
+        let mut times: Vec<TimeMs> = self.seen.values().copied().collect();
+        let excess = times.len() - max;
+        let (_, cut, _) = times.select_nth_unstable(excess - 1);
+        let cut = *cut;
+        self.seen.retain(|_, at| *at >= cut);
+        // Then just enough of those seen at `cut` itself.
+        let mut extra = self.seen.len().saturating_sub(max);
+        if extra > 0 {
+            self.seen.retain(|_, at| {
+                let keep = *at != cut || extra == 0;
+                if !keep {
+                    extra -= 1;
+                }
+                keep
+            });
+        }
+        Some(cut)
+    }
+
+    /// Number of event ids remembered for duplicate detection.
+    pub fn seen_len(&self) -> usize {
+        self.seen.len()
+    }
+
     fn transition_record(
         &self,
         key: &Key,
@@ -797,6 +886,7 @@ impl Tracker {
         let mut forget = Vec::new();
         let mut counts: HashMap<(String, String), u64> = HashMap::new();
         let mut anomalies = Vec::new();
+        let mut finished = 0usize;
         for (key, ks) in self.keys.iter_mut() {
             // Attempts are judged whether or not the key has finished since
             // (deployed then complete within the grace is the common case).
@@ -816,6 +906,8 @@ impl Tracker {
             if let Some(f) = &ks.finished {
                 if now - f.at > self.settings.history_retention {
                     forget.push(key.clone());
+                } else {
+                    finished += 1;
                 }
                 continue;
             }
@@ -853,6 +945,9 @@ impl Tracker {
         for key in stale {
             self.finish(&key, now, FinishReason::Stale);
         }
+        if finished > self.settings.max_finished {
+            forget.extend(self.oldest_finished(finished - self.settings.max_finished, now));
+        }
         for key in forget {
             self.keys.remove(&key);
             self.dirty.remove(&key);
@@ -873,9 +968,15 @@ impl Tracker {
         let window = self.settings.dedupe_window;
         let before = self.seen.len();
         self.seen.retain(|_, at| now - *at <= window);
+        let trimmed = self.trim_seen();
         if self.settings.persist {
             if self.seen.len() != before || self.batch.seen_purge_before.is_none() {
-                self.batch.seen_purge_before = Some(now - window);
+                self.batch.seen_purge_before = self.batch.seen_purge_before.max(Some(now - window));
+            }
+            // The store forgets what the cap forgot (else a restart would
+            // load them all back).
+            if let Some(cut) = trimmed {
+                self.batch.seen_purge_before = self.batch.seen_purge_before.max(Some(cut));
             }
             self.batch.history_purge_before = Some(now - self.settings.history_retention);
         }

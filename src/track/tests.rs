@@ -50,6 +50,8 @@ fn settings() -> Settings {
         dedupe_window: 7 * D * 1000,
         stale_after: 30 * D * 1000,
         history_retention: 30 * D * 1000,
+        max_finished: 10_000,
+        max_seen: 10_000 * SEEN_PER_KEY,
         persist: true,
         outbox: OutboxMode::Off,
     }
@@ -1950,6 +1952,94 @@ fn outcome(events: &[Event]) -> (BTreeMap<String, String>, Vec<Event>) {
     (statuses, history)
 }
 
+/// Releases flowing to `complete` without end (the soak of
+/// scripts/perf-figures.sh): the finished keys the tracker holds stop at
+/// `max_finished` (the ones finished last stay; the rest are forgotten in
+/// memory and in the store) and the seen ids at `max_seen`, while a recent
+/// duplicate is still caught. Without the caps both grow with every key.
+#[test]
+fn finished_keys_and_seen_ids_are_bounded() {
+    let mut tr = tracker(Settings {
+        max_finished: 100,
+        max_seen: 400,
+        ..settings()
+    });
+    let mut removed = 0;
+    let mut most = (0, 0);
+    for k in 0..2_000i64 {
+        let r = format!("r{k}");
+        for (i, st) in ["scheduled", "in_progress", "deployed", "complete"]
+            .iter()
+            .enumerate()
+        {
+            let now = t(k * 10 + i as i64);
+            assert_eq!(tr.apply(p(&r, st, now), now), Accepted);
+        }
+        if k % 50 == 49 {
+            tr.tick(t(k * 10 + 5), true);
+            removed += tr.take_batch().removed_keys.len();
+            most = (most.0.max(tr.len()), most.1.max(tr.seen_len()));
+        }
+        tr.take_effects();
+    }
+    // Between two checks 50 keys finish: never more than cap + 50 held.
+    assert!(most.0 <= 150, "keys held: {}", most.0);
+    assert!(most.1 <= 400 + 200, "seen ids held: {}", most.1);
+    assert_eq!(tr.len(), 100);
+    assert!(tr.seen_len() <= 400);
+    assert_eq!(removed, 1_900, "the forgotten keys leave the store too");
+    // The last 100 to finish are the ones kept.
+    assert!(tr.get(&p("r1999", "complete", 0).key()).is_some());
+    assert!(tr.get(&p("r1900", "complete", 0).key()).is_some());
+    assert!(tr.get(&p("r1899", "complete", 0).key()).is_none());
+    // A recent id is still remembered.
+    let last = t(1999 * 10 + 3);
+    assert_eq!(tr.apply(p("r1999", "complete", last), t(20_000)), Duplicate);
+}
+
+/// The running agent's caps come from `max_tracked`; `replay` has none.
+#[test]
+fn caps_follow_max_tracked_and_replay_has_none() {
+    let cfg = crate::config::Loaded::builtin().config;
+    let run = Settings::from_config(&cfg, true);
+    assert_eq!((run.max_finished, run.max_seen), (10_000, 80_000));
+    let replay = Settings::from_config(&cfg, false);
+    assert_eq!(
+        (replay.max_finished, replay.max_seen),
+        (usize::MAX, usize::MAX)
+    );
+}
+
+/// A store written with more seen ids than the cap: restored, the tracker
+/// keeps the newest `max_seen` and the next batch purges the rest.
+#[test]
+fn restored_seen_ids_are_capped() {
+    let mut tr = tracker(Settings {
+        max_seen: 10,
+        ..settings()
+    });
+    let seen: Vec<(u128, TimeMs)> = (0..30).map(|i| (i as u128, t(i))).collect();
+    tr.restore(Vec::new(), seen, Vec::new(), Vec::new());
+    assert_eq!(tr.seen_len(), 10);
+    assert_eq!(tr.take_batch().seen_purge_before, Some(t(19)));
+}
+
+/// Ids seen at one agent time (one batch) are trimmed to the cap exactly,
+/// not all together.
+#[test]
+fn seen_ids_of_one_batch_are_trimmed_to_the_cap() {
+    let mut tr = tracker(Settings {
+        max_seen: 100,
+        ..settings()
+    });
+    for k in 0..250 {
+        let e = p(&format!("r{k}"), "scheduled", t(0));
+        assert_eq!(tr.apply(e, t(1)), Accepted);
+    }
+    tr.tick(t(2), true);
+    assert_eq!(tr.seen_len(), 100);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -1974,3 +2064,11 @@ proptest! {
 
 mod clean;
 mod rules;
+
+/// The key table holds the key and a pointer to its state: a bucket stays
+/// small however the state grows (issue 23: 470 bytes a bucket inline).
+#[test]
+fn a_bucket_of_the_key_table_is_small() {
+    assert!(std::mem::size_of::<(Key, Box<KeyState>)>() <= 104);
+    assert!(std::mem::size_of::<KeyState>() > 200, "then unbox it");
+}

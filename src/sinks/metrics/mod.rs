@@ -18,6 +18,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt, HashSet};
 
@@ -82,16 +83,39 @@ impl std::fmt::Display for Esc<'_> {
     }
 }
 
-/// One key's per-release series as exposed (label values as shown).
+/// One key's per-release series as exposed (label values as shown). The
+/// map of these is keyed by the key's 128-bit hash ([`key_id`]), not by a
+/// copy of the key, and every label but `release` is an interned string
+/// shared by all keys with that value: ~120 bytes and one allocation a key
+/// (was ~500 bytes and nine allocations).
 #[derive(Debug, Clone)]
 struct Exposed {
-    release: String,
-    service: String,
-    environment: String,
-    site: String,
-    status: String,
+    release: Box<str>,
+    service: Arc<str>,
+    environment: Arc<str>,
+    site: Arc<str>,
+    status: Arc<str>,
     since: TimeMs,
     finished_at: Option<TimeMs>,
+}
+
+impl Exposed {
+    /// The labels that identify it, in the key's order.
+    fn labels(&self) -> (&str, &str, &str, &str) {
+        (&self.release, &self.service, &self.environment, &self.site)
+    }
+}
+
+/// The identity of a key in the sink's map: xxh3-128 over its four fields
+/// (as the store encodes them, 0x00-separated), so a collision needs two
+/// keys with equal 128-bit hashes.
+fn key_id(key: &Key) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    for f in [&key.release, &key.service, &key.environment, &key.site] {
+        h.update(f.as_bytes());
+        h.update(&[0]);
+    }
+    h.digest128()
 }
 
 /// Length and distinct-value caps for the labels that come from outside input.
@@ -101,7 +125,9 @@ struct LabelCaps {
     max: usize,
     /// `label_value_max_bytes`.
     max_bytes: usize,
-    seen: HashMap<&'static str, HashSet<String>>,
+    seen: HashMap<&'static str, HashSet<Arc<str>>>,
+    /// Status ids (from the model: a handful), interned.
+    statuses: HashSet<Arc<str>>,
 }
 
 impl LabelCaps {
@@ -135,11 +161,33 @@ impl LabelCaps {
             return value;
         }
         if set.len() < self.max {
-            set.insert(value.to_string());
+            set.insert(Arc::from(value.as_ref()));
             return value;
         }
         overflow.with_label_values(&[label, "cardinality"]).inc();
         Cow::Borrowed(OTHER)
+    }
+
+    /// The value [`Self::cap`] would expose, as the shared string the
+    /// distinct-value set holds (no allocation once the value was seen).
+    fn interned(&mut self, label: &'static str, value: &str, overflow: &IntCounterVec) -> Arc<str> {
+        let shown = self.cap(label, value, overflow);
+        let set = self.seen.entry(label).or_default();
+        if let Some(v) = set.get(shown.as_ref()) {
+            return Arc::clone(v);
+        }
+        // `other`: kept beside the statuses, not among the capped values.
+        self.status(OTHER)
+    }
+
+    /// A status id, interned.
+    fn status(&mut self, status: &str) -> Arc<str> {
+        if let Some(v) = self.statuses.get(status) {
+            return Arc::clone(v);
+        }
+        let a: Arc<str> = Arc::from(status);
+        self.statuses.insert(Arc::clone(&a));
+        a
     }
 }
 
@@ -173,7 +221,7 @@ pub struct Metrics {
     label_overflow: IntCounterVec,
     http_connections: IntGauge,
     http_refused: IntCounterVec,
-    exposed: HashMap<Key, Exposed>,
+    exposed: HashMap<u128, Exposed>,
     caps: LabelCaps,
     retention_ms: TimeMs,
     max_tracked: usize,
@@ -409,6 +457,7 @@ impl Metrics {
                 max: cfg.max_label_values,
                 max_bytes: cfg.label_value_max_bytes,
                 seen: HashMap::new(),
+                statuses: HashSet::default(),
             },
             retention_ms: cfg.finished_retention.as_millis() as TimeMs,
             max_tracked: cfg.max_tracked,
@@ -484,16 +533,16 @@ impl Metrics {
             }
             Effect::Status { key, status, since } => self.set_status(key, status, *since),
             Effect::Finished { key, at } => {
-                if let Some(e) = self.exposed.get_mut(key) {
+                if let Some(e) = self.exposed.get_mut(&key_id(key)) {
                     e.finished_at = Some(*at);
                 }
             }
             Effect::Reopened { key } => {
-                if let Some(e) = self.exposed.get_mut(key) {
+                if let Some(e) = self.exposed.get_mut(&key_id(key)) {
                     e.finished_at = None;
                 }
             }
-            Effect::Forgotten { key } => self.unexpose(key),
+            Effect::Forgotten { key } => self.unexpose(key_id(key)),
             Effect::Transition {
                 environment,
                 from,
@@ -556,37 +605,41 @@ impl Metrics {
     }
 
     fn set_status(&mut self, key: &Key, status: &str, since: TimeMs) {
-        if let Some(old) = self.exposed.get(key) {
-            if old.status == status && old.since == since {
+        let id = key_id(key);
+        if let Some(old) = self.exposed.get_mut(&id) {
+            if &*old.status == status && old.since == since {
                 return;
             }
-            let (env, st) = (old.environment.clone(), old.status.clone());
             self.in_status
-                .with_label_values(&[env.as_str(), st.as_str()])
+                .with_label_values(&[&*old.environment, &*old.status])
                 .dec();
+            self.in_status
+                .with_label_values(&[&*old.environment, status])
+                .inc();
+            old.status = self.caps.status(status);
+            old.since = since;
+            return;
         }
-        let (service, environment, site) = self.key_labels(key);
+        let o = &self.label_overflow;
+        let service = self.caps.interned("service", &key.service, o);
+        let environment = self.caps.interned("environment", &key.environment, o);
+        let site = self.caps.interned("site", &key.site, o);
         self.in_status
             .with_label_values(&[&*environment, status])
             .inc();
-        if !self.exposed.contains_key(key) {
-            self.declare_target(&service, &environment, &site);
-        }
-        let release = self
-            .caps
-            .shorten("release", &key.release, &self.label_overflow)
-            .into_owned();
-        let finished_at = self.exposed.get(key).and_then(|e| e.finished_at);
+        self.declare_target(&service, &environment, &site);
+        let release = self.caps.shorten("release", &key.release, o).into();
+        let status = self.caps.status(status);
         self.exposed.insert(
-            key.clone(),
+            id,
             Exposed {
                 release,
-                service: service.to_string(),
-                environment: environment.to_string(),
-                site: site.to_string(),
-                status: status.to_string(),
+                service,
+                environment,
+                site,
+                status,
                 since,
-                finished_at,
+                finished_at: None,
             },
         );
     }
@@ -606,8 +659,8 @@ impl Metrics {
             .with_label_values(&[service, environment, site]);
     }
 
-    fn unexpose(&mut self, key: &Key) {
-        if let Some(e) = self.exposed.remove(key) {
+    fn unexpose(&mut self, id: u128) {
+        if let Some(e) = self.exposed.remove(&id) {
             self.in_status
                 .with_label_values(&[&e.environment, &e.status])
                 .dec();
@@ -618,28 +671,32 @@ impl Metrics {
     /// ago, then enforces `max_tracked`.
     pub fn expire(&mut self, now: TimeMs) {
         let retention = self.retention_ms;
-        let expired: Vec<Key> = self
+        let expired: Vec<u128> = self
             .exposed
             .iter()
             .filter(|(_, e)| e.finished_at.is_some_and(|at| now - at >= retention))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| *k)
             .collect();
         for k in expired {
-            self.unexpose(&k);
+            self.unexpose(k);
         }
         if self.exposed.len() > self.max_tracked {
             let excess = self.exposed.len() - self.max_tracked;
-            let mut order: Vec<(bool, TimeMs, Key)> = self
+            // Ties (same time) go by release then the rest of the labels.
+            let mut order: Vec<(bool, TimeMs, &Exposed, u128)> = self
                 .exposed
                 .iter()
                 .map(|(k, e)| match e.finished_at {
-                    Some(at) => (false, at, k.clone()),
-                    None => (true, e.since, k.clone()),
+                    Some(at) => (false, at, e, *k),
+                    None => (true, e.since, e, *k),
                 })
                 .collect();
-            order.sort();
-            for (_, _, k) in order.into_iter().take(excess) {
-                self.unexpose(&k);
+            order.sort_unstable_by(|a, b| {
+                (a.0, a.1, a.2.labels(), a.3).cmp(&(b.0, b.1, b.2.labels(), b.3))
+            });
+            let gone: Vec<u128> = order.into_iter().take(excess).map(|o| o.3).collect();
+            for k in gone {
+                self.unexpose(k);
                 self.evictions.inc();
             }
         }
@@ -648,14 +705,14 @@ impl Metrics {
     /// Removes the series of every finished key (`replay` shows only keys
     /// unfinished at the end).
     pub fn drop_finished(&mut self) {
-        let finished: Vec<Key> = self
+        let finished: Vec<u128> = self
             .exposed
             .iter()
             .filter(|(_, e)| e.finished_at.is_some())
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| *k)
             .collect();
         for k in finished {
-            self.unexpose(&k);
+            self.unexpose(k);
         }
     }
 
@@ -693,8 +750,9 @@ impl Metrics {
     /// (sorted), values escaped as the text format requires.
     fn render_per_release(&self, out: &mut String) {
         use std::fmt::Write;
-        let mut keys: Vec<(&Key, &Exposed)> = self.exposed.iter().collect();
-        keys.sort_by(|a, b| a.0.cmp(b.0));
+        // In key order (release, service, environment, site) as shown.
+        let mut keys: Vec<(&u128, &Exposed)> = self.exposed.iter().collect();
+        keys.sort_unstable_by(|a, b| (a.1.labels(), a.0).cmp(&(b.1.labels(), b.0)));
         out.push_str(
             "# HELP relstat_release_status 1 for the current status of each tracked release key.\n",
         );

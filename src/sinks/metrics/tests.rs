@@ -222,3 +222,36 @@ fn long_label_values_are_shortened_in_every_series_and_counted() {
     let out = m.render();
     assert_eq!(out.matches("relstat_release_status{").count(), 2, "{out}");
 }
+
+/// The sink's map holds no copy of the key and one string per key (the
+/// shown release): services, environments, sites and statuses are shared
+/// by every key with that value, `other` included.
+#[test]
+fn exposed_keys_share_their_label_strings() {
+    let mut m = metrics(100, 2);
+    for (r, svc) in [
+        ("r1", "api"),
+        ("r2", "api"),
+        ("r3", "web"),
+        ("r4", "db"),
+        ("r5", "mq"),
+    ] {
+        status(&mut m, &key(r, svc, "production"), "in_progress", 1_000);
+    }
+    let e = |r: &str, svc: &str| &m.exposed[&key_id(&key(r, svc, "production"))];
+    let shared = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b);
+    assert!(shared(&e("r1", "api").service, &e("r2", "api").service));
+    assert!(shared(
+        &e("r1", "api").environment,
+        &e("r5", "mq").environment
+    ));
+    assert!(shared(&e("r1", "api").status, &e("r5", "mq").status));
+    // Beyond max_label_values (2): one shared `other`.
+    assert_eq!(&*e("r4", "db").service, OTHER);
+    assert!(shared(&e("r4", "db").service, &e("r5", "mq").service));
+    // A status change keeps the entry and swaps the shared status.
+    status(&mut m, &key("r1", "api", "production"), "deployed", 2_000);
+    let id = key_id(&key("r1", "api", "production"));
+    assert_eq!(&*m.exposed[&id].status, "deployed");
+    assert_eq!(m.exposed_len(), 5);
+}
