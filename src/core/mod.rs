@@ -93,6 +93,8 @@ pub struct Core {
     bundles: crate::spool::Settings,
     /// Set when a tracked import failed in the store: the core stops.
     diverged: Option<String>,
+    /// `[notify]`: which messages a commit queues (replaced on reload).
+    notify: Option<crate::sinks::notify::Router>,
 }
 
 impl Core {
@@ -157,6 +159,7 @@ impl Core {
             partners: loaded.config.http.partners.clone(),
             bundles: crate::spool::Settings::from_config(&loaded.config),
             diverged: None,
+            notify: crate::sinks::notify::Router::from_config(&loaded.config),
         }
     }
 
@@ -317,7 +320,29 @@ impl Core {
                 *counters.entry((source.clone(), *result)).or_default() += 1;
             }
         }
-        self.store.commit(&batch, checkpoints, &counters)?;
+        // Chat notifications go to their queues with their cause.
+        let notes = match &self.notify {
+            Some(r) => r.route(&batch, &effects, now_ms()),
+            None => Vec::new(),
+        };
+        if notes.is_empty() {
+            self.store.commit(&batch, checkpoints, &counters)?;
+        } else {
+            let max = self.notify.as_ref().map_or(u64::MAX, |r| r.max_queued);
+            let dropped = self
+                .store
+                .commit_notify(&batch, checkpoints, &counters, &notes, max)?;
+            let m = self.metrics();
+            for (dest, n) in dropped {
+                tracing::warn!(
+                    destination = %dest,
+                    "notification queue full: dropped its {n} oldest messages ([notify] max_queued)"
+                );
+                m.notify_failed
+                    .with_label_values(&[dest.as_str(), "queue_full"])
+                    .inc_by(n);
+            }
+        }
         if !batch.outbox.is_empty() {
             self.check_spool()?;
         }
@@ -423,6 +448,7 @@ impl Core {
                             self.caught_up.clear();
                             self.partners = loaded.config.http.partners.clone();
                             self.bundles = crate::spool::Settings::from_config(&loaded.config);
+                            self.notify = crate::sinks::notify::Router::from_config(&loaded.config);
                             let _ = reply.send(Ok(checkpoints));
                         }
                         Err(e) => {
