@@ -14,6 +14,7 @@ mod field_limits;
 mod fuzz;
 mod health;
 mod many_files;
+mod notify;
 mod operator_mistakes;
 mod ops;
 mod packaging;

@@ -333,9 +333,12 @@ impl Worker {
                 self.sleep_until(Instant::now() + IDLE);
                 continue;
             }
-            self.sleep_until(self.next);
-            if self.stopping() {
-                break;
+            // Waiting (rate, back-off): the queue is read again meanwhile,
+            // so the gauges stay current and max_age drops in time.
+            let now = Instant::now();
+            if now < self.next {
+                self.sleep_until(self.next.min(now + IDLE));
+                continue;
             }
             let minute_ago = Instant::now() - Duration::from_secs(60);
             while self.recent.front().is_some_and(|(t, _)| *t < minute_ago) {
