@@ -598,3 +598,27 @@ fn a_receiver_that_never_answers_or_answers_a_huge_body_holds_no_other() {
     let rss = peak_rss_kib(agent.pid());
     assert!(rss < 200 * 1024, "a 64 MiB answer is not read: VmHWM {rss} KiB");
 }
+
+#[test]
+fn notify_test_sends_a_sample_and_prints_the_answer() {
+    let slack = Receiver::start("slack", OK);
+    let refusing = Receiver::start("teams", Reply::Status(410, None, "gone"));
+    let files = tempfile::tempdir().unwrap();
+    let agent = agent(&format!(
+        "[notify]\n{}{}",
+        destination(files.path(), "chat", "slack", slack.port, ""),
+        destination(files.path(), "old", "teams", refusing.port, ""),
+    ));
+    let c = agent.config.to_str().unwrap();
+    let o = relstat(&["notify", "test", "chat", "-c", c]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "delivered: HTTP 200 ok");
+    assert_eq!(slack.got().len(), 1);
+    assert_eq!(*slack.invalid.lock().unwrap(), Vec::<String>::new());
+    let o = relstat(&["notify", "test", "old", "-c", c]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("refused: HTTP 410 gone"), "{}", stderr(&o));
+    let o = relstat(&["notify", "test", "nope", "-c", c]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no [[notify.destinations]] is named \"nope\""), "{}", stderr(&o));
+}
