@@ -147,7 +147,12 @@ fn named_files(loaded: &Loaded) -> Vec<(String, &std::path::Path, FileKind)> {
     if let Some(p) = &c.spool.signing_key_file {
         out.push(("spool.signing_key_file".into(), p.as_path(), Secret));
     }
-    for (i, d) in c.notify.iter().flat_map(|n| n.destinations.iter()).enumerate() {
+    for (i, d) in c
+        .notify
+        .iter()
+        .flat_map(|n| n.destinations.iter())
+        .enumerate()
+    {
         let key = |k: &str| format!("notify.destinations[{i}].{k}");
         out.push((key("url_file"), d.url_file.as_path(), Secret));
         if let Some(p) = &d.ca_file {
@@ -1000,7 +1005,10 @@ impl Validator<'_> {
     }
 
     fn notify(&mut self, n: &crate::config::NotifyConfig, model: Option<&Model>) {
-        let rules: Vec<&str> = crate::detect::RuleId::ALL.iter().map(|r| r.as_str()).collect();
+        let rules: Vec<&str> = crate::detect::RuleId::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
         let mut names: HashSet<&str> = HashSet::new();
         if n.max_age.is_zero() {
             self.push("notify.max_age", "max_age must be longer than 0");
@@ -1051,7 +1059,8 @@ impl Validator<'_> {
                 if let Some(m) = model {
                     for s in &r.statuses {
                         if m.index(s).is_none() {
-                            let known: Vec<&str> = m.states().iter().map(|s| s.id.as_str()).collect();
+                            let known: Vec<&str> =
+                                m.states().iter().map(|s| s.id.as_str()).collect();
                             self.push(
                                 &rkey("statuses"),
                                 format!(

@@ -87,7 +87,8 @@ impl Receiver {
     }
 
     fn serve(&self, conn: std::net::TcpStream, kind: &str) {
-        conn.set_read_timeout(Some(Duration::from_secs(70))).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(70)))
+            .unwrap();
         let mut rd = BufReader::new(conn);
         loop {
             let mut line = String::new();
@@ -183,8 +184,16 @@ fn answer(out: &mut std::net::TcpStream, status: u16, retry: Option<u32>, text: 
 /// 3000, field 2000, at most 10 fields, 50 blocks).
 fn slack_problem(v: &Value) -> Option<String> {
     const TYPES: &[&str] = &[
-        "header", "section", "context", "divider", "actions", "image", "rich_text", "input",
-        "file", "video",
+        "header",
+        "section",
+        "context",
+        "divider",
+        "actions",
+        "image",
+        "rich_text",
+        "input",
+        "file",
+        "video",
     ];
     let text = v["text"].as_str().unwrap_or("");
     if text.is_empty() || text.chars().count() > 40_000 {
@@ -238,8 +247,8 @@ fn teams_problem(v: &Value) -> Option<String> {
     }
     let c = &a["content"];
     if c["type"] != "AdaptiveCard"
-        || !c["version"].as_str().is_some_and(|s| !s.is_empty())
-        || !c["body"].as_array().is_some_and(|b| !b.is_empty())
+        || c["version"].as_str().is_none_or(|s| s.is_empty())
+        || c["body"].as_array().is_none_or(|b| b.is_empty())
     {
         return Some(format!("not an adaptive card: {c}"));
     }
@@ -336,14 +345,29 @@ fn slack_teams_and_a_signed_webhook_receive_what_they_require() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut agent = agent(&format!(
         "[notify]\napi_url = \"https://relstat.example\"\n{}{}{}",
-        destination(files.path(), "slack", "slack", slack.port, "per_minute = 600"),
-        destination(files.path(), "teams", "teams", teams.port, "per_minute = 600"),
+        destination(
+            files.path(),
+            "slack",
+            "slack",
+            slack.port,
+            "per_minute = 600"
+        ),
+        destination(
+            files.path(),
+            "teams",
+            "teams",
+            teams.port,
+            "per_minute = 600"
+        ),
         destination(
             files.path(),
             "hook",
             "webhook",
             hook.port,
-            &format!("per_minute = 600\nhmac_secret_file = \"{}\"", secret.display())
+            &format!(
+                "per_minute = 600\nhmac_secret_file = \"{}\"",
+                secret.display()
+            )
         ),
     ));
     agent.start();
@@ -361,17 +385,32 @@ fn slack_teams_and_a_signed_webhook_receive_what_they_require() {
     assert_eq!(*teams.invalid.lock().unwrap(), Vec::<String>::new());
     let s = slack.got();
     assert_eq!(s.len(), 3);
-    assert!(s[0].body["text"].as_str().unwrap().contains("r1 api failed in production"));
-    assert!(s[0].body.to_string().contains("https://relstat.example/api/v1/releases/r1"));
+    assert!(
+        s[0].body["text"]
+            .as_str()
+            .unwrap()
+            .contains("r1 api failed in production")
+    );
+    assert!(
+        s[0].body
+            .to_string()
+            .contains("https://relstat.example/api/v1/releases/r1")
+    );
     for g in hook.got() {
         let sig = g.headers.get("x-relstat-signature-256").expect("signed");
         assert_eq!(
             *sig,
-            format!("sha256={}", relstat::sinks::siem::transport::http::sign(b"s3cret", &g.raw))
+            format!(
+                "sha256={}",
+                relstat::sinks::siem::transport::http::sign(b"s3cret", &g.raw)
+            )
         );
         assert_eq!(g.body["type"], "relstat.notification");
     }
-    let releases: Vec<String> = webhook_messages(&hook.got()).into_iter().map(|m| m.1).collect();
+    let releases: Vec<String> = webhook_messages(&hook.got())
+        .into_iter()
+        .map(|m| m.1)
+        .collect();
     assert_eq!(releases, ["r1", "r2", "r3"]);
     for d in ["slack", "teams", "hook"] {
         assert!(wait_until(10, || metric(
@@ -379,7 +418,10 @@ fn slack_teams_and_a_signed_webhook_receive_what_they_require() {
             &format!("relstat_notify_sent_total{{destination=\"{d}\"}}")
         ) == 3.0));
         assert_eq!(
-            metric(&agent, &format!("relstat_notify_queued{{destination=\"{d}\"}}")),
+            metric(
+                &agent,
+                &format!("relstat_notify_queued{{destination=\"{d}\"}}")
+            ),
             0.0
         );
     }
@@ -404,7 +446,12 @@ fn retry_after_is_honoured_a_500_retried_and_a_refusal_dropped_and_counted() {
     ));
     agent.start();
     fail(&agent.log("a.log"), 1, 1, false);
-    let sent = |d: &str| metric(&agent, &format!("relstat_notify_sent_total{{destination=\"{d}\"}}"));
+    let sent = |d: &str| {
+        metric(
+            &agent,
+            &format!("relstat_notify_sent_total{{destination=\"{d}\"}}"),
+        )
+    };
     assert!(wait_until(60, || sent("limited") == 1.0 && sent("broken") == 1.0));
     let l = limited.got();
     assert_eq!(l.len(), 2, "one 429, then the message");
@@ -413,7 +460,11 @@ fn retry_after_is_honoured_a_500_retried_and_a_refusal_dropped_and_counted() {
         "Retry-After: 2 waited ({:?})",
         l[1].at - l[0].at
     );
-    let b: Vec<String> = broken.got().iter().map(|g| g.body["text"].to_string()).collect();
+    let b: Vec<String> = broken
+        .got()
+        .iter()
+        .map(|g| g.body["text"].to_string())
+        .collect();
     assert_eq!(b.len(), 3, "500, 503, then delivered once: {b:?}");
     // The retried message is the same message (same id).
     assert_eq!(l[0].raw, l[1].raw);
@@ -421,9 +472,18 @@ fn retry_after_is_honoured_a_500_retried_and_a_refusal_dropped_and_counted() {
         &agent,
         r#"relstat_notify_failed_total{destination="refusing",reason="refused"}"#
     ) == 1.0));
-    assert_eq!(metric(&agent, r#"relstat_notify_failing{destination="refusing"}"#), 1.0);
-    assert_eq!(metric(&agent, r#"relstat_notify_queued{destination="refusing"}"#), 0.0);
-    assert_eq!(metric(&agent, r#"relstat_notify_failing{destination="broken"}"#), 0.0);
+    assert_eq!(
+        metric(&agent, r#"relstat_notify_failing{destination="refusing"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(&agent, r#"relstat_notify_queued{destination="refusing"}"#),
+        0.0
+    );
+    assert_eq!(
+        metric(&agent, r#"relstat_notify_failing{destination="broken"}"#),
+        0.0
+    );
     // Dropped for good: never offered again.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(refusing.got().len(), 1);
@@ -435,7 +495,13 @@ fn an_outage_then_recovery_loses_nothing_keeps_order_and_sends_no_duplicate() {
     let files = tempfile::tempdir().unwrap();
     let mut agent = agent(&format!(
         "[notify]\nmax_age = \"10m\"\ndigest_after = 1000\n{}",
-        destination(files.path(), "hook", "webhook", hook.port, "per_minute = 600"),
+        destination(
+            files.path(),
+            "hook",
+            "webhook",
+            hook.port,
+            "per_minute = 600"
+        ),
     ));
     agent.start();
     fail(&agent.log("a.log"), 1, 10, true);
@@ -444,7 +510,12 @@ fn an_outage_then_recovery_loses_nothing_keeps_order_and_sends_no_duplicate() {
     assert!(wait_until(20, || queued() == 20.0), "queued {}", queued());
     std::thread::sleep(Duration::from_secs(20));
     assert!(!hook.got().is_empty(), "tried during the outage");
-    assert!(metric(&agent, r#"relstat_notify_oldest_age_seconds{destination="hook"}"#) >= 15.0);
+    assert!(
+        metric(
+            &agent,
+            r#"relstat_notify_oldest_age_seconds{destination="hook"}"#
+        ) >= 15.0
+    );
     let tried = hook.got().len();
     hook.set(OK);
     assert!(
@@ -466,7 +537,10 @@ fn an_outage_then_recovery_loses_nothing_keeps_order_and_sends_no_duplicate() {
         assert_eq!(order, ["failed", "rolled_back"], "{r}");
     }
     assert_eq!(
-        metric(&agent, r#"relstat_notify_failed_total{destination="hook",reason="max_age"}"#),
+        metric(
+            &agent,
+            r#"relstat_notify_failed_total{destination="hook",reason="max_age"}"#
+        ),
         0.0
     );
 }
@@ -477,7 +551,13 @@ fn messages_older_than_max_age_are_dropped_and_counted() {
     let files = tempfile::tempdir().unwrap();
     let mut agent = agent(&format!(
         "[notify]\nmax_age = \"3s\"\n{}",
-        destination(files.path(), "hook", "webhook", hook.port, "per_minute = 600"),
+        destination(
+            files.path(),
+            "hook",
+            "webhook",
+            hook.port,
+            "per_minute = 600"
+        ),
     ));
     agent.start();
     fail(&agent.log("a.log"), 1, 4, false);
@@ -488,9 +568,15 @@ fn messages_older_than_max_age_are_dropped_and_counted() {
     hook.set(OK);
     let before = hook.got().len();
     std::thread::sleep(Duration::from_secs(3));
-    let after: Vec<String> = hook.got()[before..].iter().map(|g| g.body.to_string()).collect();
+    let after: Vec<String> = hook.got()[before..]
+        .iter()
+        .map(|g| g.body.to_string())
+        .collect();
     assert_eq!(after, Vec::<String>::new(), "nothing left to send");
-    assert_eq!(metric(&agent, r#"relstat_notify_queued{destination="hook"}"#), 0.0);
+    assert_eq!(
+        metric(&agent, r#"relstat_notify_queued{destination="hook"}"#),
+        0.0
+    );
 }
 
 #[test]
@@ -534,7 +620,10 @@ fn a_burst_of_500_transitions_becomes_digests_within_the_rate_limit() {
         .iter()
         .map(|g| {
             let t = g.body["blocks"][0]["text"]["text"].as_str().unwrap_or("");
-            t.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(1)
+            t.split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1)
         })
         .sum();
     assert_eq!(listed, 500);
@@ -546,7 +635,13 @@ fn kill_9_during_delivery_loses_nothing() {
     let files = tempfile::tempdir().unwrap();
     let mut agent = agent(&format!(
         "[notify]\ndigest_after = 1000\n{}",
-        destination(files.path(), "hook", "webhook", hook.port, "per_minute = 6000"),
+        destination(
+            files.path(),
+            "hook",
+            "webhook",
+            hook.port,
+            "per_minute = 6000"
+        ),
     ));
     agent.start();
     fail(&agent.log("a.log"), 1, 40, false);
@@ -582,21 +677,43 @@ fn a_receiver_that_never_answers_or_answers_a_huge_body_holds_no_other() {
     let files = tempfile::tempdir().unwrap();
     let mut agent = agent(&format!(
         "[notify]\n{}{}{}",
-        destination(files.path(), "hang", "webhook", hang.port, "per_minute = 600"),
-        destination(files.path(), "huge", "webhook", huge.port, "per_minute = 600"),
+        destination(
+            files.path(),
+            "hang",
+            "webhook",
+            hang.port,
+            "per_minute = 600"
+        ),
+        destination(
+            files.path(),
+            "huge",
+            "webhook",
+            huge.port,
+            "per_minute = 600"
+        ),
         destination(files.path(), "ok", "webhook", ok.port, "per_minute = 600"),
     ));
     agent.start();
     fail(&agent.log("a.log"), 1, 5, false);
-    assert!(wait_until(30, || ok.got().len() >= 5), "ok got {}", ok.got().len());
+    assert!(
+        wait_until(30, || ok.got().len() >= 5),
+        "ok got {}",
+        ok.got().len()
+    );
     assert!(wait_until(30, || metric(
         &agent,
         r#"relstat_notify_sent_total{destination="huge"}"#
     ) == 5.0));
     assert!(!hang.got().is_empty(), "asked, never answered");
-    assert_eq!(metric(&agent, r#"relstat_notify_queued{destination="hang"}"#), 5.0);
+    assert_eq!(
+        metric(&agent, r#"relstat_notify_queued{destination="hang"}"#),
+        5.0
+    );
     let rss = peak_rss_kib(agent.pid());
-    assert!(rss < 200 * 1024, "a 64 MiB answer is not read: VmHWM {rss} KiB");
+    assert!(
+        rss < 200 * 1024,
+        "a 64 MiB answer is not read: VmHWM {rss} KiB"
+    );
 }
 
 #[test]
@@ -617,8 +734,46 @@ fn notify_test_sends_a_sample_and_prints_the_answer() {
     assert_eq!(*slack.invalid.lock().unwrap(), Vec::<String>::new());
     let o = relstat(&["notify", "test", "old", "-c", c]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("refused: HTTP 410 gone"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("refused: HTTP 410 gone"),
+        "{}",
+        stderr(&o)
+    );
     let o = relstat(&["notify", "test", "nope", "-c", c]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("no [[notify.destinations]] is named \"nope\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no [[notify.destinations]] is named \"nope\""),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The Alertmanager example of docs/notifications.md passes `amtool
+/// check-config` (Debian's prometheus-alertmanager; a missing amtool fails
+/// in CI).
+#[test]
+fn the_alertmanager_example_passes_amtool() {
+    let Some(amtool) = peer("amtool") else { return };
+    let example = root().join("examples/alertmanager.yml");
+    let o = std::process::Command::new(amtool)
+        .arg("check-config")
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let text = std::fs::read_to_string(&example).unwrap();
+    let doc = std::fs::read_to_string(root().join("docs/notifications.md")).unwrap();
+    assert!(
+        doc.contains(text.trim()),
+        "docs/notifications.md shows examples/alertmanager.yml as it is"
+    );
+    // Every alert it routes by name exists in the shipped rules.
+    let rules = std::fs::read_to_string(root().join("alerts/relstat.rules.yml")).unwrap();
+    for name in [
+        "RelstatAgentDown",
+        "RelstatGateBypass",
+        "RelstatUnauthorizedActor",
+    ] {
+        assert!(rules.contains(&format!("alert: {name}")), "{name}");
+    }
 }

@@ -515,7 +515,10 @@ fn a_schema_3_store_gets_the_notify_queues() {
             .unwrap();
         tx.commit().unwrap();
         let tx = store.db.begin_read().unwrap();
-        assert!(tx.open_table(NOTIFY).is_err(), "schema 3 has no queue table");
+        assert!(
+            tx.open_table(NOTIFY).is_err(),
+            "schema 3 has no queue table"
+        );
     }
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.load().unwrap().keys.len(), 1);
@@ -546,7 +549,11 @@ fn notify_queues_are_per_destination_bounded_and_ordered() {
     let dropped = store.commit_notify(&b, &c, &n, &notes, 3).unwrap();
     assert_eq!(dropped.get("a"), Some(&2));
     assert_eq!(dropped.get("b"), Some(&2));
-    assert_eq!(store.load().unwrap().keys.len(), 1, "the cause is committed too");
+    assert_eq!(
+        store.load().unwrap().keys.len(),
+        1,
+        "the cause is committed too"
+    );
     let a = store.notify_read("a", 10).unwrap();
     let bodies: Vec<&[u8]> = a.iter().map(|(_, v)| v.as_slice()).collect();
     assert_eq!(bodies, vec![b"a2".as_slice(), b"a3", b"a4"]);

@@ -109,7 +109,7 @@ impl Route {
 
     fn matches(&self, n: &Note) -> bool {
         let what = match n.kind {
-            NoteKind::Transition => self.statuses.iter().any(|s| *s == n.to),
+            NoteKind::Transition => self.statuses.contains(&n.to),
             NoteKind::Anomaly => n
                 .rule
                 .as_deref()
@@ -309,14 +309,16 @@ pub fn check_url(url: &str) -> Result<(), String> {
 fn is_loopback(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     h.eq_ignore_ascii_case("localhost")
-        || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The URL a `url_file` holds (its first line, trimmed; the file read up to
 /// [`MAX_URL_FILE`] bytes).
 pub fn read_url(path: &std::path::Path) -> Result<String, String> {
     use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let f =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut buf = Vec::new();
     f.take(MAX_URL_FILE + 1)
         .read_to_end(&mut buf)
@@ -330,7 +332,10 @@ pub fn read_url(path: &std::path::Path) -> Result<String, String> {
     let text = String::from_utf8_lossy(&buf);
     let url = text.lines().next().unwrap_or("").trim().to_string();
     if url.is_empty() {
-        return Err(format!("{} is empty; put the webhook URL in it", path.display()));
+        return Err(format!(
+            "{} is empty; put the webhook URL in it",
+            path.display()
+        ));
     }
     check_url(&url).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(url)

@@ -138,7 +138,11 @@ fn facts(n: &Note) -> Vec<(&'static str, String)> {
     }
     f.push((
         "Status",
-        format!("{} → {}", n.from.as_deref().unwrap_or("(first report)"), n.to),
+        format!(
+            "{} → {}",
+            n.from.as_deref().unwrap_or("(first report)"),
+            n.to
+        ),
     ));
     f.push(("Actor", format!("{} ({})", n.actor, n.actor_type)));
     if let Some(s) = n.previous_secs {
@@ -284,9 +288,13 @@ fn teams(n: &Note, links: &Links) -> Value {
 
 fn teams_digest(notes: &[Note], links: &Links) -> Value {
     let (lines, more) = digest_lines(notes);
-    let mut body = vec![json!({"type": "TextBlock", "text": format!("{} relstat notifications", notes.len()), "weight": "Bolder", "size": "Medium", "wrap": true})];
+    let mut body = vec![
+        json!({"type": "TextBlock", "text": format!("{} relstat notifications", notes.len()), "weight": "Bolder", "size": "Medium", "wrap": true}),
+    ];
     for l in lines {
-        body.push(json!({"type": "TextBlock", "text": format!("- {l}"), "wrap": true, "spacing": "None"}));
+        body.push(
+            json!({"type": "TextBlock", "text": format!("- {l}"), "wrap": true, "spacing": "None"}),
+        );
     }
     if more > 0 {
         body.push(json!({"type": "TextBlock", "text": format!("… and {more} more"), "wrap": true}));
@@ -303,7 +311,11 @@ fn webhook(n: &Note, links: &Links) -> Value {
             .all(Some(&n.release))
             .into_iter()
             .map(|(k, u)| {
-                let k = if k == "Dashboards" { "grafana" } else { "release" };
+                let k = if k == "Dashboards" {
+                    "grafana"
+                } else {
+                    "release"
+                };
                 (k.to_string(), json!(u))
             })
             .collect();
@@ -356,7 +368,11 @@ mod tests {
 
     /// What Slack requires of a message (the test receivers check the same).
     pub(crate) fn check_slack(v: &Value) {
-        assert!(v["text"].as_str().is_some_and(|t| !t.is_empty() && t.chars().count() <= 40_000));
+        assert!(
+            v["text"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty() && t.chars().count() <= 40_000)
+        );
         let blocks = v["blocks"].as_array().expect("blocks");
         assert!(!blocks.is_empty() && blocks.len() <= 50);
         for b in blocks {
@@ -391,7 +407,10 @@ mod tests {
             check_slack(&v);
             let s = v.to_string();
             assert!(s.contains("r&lt;1&gt;&amp;"), "{s}");
-            assert!(s.contains("https://relstat.example/api/v1/releases/r%3C1%3E%26"), "{s}");
+            assert!(
+                s.contains("https://relstat.example/api/v1/releases/r%3C1%3E%26"),
+                "{s}"
+            );
         }
         let many: Vec<Note> = (0..500).map(|_| note(NoteKind::Transition)).collect();
         let d = render_digest(NotifyKind::Slack, &many, &Links::default());
@@ -401,15 +420,30 @@ mod tests {
 
     #[test]
     fn teams_cards_are_adaptive_cards_in_the_envelope() {
-        let v = render(NotifyKind::Teams, &note(NoteKind::Transition), &Links::default());
+        let v = render(
+            NotifyKind::Teams,
+            &note(NoteKind::Transition),
+            &Links::default(),
+        );
         assert_eq!(v["type"], "message");
         let a = &v["attachments"][0];
         assert_eq!(a["contentType"], "application/vnd.microsoft.card.adaptive");
         assert_eq!(a["content"]["type"], "AdaptiveCard");
         assert_eq!(a["content"]["version"], "1.4");
-        assert!(a["content"]["body"].as_array().is_some_and(|b| !b.is_empty()));
-        assert!(a["content"].get("actions").is_none(), "no link without api_url");
-        let d = render_digest(NotifyKind::Teams, &[note(NoteKind::Anomaly)], &Links::default());
+        assert!(
+            a["content"]["body"]
+                .as_array()
+                .is_some_and(|b| !b.is_empty())
+        );
+        assert!(
+            a["content"].get("actions").is_none(),
+            "no link without api_url"
+        );
+        let d = render_digest(
+            NotifyKind::Teams,
+            &[note(NoteKind::Anomaly)],
+            &Links::default(),
+        );
         assert_eq!(d["attachments"][0]["content"]["type"], "AdaptiveCard");
     }
 

@@ -82,7 +82,10 @@ fn default_routes_send_production_failures_and_the_listed_anomalies() {
             record(event("e3", "production", "deployed"), Some("deploying")),
             record(event("e4", "production", "rolled_back"), Some("failed")),
             // Same status again: no transition.
-            record(event("e5", "production", "rolled_back"), Some("rolled_back")),
+            record(
+                event("e5", "production", "rolled_back"),
+                Some("rolled_back"),
+            ),
         ],
         ..Default::default()
     };
