@@ -248,7 +248,7 @@ pub fn files(loaded: &Loaded) -> (Vec<Problem>, Vec<Problem>) {
         if problems.iter().any(|p| p.key == key) {
             continue;
         }
-        if let Err(e) = crate::sinks::notify::read_url(&d.url_file) {
+        if let Err(e) = crate::notifications::read_url(&d.url_file) {
             problems.push(problem_at(loaded, &key, e));
         }
     }

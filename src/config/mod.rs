@@ -1399,12 +1399,12 @@ mod tests {
     fn an_unknown_table_is_named_by_its_own_path() {
         let text = "[agent]\nsite = \"a\"\n\n[[sources]]\nname = \"f\"\ntype = \"file\"\n\
                     paths = [\"/x/*.log\"]\n[sources.fields]\nactor_type = \"kind\"\n\n\
-                    [[notify.destinations]]\nurl = \"http://x\"\n";
+                    [[pager.destinations]]\nurl = \"http://x\"\n";
         let p = problems_of(text);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].line, Some(11));
-        assert_eq!(p[0].key, "notify");
-        assert!(p[0].message.contains("unknown field `notify`"), "{p:?}");
+        assert_eq!(p[0].key, "pager");
+        assert!(p[0].message.contains("unknown field `pager`"), "{p:?}");
     }
 
     #[test]

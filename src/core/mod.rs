@@ -94,7 +94,7 @@ pub struct Core {
     /// Set when a tracked import failed in the store: the core stops.
     diverged: Option<String>,
     /// `[notify]`: which messages a commit queues (replaced on reload).
-    notify: Option<crate::sinks::notify::Router>,
+    notify: Option<crate::notifications::Router>,
 }
 
 impl Core {
@@ -159,7 +159,7 @@ impl Core {
             partners: loaded.config.http.partners.clone(),
             bundles: crate::spool::Settings::from_config(&loaded.config),
             diverged: None,
-            notify: crate::sinks::notify::Router::from_config(&loaded.config),
+            notify: crate::notifications::Router::from_config(&loaded.config),
         }
     }
 
@@ -448,7 +448,7 @@ impl Core {
                             self.caught_up.clear();
                             self.partners = loaded.config.http.partners.clone();
                             self.bundles = crate::spool::Settings::from_config(&loaded.config);
-                            self.notify = crate::sinks::notify::Router::from_config(&loaded.config);
+                            self.notify = crate::notifications::Router::from_config(&loaded.config);
                             let _ = reply.send(Ok(checkpoints));
                         }
                         Err(e) => {
@@ -495,7 +495,10 @@ fn drain_pending(
             metrics.apply(e);
         }
     };
-    let n = crate::spool::relay::drain_pending(tracker, store, &mut committed)?;
+    // `[notify] imported`: the drained events notify as a live import would.
+    let router = crate::notifications::Router::from_config(cfg).filter(|r| r.imported);
+    let n =
+        crate::spool::relay::drain_pending_notify(tracker, store, &mut committed, router.as_ref())?;
     tracing::info!("tracked {n} transitions imported while the agent was stopped");
     Ok(())
 }

@@ -190,6 +190,11 @@ pub struct Tracked {
     /// a stopped agent): written to `pending_tracking`, recorded at the
     /// chunk's import time.
     pub pending: Vec<Event>,
+    /// Notifications of the imported events (`[notify] imported`):
+    /// (destination, JSON) rows for the notify queues.
+    pub notes: Vec<(String, Vec<u8>)>,
+    /// The notify queues' bound (`[notify] max_queued`).
+    pub notes_max: u64,
 }
 
 /// An imported event waiting for the relay's tracker.
@@ -767,6 +772,7 @@ impl Store {
         if let Some(track) = track {
             let t = track(&new);
             write_batch(&tx, &t.batch, &[], &t.counters, Some(now))?;
+            warn_notes_dropped(&write_notes(&tx, &t.notes, t.notes_max)?);
             if !t.pending.is_empty() {
                 let mut pending = tx.open_table(PENDING)?;
                 let mut meta = tx.open_table(META)?;
@@ -828,8 +834,23 @@ impl Store {
         upto: u64,
         at: TimeMs,
     ) -> Result<(), StoreError> {
+        self.commit_drained_notify(batch, counters, upto, at, &[], u64::MAX)
+    }
+
+    /// [`Store::commit_drained`] with the notifications the drained events
+    /// cause (`[notify] imported`), in the same transaction.
+    pub fn commit_drained_notify(
+        &self,
+        batch: &Batch,
+        counters: &BTreeMap<(String, InputResult), u64>,
+        upto: u64,
+        at: TimeMs,
+        notes: &[(String, Vec<u8>)],
+        max_queued: u64,
+    ) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         write_batch(&tx, batch, &[], counters, Some(at))?;
+        warn_notes_dropped(&write_notes(&tx, notes, max_queued)?);
         tx.open_table(PENDING)?.retain_in(..=upto, |_, _| false)?;
         tx.commit()?;
         Ok(())
@@ -952,6 +973,16 @@ fn write_batch(
         ctr.insert(name.as_str(), old + delta)?;
     }
     Ok(())
+}
+
+/// Imports have no metrics at hand: what a full queue lost is logged.
+fn warn_notes_dropped(dropped: &BTreeMap<String, u64>) {
+    for (dest, n) in dropped {
+        tracing::warn!(
+            destination = %dest,
+            "notification queue full: dropped its {n} oldest messages ([notify] max_queued)"
+        );
+    }
 }
 
 /// Appends notification messages to their queues inside `tx`, dropping
