@@ -322,7 +322,7 @@ impl Core {
         }
         // Chat notifications go to their queues with their cause.
         let notes = match &self.notify {
-            Some(r) => r.route(&batch, &effects, now_ms()),
+            Some(r) => r.route_live(&batch, &effects, now_ms()),
             None => Vec::new(),
         };
         if notes.is_empty() {

@@ -4,7 +4,7 @@
 //! (`[notify] imported`); the rows go to the store's queues in the same
 //! transaction as their cause, and [`crate::sinks::notify`] delivers them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -133,6 +133,11 @@ pub struct Router {
     pub max_queued: u64,
     /// Notify for events imported from bundles.
     pub imported: bool,
+    /// `[notify] max_age`: a live event older than this is not notified.
+    max_age_ms: TimeMs,
+    /// Every status and rule some route names: what is worth a [`Note`].
+    statuses: BTreeSet<String>,
+    rules: BTreeSet<String>,
 }
 
 impl Router {
@@ -150,7 +155,7 @@ impl Router {
             services: Vec::new(),
             sites: Vec::new(),
         };
-        let destinations = n
+        let destinations: Vec<(String, Vec<Route>)> = n
             .destinations
             .iter()
             .map(|d| {
@@ -162,18 +167,56 @@ impl Router {
                 (d.name.clone(), routes)
             })
             .collect();
+        let routes = || destinations.iter().flat_map(|(_, r)| r);
+        let statuses = routes().flat_map(|r| r.statuses.iter().cloned()).collect();
+        let rules = routes().flat_map(|r| r.anomalies.iter().cloned()).collect();
         Some(Router {
-            destinations,
             max_queued: n.max_queued.max(1),
             imported: n.imported,
+            max_age_ms: n.max_age.as_millis() as TimeMs,
+            statuses,
+            rules,
+            destinations,
         })
+    }
+
+    /// The messages of one commit of the agent's own input: as
+    /// [`Router::route`], but an event older than `max_age` (a backlog read
+    /// at the first start, logs from before the agent ran) is not
+    /// notified; for `stuck`, found by the periodic check, the time that
+    /// counts is when it was found.
+    pub fn route_live(
+        &self,
+        batch: &Batch,
+        effects: &[Effect],
+        now: TimeMs,
+    ) -> Vec<(String, Vec<u8>)> {
+        self.route_since(batch, effects, now, Some(now - self.max_age_ms))
     }
 
     /// The messages of one commit, per destination (JSON rows for the
     /// store), in the order their causes happened: transitions from the
-    /// batch's history, anomalies from the effects.
+    /// batch's history, anomalies from the effects. Imports use it: their
+    /// events are late by design.
     pub fn route(&self, batch: &Batch, effects: &[Effect], now: TimeMs) -> Vec<(String, Vec<u8>)> {
-        let notes = notes_of(batch, effects, now);
+        self.route_since(batch, effects, now, None)
+    }
+
+    fn route_since(
+        &self,
+        batch: &Batch,
+        effects: &[Effect],
+        now: TimeMs,
+        since: Option<TimeMs>,
+    ) -> Vec<(String, Vec<u8>)> {
+        let notes: Vec<Note> = notes_of(batch, effects, now)
+            .into_iter()
+            .filter(|n| match n.kind {
+                NoteKind::Transition => self.statuses.contains(&n.to),
+                _ => n.rule.as_ref().is_some_and(|r| self.rules.contains(r)),
+            })
+            .filter(|n| since.is_none_or(|s| n.event_time >= s))
+            .collect();
         let mut out = Vec::new();
         if notes.is_empty() {
             return out;
@@ -254,7 +297,8 @@ pub fn notes_of(batch: &Batch, effects: &[Effect], now: TimeMs) -> Vec<Note> {
     out
 }
 
-/// The message candidate of one anomaly.
+/// The message candidate of one anomaly. A `stuck` anomaly's time is
+/// when it was found (its event entered the status hours before).
 pub fn anomaly_note(a: &crate::detect::Anomaly, now: TimeMs) -> Note {
     Note {
         id: String::new(),
@@ -273,7 +317,11 @@ pub fn anomaly_note(a: &crate::detect::Anomaly, now: TimeMs) -> Note {
         message: Some(a.message.clone()),
         previous_secs: None,
         event_id: a.event_id.clone(),
-        event_time: a.event_time,
+        event_time: if a.rule == "stuck" {
+            a.detected_at
+        } else {
+            a.event_time
+        },
         queued_at: now,
     }
 }

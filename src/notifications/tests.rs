@@ -155,3 +155,43 @@ fn urls_are_https_or_loopback_http() {
     assert!(check_url("ftp://x/y").is_err());
     assert!(check_url("not a url").is_err());
 }
+
+#[test]
+fn live_commits_skip_events_older_than_max_age_but_not_a_stuck_found_now() {
+    let cfg = format!("[notify]\nmax_age = \"1h\"\n{ONE}");
+    let r = Router::from_config(&config(&cfg)).unwrap();
+    let hour = 3_600_000;
+    let now = 100 * hour;
+    let mut old = event("old", "production", "failed");
+    old.time = now - 2 * hour;
+    let mut fresh = event("new", "production", "failed");
+    fresh.time = now - hour / 2;
+    let batch = Batch {
+        history: vec![
+            record(old, Some("deploying")),
+            record(fresh, Some("deploying")),
+        ],
+        ..Default::default()
+    };
+    let mut stuck = anomaly("stuck", "production");
+    stuck.event_time = now - 5 * hour;
+    stuck.detected_at = now;
+    let mut bypass = anomaly("gate_bypass", "production");
+    bypass.event_time = now - 2 * hour;
+    bypass.detected_at = now;
+    let effects = vec![
+        Effect::Anomaly(Box::new(stuck)),
+        Effect::Anomaly(Box::new(bypass)),
+    ];
+    let ids = |rows: Vec<(String, Vec<u8>)>| -> Vec<String> {
+        rows.iter()
+            .map(|(_, v)| serde_json::from_slice::<Note>(v).unwrap().event_id)
+            .collect()
+    };
+    assert_eq!(ids(r.route_live(&batch, &effects, now)), ["new", "a-stuck"]);
+    // Imports are late by design: everything routed.
+    assert_eq!(
+        ids(r.route(&batch, &effects, now)),
+        ["old", "new", "a-stuck", "a-gate_bypass"]
+    );
+}

@@ -294,6 +294,25 @@ impl Worker {
         self.set_failing(false);
         self.gauges(None);
         while !self.stopping() {
+            // While waiting (rate, back-off) only the oldest message is
+            // looked at: the gauges stay current, and once it passes
+            // max_age the whole queue is read for the drops.
+            if Instant::now() < self.next {
+                let head = self
+                    .s
+                    .store
+                    .notify_read(&self.d.name, 1)
+                    .unwrap_or_default();
+                let oldest = head
+                    .first()
+                    .and_then(|(_, v)| serde_json::from_slice::<Note>(v).ok())
+                    .map(|n| n.queued_at);
+                if oldest.is_none_or(|t| now_ms() - t <= self.s.max_age_ms) {
+                    self.gauges(oldest);
+                    self.sleep_until(self.next.min(Instant::now() + IDLE));
+                    continue;
+                }
+            }
             let rows = match self.s.store.notify_read(&self.d.name, READ) {
                 Ok(r) => r,
                 Err(e) => {
@@ -333,8 +352,6 @@ impl Worker {
                 self.sleep_until(Instant::now() + IDLE);
                 continue;
             }
-            // Waiting (rate, back-off): the queue is read again meanwhile,
-            // so the gauges stay current and max_age drops in time.
             let now = Instant::now();
             if now < self.next {
                 self.sleep_until(self.next.min(now + IDLE));
