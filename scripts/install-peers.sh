@@ -4,7 +4,9 @@
 # rsyslog with its TLS (gnutls) and RELP modules, the SIEM receiver of the
 # forwarding tests; systemd-analyze, rpm, objcopy, adduser (the operator
 # kit); python3 and openssl (the benchmark scripts); faketime (the calendar
-# check, scripts/clock-ahead.sh). Idempotent; needs root or sudo.
+# check, scripts/clock-ahead.sh); amtool (Debian package
+# prometheus-alertmanager: checks examples/alertmanager.yml). Idempotent;
+# needs root or sudo.
 set -euo pipefail
 
 need=()
@@ -23,6 +25,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The calendar check (scripts/clock-ahead.sh): libfaketime moves the
 # tests' wall clock far ahead.
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
+# The Alertmanager example (examples/alertmanager.yml, docs/notifications.md)
+# is checked with amtool.
+command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 have_module() { # rsyslog module files, wherever the multiarch dir is
   compgen -G "/usr/lib/*/rsyslog/$1.so" >/dev/null || compgen -G "/usr/lib/rsyslog/$1.so" >/dev/null
 }

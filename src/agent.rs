@@ -62,6 +62,8 @@ pub enum AgentError {
     Runtime(std::io::Error),
     #[error("siem: {0}")]
     Siem(#[from] crate::sinks::siem::transport::TransportError),
+    #[error("notify: {0}")]
+    Notify(#[from] crate::sinks::notify::notifier::NotifyError),
 }
 
 /// State the HTTP listener reads.
@@ -311,10 +313,19 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
         }
         _ => None,
     };
+    let notifier = match &cfg.notify {
+        Some(n) if !n.destinations.is_empty() => Some(
+            crate::sinks::notify::notifier::Notifier::start(n, store.clone(), metrics.clone())?,
+        ),
+        _ => None,
+    };
     let stop_forwarder = move || {
         forward_stop.store(true, Ordering::Relaxed);
         if let Some(f) = forwarder {
             let _ = f.join();
+        }
+        if let Some(n) = notifier {
+            n.stop();
         }
     };
     let core = Core::new(&loaded, tracker, store, outbox.clone(), sink, metrics);

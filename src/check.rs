@@ -72,6 +72,9 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
     v.spool();
     v.gate();
     v.anomalies();
+    if let Some(n) = &loaded.config.notify {
+        v.notify(n, model.as_ref());
+    }
     let mut problems = v.problems;
     // Stable: problems on one line keep the order they were found in.
     problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
@@ -179,6 +182,21 @@ fn named_files(loaded: &Loaded) -> Vec<(String, &std::path::Path, FileKind)> {
     if let Some(p) = &c.spool.signing_key_file {
         out.push(("spool.signing_key_file".into(), p.as_path(), Secret));
     }
+    for (i, d) in c
+        .notify
+        .iter()
+        .flat_map(|n| n.destinations.iter())
+        .enumerate()
+    {
+        let key = |k: &str| format!("notify.destinations[{i}].{k}");
+        out.push((key("url_file"), d.url_file.as_path(), Secret));
+        if let Some(p) = &d.ca_file {
+            out.push((key("ca_file"), p.as_path(), Public));
+        }
+        if let Some(p) = &d.hmac_secret_file {
+            out.push((key("hmac_secret_file"), p.as_path(), Secret));
+        }
+    }
     out
 }
 
@@ -251,6 +269,22 @@ pub fn files(loaded: &Loaded) -> (Vec<Problem>, Vec<Problem>) {
                     ),
                 ));
             }
+        }
+    }
+    // A readable url_file must hold a usable URL.
+    for (i, d) in loaded
+        .config
+        .notify
+        .iter()
+        .flat_map(|n| n.destinations.iter())
+        .enumerate()
+    {
+        let key = format!("notify.destinations[{i}].url_file");
+        if problems.iter().any(|p| p.key == key) {
+            continue;
+        }
+        if let Err(e) = crate::notifications::read_url(&d.url_file) {
+            problems.push(problem_at(loaded, &key, e));
         }
     }
     (problems, warnings)
@@ -1001,6 +1035,84 @@ impl Validator<'_> {
                     "an empty environment name matches no event; remove it or name the \
                      environment, e.g. \"production\"",
                 );
+            }
+        }
+    }
+
+    fn notify(&mut self, n: &crate::config::NotifyConfig, model: Option<&Model>) {
+        let rules: Vec<&str> = crate::detect::RuleId::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
+        let mut names: HashSet<&str> = HashSet::new();
+        if n.max_age.is_zero() {
+            self.push("notify.max_age", "max_age must be longer than 0");
+        }
+        for (i, d) in n.destinations.iter().enumerate() {
+            let key = |k: &str| format!("notify.destinations[{i}].{k}");
+            if d.name.is_empty()
+                || !d
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
+                self.push(
+                    &key("name"),
+                    format!(
+                        "destination name {:?}: use letters, digits, `_`, `.` and `-`",
+                        d.name
+                    ),
+                );
+            } else if !names.insert(d.name.as_str()) {
+                self.push(
+                    &key("name"),
+                    format!("destination name {:?} is used twice", d.name),
+                );
+            }
+            if d.per_minute == 0 {
+                self.push(&key("per_minute"), "per_minute must be at least 1");
+            }
+            if d.hmac_secret_file.is_some() && d.kind != crate::config::NotifyKind::Webhook {
+                self.push(
+                    &key("hmac_secret_file"),
+                    "hmac_secret_file applies to kind = \"webhook\" only",
+                );
+            }
+            for (j, r) in d.routes.iter().enumerate() {
+                let rkey = |k: &str| format!("notify.destinations[{i}].routes[{j}].{k}");
+                for a in &r.anomalies {
+                    if !rules.contains(&a.as_str()) {
+                        self.push(
+                            &rkey("anomalies"),
+                            format!(
+                                "unknown anomaly rule {a:?}; the rules are {}",
+                                rules.join(", ")
+                            ),
+                        );
+                    }
+                }
+                if let Some(m) = model {
+                    for s in &r.statuses {
+                        if m.index(s).is_none() {
+                            let known: Vec<&str> =
+                                m.states().iter().map(|s| s.id.as_str()).collect();
+                            self.push(
+                                &rkey("statuses"),
+                                format!(
+                                    "unknown status {s:?}; the model's statuses are {}",
+                                    known.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
+                if r.anomalies.is_empty() && r.statuses.is_empty() {
+                    self.push(
+                        &format!("notify.destinations[{i}].routes[{j}]"),
+                        "a route needs `anomalies` or `statuses` (or both): it matches nothing \
+                         otherwise",
+                    );
+                }
             }
         }
     }
@@ -2293,5 +2405,64 @@ allow = ["@release_managers", "@deployers"]
     fn max_open_files_must_be_positive() {
         let p = problems(&format!("[agent]\nmax_open_files = 0\n{}", with_file("")));
         assert!(p.iter().any(|p| p.key == "agent.max_open_files"), "{p:?}");
+    }
+
+    #[test]
+    fn notify_routes_name_known_rules_and_statuses() {
+        let text = "[[notify.destinations]]\nname = \"chat\"\nkind = \"slack\"\n\
+                    url_file = \"/u\"\n[[notify.destinations.routes]]\n\
+                    anomalies = [\"stuck\", \"stcuk\"]\nstatuses = [\"failed\", \"broken\"]\n";
+        assert_problems(
+            text,
+            &[
+                (
+                    "notify.destinations[0].routes[0].anomalies",
+                    6,
+                    "unknown anomaly rule \"stcuk\"",
+                ),
+                (
+                    "notify.destinations[0].routes[0].statuses",
+                    7,
+                    "unknown status \"broken\"",
+                ),
+            ],
+        );
+        let good = text.replace(", \"stcuk\"", "").replace(", \"broken\"", "");
+        assert_problems(&good, &[]);
+    }
+
+    #[test]
+    fn notify_url_files_must_exist_hold_one_https_url() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let write = |name: &str, body: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, body).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        write("empty", "\n");
+        write("plain", "http://hooks.example/x\n");
+        write("loop", "http://127.0.0.1:9/x\n");
+        write("good", "https://hooks.slack.com/services/T/B/X\n");
+        let mut text = String::new();
+        for n in ["missing", "empty", "plain", "loop", "good"] {
+            text.push_str(&format!(
+                "[[notify.destinations]]\nname = \"{n}\"\nkind = \"slack\"\n\
+                 url_file = \"{d}/{n}\"\n"
+            ));
+        }
+        let (problems, _) = files(&load(&text));
+        let p: Vec<(&str, &str)> = problems
+            .iter()
+            .map(|p| (p.key.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert_eq!(p[0].0, "notify.destinations[0].url_file");
+        assert!(p[0].1.contains("does not exist"), "{p:?}");
+        assert_eq!(p[1].0, "notify.destinations[1].url_file");
+        assert!(p[1].1.contains("is empty"), "{p:?}");
+        assert_eq!(p[2].0, "notify.destinations[2].url_file");
+        assert!(p[2].1.contains("not loopback"), "{p:?}");
     }
 }

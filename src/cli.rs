@@ -52,6 +52,10 @@ const DOCS: &[(&str, &str)] = &[
         "files.md",
         "tailing log files: rotation, descriptors, what can be lost",
     ),
+    (
+        "notifications.md",
+        "Slack, Teams and webhook notifications; Alertmanager routes",
+    ),
 ];
 
 /// The end of `relstat --help`: where the documentation is.
@@ -124,6 +128,9 @@ pub enum Command {
     /// unmapped or invalid, kept for replay after a configuration fix
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Chat notifications ([notify])
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Release status: the current view, or the history as it stood at a
     /// time (through the running agent, or from the store when it is stopped)
     Status {
@@ -256,6 +263,17 @@ pub enum StoreCommand {
     Repair,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a sample message to a destination and print its answer; exit 1
+    /// when it is not delivered
+    Test {
+        /// The destination's `name` in [[notify.destinations]]
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum AxisArg {
     Recorded,
@@ -303,6 +321,32 @@ pub fn hostname() -> String {
     crate::config::system_hostname()
 }
 
+/// `relstat notify test NAME`.
+fn notify_test(loaded: &Loaded, name: &str) -> Result<(), Failure> {
+    use crate::sinks::notify::notifier::{Answer, send_test};
+    let Some(n) = &loaded.config.notify else {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "the configuration has no [notify] section"
+        )));
+    };
+    let answer = send_test(n, name).map_err(|e| match e {
+        crate::sinks::notify::notifier::NotifyError::Unknown(_) => Failure::usage(e),
+        e => Failure::runtime(e),
+    })?;
+    match answer {
+        Answer::Delivered(status, body) => {
+            println!("delivered: HTTP {status} {body}");
+            Ok(())
+        }
+        Answer::Later(_, why) => Err(Failure::runtime(anyhow::anyhow!(
+            "not delivered (the agent would try again): {why}"
+        ))),
+        Answer::Refused(status, body) => Err(Failure::runtime(anyhow::anyhow!(
+            "refused: HTTP {status} {body}"
+        ))),
+    }
+}
+
 fn load_config(explicit: Option<&Path>) -> Result<Loaded, Failure> {
     let path = config::resolve(explicit);
     Ok(crate::check::load(path.as_deref())?)
@@ -335,6 +379,10 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Dlq(cmd) => {
             let loaded = load_config(cli.config.as_deref())?;
             dlq_command(&loaded, cmd)
+        }
+        Command::Notify(NotifyCommand::Test { name }) => {
+            let loaded = load_config(cli.config.as_deref())?;
+            notify_test(&loaded, &name)
         }
         Command::Replay {
             source,

@@ -29,13 +29,16 @@
 //! - [`spool`]: the outbox policy ([`spool::outbox`]: `max_bytes`,
 //!   `when_full`, for every producer) and air-gapped sync: signed bundles,
 //!   export and import.
-//! - [`sinks`]: the Prometheus registry and the SIEM forwarder.
+//! - [`notifications`]: which chat notifications a commit causes (routes of
+//!   `[[notify.destinations]]`), queued in the store with their cause.
+//! - [`sinks`]: the Prometheus registry, the SIEM forwarder and the chat
+//!   notifier ([`sinks::notify`]: Slack, Teams, webhooks).
 //! - [`http`]: the one listener: /metrics, /healthz, /readyz (TLS and basic
 //!   auth from an exporter-toolkit web config), and routes for /api/v1 and /hooks.
 //! - [`api`]: `/api/v1`: release status, audit trail, snapshots, partner views.
 //! - [`replay`]: `relstat replay`: historical logs through the whole flow, in memory.
 //! - [`outbound`]: the one outbound HTTP client (SIEM `http`, poll and Kubernetes
-//!   sources): TLS and client certificates, keep-alive, proxies, capped bodies.
+//!   sources, notifications): TLS and client certificates, keep-alive, proxies, capped bodies.
 //! - [`check`]: check-config: the semantic validation of a configuration,
 //!   reading the closed lists from their owners (tool registry, canonical
 //!   fields, SIEM facilities, status model); [`check::load`] is how the
@@ -70,6 +73,7 @@ pub mod http;
 pub mod ingest;
 pub mod logging;
 pub mod model;
+pub mod notifications;
 pub mod outbound;
 pub mod replay;
 pub mod sinks;

@@ -70,7 +70,8 @@ fn a_secret_file_others_can_read_is_a_warning() {
     assert!(!stderr(&out).contains("chmod"), "{}", stderr(&out));
 }
 
-/// The report that started this: an unknown `[[notify.destinations]]` after
+/// The report that started this: an unknown table (it was
+/// `[[notify.destinations]]`, known since; `[[pager.destinations]]` here) after
 /// a `[sources.fields]` table was named `sources[0].fields.actor_type`, and
 /// only the first mistake was reported.
 #[test]
@@ -80,7 +81,7 @@ fn check_config_reports_every_toml_mistake_under_its_own_path() {
         dir.path(),
         "[[sources]]\nname = \"f\"\ntype = \"file\"\npaths = [\"/x/*.log\"]\n\
          [sources.fields]\nactor_type = \"kind\"\n\n\
-         [[notify.destinations]]\nurl = \"http://x\"\n\n\
+         [[pager.destinations]]\nurl = \"http://x\"\n\n\
          [tracking]\nmax_trackd = 5\n",
     );
     let out = relstat(&["check-config", "-c", &cfg]);
@@ -88,7 +89,7 @@ fn check_config_reports_every_toml_mistake_under_its_own_path() {
     let err = stderr(&out);
     assert!(err.contains("2 problems"), "{err}");
     assert!(
-        err.contains("relstat.toml:11: notify: unknown field `notify`"),
+        err.contains("relstat.toml:11: pager: unknown field `pager`"),
         "{err}"
     );
     assert!(

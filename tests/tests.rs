@@ -15,6 +15,7 @@ mod field_limits;
 mod fuzz;
 mod health;
 mod many_files;
+mod notify;
 mod operator_mistakes;
 mod ops;
 mod packaging;

@@ -106,6 +106,9 @@ pub struct Config {
     /// `[model]`: the status model, gate, roles and permissions.
     #[serde(default)]
     pub model: ModelConfig,
+    /// `[notify]`: chat notifications (Slack, Teams, webhooks); absent: none.
+    #[serde(default)]
+    pub notify: Option<NotifyConfig>,
 }
 
 /// `[agent]`: identity of this agent and where it keeps its store.
@@ -483,6 +486,127 @@ pub struct SourceConfig {
     /// Kubernetes: namespaces whose Deployments are watched.
     #[serde(default)]
     pub namespaces: Vec<String>,
+}
+
+/// `[notify]`: chat notifications of the transitions and anomalies people
+/// must see, delivered from a queue per destination in the store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Base URL of this agent's API, for a link to the release in each
+    /// message; unset: no link.
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// Base URL of Grafana, for a link to the dashboards; unset: no link.
+    #[serde(default)]
+    pub grafana_url: Option<String>,
+    /// The environments the default routes watch; default: the gate's
+    /// environments, else `["production"]`.
+    #[serde(default)]
+    pub environments: Option<Vec<String>>,
+    /// A relay notifies for events imported from bundles only when true.
+    #[serde(default)]
+    pub imported: bool,
+    /// Messages older than this (not delivered yet) are dropped and counted.
+    #[serde(default = "default_notify_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Messages a destination's queue holds; beyond, the oldest are dropped
+    /// and counted.
+    #[serde(default = "default_notify_max_queued")]
+    pub max_queued: u64,
+    /// Over this many messages a minute to one destination, the rest of
+    /// the minute's messages go as one digest.
+    #[serde(default = "default_digest_after")]
+    pub digest_after: u32,
+    /// `[[notify.destinations]]`: where messages go.
+    #[serde(default)]
+    pub destinations: Vec<DestinationConfig>,
+}
+
+fn default_notify_max_age() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_notify_max_queued() -> u64 {
+    1000
+}
+fn default_digest_after() -> u32 {
+    20
+}
+
+/// What a destination is and what it expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyKind {
+    /// A Slack incoming webhook (Block Kit).
+    Slack,
+    /// A Microsoft Teams Workflows webhook (Adaptive Card).
+    Teams,
+    /// Generic JSON, HMAC-signed when `hmac_secret_file` is set.
+    Webhook,
+}
+
+impl NotifyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Slack => "slack",
+            Self::Teams => "teams",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
+/// `[[notify.destinations]]`: one chat channel or receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// Unique name: the `destination` label of the notify metrics.
+    pub name: String,
+    /// slack, teams or webhook.
+    pub kind: NotifyKind,
+    /// File holding the webhook URL on one line (it is a secret).
+    pub url_file: PathBuf,
+    /// PEM CA certificates for the receiver; default: the bundled roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// kind = "webhook": HMAC-SHA256 signing secret.
+    #[serde(default)]
+    pub hmac_secret_file: Option<PathBuf>,
+    /// Messages a minute at most; default 60 (Slack allows about one a
+    /// second per webhook).
+    #[serde(default = "default_per_minute")]
+    pub per_minute: u32,
+    /// `[[notify.destinations.routes]]`: what it receives; none: the
+    /// default routes.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+fn default_per_minute() -> u32 {
+    60
+}
+
+/// `[[notify.destinations.routes]]`: a message goes to a destination when
+/// one of its routes matches. Empty lists match anything, except that a
+/// route matches transitions only when `statuses` is set and anomalies only
+/// when `anomalies` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Anomaly rule names, e.g. `["stuck", "gate_bypass"]`.
+    #[serde(default)]
+    pub anomalies: Vec<String>,
+    /// Statuses a transition moves to, e.g. `["failed", "rolled_back"]`.
+    #[serde(default)]
+    pub statuses: Vec<String>,
+    /// Environments; empty: all.
+    #[serde(default)]
+    pub environments: Vec<String>,
+    /// Services; empty: all.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Sites; empty: all.
+    #[serde(default)]
+    pub sites: Vec<String>,
 }
 
 /// `[siem]`: where anomalies (or all transitions) are forwarded.
@@ -1317,12 +1441,12 @@ mod tests {
     fn an_unknown_table_is_named_by_its_own_path() {
         let text = "[agent]\nsite = \"a\"\n\n[[sources]]\nname = \"f\"\ntype = \"file\"\n\
                     paths = [\"/x/*.log\"]\n[sources.fields]\nactor_type = \"kind\"\n\n\
-                    [[notify.destinations]]\nurl = \"http://x\"\n";
+                    [[pager.destinations]]\nurl = \"http://x\"\n";
         let p = problems_of(text);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].line, Some(11));
-        assert_eq!(p[0].key, "notify");
-        assert!(p[0].message.contains("unknown field `notify`"), "{p:?}");
+        assert_eq!(p[0].key, "pager");
+        assert!(p[0].message.contains("unknown field `pager`"), "{p:?}");
     }
 
     #[test]

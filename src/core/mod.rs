@@ -93,6 +93,8 @@ pub struct Core {
     bundles: crate::spool::Settings,
     /// Set when a tracked import failed in the store: the core stops.
     diverged: Option<String>,
+    /// `[notify]`: which messages a commit queues (replaced on reload).
+    notify: Option<crate::notifications::Router>,
 }
 
 impl Core {
@@ -164,6 +166,7 @@ impl Core {
             partners: loaded.config.http.partners.clone(),
             bundles: crate::spool::Settings::from_config(&loaded.config),
             diverged: None,
+            notify: crate::notifications::Router::from_config(&loaded.config),
         }
     }
 
@@ -371,9 +374,28 @@ impl Core {
                 *counters.entry((source.clone(), *result)).or_default() += 1;
             }
         }
-        let dlq = self
-            .store
-            .commit_with_dead(&batch, checkpoints, &counters, dead, now_ms())?;
+        // Chat notifications go to their queues with their cause, and the
+        // batches' dead letters with them: one transaction.
+        let notes = match &self.notify {
+            Some(r) => r.route_live(&batch, &effects, now_ms()),
+            None => Vec::new(),
+        };
+        let max = self.notify.as_ref().map_or(u64::MAX, |r| r.max_queued);
+        let (dlq, dropped) =
+            self.store
+                .commit_all(&batch, checkpoints, &counters, dead, now_ms(), &notes, max)?;
+        if !dropped.is_empty() {
+            let m = self.metrics();
+            for (dest, n) in dropped {
+                tracing::warn!(
+                    destination = %dest,
+                    "notification queue full: dropped its {n} oldest messages ([notify] max_queued)"
+                );
+                m.notify_failed
+                    .with_label_values(&[dest.as_str(), "queue_full"])
+                    .inc_by(n);
+            }
+        }
         if !batch.outbox.is_empty() {
             self.check_spool()?;
         }
@@ -482,6 +504,7 @@ impl Core {
                             self.caught_up.clear();
                             self.partners = loaded.config.http.partners.clone();
                             self.bundles = crate::spool::Settings::from_config(&loaded.config);
+                            self.notify = crate::notifications::Router::from_config(&loaded.config);
                             let _ = reply.send(Ok(checkpoints));
                         }
                         Err(e) => {
@@ -528,7 +551,10 @@ fn drain_pending(
             metrics.apply(e);
         }
     };
-    let n = crate::spool::relay::drain_pending(tracker, store, &mut committed)?;
+    // `[notify] imported`: the drained events notify as a live import would.
+    let router = crate::notifications::Router::from_config(cfg).filter(|r| r.imported);
+    let n =
+        crate::spool::relay::drain_pending_notify(tracker, store, &mut committed, router.as_ref())?;
     tracing::info!("tracked {n} transitions imported while the agent was stopped");
     Ok(())
 }

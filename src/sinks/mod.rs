@@ -1,3 +1,5 @@
-//! Sinks: the Prometheus registry and the SIEM forwarder.
+//! Sinks: the Prometheus registry, the SIEM forwarder and the chat
+//! notifications.
 pub mod metrics;
+pub mod notify;
 pub mod siem;

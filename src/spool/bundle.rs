@@ -1187,7 +1187,11 @@ fn import_one(
         let outcome = match tracking.as_deref_mut() {
             Some(t) => {
                 let mut track = |new: &[&Anomaly]| {
-                    let (tracked, e, counts) = t.track(new, now);
+                    let (mut tracked, e, counts) = t.track(new, now);
+                    if let Some(r) = &settings.notify {
+                        tracked.notes = r.route(&tracked.batch, &e, now);
+                        tracked.notes_max = r.max_queued;
+                    }
                     effects = e;
                     report.tracked += counts.tracked;
                     report.pending += counts.pending;

@@ -29,6 +29,9 @@ pub struct Settings {
     /// `[spool] max_bytes` and `when_full`, applied to what an import adds;
     /// `None`: no limit.
     pub limit: Option<(u64, WhenFull)>,
+    /// `[notify] imported = true`: the notifications tracked imports cause,
+    /// queued in each chunk's transaction; `None`: imports notify nothing.
+    pub notify: Option<crate::notifications::Router>,
 }
 
 impl Settings {
@@ -40,6 +43,7 @@ impl Settings {
             trusted_keys_dir: cfg.spool.trusted_keys_dir.clone(),
             track_imports: cfg.spool.track_imports,
             limit: Some((cfg.spool.max_bytes.as_u64(), cfg.spool.when_full)),
+            notify: crate::notifications::Router::from_config(cfg).filter(|r| r.imported),
         }
     }
 }

@@ -175,6 +175,7 @@ impl Tracking<'_> {
                     batch: Default::default(),
                     counters,
                     pending,
+                    ..Default::default()
                 };
                 (tracked, Vec::new(), counts)
             }
@@ -204,7 +205,7 @@ fn take_imported(tracker: &mut Tracker) -> (Tracked, Vec<Effect>) {
     let tracked = Tracked {
         batch,
         counters,
-        pending: Vec::new(),
+        ..Default::default()
     };
     (tracked, effects)
 }
@@ -226,7 +227,18 @@ pub fn drain_pending(
     store: &Store,
     committed: &mut dyn FnMut(Vec<Effect>),
 ) -> Result<u64, StoreError> {
-    drain_chunks(tracker, store, committed, DRAIN_CHUNK)
+    drain_chunks(tracker, store, committed, DRAIN_CHUNK, None)
+}
+
+/// [`drain_pending`] that also queues the notifications the events cause
+/// (`[notify] imported = true`: `router`), in each chunk's transaction.
+pub fn drain_pending_notify(
+    tracker: &mut Tracker,
+    store: &Store,
+    committed: &mut dyn FnMut(Vec<Effect>),
+    router: Option<&crate::notifications::Router>,
+) -> Result<u64, StoreError> {
+    drain_chunks(tracker, store, committed, DRAIN_CHUNK, router)
 }
 
 fn drain_chunks(
@@ -234,6 +246,7 @@ fn drain_chunks(
     store: &Store,
     committed: &mut dyn FnMut(Vec<Effect>),
     chunk: usize,
+    router: Option<&crate::notifications::Router>,
 ) -> Result<u64, StoreError> {
     let mut applied = 0;
     loop {
@@ -246,7 +259,20 @@ fn drain_chunks(
             tracker.apply(p.event, p.recorded_at);
         }
         let (tracked, effects) = take_imported(tracker);
-        store.commit_drained(&tracked.batch, &tracked.counters, upto, at)?;
+        match router {
+            Some(r) => {
+                let notes = r.route(&tracked.batch, &effects, at);
+                store.commit_drained_notify(
+                    &tracked.batch,
+                    &tracked.counters,
+                    upto,
+                    at,
+                    &notes,
+                    r.max_queued,
+                )?
+            }
+            None => store.commit_drained(&tracked.batch, &tracked.counters, upto, at)?,
+        }
         committed(effects);
         applied += n;
     }
@@ -455,7 +481,7 @@ mod tests {
         // the second chunk was never committed.
         let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut tracker = started(&store);
-            drain_chunks(&mut tracker, &store, &mut |_| panic!("killed"), 20)
+            drain_chunks(&mut tracker, &store, &mut |_| panic!("killed"), 20, None)
         }));
         assert!(crashed.is_err());
         assert_eq!(store.pending_len().unwrap(), 30);
@@ -476,6 +502,7 @@ mod tests {
                     .count()
             },
             20,
+            None,
         )
         .unwrap();
         assert_eq!(n, 30);
@@ -548,6 +575,7 @@ mod tests {
                 }
             },
             50,
+            None,
         )
         .unwrap();
     }

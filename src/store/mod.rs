@@ -21,9 +21,11 @@
 //! | `pending_tracking` | seq | JSON [`PendingEvent`] | imported transitions waiting for the relay's tracker: `spool import` into a stopped agent writes them with the chunk; the agent applies them at start ([`Store::commit_drained`] removes them with what they produce) |
 //! | `quarantine` | seq | JSON [`check::Quarantined`] | records that could not be decoded (a damaged disk, a bug), moved aside with their table, key, bytes and error so the agent starts anyway; `relstat store check` lists them (schema 3) |
 //! | `dead_letters` | seq | JSON [`crate::dlq::DeadLetter`] | payloads of webhook and poll sources that came out unmapped or invalid, committed with their batch, under `[dlq]`'s limits ([`dlq`]; schema 4) |
+//! | `notify_queue` | (destination, seq) | JSON message | chat notifications waiting for delivery, one queue per `[[notify.destinations]]` (bounded by `[notify] max_queued`: the oldest are dropped), written with their cause (schema 5) |
 //!
 //! Schema versions (`meta.schema`): 1 -> 2 keyed the seen ids by time;
-//! 2 -> 3 added `quarantine`; 3 -> 4 added `dead_letters`. Older stores are migrated at open, in one
+//! 2 -> 3 added `quarantine`; 3 -> 4 added `dead_letters`; 4 -> 5 added
+//! `notify_queue`. Older stores are migrated at open, in one
 //! transaction; a store of a newer schema is refused (a newer relstat
 //! wrote it).
 //!
@@ -64,9 +66,11 @@ const IMPORTED_BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("imp
 const IMPORTED_RECORDS: TableDefinition<u128, i64> = TableDefinition::new("imported_records");
 const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_tracking");
 const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine");
+/// The notification queues: (destination, seq) -> JSON message.
+const NOTIFY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("notify_queue");
 
 /// The schema this relstat writes; it migrates every older one at open.
-const SCHEMA: u32 = 4;
+const SCHEMA: u32 = 5;
 
 /// redb's page cache. Its default (1 GiB, filled as pages are written) made
 /// an agent with 10,000 keys sit at ~85 MiB RSS; the working set of one batch
@@ -191,6 +195,11 @@ pub struct Tracked {
     /// a stopped agent): written to `pending_tracking`, recorded at the
     /// chunk's import time.
     pub pending: Vec<Event>,
+    /// Notifications of the imported events (`[notify] imported`):
+    /// (destination, JSON) rows for the notify queues.
+    pub notes: Vec<(String, Vec<u8>)>,
+    /// The notify queues' bound (`[notify] max_queued`).
+    pub notes_max: u64,
 }
 
 /// An imported event waiting for the relay's tracker.
@@ -319,6 +328,7 @@ impl Store {
             tx.open_table(PENDING)?;
             tx.open_table(QUARANTINE)?;
             tx.open_table(dlq::DEAD_LETTERS)?;
+            tx.open_table(NOTIFY)?;
             let mut meta = tx.open_table(META)?;
             let found = meta.get("schema")?.map(|v| v.value().to_vec());
             let version = match &found {
@@ -345,6 +355,7 @@ impl Store {
             // 2 -> 3: the quarantine table, opened (created) above.
             // 3 -> 4: the dead-letter table, likewise (its meta counters
             // start at zero).
+            // 4 -> 5: the notification queues, likewise.
             if found.is_none() || version < SCHEMA {
                 meta.insert("schema", SCHEMA.to_string().as_bytes())?;
             }
@@ -421,12 +432,98 @@ impl Store {
         dead: &crate::dlq::DeadLetters,
         now: TimeMs,
     ) -> Result<DlqDelta, StoreError> {
+        self.commit_all(batch, checkpoints, counters, dead, now, &[], 0)
+            .map(|(delta, _)| delta)
+    }
+
+    /// [`Store::commit`] with notification messages (`(destination, JSON)`,
+    /// in order) written to their queues in the same transaction. A queue
+    /// holding more than `max_queued` messages loses its oldest; returns
+    /// how many each destination lost.
+    pub fn commit_notify(
+        &self,
+        batch: &Batch,
+        checkpoints: &[(String, Vec<u8>)],
+        counters: &BTreeMap<(String, InputResult), u64>,
+        notes: &[(String, Vec<u8>)],
+        max_queued: u64,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        let (_, dropped) = self.commit_all(
+            batch,
+            checkpoints,
+            counters,
+            &Default::default(),
+            0,
+            notes,
+            max_queued,
+        )?;
+        Ok(dropped)
+    }
+
+    /// The core's commit: the batch, its dead letters (under `[dlq]`'s
+    /// limits at `now`) and its notification messages, in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_all(
+        &self,
+        batch: &Batch,
+        checkpoints: &[(String, Vec<u8>)],
+        counters: &BTreeMap<(String, InputResult), u64>,
+        dead: &crate::dlq::DeadLetters,
+        now: TimeMs,
+        notes: &[(String, Vec<u8>)],
+        max_queued: u64,
+    ) -> Result<(DlqDelta, BTreeMap<String, u64>), StoreError> {
         let tx = self.db.begin_write()?;
         write_batch(&tx, batch, checkpoints, counters, None)?;
         let purge = now > 0 && self.dlq_purge_due(now);
         let delta = dlq::write(&tx, dead, self.dlq_limits(), now, purge)?;
+        let dropped = if notes.is_empty() {
+            BTreeMap::new()
+        } else {
+            write_notes(&tx, notes, max_queued)?
+        };
         tx.commit()?;
-        Ok(delta)
+        Ok((delta, dropped))
+    }
+
+    /// The first `limit` messages of a destination's queue, oldest first.
+    pub fn notify_read(&self, dest: &str, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(NOTIFY)?;
+        let mut out = Vec::new();
+        for row in table.range((dest, 0)..=(dest, u64::MAX))?.take(limit) {
+            let (k, v) = row?;
+            out.push((k.value().1, v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Removes delivered (or dropped) messages of a destination.
+    pub fn notify_remove(&self, dest: &str, seqs: &[u64]) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(NOTIFY)?;
+            for s in seqs {
+                table.remove((dest, *s))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Messages waiting for a destination.
+    pub fn notify_len(&self, dest: &str) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(NOTIFY)?;
+        let mut n = 0;
+        for row in table.range((dest, 0)..=(dest, u64::MAX))? {
+            row?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// The audit trail of one release, in recorded order.
@@ -733,6 +830,7 @@ impl Store {
         if let Some(track) = track {
             let t = track(&new);
             write_batch(&tx, &t.batch, &[], &t.counters, Some(now))?;
+            warn_notes_dropped(&write_notes(&tx, &t.notes, t.notes_max)?);
             if !t.pending.is_empty() {
                 let mut pending = tx.open_table(PENDING)?;
                 let mut meta = tx.open_table(META)?;
@@ -794,8 +892,23 @@ impl Store {
         upto: u64,
         at: TimeMs,
     ) -> Result<(), StoreError> {
+        self.commit_drained_notify(batch, counters, upto, at, &[], u64::MAX)
+    }
+
+    /// [`Store::commit_drained`] with the notifications the drained events
+    /// cause (`[notify] imported`), in the same transaction.
+    pub fn commit_drained_notify(
+        &self,
+        batch: &Batch,
+        counters: &BTreeMap<(String, InputResult), u64>,
+        upto: u64,
+        at: TimeMs,
+        notes: &[(String, Vec<u8>)],
+        max_queued: u64,
+    ) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         write_batch(&tx, batch, &[], counters, Some(at))?;
+        warn_notes_dropped(&write_notes(&tx, notes, max_queued)?);
         tx.open_table(PENDING)?.retain_in(..=upto, |_, _| false)?;
         tx.commit()?;
         Ok(())
@@ -918,6 +1031,55 @@ fn write_batch(
         ctr.insert(name.as_str(), old + delta)?;
     }
     Ok(())
+}
+
+/// Imports have no metrics at hand: what a full queue lost is logged.
+fn warn_notes_dropped(dropped: &BTreeMap<String, u64>) {
+    for (dest, n) in dropped {
+        tracing::warn!(
+            destination = %dest,
+            "notification queue full: dropped its {n} oldest messages ([notify] max_queued)"
+        );
+    }
+}
+
+/// Appends notification messages to their queues inside `tx`, dropping
+/// the oldest of a queue past `max_queued`; returns the drops per queue.
+fn write_notes(
+    tx: &redb::WriteTransaction,
+    notes: &[(String, Vec<u8>)],
+    max_queued: u64,
+) -> Result<BTreeMap<String, u64>, StoreError> {
+    let mut dropped = BTreeMap::new();
+    if notes.is_empty() {
+        return Ok(dropped);
+    }
+    let mut meta = tx.open_table(META)?;
+    let mut table = tx.open_table(NOTIFY)?;
+    let mut seq = read_u64(&meta, "notify_seq")?;
+    let mut touched: Vec<&str> = Vec::new();
+    for (dest, v) in notes {
+        seq += 1;
+        table.insert((dest.as_str(), seq), v.as_slice())?;
+        if !touched.contains(&dest.as_str()) {
+            touched.push(dest);
+        }
+    }
+    meta.insert("notify_seq", seq.to_be_bytes().as_slice())?;
+    for dest in touched {
+        let mut keys = Vec::new();
+        for row in table.range((dest, 0)..=(dest, u64::MAX))? {
+            keys.push(row?.0.value().1);
+        }
+        let over = (keys.len() as u64).saturating_sub(max_queued);
+        for s in keys.iter().take(over as usize) {
+            table.remove((dest, *s))?;
+        }
+        if over > 0 {
+            dropped.insert(dest.to_string(), over);
+        }
+    }
+    Ok(dropped)
 }
 
 fn read_u64(

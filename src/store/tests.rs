@@ -466,8 +466,8 @@ fn pending_events_are_kept_in_import_order_and_drained_with_their_writes_in_one_
     assert_eq!(store.outbox_stats().unwrap().events, 5);
 }
 
-/// A store written by schema 2 (no quarantine table) opens as schema 3
-/// with its data.
+/// A store written by schema 2 (no quarantine table) opens as the
+/// current schema with its data.
 #[test]
 fn a_schema_2_store_is_migrated_to_3() {
     let dir = tempfile::tempdir().unwrap();
@@ -493,7 +493,7 @@ fn a_schema_2_store_is_migrated_to_3() {
             .unwrap()
             .unwrap()
             .value(),
-        b"4"
+        SCHEMA.to_string().as_bytes()
     );
     assert!(tx.open_table(QUARANTINE).is_ok());
 }
@@ -518,10 +518,11 @@ fn with_dead(new: Vec<crate::dlq::DeadLetter>) -> crate::dlq::DeadLetters {
     }
 }
 
-/// A store written by schema 3 (no dead-letter table) opens as schema 4
-/// with its data, and takes dead letters.
+/// A store written by schema 3 (no dead-letter table, no notification
+/// queues) opens as the current schema with its data, and takes dead
+/// letters.
 #[test]
-fn a_schema_3_store_is_migrated_to_4() {
+fn a_schema_3_store_is_migrated() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
@@ -529,6 +530,7 @@ fn a_schema_3_store_is_migrated_to_4() {
         store.commit(&b, &c, &n).unwrap();
         let tx = store.db.begin_write().unwrap();
         tx.delete_table(dlq::DEAD_LETTERS).unwrap();
+        tx.delete_table(NOTIFY).unwrap();
         tx.open_table(META)
             .unwrap()
             .insert("schema", b"3".as_slice())
@@ -545,7 +547,10 @@ fn a_schema_3_store_is_migrated_to_4() {
     {
         let tx = store.db.begin_read().unwrap();
         let meta = tx.open_table(META).unwrap();
-        assert_eq!(meta.get("schema").unwrap().unwrap().value(), b"4");
+        assert_eq!(
+            meta.get("schema").unwrap().unwrap().value(),
+            SCHEMA.to_string().as_bytes()
+        );
     }
     assert_eq!(store.dlq_stats().unwrap(), (0, 0, 0));
     let d = store
@@ -559,6 +564,50 @@ fn a_schema_3_store_is_migrated_to_4() {
         .unwrap();
     assert_eq!(d.added, vec![("s".to_string(), "unmapped".to_string())]);
     assert_eq!(store.dlq_list(&DlqFilter::default(), 10).unwrap().len(), 1);
+    let notes = vec![("chat".to_string(), b"{}".to_vec())];
+    let (b, c, n) = batch(2);
+    store.commit_notify(&b, &c, &n, &notes, 10).unwrap();
+    assert_eq!(store.notify_len("chat").unwrap(), 1);
+}
+
+/// A store written by schema 4 (dead letters, no notification queues)
+/// opens as the current schema with its data and dead letters, and its
+/// queues work.
+#[test]
+fn a_schema_4_store_gets_the_notify_queues() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let (b, c, n) = batch(1);
+        store
+            .commit_with_dead(&b, &c, &n, &with_dead(vec![dead("s", 1_000, "{}")]), 2_000)
+            .unwrap();
+        let tx = store.db.begin_write().unwrap();
+        tx.delete_table(NOTIFY).unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert("schema", b"4".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+        let tx = store.db.begin_read().unwrap();
+        assert!(
+            tx.open_table(NOTIFY).is_err(),
+            "schema 4 has no queue table"
+        );
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.load().unwrap().keys.len(), 1);
+    assert_eq!(store.dlq_list(&DlqFilter::default(), 10).unwrap().len(), 1);
+    {
+        let tx = store.db.begin_read().unwrap();
+        let meta = tx.open_table(META).unwrap();
+        let v = meta.get("schema").unwrap().unwrap();
+        assert_eq!(v.value(), SCHEMA.to_string().as_bytes());
+    }
+    let (b, c, n) = batch(2);
+    let notes = vec![("chat".to_string(), b"{}".to_vec())];
+    store.commit_notify(&b, &c, &n, &notes, 10).unwrap();
+    assert_eq!(store.notify_len("chat").unwrap(), 1);
 }
 
 /// `[dlq]`'s limits: the oldest go first, over max_payloads, over
@@ -636,6 +685,35 @@ fn dead_letters_are_capped_oldest_first_and_counted() {
     );
 }
 
+/// Messages are committed with their cause, read per destination in
+/// order, bounded per destination (the oldest dropped and counted) and
+/// removed by seq.
+#[test]
+fn notify_queues_are_per_destination_bounded_and_ordered() {
+    let store = Store::in_memory().unwrap();
+    let (b, c, n) = batch(1);
+    let mut notes = Vec::new();
+    for i in 0..5 {
+        notes.push(("a".to_string(), format!("a{i}").into_bytes()));
+        notes.push(("b".to_string(), format!("b{i}").into_bytes()));
+    }
+    let dropped = store.commit_notify(&b, &c, &n, &notes, 3).unwrap();
+    assert_eq!(dropped.get("a"), Some(&2));
+    assert_eq!(dropped.get("b"), Some(&2));
+    assert_eq!(
+        store.load().unwrap().keys.len(),
+        1,
+        "the cause is committed too"
+    );
+    let a = store.notify_read("a", 10).unwrap();
+    let bodies: Vec<&[u8]> = a.iter().map(|(_, v)| v.as_slice()).collect();
+    assert_eq!(bodies, vec![b"a2".as_slice(), b"a3", b"a4"]);
+    store.notify_remove("a", &[a[0].0]).unwrap();
+    assert_eq!(store.notify_len("a").unwrap(), 2);
+    assert_eq!(store.notify_len("b").unwrap(), 3);
+    assert_eq!(store.notify_read("a", 1).unwrap()[0].1, b"a3");
+}
+
 #[test]
 fn a_newer_store_is_refused_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
@@ -644,16 +722,19 @@ fn a_newer_store_is_refused_with_what_to_do() {
         let tx = store.db.begin_write().unwrap();
         tx.open_table(META)
             .unwrap()
-            .insert("schema", b"5".as_slice())
+            .insert("schema", (SCHEMA + 1).to_string().as_bytes())
             .unwrap();
         tx.commit().unwrap();
     }
     let err = Store::open(dir.path()).err().unwrap().to_string();
     assert!(
-        err.contains("schema version 5, newer than this relstat"),
+        err.contains(&format!(
+            "schema version {}, newer than this relstat",
+            SCHEMA + 1
+        )),
         "{err}"
     );
-    assert!(err.contains("versions 1 to 4"), "{err}");
+    assert!(err.contains(&format!("versions 1 to {SCHEMA}")), "{err}");
 }
 
 fn put_raw(store: &Store, def: TableDefinition<u64, &[u8]>, seq: u64, bytes: &[u8]) {

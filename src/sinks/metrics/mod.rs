@@ -211,6 +211,11 @@ pub struct Metrics {
     pub spool_oldest_age: Gauge,
     pub forward_events: IntCounterVec,
     pub forward_connected: IntGaugeVec,
+    pub notify_sent: IntCounterVec,
+    pub notify_failed: IntCounterVec,
+    pub notify_queued: IntGaugeVec,
+    pub notify_oldest_age: GaugeVec,
+    pub notify_failing: IntGaugeVec,
     /// Records kept aside in the store's quarantine table (running agent).
     pub store_quarantined: IntGauge,
     /// Dead letters held in the store, by source and result (running agent).
@@ -364,6 +369,36 @@ impl Metrics {
             "1 while the SIEM connection is up.",
             &["sink"]
         );
+        let notify_sent = reg!(
+            IntCounterVec,
+            "relstat_notify_sent_total",
+            "Notification messages delivered (a digest counts once).",
+            &["destination"]
+        );
+        let notify_failed = reg!(
+            IntCounterVec,
+            "relstat_notify_failed_total",
+            "Notification messages dropped undelivered, by reason.",
+            &["destination", "reason"]
+        );
+        let notify_queued = reg!(
+            IntGaugeVec,
+            "relstat_notify_queued",
+            "Notification messages waiting in a destination's queue.",
+            &["destination"]
+        );
+        let notify_oldest_age = reg!(
+            GaugeVec,
+            "relstat_notify_oldest_age_seconds",
+            "Age of the oldest message waiting in a destination's queue.",
+            &["destination"]
+        );
+        let notify_failing = reg!(
+            IntGaugeVec,
+            "relstat_notify_failing",
+            "1 while a destination refuses messages permanently.",
+            &["destination"]
+        );
         let build_info = reg!(
             IntGaugeVec,
             "relstat_build_info",
@@ -445,6 +480,11 @@ impl Metrics {
             spool_oldest_age,
             forward_events,
             forward_connected,
+            notify_sent,
+            notify_failed,
+            notify_queued,
+            notify_oldest_age,
+            notify_failing,
             store_quarantined,
             dlq_payloads,
             dlq_dropped,

@@ -1186,3 +1186,62 @@ fn inspect_file_on_an_open_bundle_reports_what_inspect_reports_on_its_path() {
     assert!(matches!(e, BundleError::Damaged { .. }), "{e}");
     assert!(e.to_string().contains("named.bundle"), "{e}");
 }
+
+/// A relay notifies for imported events only with `[notify] imported =
+/// true`: the messages are queued in the chunk's transaction.
+#[test]
+fn tracked_imports_notify_only_when_notify_imported_is_set() {
+    let w = World::new();
+    let site = Store::in_memory().unwrap();
+    let t0 = 1_700_000_000_000;
+    enqueue(
+        &site,
+        vec![
+            transition("e1", "r1", None, "in_progress", t0),
+            transition("e2", "r1", Some("in_progress"), "failed", t0 + 1000),
+        ],
+    );
+    let bundle = w.path("b");
+    export(&site, &w.a, &bundle, true, false).unwrap();
+    let router = |imported: bool| {
+        let text = format!(
+            "[notify]\nimported = {imported}\n[[notify.destinations]]\nname = \"chat\"\n\
+             kind = \"slack\"\nurl_file = \"/u\"\n"
+        );
+        let cfg = crate::config::parse_text(text, None).unwrap().config;
+        Settings::from_config(&cfg).notify
+    };
+    assert!(router(false).is_none());
+    for (imported, queued) in [(false, 0), (true, 1)] {
+        let relay = Store::in_memory().unwrap();
+        let mut tracker = relay_tracker();
+        let mut sink = |_: Vec<crate::track::Effect>| {};
+        let mut t = crate::spool::relay::Tracking::Live {
+            tracker: &mut tracker,
+            committed: &mut sink,
+        };
+        let settings = Settings {
+            notify: router(imported),
+            ..w.relay.clone()
+        };
+        let r = import_tracked(
+            &relay,
+            &settings,
+            std::slice::from_ref(&bundle),
+            false,
+            Some(&mut t),
+        )
+        .unwrap();
+        assert_eq!(r[0].tracked, 2);
+        assert_eq!(
+            relay.notify_len("chat").unwrap(),
+            queued,
+            "imported = {imported}"
+        );
+        if queued > 0 {
+            let rows = relay.notify_read("chat", 10).unwrap();
+            let n: crate::notifications::Note = serde_json::from_slice(&rows[0].1).unwrap();
+            assert_eq!((n.release.as_str(), n.to.as_str()), ("r1", "failed"));
+        }
+    }
+}
