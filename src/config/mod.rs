@@ -14,7 +14,9 @@ use std::time::Duration;
 
 pub use crate::event::parse_duration;
 /// `[model]`'s structures live with the model they describe.
-pub use crate::model::{GateConfig, ModelConfig, PermissionConfig, StateConfig};
+pub use crate::model::{
+    GateConfig, ModelConfig, PermissionConfig, PromotionConfig, PromotionMatch, StateConfig,
+};
 
 use serde::{Deserialize, Deserializer};
 
@@ -832,6 +834,9 @@ pub struct AnomaliesConfig {
     /// An event dated too far ahead of the agent's clock.
     #[serde(default)]
     pub clock_skew: RuleConfig,
+    /// A deployment that skipped a stage of `[model.promotion]`.
+    #[serde(default)]
+    pub skipped_stage: RuleConfig,
 }
 
 fn default_true() -> bool {

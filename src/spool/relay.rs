@@ -82,10 +82,10 @@ pub fn to_event(rec: &Anomaly) -> Result<Event, RecordError> {
         source: or(&rec.source, IMPORT_SOURCE),
         reason: rec.reason.clone(),
         version: rec.version.clone(),
-        commit: None,
+        commit: rec.commit.clone(),
         artifact: None,
         commit_time: None,
-        change_class: None,
+        change_class: rec.change_class,
     };
     event.check_lengths()?;
     Ok(event)
@@ -276,6 +276,8 @@ mod tests {
             detected_at: time + 5,
             reason: Some("CHG-1".into()),
             version: Some("1.2".into()),
+            commit: Some("abc123".into()),
+            change_class: Some(crate::event::ChangeClass::Emergency),
             host: "host-a".into(),
             message: "moved".into(),
         }
@@ -299,6 +301,8 @@ mod tests {
         );
         assert_eq!(ev.reason.as_deref(), Some("CHG-1"));
         assert_eq!(ev.version.as_deref(), Some("1.2"));
+        assert_eq!(ev.commit.as_deref(), Some("abc123"));
+        assert_eq!(ev.change_class, Some(crate::event::ChangeClass::Emergency));
         assert_eq!((ev.release.as_str(), ev.service.as_str()), ("r1", "api"));
         let mut bare = transition("ev-2", "deployed", 1_000);
         bare.service.clear();

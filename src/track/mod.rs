@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, Forward};
 use crate::detect::{
-    Anomaly, Approvals, Change, ChangeKind, Detectors, FinishReason, LastReport, RuleId,
+    Anomaly, Approvals, Change, ChangeKind, Detectors, FinishReason, LastReport, RuleId, Stages,
 };
 use crate::event::{Event, InputResult, Key, TimeMs};
 use crate::model::{Model, StateIdx};
@@ -231,6 +231,9 @@ pub struct Tracker {
     failing_dirty: bool,
     /// The gate's ledger: earliest approval per (release, service).
     approvals: Approvals,
+    /// skipped_stage's ledger of deployments per stage, derived from the
+    /// keys (rebuilt at start, nothing stored of its own).
+    stages: Stages,
     dirty: HashSet<Key>,
     batch: Batch,
     effects: Vec<Effect>,
@@ -255,6 +258,7 @@ impl Tracker {
             failing: HashMap::new(),
             failing_dirty: false,
             approvals: Approvals::new(),
+            stages: Stages::default(),
             dirty: HashSet::new(),
             batch: Batch::default(),
             effects: Vec::new(),
@@ -304,6 +308,8 @@ impl Tracker {
             {
                 self.deployed.insert(Target::of(&key), key.clone());
             }
+            self.stages
+                .note(&self.model, &key, &ks.last, &ks.status, ks.entered_at);
             self.keys.insert(key, ks);
         }
         self.seen.extend(seen);
@@ -501,10 +507,15 @@ impl Tracker {
                 skewed,
                 reopened_from: None,
                 prev_version: None,
+                prev_commit: None,
                 now,
             };
             self.detect
                 .on_change(&model, &ch, &mut ks.memory, anomalies);
+            self.detect
+                .on_promotion(&model, &ch, &mut ks.memory, &self.stages, anomalies);
+            self.stages
+                .note(&model, key, &ks.last, model.id(to), order_time);
             self.effects.push(Effect::Status {
                 key: key.clone(),
                 status: ks.status.clone(),
@@ -532,6 +543,7 @@ impl Tracker {
         }
         let from = model.index(&ks.status);
         let prev_version = ks.last.version.clone();
+        let prev_commit = ks.last.commit.clone();
         let kind = match from {
             Some(f) if f == to => ChangeKind::Rereport,
             Some(f) => ChangeKind::Transition {
@@ -550,10 +562,13 @@ impl Tracker {
             skewed,
             reopened_from,
             prev_version: prev_version.as_deref(),
+            prev_commit: prev_commit.as_deref(),
             now,
         };
         self.detect
             .on_change(&model, &ch, &mut ks.memory, anomalies);
+        self.detect
+            .on_promotion(&model, &ch, &mut ks.memory, &self.stages, anomalies);
         if ks.conflict_since.is_none()
             && anomalies
                 .iter()
@@ -569,6 +584,15 @@ impl Tracker {
         if ev.version.is_none() {
             ks.last.version = prev_version;
         }
+        if ev.commit.is_none() {
+            ks.last.commit = prev_commit;
+        }
+        let since = if kind == ChangeKind::Rereport {
+            ks.entered_at
+        } else {
+            order_time
+        };
+        self.stages.note(&model, key, &ks.last, model.id(to), since);
 
         match kind {
             ChangeKind::Rereport => {
@@ -867,6 +891,7 @@ impl Tracker {
             }
             self.effects.push(Effect::Anomaly(Box::new(a)));
         }
+        self.stages.prune(&model, now);
         let mut counts: Vec<_> = counts.into_iter().collect();
         counts.sort();
         self.effects.push(Effect::StuckCounts(counts));

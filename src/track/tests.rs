@@ -112,6 +112,7 @@ trait Build {
     fn actor_type(self, t: ActorType) -> Self;
     fn commit_time(self, at: TimeMs) -> Self;
     fn version(self, v: &str) -> Self;
+    fn commit(self, c: &str) -> Self;
     fn source(self, s: &str) -> Self;
     fn reason(self, r: &str) -> Self;
     fn emergency(self) -> Self;
@@ -144,6 +145,10 @@ impl Build for Event {
     }
     fn version(mut self, v: &str) -> Self {
         self.version = Some(v.into());
+        self
+    }
+    fn commit(mut self, c: &str) -> Self {
+        self.commit = Some(c.into());
         self
     }
     fn source(mut self, s: &str) -> Self {
