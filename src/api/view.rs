@@ -82,7 +82,7 @@ impl Filter {
 
     /// Whether `key`'s (service, environment, site) may be shown, whatever
     /// its release.
-    fn target(&self, key: &Key) -> bool {
+    pub(crate) fn target(&self, key: &Key) -> bool {
         let eq = |f: &Option<String>, v: &str| f.as_deref().is_none_or(|f| f == v);
         eq(&self.service, &key.service)
             && eq(&self.environment, &key.environment)

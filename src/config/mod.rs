@@ -105,6 +105,44 @@ pub struct Config {
     /// `[model]`: the status model, gate, roles and permissions.
     #[serde(default)]
     pub model: ModelConfig,
+    /// `[rollups]`: what a release must reach in each environment.
+    #[serde(default)]
+    pub rollups: RollupsConfig,
+}
+
+/// `[rollups]`: per release and environment, the targets (service, site)
+/// it is expected at, and how long a partly complete rollup may last.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RollupsConfig {
+    /// A rollup with some but not every expected target complete for longer
+    /// than this (agent's clock, since its first target completed) raises
+    /// `stuck` for the rollup; none by default.
+    #[serde(default, deserialize_with = "opt_humantime")]
+    pub stuck_after: Option<Duration>,
+    /// `[rollups.environments.<name>]`: the expected services and sites.
+    #[serde(default)]
+    pub environments: BTreeMap<String, RollupEnvironmentConfig>,
+}
+
+/// `[rollups.environments.<name>]`: expected targets are every service
+/// times every site listed (a list left empty: the ones reported).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RollupEnvironmentConfig {
+    /// Services a release must reach in this environment.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Sites a release must reach in this environment.
+    #[serde(default)]
+    pub sites: Vec<String>,
+}
+
+fn opt_humantime<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::event::parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// `[agent]`: identity of this agent and where it keeps its store.

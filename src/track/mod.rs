@@ -16,6 +16,7 @@
 //! and kept in the history but does not move the key (the approval is
 //! paperwork catching up, not the release going back), in any environment.
 
+pub mod rollup;
 mod state;
 
 pub use state::{Finished, HistoryRecord, KeyState, Target};
@@ -126,6 +127,9 @@ pub enum Effect {
     /// Open keys past their status's stuck_after, by (environment, status);
     /// replaces the previous counts.
     StuckCounts(Vec<((String, String), u64)>),
+    /// Every rollup (release × environment), from the periodic check;
+    /// replaces the previous ones.
+    Rollups(Vec<rollup::Rollup>),
 }
 
 /// Writes for the store, all in one transaction with the input that caused them.
@@ -234,6 +238,11 @@ pub struct Tracker {
     /// skipped_stage's ledger of deployments per stage, derived from the
     /// keys (rebuilt at start, nothing stored of its own).
     stages: Stages,
+    /// `[rollups]`.
+    rollups: crate::config::RollupsConfig,
+    /// Rollups whose `stuck` finding was made (once per rollup while the
+    /// agent runs; a restart may report a rollup still stuck once more).
+    rollups_stuck: HashSet<(String, String)>,
     dirty: HashSet<Key>,
     batch: Batch,
     effects: Vec<Effect>,
@@ -259,6 +268,8 @@ impl Tracker {
             failing_dirty: false,
             approvals: Approvals::new(),
             stages: Stages::default(),
+            rollups: Default::default(),
+            rollups_stuck: HashSet::new(),
             dirty: HashSet::new(),
             batch: Batch::default(),
             effects: Vec::new(),
@@ -274,11 +285,9 @@ impl Tracker {
         let model = Arc::new(Model::from_config(&cfg.model)?);
         let host = cfg.agent.host();
         let detect = Detectors::new(&cfg.anomalies, &host);
-        Ok(Self::new(
-            model,
-            detect,
-            Settings::from_config(cfg, persist),
-        ))
+        let mut t = Self::new(model, detect, Settings::from_config(cfg, persist));
+        t.rollups = cfg.rollups.clone();
+        Ok(t)
     }
 
     /// Loads state read back from the store, and emits the effects that
@@ -338,6 +347,16 @@ impl Tracker {
 
     pub fn keys(&self) -> impl Iterator<Item = (&Key, &KeyState)> {
         self.keys.iter()
+    }
+
+    /// `[rollups]`.
+    pub fn rollups_config(&self) -> &crate::config::RollupsConfig {
+        &self.rollups
+    }
+
+    /// The rollups of the keys `keep` chooses, now.
+    pub fn rollups(&self, keep: impl Fn(&Key) -> bool) -> Vec<rollup::Rollup> {
+        rollup::compute(self.keys.iter(), &self.model, &self.rollups, keep)
     }
 
     pub fn get(&self, key: &Key) -> Option<&KeyState> {
@@ -789,6 +808,81 @@ impl Tracker {
         }
     }
 
+    /// Emits the rollups, and `stuck` for a rollup partly complete past
+    /// `[rollups] stuck_after` (agent's clock since its first target
+    /// completed, by event time), once per rollup.
+    fn check_rollups(&mut self, now: TimeMs, caught_up: bool) {
+        let rollups = self.rollups(|_| true);
+        if let Some(limit) = self.rollups.stuck_after
+            && caught_up
+            && self.detect.stuck.enabled
+        {
+            let limit = limit.as_millis() as TimeMs;
+            let mut found = Vec::new();
+            for r in &rollups {
+                let id = (r.release.clone(), r.environment.clone());
+                let Some(since) = r.first_complete_at.filter(|_| !r.complete) else {
+                    self.rollups_stuck.remove(&id);
+                    continue;
+                };
+                if now - since <= limit || self.rollups_stuck.contains(&id) {
+                    continue;
+                }
+                let done = r.counts.get("complete").copied().unwrap_or(0);
+                let waiting: Vec<String> = r
+                    .targets
+                    .iter()
+                    .filter(|t| t.status != "complete")
+                    .map(|t| {
+                        let site = if t.site.is_empty() {
+                            String::new()
+                        } else {
+                            format!("@{}", t.site)
+                        };
+                        format!("{}{site} {}", t.service, t.status)
+                    })
+                    .collect();
+                let key = Key {
+                    release: r.release.clone(),
+                    service: crate::event::NO_SERVICE.into(),
+                    environment: r.environment.clone(),
+                    site: String::new(),
+                };
+                let message = format!(
+                    "rollup of {} in {} partly complete for more than {}s: {done} of {} targets \
+                     complete; waiting for {}",
+                    r.release,
+                    r.environment,
+                    limit / 1000,
+                    r.targets.len(),
+                    waiting.join(", ")
+                );
+                let last = LastReport {
+                    time: since,
+                    ..LastReport::default()
+                };
+                found.push(self.detect.record(
+                    RuleId::Stuck,
+                    self.detect.stuck.severity,
+                    &key,
+                    None,
+                    &r.status,
+                    &last,
+                    now,
+                    message,
+                ));
+                self.rollups_stuck.insert(id);
+            }
+            for a in found {
+                if self.settings.outbox != OutboxMode::Off {
+                    self.batch.outbox.push(a.clone());
+                }
+                self.effects.push(Effect::Anomaly(Box::new(a)));
+            }
+        }
+        self.effects.push(Effect::Rollups(rollups));
+    }
+
     fn transition_record(
         &self,
         key: &Key,
@@ -892,6 +986,7 @@ impl Tracker {
             self.effects.push(Effect::Anomaly(Box::new(a)));
         }
         self.stages.prune(&model, now);
+        self.check_rollups(now, caught_up);
         let mut counts: Vec<_> = counts.into_iter().collect();
         counts.sort();
         self.effects.push(Effect::StuckCounts(counts));

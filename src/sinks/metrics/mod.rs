@@ -170,6 +170,9 @@ pub struct Metrics {
     http_connections: IntGauge,
     http_refused: IntCounterVec,
     exposed: HashMap<Key, Exposed>,
+    /// `relstat_release_rollup_status`: (release, environment, status,
+    /// targets), labels already capped; at most `max_tracked` rollups.
+    rollups: Vec<(String, String, String, u64)>,
     caps: LabelCaps,
     retention_ms: TimeMs,
     max_tracked: usize,
@@ -384,6 +387,7 @@ impl Metrics {
             http_connections,
             http_refused,
             exposed: HashMap::new(),
+            rollups: Vec::new(),
             caps: LabelCaps {
                 max: cfg.max_label_values,
                 max_bytes: cfg.label_value_max_bytes,
@@ -511,6 +515,7 @@ impl Metrics {
                     .with_label_values(&[a.rule.as_str(), a.severity.as_str(), &*env])
                     .inc();
             }
+            Effect::Rollups(rollups) => self.set_rollups(rollups),
             Effect::StuckCounts(counts) => {
                 self.stuck.reset();
                 for ((env, status), n) in counts {
@@ -521,6 +526,27 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Replaces the rollup series: the `max_tracked` most recently changed
+    /// rollups, one series per status with targets in it.
+    fn set_rollups(&mut self, rollups: &[crate::track::rollup::Rollup]) {
+        let mut recent: Vec<&crate::track::rollup::Rollup> = rollups.iter().collect();
+        recent.sort_by_key(|r| std::cmp::Reverse(r.changed_at));
+        recent.truncate(self.max_tracked);
+        let mut out = Vec::new();
+        for r in recent {
+            let release = self
+                .caps
+                .shorten("release", &r.release, &self.label_overflow)
+                .into_owned();
+            let env = self.env_label(&r.environment).into_owned();
+            for (status, n) in &r.counts {
+                out.push((release.clone(), env.clone(), status.clone(), *n));
+            }
+        }
+        out.sort();
+        self.rollups = out;
     }
 
     fn set_status(&mut self, key: &Key, status: &str, since: TimeMs) {
@@ -651,6 +677,7 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&families, &mut buf);
         let mut out = String::from_utf8(buf).unwrap_or_default();
         self.render_per_release(&mut out);
+        self.render_rollups(&mut out);
         out
     }
 
@@ -689,6 +716,22 @@ impl Metrics {
                 Esc(&e.service),
                 Esc(&e.site),
                 e.since as f64 / 1000.0
+            );
+        }
+    }
+
+    /// `relstat_release_rollup_status`, from the last rollups seen.
+    fn render_rollups(&self, out: &mut String) {
+        use std::fmt::Write;
+        out.push_str("# HELP relstat_release_rollup_status Targets (service, site) of a release in an environment per status; status missing: expected, never reported.\n");
+        out.push_str("# TYPE relstat_release_rollup_status gauge\n");
+        for (release, env, status, n) in &self.rollups {
+            let _ = writeln!(
+                out,
+                "relstat_release_rollup_status{{environment=\"{}\",release=\"{}\",status=\"{}\"}} {n}",
+                Esc(env),
+                Esc(release),
+                Esc(status)
             );
         }
     }
