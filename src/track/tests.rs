@@ -67,11 +67,13 @@ fn tracker(settings: Settings) -> Tracker {
 fn tracker_with(settings: Settings, config: &str) -> Tracker {
     let cfg: crate::config::Config = toml::from_str(config).expect("case config parses");
     let model = Model::from_config(&cfg.model).expect("case model is valid");
-    Tracker::new(
+    let mut t = Tracker::new(
         Arc::new(model),
         Detectors::new(&cfg.anomalies, "host"),
         settings,
-    )
+    );
+    t.rollups = cfg.rollups;
+    t
 }
 
 // ---------------------------------------------------------------- events in

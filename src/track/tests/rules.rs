@@ -1537,3 +1537,44 @@ fn skipped_stage() {
         },
     ]);
 }
+
+#[test]
+fn a_rollup_partly_complete_past_stuck_after_is_stuck_once() {
+    const ROLLUPS: &str = "[rollups]\nstuck_after = \"1h\"\n\
+        [rollups.environments.prod]\nservices = [\"svc\"]\nsites = [\"a\", \"b\"]\n";
+    run_table(vec![
+        Case {
+            name: "one site complete, the other never reported: stuck once, after stuck_after",
+            config: ROLLUPS,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "complete", t(0)).site("a"), Accepted),
+                tick(t(H - 10), true),
+                tick(t(H + 10), true),
+                tick(t(H + 20), true),
+            ],
+            keys: &["r1/svc/prod@a complete since=0 finished=terminal@0"],
+            effects: &["anomaly stuck r1/-/prod missing"],
+            findings: Some(&[
+                "stuck warning : rollup of r1 in prod partly complete for more than 3600s: 1 of \
+                 2 targets complete; waiting for svc@b missing",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "every target complete in time: nothing",
+            config: ROLLUPS,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "complete", t(0)).site("a"), Accepted),
+                at(t(60), p("r1", "complete", t(60)).site("b"), Accepted),
+                tick(t(2 * H), true),
+            ],
+            keys: &[
+                "r1/svc/prod@a complete since=0 finished=terminal@0",
+                "r1/svc/prod@b complete since=60 finished=terminal@60",
+            ],
+            ..Case::default()
+        },
+    ]);
+}
