@@ -433,14 +433,26 @@ fn api_partner_sees_its_environments_and_never_a_redacted_field() {
     let rows = rollups["rollups"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "{rollups}");
     assert_eq!(
-        (&rows[0]["release"], &rows[0]["environment"], &rows[0]["status"]),
+        (
+            &rows[0]["release"],
+            &rows[0]["environment"],
+            &rows[0]["status"]
+        ),
         (&"r1".into(), &"staging".into(), &"deployed".into())
     );
-    assert_eq!(check("/api/v1/releases/r1/rollup")["rollups"][0]["complete"], false);
+    assert_eq!(
+        check("/api/v1/releases/r1/rollup")["rollups"][0]["complete"],
+        false
+    );
     let all = json(port, "/api/v1/rollups", &[("Authorization", &ops)]);
     assert_eq!(all["rollups"].as_array().unwrap().len(), 3, "{all}");
     assert_eq!(
-        get(port, "/api/v1/rollups?service=x", &[("Authorization", &ops)]).0,
+        get(
+            port,
+            "/api/v1/rollups?service=x",
+            &[("Authorization", &ops)]
+        )
+        .0,
         400
     );
 

@@ -1128,6 +1128,41 @@ fn a_rollup_completes_when_the_air_gapped_sites_bundle_arrives_and_the_relay_jud
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(prod_rollup(&zurich, "r1"), ("complete".into(), true));
+    // Freshness of what the relay knows about oslo.
+    let m = zurich.metrics();
+    let synced = sample(
+        &m,
+        r#"relstat_site_last_sync_timestamp_seconds{site="oslo"}"#,
+    )
+    .unwrap_or_else(|| panic!("no sync time for oslo: {m}"));
+    assert!(
+        (synced * 1000.0 - relstat::event::now_ms() as f64).abs() < 60_000.0,
+        "{synced}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"relstat_site_newest_event_timestamp_seconds{site="oslo"}"#
+        ),
+        Some((start + 50 * 60_000) as f64 / 1000.0)
+    );
+    // Six events, all recorded more than an hour after they happened.
+    assert_eq!(
+        sample(
+            &m,
+            r#"relstat_event_delay_seconds_count{site="oslo",source="f"}"#
+        ),
+        Some(6.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"relstat_event_delay_seconds_bucket{site="oslo",source="f",le="3600"}"#
+        ),
+        Some(0.0),
+        "{m}"
+    );
     assert!(
         wait_until(20, || {
             let m = zurich.metrics();

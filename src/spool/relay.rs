@@ -195,12 +195,38 @@ fn take_imported(tracker: &mut Tracker) -> (Tracked, Vec<Effect>) {
     let batch = tracker.take_batch();
     let mut effects = tracker.take_effects();
     let mut counters: BTreeMap<(String, InputResult), u64> = BTreeMap::new();
+    // Per site: (import time, newest event time), for the freshness series.
+    let mut synced: BTreeMap<String, (TimeMs, TimeMs)> = BTreeMap::new();
     for e in &mut effects {
-        if let Effect::Input { source, result } = e {
-            *source = IMPORT_SOURCE.to_string();
-            *counters.entry((source.clone(), *result)).or_default() += 1;
+        match e {
+            Effect::Input { source, result } => {
+                *source = IMPORT_SOURCE.to_string();
+                *counters.entry((source.clone(), *result)).or_default() += 1;
+            }
+            Effect::Delay {
+                site,
+                event_time,
+                recorded_at,
+                ..
+            } => {
+                let s = synced
+                    .entry(site.clone())
+                    .or_insert((*recorded_at, *event_time));
+                s.0 = s.0.max(*recorded_at);
+                s.1 = s.1.max(*event_time);
+            }
+            _ => {}
         }
     }
+    effects.extend(
+        synced
+            .into_iter()
+            .map(|(site, (at, newest_event))| Effect::SiteSync {
+                site,
+                at,
+                newest_event,
+            }),
+    );
     let tracked = Tracked {
         batch,
         counters,

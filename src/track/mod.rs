@@ -130,6 +130,21 @@ pub enum Effect {
     /// Every rollup (release × environment), from the periodic check;
     /// replaces the previous ones.
     Rollups(Vec<rollup::Rollup>),
+    /// An event was recorded (accepted or late) at `recorded_at`, agent's
+    /// clock: its delay is `recorded_at - event_time`.
+    Delay {
+        source: String,
+        site: String,
+        event_time: TimeMs,
+        recorded_at: TimeMs,
+    },
+    /// A relay imported a site's events at `at`; the newest is dated
+    /// `newest_event`.
+    SiteSync {
+        site: String,
+        at: TimeMs,
+        newest_event: TimeMs,
+    },
 }
 
 /// Writes for the store, all in one transaction with the input that caused them.
@@ -407,7 +422,16 @@ impl Tracker {
     /// Applies one event at agent time `now`; returns where it landed.
     pub fn apply(&mut self, ev: Event, now: TimeMs) -> InputResult {
         let source = ev.source.clone();
+        let (site, event_time) = (ev.site.clone(), ev.time);
         let result = self.apply_inner(ev, now);
+        if matches!(result, InputResult::Accepted | InputResult::Late) {
+            self.effects.push(Effect::Delay {
+                source: source.clone(),
+                site,
+                event_time,
+                recorded_at: now,
+            });
+        }
         self.effects.push(Effect::Input { source, result });
         result
     }

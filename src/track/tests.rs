@@ -261,7 +261,11 @@ fn anomaly_key(a: &Anomaly) -> Key {
 
 fn render_effect(e: &Effect) -> Option<String> {
     Some(match e {
-        Effect::Input { .. } | Effect::Status { .. } | Effect::Rollups(_) => return None,
+        Effect::Input { .. }
+        | Effect::Status { .. }
+        | Effect::Rollups(_)
+        | Effect::Delay { .. }
+        | Effect::SiteSync { .. } => return None,
         Effect::Finished { key, .. } => format!("finished {key}"),
         Effect::Reopened { key } => format!("reopened {key}"),
         Effect::Forgotten { key } => format!("forgotten {key}"),

@@ -169,6 +169,12 @@ pub struct Metrics {
     label_overflow: IntCounterVec,
     http_connections: IntGauge,
     http_refused: IntCounterVec,
+    /// Freshness: recorded time - event time, per source and site.
+    event_delay: HistogramVec,
+    /// Relays: when each site's events were last imported.
+    site_last_sync: GaugeVec,
+    /// Relays: event time of the newest event imported per site.
+    site_newest_event: GaugeVec,
     exposed: HashMap<Key, Exposed>,
     /// `relstat_release_rollup_status`: (release, environment, status,
     /// targets), labels already capped; at most `max_tracked` rollups.
@@ -177,6 +183,12 @@ pub struct Metrics {
     retention_ms: TimeMs,
     max_tracked: usize,
 }
+
+/// `relstat_event_delay_seconds`: from a second (a webhook) to a week (a
+/// bundle carried by hand).
+const DELAY_BUCKETS: [f64; 11] = [
+    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, 259200.0, 604800.0,
+];
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help)
@@ -361,6 +373,27 @@ impl Metrics {
             // The running agent's store only: a replay has none.
             registry.register(Box::new(store_quarantined.clone()))?;
         }
+        let event_delay = HistogramVec::new(
+            HistogramOpts::new(
+                "relstat_event_delay_seconds",
+                "Recorded time minus event time of each event recorded (accepted or late), per source and site.",
+            )
+            .buckets(DELAY_BUCKETS.to_vec()),
+            &["source", "site"],
+        )?;
+        registry.register(Box::new(event_delay.clone()))?;
+        let site_last_sync = reg!(
+            GaugeVec,
+            "relstat_site_last_sync_timestamp_seconds",
+            "Relays: when (agent's clock, Unix seconds) a site's events were last imported from a bundle.",
+            &["site"]
+        );
+        let site_newest_event = reg!(
+            GaugeVec,
+            "relstat_site_newest_event_timestamp_seconds",
+            "Relays: event time (Unix seconds) of the newest event imported from a site.",
+            &["site"]
+        );
         Ok(Self {
             registry,
             status_duration,
@@ -386,6 +419,9 @@ impl Metrics {
             label_overflow,
             http_connections,
             http_refused,
+            event_delay,
+            site_last_sync,
+            site_newest_event,
             exposed: HashMap::new(),
             rollups: Vec::new(),
             caps: LabelCaps {
@@ -516,6 +552,30 @@ impl Metrics {
                     .inc();
             }
             Effect::Rollups(rollups) => self.set_rollups(rollups),
+            Effect::Delay {
+                source,
+                site,
+                event_time,
+                recorded_at,
+            } => {
+                let site = self.caps.cap("site", site, &self.label_overflow);
+                let secs = (recorded_at - event_time).max(0) as f64 / 1000.0;
+                self.event_delay
+                    .with_label_values(&[source.as_str(), &*site])
+                    .observe(secs);
+            }
+            Effect::SiteSync {
+                site,
+                at,
+                newest_event,
+            } => {
+                let site = self.caps.cap("site", site, &self.label_overflow);
+                self.site_last_sync
+                    .with_label_values(&[&*site])
+                    .set(*at as f64 / 1000.0);
+                let g = self.site_newest_event.with_label_values(&[&*site]);
+                g.set(g.get().max(*newest_event as f64 / 1000.0));
+            }
             Effect::StuckCounts(counts) => {
                 self.stuck.reset();
                 for ((env, status), n) in counts {
