@@ -42,6 +42,9 @@ pub struct Model {
     pub permissions: Vec<Permission>,
     /// `[model.promotion]`: the order environments are promoted in.
     pub promotion: Option<PromotionConfig>,
+    /// `[model.environments.<name>] stuck_after`: per environment, the
+    /// states whose threshold differs from the state's (None: cleared).
+    env_stuck: HashMap<String, HashMap<StateIdx, Option<Duration>>>,
 }
 
 /// One row of the built-in table: (id, display, next, terminal, stuck_after in hours).
@@ -294,7 +297,33 @@ impl Model {
             gate: cfg.gate.clone(),
             permissions: Vec::new(),
             promotion: cfg.promotion.clone(),
+            env_stuck: HashMap::new(),
         };
+        for (env, e) in &cfg.environments {
+            let mut over = HashMap::new();
+            for (state, v) in &e.stuck_after {
+                let key = format!("model.environments.{env}.stuck_after.{state}");
+                let Some(ix) = model.index(state) else {
+                    problems.push(ModelProblem {
+                        key,
+                        message: format!("unknown state {state:?}"),
+                    });
+                    continue;
+                };
+                let v = v.trim();
+                if v.is_empty() || v == "none" {
+                    over.insert(ix, None);
+                } else {
+                    match crate::event::parse_duration(v) {
+                        Ok(d) => {
+                            over.insert(ix, Some(d));
+                        }
+                        Err(message) => problems.push(ModelProblem { key, message }),
+                    }
+                }
+            }
+            model.env_stuck.insert(env.clone(), over);
+        }
         if let Some(promo) = &cfg.promotion {
             if promo.order.len() < 2 {
                 problems.push(ModelProblem {
@@ -404,6 +433,15 @@ impl Model {
         self.states[from as usize].next.contains(&to)
     }
 
+    /// The stuck threshold of state `i` in `environment`: the
+    /// environment's override, else the state's.
+    pub fn stuck_after(&self, i: StateIdx, environment: &str) -> Option<Duration> {
+        match self.env_stuck.get(environment).and_then(|m| m.get(&i)) {
+            Some(over) => *over,
+            None => self.states[i as usize].stuck_after,
+        }
+    }
+
     pub fn is_terminal(&self, i: StateIdx) -> bool {
         self.states[i as usize].terminal
     }
@@ -440,6 +478,19 @@ pub struct ModelConfig {
     /// default (skipped_stage then finds nothing).
     #[serde(default)]
     pub promotion: Option<PromotionConfig>,
+    /// `[model.environments.<name>]`: per-environment overrides.
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentConfig>,
+}
+
+/// `[model.environments.<name>]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    /// State id -> stuck threshold in this environment (a duration, or ""
+    /// / "none" for none), overriding the state's `stuck_after`.
+    #[serde(default)]
+    pub stuck_after: BTreeMap<String, String>,
 }
 
 impl Default for ModelConfig {
@@ -451,6 +502,7 @@ impl Default for ModelConfig {
             roles: BTreeMap::new(),
             permissions: Vec::new(),
             promotion: None,
+            environments: BTreeMap::new(),
         }
     }
 }
@@ -651,6 +703,33 @@ mod tests {
         assert_eq!(p.window, Duration::from_secs(14 * 86_400));
         assert!(
             toml::from_str::<ModelConfig>("[promotion]\norder = []\nmatch = \"sha\"\n").is_err()
+        );
+    }
+
+    #[test]
+    fn stuck_after_per_environment_overrides_the_state() {
+        let cfg: ModelConfig = toml::from_str(
+            "[environments.prod]\nstuck_after = { in_progress = \"30m\", deployed = \"none\" }\n",
+        )
+        .unwrap();
+        let m = Model::from_config(&cfg).unwrap();
+        let ix = |s| m.index(s).unwrap();
+        assert_eq!(
+            m.stuck_after(ix("in_progress"), "prod"),
+            Some(Duration::from_secs(1800))
+        );
+        assert_eq!(
+            m.stuck_after(ix("in_progress"), "staging"),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(m.stuck_after(ix("deployed"), "prod"), None);
+        let cfg: ModelConfig =
+            toml::from_str("[environments.prod]\nstuck_after = { in_progres = \"30m\" }\n")
+                .unwrap();
+        let errs = Model::from_config(&cfg).unwrap_err();
+        assert_eq!(
+            errs[0].key,
+            "model.environments.prod.stuck_after.in_progres"
         );
     }
 }

@@ -670,7 +670,7 @@ impl Tracker {
                     status: from_id.clone(),
                     secs,
                 });
-                if let Some(limit) = model.state(from).stuck_after
+                if let Some(limit) = model.stuck_after(from, &key.environment)
                     && order_time - ks.entered_at > limit.as_millis() as TimeMs
                 {
                     self.effects.push(Effect::Resolution {
@@ -968,7 +968,7 @@ impl Tracker {
             let Some(status) = model.index(&ks.status) else {
                 continue;
             };
-            if let Some(limit) = model.state(status).stuck_after
+            if let Some(limit) = model.stuck_after(status, &key.environment)
                 && now - ks.entered_at > limit.as_millis() as TimeMs
             {
                 *counts

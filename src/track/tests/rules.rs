@@ -1578,3 +1578,30 @@ fn a_rollup_partly_complete_past_stuck_after_is_stuck_once() {
         },
     ]);
 }
+
+#[test]
+fn stuck_after_per_environment() {
+    run_table(vec![Case {
+        name: "prod's in_progress threshold is 30m, staging keeps the state's 1h",
+        config: "[model.environments.prod]\nstuck_after = { in_progress = \"30m\" }\n",
+        only: &["anomaly", "stuck_counts"],
+        steps: vec![
+            at(t(0), p("r1", "in_progress", t(0)), Accepted),
+            at(
+                t(0),
+                ev("r1", "svc", "staging", "in_progress", t(0)),
+                Accepted,
+            ),
+            tick(t(40 * 60), true),
+        ],
+        keys: &[
+            "r1/svc/prod in_progress since=0 open",
+            "r1/svc/staging in_progress since=0 open",
+        ],
+        effects: &[
+            "anomaly stuck r1/svc/prod in_progress->in_progress",
+            "stuck_counts prod/in_progress=1",
+        ],
+        ..Case::default()
+    }]);
+}
