@@ -351,11 +351,11 @@ fn find(core: &Core, user: Option<&str>, route: &Route, q: &mut Query) -> Result
     }
     if q.at.is_some() || matches!(route, Route::History(_)) {
         return Ok(Found::Read(
-            StoreRead {
+            Box::new(StoreRead {
                 store: core.store_handle(),
                 model: tracker.model().clone(),
                 stale_after: tracker.settings().stale_after,
-            },
+            }),
             scope.redact,
         ));
     }
@@ -403,7 +403,7 @@ fn render_rollups(
 /// What the core hands back.
 enum Found {
     Done(Option<Rendered>),
-    Read(StoreRead, Redact),
+    Read(Box<StoreRead>, Redact),
 }
 
 fn render_rows(
