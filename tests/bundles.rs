@@ -1193,3 +1193,117 @@ fn a_rollup_completes_when_the_air_gapped_sites_bundle_arrives_and_the_relay_jud
     }
     assert_eq!(zurich.signal("-TERM"), Some(0));
 }
+
+/// `relstat:release_rollup_targets:count` of (r1, prod) from Prometheus:
+/// status -> targets.
+fn fleet_rollup(port: u16) -> BTreeMap<String, u64> {
+    let q = "relstat%3Arelease_rollup_targets%3Acount%7Brelease%3D%22r1%22%2Cenvironment%3D%22prod%22%7D";
+    let body = http_get(port, &format!("/api/v1/query?query={q}"))
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    v["data"]["result"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| {
+                    let status = r["metric"]["status"].as_str()?.to_string();
+                    let n = r["value"][1].as_str()?.parse().ok()?;
+                    Some((status, n))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_fleet_recording_rules_give_the_relays_rollup_on_a_real_prometheus() {
+    let Some(prometheus) = peer("prometheus") else {
+        return;
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let key = keygen(keys.path(), "oslo", "oslo");
+    let start = (relstat::event::now_ms() / 60_000 - 3 * 60) * 60_000;
+    let siem = |port: u16| {
+        format!("[siem]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\nforward = \"all\"\n")
+    };
+    let mut oslo = Agent::new(&format!(
+        "[spool]\nsigning_key_file = \"{}\"\n\n{}",
+        key.display(),
+        siem(free_port())
+    ));
+    set_site_and_host(&oslo, "oslo", "host-oslo");
+    promotion_lines(
+        &oslo.log("deploy.log"),
+        start,
+        &[
+            ("r1", "prod", "deployed", 20, "1.4"),
+            ("r1", "prod", "complete", 30, "1.4"),
+        ],
+    );
+    oslo.start();
+    assert!(wait_until(20, || live_spool(&oslo)["events"] == 2));
+    let bundle = keys.path().join("oslo.bundle");
+    let o = relstat(&[
+        "-c",
+        cfg(&oslo),
+        "spool",
+        "export",
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Zurich, the relay: its own r1 deployed, oslo's imported.
+    let mut zurich = Agent::new(&format!(
+        "[spool]\ntrusted_keys_dir = \"{}\"\n",
+        keys.path().join("trusted").display(),
+    ));
+    set_site_and_host(&zurich, "zurich", "host-zurich");
+    promotion_lines(
+        &zurich.log("deploy.log"),
+        start,
+        &[("r1", "prod", "deployed", 25, "1.4")],
+    );
+    zurich.start();
+    let o = relstat(&[
+        "-c",
+        cfg(&zurich),
+        "spool",
+        "import",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (status, body) = http_get(zurich.port, "/api/v1/releases/r1/rollup").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let relay: BTreeMap<String, u64> = v["rollups"][0]["counts"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        relay,
+        BTreeMap::from([("complete".to_string(), 1), ("deployed".to_string(), 1)]),
+        "{v}"
+    );
+
+    // Prometheus scrapes both agents (oslo's key is on both: counted once).
+    let prom = Prometheus::start_many(
+        &prometheus,
+        &[oslo.port, zurich.port],
+        &[root().join("alerts").join("relstat.rules.yml")],
+    );
+    let mut last = BTreeMap::new();
+    assert!(
+        wait_until(60, || {
+            last = fleet_rollup(prom.port);
+            last == relay
+        }),
+        "the fleet rule gave {last:?}, the relay {relay:?}"
+    );
+    drop(prom);
+    assert_eq!(oslo.signal("-TERM"), Some(0));
+    assert_eq!(zurich.signal("-TERM"), Some(0));
+}
