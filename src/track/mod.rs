@@ -258,6 +258,8 @@ pub struct Tracker {
     /// Rollups whose `stuck` finding was made (once per rollup while the
     /// agent runs; a restart may report a rollup still stuck once more).
     rollups_stuck: HashSet<(String, String)>,
+    /// Keys changed since the rollups were last computed.
+    rollups_stale: bool,
     dirty: HashSet<Key>,
     batch: Batch,
     effects: Vec<Effect>,
@@ -285,6 +287,7 @@ impl Tracker {
             stages: Stages::default(),
             rollups: Default::default(),
             rollups_stuck: HashSet::new(),
+            rollups_stale: true,
             dirty: HashSet::new(),
             batch: Batch::default(),
             effects: Vec::new(),
@@ -424,6 +427,9 @@ impl Tracker {
         let source = ev.source.clone();
         let (site, event_time) = (ev.site.clone(), ev.time);
         let result = self.apply_inner(ev, now);
+        if result == InputResult::Accepted {
+            self.rollups_stale = true;
+        }
         if matches!(result, InputResult::Accepted | InputResult::Late) {
             self.effects.push(Effect::Delay {
                 source: source.clone(),
@@ -836,6 +842,12 @@ impl Tracker {
     /// `[rollups] stuck_after` (agent's clock since its first target
     /// completed, by event time), once per rollup.
     fn check_rollups(&mut self, now: TimeMs, caught_up: bool) {
+        // Computing them walks every key: only when a key changed, or when
+        // time alone can make one stuck.
+        if !self.rollups_stale && self.rollups.stuck_after.is_none() {
+            return;
+        }
+        self.rollups_stale = false;
         let rollups = self.rollups(|_| true);
         if let Some(limit) = self.rollups.stuck_after
             && caught_up
@@ -996,6 +1008,7 @@ impl Tracker {
             self.finish(&key, now, FinishReason::Stale);
         }
         for key in forget {
+            self.rollups_stale = true;
             self.keys.remove(&key);
             self.dirty.remove(&key);
             self.effects.push(Effect::Forgotten { key: key.clone() });
