@@ -44,6 +44,8 @@ fn record(i: usize) -> Anomaly {
         detected_at: 1_790_000_000_500 + i as i64,
         reason: Some("transition not in the model".into()),
         version: Some("1.2.3".into()),
+        commit: None,
+        change_class: None,
         host: "web-1".into(),
         message: format!("r{i}: complete -> deployed is not an allowed transition"),
     }

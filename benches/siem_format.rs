@@ -31,6 +31,8 @@ fn record(i: usize) -> Anomaly {
         detected_at: 1_790_000_000_500 + i as i64 * 7,
         reason: None,
         version: Some(format!("1.{i}.0")),
+        commit: None,
+        change_class: None,
         host: "web-1".into(),
         message: format!(
             "2026.11.{i} svc-{} production: in_progress -> deployed",

@@ -64,9 +64,10 @@ def templating(extra=()):
 
 
 class Board:
-    def __init__(self, uid, title, description):
+    def __init__(self, uid, title, description, annotations=()):
         self.uid, self.title, self.description = uid, title, description
         self.panels, self.x, self.y, self.row_h = [], 0, 0, 0
+        self.annotations = list(annotations)
 
     def panel(self, kind, title, targets, w=12, h=8, unit=None, description="", **opts):
         if self.x + w > 24:
@@ -127,7 +128,7 @@ class Board:
             "annotations": {"list": [{
                 "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
                 "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
-                "name": "Annotations & Alerts", "type": "dashboard"}]},
+                "name": "Annotations & Alerts", "type": "dashboard"}] + self.annotations},
             "links": [{"title": "relstat", "type": "dashboards", "tags": ["relstat"], "asDropdown": True, "includeVars": True, "keepTime": True}],
             "templating": templating(extra_vars),
             "panels": self.panels,
@@ -137,9 +138,26 @@ class Board:
             f.write("\n")
 
 
+# Deployments as annotations: a transition into deployed, from the
+# transition counter (every agent has it; no per-release series needed).
+DEPLOY_ANNOTATION = {
+    "name": "Deployments",
+    "datasource": DS,
+    "enable": True,
+    "hide": False,
+    "iconColor": "rgba(115, 191, 105, 1)",
+    "expr": f'sum by (environment) (increase(relstat_status_transitions_total{{{ENV},to="deployed"}}[2m])) > 0',
+    "step": "1m",
+    "titleFormat": "Deployment in {{environment}}",
+    "textFormat": "{{environment}}: a key moved to deployed",
+    "useValueForTime": False,
+}
+
+
 def overview():
     b = Board("relstat-overview", "relstat / Release overview",
-              "Current status of every release by environment, time in status, stuck releases.")
+              "Current status of every release by environment, time in status, stuck releases.",
+              annotations=[DEPLOY_ANNOTATION])
     b.panel("stat", "Releases in progress", [(f'sum(relstat_releases_in_status{{{ENV},status=~"in_progress|paused"}})', "")], w=6, h=4)
     b.panel("stat", "Stuck releases", [(f"sum(relstat_releases_stuck{{{ENV}}}) or vector(0)", "")], w=6, h=4,
             thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}])
@@ -156,9 +174,41 @@ def overview():
     b.panel("table", "Longest in an open status (top 15)",
             [(f'topk(15, (time() - relstat_release_status_since_timestamp_seconds{{{ENV},{SVC},{SITE}}}) * on (instance, job, release, service, environment, site) group_left (status) (relstat_release_status{{status!~"deployed|complete|rolled_back|cancelled"}} == 1))', "", "table")],
             w=16, h=8, unit="s", description="Releases not in a resting or terminal status, by time in status.")
+    b.panel("table", "Rollups: release × environment, targets per status",
+            [(f"relstat_release_rollup_status{{{ENV}}} > 0", "", "table")], w=12, h=8,
+            description="One release in one environment across every service and site (relstat_release_rollup_status). "
+                        "status=missing counts expected targets ([rollups], or the previous release's) that never reported; "
+                        "a rollup is complete when only status=complete is left.")
+    b.panel("table", "Fleet rollups (recording rule, every agent)",
+            [(f"relstat:release_rollup_targets:count{{{ENV}}}", "", "table")], w=12, h=8,
+            description="The same rollup computed in Prometheus from every agent's per-key series (alerts/relstat.rules.yml). "
+                        "A target that never reported is invisible here.")
     b.panel("timeseries", "Releases in each status", [(f"sum by (status) (relstat_releases_in_status{{{ENV}}})", "{{status}}")], w=12, stack=True)
     b.panel("timeseries", "Status transitions", [(f"sum by (from, to) (increase(relstat_status_transitions_total{{{ENV}}}[{RI}]))", "{{from}} → {{to}}")], w=12)
     return b
+
+
+def correlation():
+    query_var = {
+        "name": "error_rate",
+        "label": "Error-rate query",
+        "type": "textbox",
+        "query": 'sum(rate(relstat_events_total{result=~"invalid|unmapped"}[5m]))',
+        "current": {"text": 'sum(rate(relstat_events_total{result=~"invalid|unmapped"}[5m]))',
+                    "value": 'sum(rate(relstat_events_total{result=~"invalid|unmapped"}[5m]))'},
+        "hide": 0,
+        "options": [],
+        "description": "Any PromQL giving an error rate (e.g. sum(rate(http_requests_total{code=~\"5..\"}[5m]))); deployments are overlaid as annotations.",
+    }
+    b = Board("relstat-correlation", "relstat / Change correlation",
+              "Deployments overlaid on an error-rate query of your choice (variable error_rate): did this change break something?",
+              annotations=[DEPLOY_ANNOTATION])
+    b.panel("timeseries", "Error rate (the chosen query), with deployments", [("$error_rate", "error rate")], w=24, h=10,
+            description="The query in the error_rate variable; the green marks are deployments (transitions to deployed).")
+    b.panel("timeseries", "Deployments", [(f"sum by (environment, outcome) (increase(relstat_deployments_total{{{ENV},{SVC}}}[{RI}]))", "{{environment}} {{outcome}}")],
+            w=12, stack=True, bars=True)
+    b.panel("timeseries", "Anomalies", [(f"sum by (rule) (increase(relstat_anomalies_total{{{ENV}}}[{RI}]))", "{{rule}}")], w=12, stack=True, bars=True)
+    return b, [query_var]
 
 
 def durations():
@@ -303,3 +353,5 @@ if __name__ == "__main__":
     b.write(os.path.join(out, "security.json"), v)
     b, v = agent()
     b.write(os.path.join(out, "agent-health.json"), v)
+    b, v = correlation()
+    b.write(os.path.join(out, "change-correlation.json"), v)

@@ -38,6 +38,8 @@ fn main() {
                 detected_at: 1_795_000_001_000 + i as i64,
                 reason: Some("CHG-12345".into()),
                 version: Some("1.2.3".into()),
+                commit: None,
+                change_class: None,
                 host: "site-a-host".into(),
                 message: format!(
                     "2026.11.{i} entered deployed in production during a change freeze"

@@ -101,6 +101,14 @@ impl ChangeClass {
             _ => None,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Normal => "normal",
+            Self::Emergency => "emergency",
+        }
+    }
 }
 
 /// One status change of one tracked item, after mapping onto the model.

@@ -40,6 +40,11 @@ pub struct Model {
     by_id: HashMap<String, StateIdx>,
     pub gate: Option<GateConfig>,
     pub permissions: Vec<Permission>,
+    /// `[model.promotion]`: the order environments are promoted in.
+    pub promotion: Option<PromotionConfig>,
+    /// `[model.environments.<name>] stuck_after`: per environment, the
+    /// states whose threshold differs from the state's (None: cleared).
+    env_stuck: HashMap<String, HashMap<StateIdx, Option<Duration>>>,
 }
 
 /// One row of the built-in table: (id, display, next, terminal, stuck_after in hours).
@@ -291,7 +296,61 @@ impl Model {
             by_id,
             gate: cfg.gate.clone(),
             permissions: Vec::new(),
+            promotion: cfg.promotion.clone(),
+            env_stuck: HashMap::new(),
         };
+        for (env, e) in &cfg.environments {
+            let mut over = HashMap::new();
+            for (state, v) in &e.stuck_after {
+                let key = format!("model.environments.{env}.stuck_after.{state}");
+                let Some(ix) = model.index(state) else {
+                    problems.push(ModelProblem {
+                        key,
+                        message: format!("unknown state {state:?}"),
+                    });
+                    continue;
+                };
+                let v = v.trim();
+                if v.is_empty() || v == "none" {
+                    over.insert(ix, None);
+                } else {
+                    match crate::event::parse_duration(v) {
+                        Ok(d) => {
+                            over.insert(ix, Some(d));
+                        }
+                        Err(message) => problems.push(ModelProblem { key, message }),
+                    }
+                }
+            }
+            model.env_stuck.insert(env.clone(), over);
+        }
+        if let Some(promo) = &cfg.promotion {
+            if promo.order.len() < 2 {
+                problems.push(ModelProblem {
+                    key: "model.promotion.order".into(),
+                    message: "a promotion order needs at least two environments".into(),
+                });
+            }
+            for (i, e) in promo.order.iter().enumerate() {
+                if e.trim().is_empty() {
+                    problems.push(ModelProblem {
+                        key: format!("model.promotion.order[{i}]"),
+                        message: "an environment name cannot be empty".into(),
+                    });
+                } else if promo.order[..i].contains(e) {
+                    problems.push(ModelProblem {
+                        key: format!("model.promotion.order[{i}]"),
+                        message: format!("environment {e:?} is listed twice"),
+                    });
+                }
+            }
+            if promo.window.is_zero() {
+                problems.push(ModelProblem {
+                    key: "model.promotion.window".into(),
+                    message: "window must be longer than 0".into(),
+                });
+            }
+        }
         if let Some(gate) = &cfg.gate {
             if gate.environments.is_empty() {
                 problems.push(ModelProblem {
@@ -374,6 +433,15 @@ impl Model {
         self.states[from as usize].next.contains(&to)
     }
 
+    /// The stuck threshold of state `i` in `environment`: the
+    /// environment's override, else the state's.
+    pub fn stuck_after(&self, i: StateIdx, environment: &str) -> Option<Duration> {
+        match self.env_stuck.get(environment).and_then(|m| m.get(&i)) {
+            Some(over) => *over,
+            None => self.states[i as usize].stuck_after,
+        }
+    }
+
     pub fn is_terminal(&self, i: StateIdx) -> bool {
         self.states[i as usize].terminal
     }
@@ -406,6 +474,23 @@ pub struct ModelConfig {
     /// `[[model.permissions]]`: who may move keys into which statuses.
     #[serde(default)]
     pub permissions: Vec<PermissionConfig>,
+    /// `[model.promotion]`: the order environments are promoted in; none by
+    /// default (skipped_stage then finds nothing).
+    #[serde(default)]
+    pub promotion: Option<PromotionConfig>,
+    /// `[model.environments.<name>]`: per-environment overrides.
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentConfig>,
+}
+
+/// `[model.environments.<name>]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    /// State id -> stuck threshold in this environment (a duration, or ""
+    /// / "none" for none), overriding the state's `stuck_after`.
+    #[serde(default)]
+    pub stuck_after: BTreeMap<String, String>,
 }
 
 impl Default for ModelConfig {
@@ -416,6 +501,8 @@ impl Default for ModelConfig {
             gate: None,
             roles: BTreeMap::new(),
             permissions: Vec::new(),
+            promotion: None,
+            environments: BTreeMap::new(),
         }
     }
 }
@@ -468,6 +555,37 @@ fn humantime<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Erro
 
 fn default_grace() -> Duration {
     Duration::from_secs(120)
+}
+
+/// `[model.promotion]`: environments in promotion order; a deployment to
+/// one needs the same version (or commit, or release) deployed or complete
+/// in the one before it, for the same service and site, within `window`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionConfig {
+    /// Environments, first to last (e.g. dev, staging, production).
+    pub order: Vec<String>,
+    /// How far back (event time) the previous stage's deployment counts.
+    #[serde(default = "default_promotion_window", deserialize_with = "humantime")]
+    pub window: Duration,
+    /// What makes two deployments the same change: `version` (default),
+    /// `commit` or `release`.
+    #[serde(default, rename = "match")]
+    pub match_by: PromotionMatch,
+}
+
+/// What `[model.promotion]` compares across environments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromotionMatch {
+    #[default]
+    Version,
+    Commit,
+    Release,
+}
+
+fn default_promotion_window() -> Duration {
+    Duration::from_secs(14 * 86_400)
 }
 
 /// `[[model.permissions]]`: who may move a key into some statuses.
@@ -558,5 +676,60 @@ mod tests {
         let errs = Model::from_config(&cfg).unwrap_err();
         assert_eq!(errs[0].key, "model.states.deployed.next");
         assert!(errs[0].message.contains("verifyed"));
+    }
+
+    #[test]
+    fn promotion_problems_name_the_key() {
+        let parse = |t: &str| -> ModelConfig { toml::from_str(t).unwrap() };
+        let cfg = parse("[promotion]\norder = [\"staging\", \"\", \"staging\"]\nwindow = \"0s\"\n");
+        let errs = Model::from_config(&cfg).unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "model.promotion.order[1]",
+                "model.promotion.order[2]",
+                "model.promotion.window"
+            ]
+        );
+        let errs = Model::from_config(&parse("[promotion]\norder = [\"prod\"]\n")).unwrap_err();
+        assert_eq!(errs[0].key, "model.promotion.order");
+        let m = Model::from_config(&parse(
+            "[promotion]\norder = [\"staging\", \"prod\"]\nmatch = \"commit\"\n",
+        ))
+        .unwrap();
+        let p = m.promotion.unwrap();
+        assert_eq!(p.match_by, PromotionMatch::Commit);
+        assert_eq!(p.window, Duration::from_secs(14 * 86_400));
+        assert!(
+            toml::from_str::<ModelConfig>("[promotion]\norder = []\nmatch = \"sha\"\n").is_err()
+        );
+    }
+
+    #[test]
+    fn stuck_after_per_environment_overrides_the_state() {
+        let cfg: ModelConfig = toml::from_str(
+            "[environments.prod]\nstuck_after = { in_progress = \"30m\", deployed = \"none\" }\n",
+        )
+        .unwrap();
+        let m = Model::from_config(&cfg).unwrap();
+        let ix = |s| m.index(s).unwrap();
+        assert_eq!(
+            m.stuck_after(ix("in_progress"), "prod"),
+            Some(Duration::from_secs(1800))
+        );
+        assert_eq!(
+            m.stuck_after(ix("in_progress"), "staging"),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(m.stuck_after(ix("deployed"), "prod"), None);
+        let cfg: ModelConfig =
+            toml::from_str("[environments.prod]\nstuck_after = { in_progres = \"30m\" }\n")
+                .unwrap();
+        let errs = Model::from_config(&cfg).unwrap_err();
+        assert_eq!(
+            errs[0].key,
+            "model.environments.prod.stuck_after.in_progres"
+        );
     }
 }

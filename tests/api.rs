@@ -428,11 +428,39 @@ fn api_partner_sees_its_environments_and_never_a_redacted_field() {
     );
     assert_eq!(check("/api/v1/releases?environment=prod")["count"], 0);
     assert_eq!(check("/api/v1/releases?release=r2")["count"], 0);
+    // Rollups: computed from the keys in scope only.
+    let rollups = check("/api/v1/rollups");
+    let rows = rollups["rollups"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rollups}");
+    assert_eq!(
+        (
+            &rows[0]["release"],
+            &rows[0]["environment"],
+            &rows[0]["status"]
+        ),
+        (&"r1".into(), &"staging".into(), &"deployed".into())
+    );
+    assert_eq!(
+        check("/api/v1/releases/r1/rollup")["rollups"][0]["complete"],
+        false
+    );
+    let all = json(port, "/api/v1/rollups", &[("Authorization", &ops)]);
+    assert_eq!(all["rollups"].as_array().unwrap().len(), 3, "{all}");
+    assert_eq!(
+        get(
+            port,
+            "/api/v1/rollups?service=x",
+            &[("Authorization", &ops)]
+        )
+        .0,
+        400
+    );
 
     // A release seen only outside the scope answers exactly like an unknown one.
     let unknown = get(port, "/api/v1/releases/nope", &[("Authorization", &acme)]);
     for path in [
         "/api/v1/releases/r2",
+        "/api/v1/releases/r2/rollup",
         "/api/v1/releases/r2/history",
         &format!("/api/v1/releases/r2?at={t}"),
     ] {

@@ -979,3 +979,331 @@ fn the_admin_socket_refuses_a_request_line_over_its_cap_with_bounded_memory() {
     assert_eq!(live_spool(&relay)["events"], 0);
     assert_eq!(relay.signal("-TERM"), Some(0));
 }
+
+// --- Rollups across sites, and skipped_stage judged by the relay -------------
+
+/// JSON lines of (release, environment, status, minutes after `start`,
+/// version) for service `api`, at the agent's own site.
+fn promotion_lines(path: &Path, start_ms: i64, lines: &[(&str, &str, &str, i64, &str)]) {
+    let mut buf = String::new();
+    for (release, env, status, min, version) in lines {
+        let t = relstat::event::format_rfc3339(start_ms + min * 60_000);
+        buf.push_str(&format!(
+            "{{\"time\":\"{t}\",\"release\":\"{release}\",\"service\":\"api\",\
+             \"environment\":\"{env}\",\"status\":\"{status}\",\"actor\":\"deploy-bot\",\
+             \"version\":\"{version}\"}}\n"
+        ));
+    }
+    std::fs::write(path, buf).unwrap();
+}
+
+const PROMOTION: &str = "[model.promotion]\norder = [\"staging\", \"prod\"]\n\n\
+    [rollups.environments.prod]\nservices = [\"api\"]\nsites = [\"oslo\", \"zurich\"]\n";
+
+/// The `prod` rollup of `release` from the API: (status, complete).
+fn prod_rollup(a: &Agent, release: &str) -> (String, bool) {
+    let (status, body) = http_get(a.port, &format!("/api/v1/releases/{release}/rollup")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let r = v["rollups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["environment"] == "prod")
+        .unwrap_or_else(|| panic!("no prod rollup: {v}"))
+        .clone();
+    (
+        r["status"].as_str().unwrap().to_string(),
+        r["complete"].as_bool().unwrap(),
+    )
+}
+
+#[test]
+fn a_rollup_completes_when_the_air_gapped_sites_bundle_arrives_and_the_relay_judges_stages_alike() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keygen(keys.path(), "oslo", "oslo");
+    let start = (relstat::event::now_ms() / 60_000 - 3 * 60) * 60_000;
+    let siem = |port: u16| {
+        format!("[siem]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\nforward = \"all\"\n")
+    };
+    // Oslo, air-gapped: r1 promoted cleanly, r2 (2.0) straight to prod.
+    let mut oslo = Agent::new(&format!(
+        "[spool]\nsigning_key_file = \"{}\"\n\n{}\n{PROMOTION}",
+        key.display(),
+        siem(free_port())
+    ));
+    set_site_and_host(&oslo, "oslo", "host-oslo");
+    let oslo_lines = [
+        ("r1", "staging", "deployed", 0, "1.4"),
+        ("r1", "prod", "in_progress", 10, "1.4"),
+        ("r1", "prod", "deployed", 20, "1.4"),
+        ("r1", "prod", "complete", 30, "1.4"),
+        ("r2", "prod", "deployed", 40, "2.0"),
+    ];
+    promotion_lines(&oslo.log("deploy.log"), start, &oslo_lines);
+    // r3 (3.0) straight to prod too, on the emergency path.
+    let mut text = std::fs::read_to_string(oslo.log("deploy.log")).unwrap();
+    text.push_str(&format!(
+        "{{\"time\":\"{}\",\"release\":\"r3\",\"service\":\"api\",\"environment\":\"prod\",\
+         \"status\":\"deployed\",\"actor\":\"oncall\",\"version\":\"3.0\",\
+         \"change_class\":\"emergency\",\"reason\":\"INC-7\"}}\n",
+        relstat::event::format_rfc3339(start + 50 * 60_000)
+    ));
+    std::fs::write(oslo.log("deploy.log"), text).unwrap();
+    oslo.start();
+    // Six transition records, the skipped_stage and the emergency_change.
+    assert!(
+        wait_until(20, || live_spool(&oslo)["events"] == 8),
+        "oslo's outbox: {}",
+        live_spool(&oslo)
+    );
+    let skipped =
+        r#"relstat_anomalies_total{environment="prod",rule="skipped_stage",severity="warning"}"#;
+    let emergency =
+        r#"relstat_anomalies_total{environment="prod",rule="emergency_change",severity="notice"}"#;
+    let m = oslo.metrics();
+    assert_eq!(sample(&m, skipped), Some(1.0), "{m}");
+    assert_eq!(sample(&m, emergency), Some(1.0), "{m}");
+    let bundle = keys.path().join("oslo.bundle");
+    let o = relstat(&[
+        "-c",
+        cfg(&oslo),
+        "spool",
+        "export",
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(oslo.signal("-TERM"), Some(0));
+
+    // Zurich, the relay: its own r1, promoted cleanly.
+    let mut zurich = Agent::new(&format!(
+        "[spool]\ntrusted_keys_dir = \"{}\"\n\n{}\n{PROMOTION}",
+        keys.path().join("trusted").display(),
+        siem(free_port())
+    ));
+    set_site_and_host(&zurich, "zurich", "host-zurich");
+    promotion_lines(
+        &zurich.log("deploy.log"),
+        start,
+        &[
+            ("r1", "staging", "deployed", 0, "1.4"),
+            ("r1", "prod", "deployed", 25, "1.4"),
+            ("r1", "prod", "complete", 35, "1.4"),
+        ],
+    );
+    zurich.start();
+    assert!(
+        wait_until(20, || prod_rollup(&zurich, "r1")
+            == ("missing".into(), false)),
+        "before the bundle, oslo's r1 is missing: {:?}",
+        prod_rollup(&zurich, "r1")
+    );
+    let rollup_series = |m: &str, status: &str| {
+        sample(
+            m,
+            &format!(
+                r#"relstat_release_rollup_status{{environment="prod",release="r1",status="{status}"}}"#
+            ),
+        )
+    };
+    assert!(
+        wait_until(20, || rollup_series(&zurich.metrics(), "missing")
+            == Some(1.0)),
+        "{}",
+        zurich.metrics()
+    );
+    assert_eq!(
+        sample(&zurich.metrics(), skipped),
+        None,
+        "zurich promoted cleanly"
+    );
+
+    let o = relstat(&[
+        "-c",
+        cfg(&zurich),
+        "spool",
+        "import",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(prod_rollup(&zurich, "r1"), ("complete".into(), true));
+    // Freshness of what the relay knows about oslo.
+    let m = zurich.metrics();
+    let synced = sample(
+        &m,
+        r#"relstat_site_last_sync_timestamp_seconds{site="oslo"}"#,
+    )
+    .unwrap_or_else(|| panic!("no sync time for oslo: {m}"));
+    assert!(
+        (synced * 1000.0 - relstat::event::now_ms() as f64).abs() < 60_000.0,
+        "{synced}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"relstat_site_newest_event_timestamp_seconds{site="oslo"}"#
+        ),
+        Some((start + 50 * 60_000) as f64 / 1000.0)
+    );
+    // Six events, all recorded more than an hour after they happened.
+    assert_eq!(
+        sample(
+            &m,
+            r#"relstat_event_delay_seconds_count{site="oslo",source="f"}"#
+        ),
+        Some(6.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"relstat_event_delay_seconds_bucket{site="oslo",source="f",le="3600"}"#
+        ),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(
+        wait_until(20, || {
+            let m = zurich.metrics();
+            rollup_series(&m, "complete") == Some(2.0) && rollup_series(&m, "missing").is_none()
+        }),
+        "{}",
+        zurich.metrics()
+    );
+    // r2 reached prod only at oslo: expected at zurich too.
+    assert_eq!(prod_rollup(&zurich, "r2"), ("missing".into(), false));
+    // The relay judged oslo's r2 as oslo did, oslo's clean r1 as clean, and
+    // r3's skip as excused by the emergency path (its change_class came
+    // with the transition record).
+    let m = zurich.metrics();
+    assert_eq!(sample(&m, skipped), Some(1.0), "{m}");
+    assert_eq!(sample(&m, emergency), Some(1.0), "{m}");
+    for (release, rule) in [("r2", "skipped_stage"), ("r3", "emergency_change")] {
+        let (status, body) =
+            http_get(zurich.port, &format!("/api/v1/releases/{release}/history")).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let h: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            h["events"][0]["anomalies"],
+            serde_json::json!([rule]),
+            "{h}"
+        );
+        assert_eq!(h["events"][0]["site"], "oslo", "{h}");
+    }
+    assert_eq!(zurich.signal("-TERM"), Some(0));
+}
+
+/// `relstat:release_rollup_targets:count` of (r1, prod) from Prometheus:
+/// status -> targets.
+fn fleet_rollup(port: u16) -> BTreeMap<String, u64> {
+    let q = "relstat%3Arelease_rollup_targets%3Acount%7Brelease%3D%22r1%22%2Cenvironment%3D%22prod%22%7D";
+    let body = http_get(port, &format!("/api/v1/query?query={q}"))
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    v["data"]["result"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| {
+                    let status = r["metric"]["status"].as_str()?.to_string();
+                    let n = r["value"][1].as_str()?.parse().ok()?;
+                    Some((status, n))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_fleet_recording_rules_give_the_relays_rollup_on_a_real_prometheus() {
+    let Some(prometheus) = peer("prometheus") else {
+        return;
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let key = keygen(keys.path(), "oslo", "oslo");
+    let start = (relstat::event::now_ms() / 60_000 - 3 * 60) * 60_000;
+    let siem = |port: u16| {
+        format!("[siem]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\nforward = \"all\"\n")
+    };
+    let mut oslo = Agent::new(&format!(
+        "[spool]\nsigning_key_file = \"{}\"\n\n{}",
+        key.display(),
+        siem(free_port())
+    ));
+    set_site_and_host(&oslo, "oslo", "host-oslo");
+    promotion_lines(
+        &oslo.log("deploy.log"),
+        start,
+        &[
+            ("r1", "prod", "deployed", 20, "1.4"),
+            ("r1", "prod", "complete", 30, "1.4"),
+        ],
+    );
+    oslo.start();
+    assert!(wait_until(20, || live_spool(&oslo)["events"] == 2));
+    let bundle = keys.path().join("oslo.bundle");
+    let o = relstat(&[
+        "-c",
+        cfg(&oslo),
+        "spool",
+        "export",
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Zurich, the relay: its own r1 deployed, oslo's imported.
+    let mut zurich = Agent::new(&format!(
+        "[spool]\ntrusted_keys_dir = \"{}\"\n",
+        keys.path().join("trusted").display(),
+    ));
+    set_site_and_host(&zurich, "zurich", "host-zurich");
+    promotion_lines(
+        &zurich.log("deploy.log"),
+        start,
+        &[("r1", "prod", "deployed", 25, "1.4")],
+    );
+    zurich.start();
+    let o = relstat(&[
+        "-c",
+        cfg(&zurich),
+        "spool",
+        "import",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (status, body) = http_get(zurich.port, "/api/v1/releases/r1/rollup").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let relay: BTreeMap<String, u64> = v["rollups"][0]["counts"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        relay,
+        BTreeMap::from([("complete".to_string(), 1), ("deployed".to_string(), 1)]),
+        "{v}"
+    );
+
+    // Prometheus scrapes both agents (oslo's key is on both: counted once).
+    let prom = Prometheus::start_many(
+        &prometheus,
+        &[oslo.port, zurich.port],
+        &[root().join("alerts").join("relstat.rules.yml")],
+    );
+    let mut last = BTreeMap::new();
+    assert!(
+        wait_until(60, || {
+            last = fleet_rollup(prom.port);
+            last == relay
+        }),
+        "the fleet rule gave {last:?}, the relay {relay:?}"
+    );
+    drop(prom);
+    assert_eq!(oslo.signal("-TERM"), Some(0));
+    assert_eq!(zurich.signal("-TERM"), Some(0));
+}

@@ -13,12 +13,13 @@ use serde_json::Value;
 
 use crate::util::*;
 
-const DASHBOARDS: [&str; 5] = [
+const DASHBOARDS: [&str; 6] = [
     "release-overview.json",
     "status-durations.json",
     "dora.json",
     "security.json",
     "agent-health.json",
+    "change-correlation.json",
 ];
 
 /// Every series of docs/metrics.md (histograms by their base name).
@@ -195,6 +196,10 @@ fn substitute(expr: &str) -> String {
         .replace("$status", ".*")
         .replace("$rule", ".*")
         .replace("$instance", ".*")
+        .replace(
+            "$error_rate",
+            r#"sum(rate(relstat_events_total{result=~"accepted|invalid"}[5m]))"#,
+        )
 }
 
 fn urlencode(s: &str) -> String {

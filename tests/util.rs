@@ -331,6 +331,12 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(binary: &Path, target: u16, rule_files: &[PathBuf]) -> Prometheus {
+        Self::start_many(binary, &[target], rule_files)
+    }
+
+    /// [`Prometheus::start`] scraping every port of `targets` in one job.
+    pub fn start_many(binary: &Path, targets: &[u16], rule_files: &[PathBuf]) -> Prometheus {
+        let targets: Vec<String> = targets.iter().map(|t| format!("'127.0.0.1:{t}'")).collect();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let cfg = dir.path().join("prometheus.yml");
@@ -346,7 +352,8 @@ impl Prometheus {
         std::fs::write(
             &cfg,
             format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rules}scrape_configs:\n  - job_name: relstat\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rules}scrape_configs:\n  - job_name: relstat\n    static_configs:\n      - targets: [{}]\n",
+                targets.join(", ")
             ),
         )
         .unwrap();

@@ -8,6 +8,10 @@
 //! - `releases`: one row per tracked key (release, service, environment, site).
 //! - `releases/{release}`: the rows of one release (404 when none is visible).
 //! - `releases/{release}/history`: its audit trail.
+//! - `rollups`: one row per release × environment across services and
+//!   sites (`track::rollup`); `releases/{release}/rollup`: those of one
+//!   release. Only the `release` and `environment` filters apply; a
+//!   partner's rollups are computed from the keys in its scope.
 //!
 //! Query: `release`, `service`, `environment`, `status`, `site` filters;
 //! `at=RFC3339` answers from the history as it stood then, `axis=recorded`
@@ -265,19 +269,33 @@ enum Route {
     List,
     Release(String),
     History(String),
+    Rollups,
+    Rollup(String),
 }
 
 impl Route {
     fn release(&self) -> Option<&str> {
         match self {
-            Route::List => None,
-            Route::Release(r) | Route::History(r) => Some(r),
+            Route::List | Route::Rollups => None,
+            Route::Release(r) | Route::History(r) | Route::Rollup(r) => Some(r),
         }
     }
 }
 
 fn route(path: &str) -> Option<Route> {
+    if path == "rollups" || path == "rollups/" {
+        return Some(Route::Rollups);
+    }
     let rest = path.strip_prefix("releases")?;
+    if let Some(release) = rest
+        .strip_prefix('/')
+        .and_then(|r| r.strip_suffix("/rollup"))
+    {
+        if release.is_empty() || release.contains('/') {
+            return None;
+        }
+        return Some(Route::Rollup(decode(release).ok()?));
+    }
     if rest.is_empty() || rest == "/" {
         return Some(Route::List);
     }
@@ -312,13 +330,32 @@ fn find(core: &Core, user: Option<&str>, route: &Route, q: &mut Query) -> Result
     let scope = Scope::of(user.and_then(|u| core.partners().get(u)));
     q.filter.environments = scope.environments;
     let tracker = core.tracker();
+    if matches!(route, Route::Rollups | Route::Rollup(_)) {
+        let f = &q.filter;
+        if q.at.is_some() || f.service.is_some() || f.status.is_some() || f.site.is_some() {
+            return Err(ApiError::BadRequest(
+                "rollups take only the release and environment filters".into(),
+            ));
+        }
+        // Every release in view counts (a rollup's expected targets may be
+        // the previous release's); the release filter applies after.
+        let mut rollups = tracker.rollups(|k| f.target(k));
+        if let Some(r) = &f.release {
+            rollups.retain(|x| &x.release == r);
+        }
+        return Ok(Found::Done(render_rollups(
+            now_ms(),
+            route.release(),
+            &rollups,
+        )));
+    }
     if q.at.is_some() || matches!(route, Route::History(_)) {
         return Ok(Found::Read(
-            StoreRead {
+            Box::new(StoreRead {
                 store: core.store_handle(),
                 model: tracker.model().clone(),
                 stale_after: tracker.settings().stale_after,
-            },
+            }),
             scope.redact,
         ));
     }
@@ -334,10 +371,39 @@ fn find(core: &Core, user: Option<&str>, route: &Route, q: &mut Query) -> Result
     )))
 }
 
+/// `{"generated_at", ["release",] "rollups": [...]}`; `None` for a
+/// release with no rollup in view. The validator hashes the rollups only.
+fn render_rollups(
+    now: TimeMs,
+    release: Option<&str>,
+    rollups: &[crate::track::rollup::Rollup],
+) -> Option<Rendered> {
+    if release.is_some() && rollups.is_empty() {
+        return None;
+    }
+    let items = serde_json::to_value(rollups).unwrap_or_default();
+    let tag = format!(
+        "W/\"{:032x}\"",
+        xxhash_rust::xxh3::xxh3_128(items.to_string().as_bytes())
+    );
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "generated_at".into(),
+        crate::event::format_rfc3339(now).into(),
+    );
+    if let Some(r) = release {
+        m.insert("release".into(), r.into());
+    }
+    m.insert("rollups".into(), items);
+    let mut body = serde_json::to_vec(&m).unwrap_or_default();
+    body.push(b'\n');
+    Some(Rendered { body, tag })
+}
+
 /// What the core hands back.
 enum Found {
     Done(Option<Rendered>),
-    Read(StoreRead, Redact),
+    Read(Box<StoreRead>, Redact),
 }
 
 fn render_rows(
@@ -404,7 +470,7 @@ pub async fn serve(core: &CoreHandle, path: &str, req: Request<Bytes>) -> Respon
         Ok(q) => q,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    if let Route::Release(r) | Route::History(r) = &route {
+    if let Route::Release(r) | Route::History(r) | Route::Rollup(r) = &route {
         q.filter.release = Some(r.clone());
     }
     let user = req.extensions().get::<AuthUser>().map(|u| u.0.clone());

@@ -44,6 +44,16 @@ fn routes() {
         Some(Route::History("a/b".into()))
     );
     assert_eq!(route("releases/a/b"), None);
+    assert_eq!(route("rollups"), Some(Route::Rollups));
+    assert_eq!(
+        route("releases/a%2Fb/rollup"),
+        Some(Route::Rollup("a/b".into()))
+    );
+    assert_eq!(
+        route("releases/rollup"),
+        Some(Route::Release("rollup".into()))
+    );
+    assert_eq!(route("releases//rollup"), None);
     assert_eq!(route("releasesx"), None);
     assert_eq!(route(""), None);
 }

@@ -82,7 +82,7 @@ impl Filter {
 
     /// Whether `key`'s (service, environment, site) may be shown, whatever
     /// its release.
-    fn target(&self, key: &Key) -> bool {
+    pub(crate) fn target(&self, key: &Key) -> bool {
         let eq = |f: &Option<String>, v: &str| f.as_deref().is_none_or(|f| f == v);
         eq(&self.service, &key.service)
             && eq(&self.environment, &key.environment)
@@ -205,10 +205,10 @@ impl HistoryRow {
 }
 
 /// Whether a key in `status`, entered at `entered_at`, is stuck at `now`.
-fn stuck(model: &Model, status: &str, entered_at: TimeMs, now: TimeMs) -> bool {
+fn stuck(model: &Model, env: &str, status: &str, entered_at: TimeMs, now: TimeMs) -> bool {
     model
         .index(status)
-        .and_then(|i| model.state(i).stuck_after)
+        .and_then(|i| model.stuck_after(i, env))
         .is_some_and(|limit| now - entered_at > limit.as_millis() as TimeMs)
 }
 
@@ -251,7 +251,8 @@ impl<'a> RowRef<'a> {
             last_source: Some(&ks.last.source),
             last_reason: ks.last.reason.as_deref(),
             version: ks.last.version.as_deref(),
-            stuck: finished.is_none() && stuck(model, &ks.status, ks.entered_at, now),
+            stuck: finished.is_none()
+                && stuck(model, &key.environment, &ks.status, ks.entered_at, now),
             finished_reason: finished,
         }
     }
@@ -504,7 +505,8 @@ impl<'m> Folder<'m> {
                     last_source: Some(e.source.clone()),
                     last_reason: e.reason.clone(),
                     version: e.version.clone(),
-                    stuck: finished.is_none() && stuck(model, &f.status, f.entered_at, at),
+                    stuck: finished.is_none()
+                        && stuck(model, &k.environment, &f.status, f.entered_at, at),
                     finished: finished.is_some(),
                     finished_reason: finished,
                 }

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 pub use crate::event::parse_duration;
 /// `[model]`'s structures live with the model they describe.
-pub use crate::model::{GateConfig, ModelConfig, PermissionConfig, StateConfig};
+pub use crate::model::{
+    GateConfig, ModelConfig, PermissionConfig, PromotionConfig, PromotionMatch, StateConfig,
+};
 
 use serde::{Deserialize, Deserializer};
 
@@ -109,6 +111,44 @@ pub struct Config {
     /// `[notify]`: chat notifications (Slack, Teams, webhooks); absent: none.
     #[serde(default)]
     pub notify: Option<NotifyConfig>,
+    /// `[rollups]`: what a release must reach in each environment.
+    #[serde(default)]
+    pub rollups: RollupsConfig,
+}
+
+/// `[rollups]`: per release and environment, the targets (service, site)
+/// it is expected at, and how long a partly complete rollup may last.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RollupsConfig {
+    /// A rollup with some but not every expected target complete for longer
+    /// than this (agent's clock, since its first target completed) raises
+    /// `stuck` for the rollup; none by default.
+    #[serde(default, deserialize_with = "opt_humantime")]
+    pub stuck_after: Option<Duration>,
+    /// `[rollups.environments.<name>]`: the expected services and sites.
+    #[serde(default)]
+    pub environments: BTreeMap<String, RollupEnvironmentConfig>,
+}
+
+/// `[rollups.environments.<name>]`: expected targets are every service
+/// times every site listed (a list left empty: the ones reported).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RollupEnvironmentConfig {
+    /// Services a release must reach in this environment.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Sites a release must reach in this environment.
+    #[serde(default)]
+    pub sites: Vec<String>,
+}
+
+fn opt_humantime<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::event::parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// `[agent]`: identity of this agent and where it keeps its store.
@@ -998,6 +1038,9 @@ pub struct AnomaliesConfig {
     /// An event dated too far ahead of the agent's clock.
     #[serde(default)]
     pub clock_skew: RuleConfig,
+    /// A deployment that skipped a stage of `[model.promotion]`.
+    #[serde(default)]
+    pub skipped_stage: RuleConfig,
 }
 
 fn default_true() -> bool {

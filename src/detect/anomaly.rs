@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Severity;
-use crate::event::{ActorType, TimeMs};
+use crate::event::{ActorType, ChangeClass, TimeMs};
 
 /// The rules of docs/events.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,10 +22,11 @@ pub enum RuleId {
     Stuck,
     ChangeFreeze,
     ClockSkew,
+    SkippedStage,
 }
 
 impl RuleId {
-    pub const ALL: [RuleId; 10] = [
+    pub const ALL: [RuleId; 11] = [
         RuleId::InvalidTransition,
         RuleId::GateBypass,
         RuleId::EmergencyChange,
@@ -36,6 +37,7 @@ impl RuleId {
         RuleId::Stuck,
         RuleId::ChangeFreeze,
         RuleId::ClockSkew,
+        RuleId::SkippedStage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +52,7 @@ impl RuleId {
             Self::Stuck => "stuck",
             Self::ChangeFreeze => "change_freeze",
             Self::ClockSkew => "clock_skew",
+            Self::SkippedStage => "skipped_stage",
         }
     }
 
@@ -57,7 +60,9 @@ impl RuleId {
         match self {
             Self::GateBypass | Self::UnauthorizedActor => Severity::Critical,
             Self::IdReuse | Self::ChangeFreeze => Severity::Error,
-            Self::InvalidTransition | Self::StatusConflict | Self::Stuck => Severity::Warning,
+            Self::InvalidTransition | Self::StatusConflict | Self::Stuck | Self::SkippedStage => {
+                Severity::Warning
+            }
             Self::EmergencyChange | Self::Flapping | Self::ClockSkew => Severity::Notice,
         }
     }
@@ -85,6 +90,12 @@ pub struct Anomaly {
     pub reason: Option<String>,
     #[serde(default)]
     pub version: Option<String>,
+    /// The event's commit (transition records and rules about one event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The event's change class, so a relay judges the emergency path too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_class: Option<ChangeClass>,
     pub host: String,
     pub message: String,
 }
@@ -124,6 +135,10 @@ pub struct AnomalyRef<'a> {
     pub reason: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "opt_cow")]
     pub version: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    pub commit: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub change_class: Option<ChangeClass>,
     #[serde(borrow)]
     pub host: Cow<'a, str>,
     #[serde(borrow)]
@@ -159,6 +174,8 @@ impl<'a> From<&'a Anomaly> for AnomalyRef<'a> {
             detected_at: a.detected_at,
             reason: a.reason.as_ref().map(b),
             version: a.version.as_ref().map(b),
+            commit: a.commit.as_ref().map(b),
+            change_class: a.change_class,
             host: b(&a.host),
             message: b(&a.message),
         }
@@ -188,6 +205,8 @@ mod ref_tests {
             detected_at: 1_790_000_001_500,
             reason: Some(format!("a|b{x}")),
             version: escapes.then(|| "1.2".to_string()),
+            commit: escapes.then(|| format!("abc{x}")),
+            change_class: escapes.then_some(ChangeClass::Emergency),
             host: "web-1".into(),
             message: format!("complete -> deployed{x}"),
         }

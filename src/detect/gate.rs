@@ -74,7 +74,7 @@ impl Attempt {
 }
 
 /// The reason of a report on the emergency path.
-fn emergency_reason(ev: &Event) -> Option<String> {
+pub(super) fn emergency_reason(ev: &Event) -> Option<String> {
     ev.reason
         .as_deref()
         .filter(|r| ev.change_class == Some(ChangeClass::Emergency) && !r.trim().is_empty())

@@ -21,12 +21,14 @@ mod flapping;
 mod gate;
 mod id_reuse;
 mod invalid_transition;
+mod skipped_stage;
 mod status_conflict;
 mod stuck;
 mod unauthorized_actor;
 
 pub use anomaly::{Anomaly, AnomalyRef, RuleId};
 pub use gate::{Approvals, Attempt};
+pub use skipped_stage::Stages;
 pub(crate) use what_of as what;
 
 use std::collections::BTreeMap;
@@ -75,6 +77,8 @@ pub struct Change<'a> {
     pub reopened_from: Option<FinishReason>,
     /// The version the key carried before this report.
     pub prev_version: Option<&'a str>,
+    /// The commit the key carried before this report.
+    pub prev_commit: Option<&'a str>,
     /// The agent's clock.
     pub now: TimeMs,
 }
@@ -105,6 +109,9 @@ pub struct KeyMemory {
     /// change_freeze: the current deployment run was reported already.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub freeze_fired: bool,
+    /// skipped_stage: the current deployment run was judged already.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stage_judged: bool,
     /// The gate: deployment attempts not judged yet, and the current one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
@@ -169,6 +176,7 @@ pub struct Detectors {
     pub change_freeze: RuleSetting,
     pub freeze_windows: Vec<change_freeze::Window>,
     pub clock_skew: RuleSetting,
+    pub skipped_stage: RuleSetting,
     /// Host name put into every record.
     pub host: String,
 }
@@ -199,6 +207,7 @@ impl Detectors {
                 .filter_map(change_freeze::Window::compile)
                 .collect(),
             clock_skew: setting(&cfg.clock_skew, RuleId::ClockSkew),
+            skipped_stage: setting(&cfg.skipped_stage, RuleId::SkippedStage),
             host: host.to_string(),
         }
     }
@@ -235,6 +244,22 @@ impl Detectors {
             gate::observe(model, ch, mem);
         }
         mem.note(model, ch);
+    }
+
+    /// skipped_stage (`[model.promotion]`): judges a report against the
+    /// deployments of the previous stage, before the tracker notes it in
+    /// `stages`.
+    pub fn on_promotion(
+        &self,
+        model: &Model,
+        ch: &Change<'_>,
+        mem: &mut KeyMemory,
+        stages: &Stages,
+        out: &mut Vec<Anomaly>,
+    ) {
+        if self.skipped_stage.enabled {
+            skipped_stage::check(self, model, ch, mem, stages, out);
+        }
     }
 
     /// Whether deployment attempts are tracked at all.
@@ -298,6 +323,7 @@ impl Detectors {
             message,
         );
         rec.rule = "transition".into();
+        rec.change_class = ev.change_class;
         rec
     }
 
@@ -350,6 +376,8 @@ impl Detectors {
             detected_at: now,
             reason: last.reason.clone(),
             version: last.version.clone(),
+            commit: last.commit.clone(),
+            change_class: None,
             host: self.host.clone(),
             message,
         }
@@ -365,7 +393,7 @@ impl Detectors {
         message: String,
     ) -> Anomaly {
         let last = LastReport::of(ch.event);
-        self.record(
+        let mut rec = self.record(
             rule,
             severity,
             ch.key,
@@ -374,7 +402,9 @@ impl Detectors {
             &last,
             ch.now,
             message,
-        )
+        );
+        rec.change_class = ch.event.change_class;
+        rec
     }
 }
 
@@ -390,6 +420,8 @@ pub struct LastReport {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 impl LastReport {
@@ -402,6 +434,7 @@ impl LastReport {
             source: e.source.clone(),
             reason: e.reason.clone(),
             version: e.version.clone(),
+            commit: e.commit.clone(),
         }
     }
 }

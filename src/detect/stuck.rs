@@ -19,7 +19,7 @@ pub(super) fn check(
     mem: &mut KeyMemory,
     out: &mut Vec<Anomaly>,
 ) {
-    let Some(limit) = model.state(status).stuck_after else {
+    let Some(limit) = model.stuck_after(status, &key.environment) else {
         return;
     };
     if now - entered_at <= limit.as_millis() as TimeMs || mem.stuck_fired == Some(entered_at) {

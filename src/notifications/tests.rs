@@ -58,6 +58,8 @@ fn anomaly(rule: &str, env: &str) -> crate::detect::Anomaly {
         detected_at: 2_000,
         reason: None,
         version: None,
+        commit: None,
+        change_class: None,
         host: "h".into(),
         message: "no approval".into(),
     }

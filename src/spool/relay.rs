@@ -82,10 +82,10 @@ pub fn to_event(rec: &Anomaly) -> Result<Event, RecordError> {
         source: or(&rec.source, IMPORT_SOURCE),
         reason: rec.reason.clone(),
         version: rec.version.clone(),
-        commit: None,
+        commit: rec.commit.clone(),
         artifact: None,
         commit_time: None,
-        change_class: None,
+        change_class: rec.change_class,
     };
     event.check_lengths()?;
     Ok(event)
@@ -196,12 +196,38 @@ fn take_imported(tracker: &mut Tracker) -> (Tracked, Vec<Effect>) {
     let batch = tracker.take_batch();
     let mut effects = tracker.take_effects();
     let mut counters: BTreeMap<(String, InputResult), u64> = BTreeMap::new();
+    // Per site: (import time, newest event time), for the freshness series.
+    let mut synced: BTreeMap<String, (TimeMs, TimeMs)> = BTreeMap::new();
     for e in &mut effects {
-        if let Effect::Input { source, result } = e {
-            *source = IMPORT_SOURCE.to_string();
-            *counters.entry((source.clone(), *result)).or_default() += 1;
+        match e {
+            Effect::Input { source, result } => {
+                *source = IMPORT_SOURCE.to_string();
+                *counters.entry((source.clone(), *result)).or_default() += 1;
+            }
+            Effect::Delay {
+                site,
+                event_time,
+                recorded_at,
+                ..
+            } => {
+                let s = synced
+                    .entry(site.clone())
+                    .or_insert((*recorded_at, *event_time));
+                s.0 = s.0.max(*recorded_at);
+                s.1 = s.1.max(*event_time);
+            }
+            _ => {}
         }
     }
+    effects.extend(
+        synced
+            .into_iter()
+            .map(|(site, (at, newest_event))| Effect::SiteSync {
+                site,
+                at,
+                newest_event,
+            }),
+    );
     let tracked = Tracked {
         batch,
         counters,
@@ -302,6 +328,8 @@ mod tests {
             detected_at: time + 5,
             reason: Some("CHG-1".into()),
             version: Some("1.2".into()),
+            commit: Some("abc123".into()),
+            change_class: Some(crate::event::ChangeClass::Emergency),
             host: "host-a".into(),
             message: "moved".into(),
         }
@@ -325,6 +353,8 @@ mod tests {
         );
         assert_eq!(ev.reason.as_deref(), Some("CHG-1"));
         assert_eq!(ev.version.as_deref(), Some("1.2"));
+        assert_eq!(ev.commit.as_deref(), Some("abc123"));
+        assert_eq!(ev.change_class, Some(crate::event::ChangeClass::Emergency));
         assert_eq!((ev.release.as_str(), ev.service.as_str()), ("r1", "api"));
         let mut bare = transition("ev-2", "deployed", 1_000);
         bare.service.clear();

@@ -83,6 +83,8 @@ fn batch(i: u64) -> (Batch, Checkpoints, Counters) {
             detected_at: e.time,
             reason: None,
             version: None,
+            commit: None,
+            change_class: None,
             host: "h".into(),
             message: "m".into(),
         }],

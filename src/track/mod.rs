@@ -16,6 +16,7 @@
 //! and kept in the history but does not move the key (the approval is
 //! paperwork catching up, not the release going back), in any environment.
 
+pub mod rollup;
 mod state;
 
 pub use state::{Finished, HistoryRecord, KeyState, Target};
@@ -25,7 +26,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, Forward};
 use crate::detect::{
-    Anomaly, Approvals, Change, ChangeKind, Detectors, FinishReason, LastReport, RuleId,
+    Anomaly, Approvals, Change, ChangeKind, Detectors, FinishReason, LastReport, RuleId, Stages,
 };
 use crate::event::{Event, InputResult, Key, TimeMs};
 use crate::model::{Model, StateIdx};
@@ -126,6 +127,24 @@ pub enum Effect {
     /// Open keys past their status's stuck_after, by (environment, status);
     /// replaces the previous counts.
     StuckCounts(Vec<((String, String), u64)>),
+    /// Every rollup (release × environment), from the periodic check;
+    /// replaces the previous ones.
+    Rollups(Vec<rollup::Rollup>),
+    /// An event was recorded (accepted or late) at `recorded_at`, agent's
+    /// clock: its delay is `recorded_at - event_time`.
+    Delay {
+        source: String,
+        site: String,
+        event_time: TimeMs,
+        recorded_at: TimeMs,
+    },
+    /// A relay imported a site's events at `at`; the newest is dated
+    /// `newest_event`.
+    SiteSync {
+        site: String,
+        at: TimeMs,
+        newest_event: TimeMs,
+    },
 }
 
 /// Writes for the store, all in one transaction with the input that caused them.
@@ -263,6 +282,16 @@ pub struct Tracker {
     failing_dirty: bool,
     /// The gate's ledger: earliest approval per (release, service).
     approvals: Approvals,
+    /// skipped_stage's ledger of deployments per stage, derived from the
+    /// keys (rebuilt at start, nothing stored of its own).
+    stages: Stages,
+    /// `[rollups]`.
+    rollups: crate::config::RollupsConfig,
+    /// Rollups whose `stuck` finding was made (once per rollup while the
+    /// agent runs; a restart may report a rollup still stuck once more).
+    rollups_stuck: HashSet<(String, String)>,
+    /// Keys changed since the rollups were last computed.
+    rollups_stale: bool,
     dirty: HashSet<Key>,
     batch: Batch,
     effects: Vec<Effect>,
@@ -287,6 +316,10 @@ impl Tracker {
             failing: HashMap::new(),
             failing_dirty: false,
             approvals: Approvals::new(),
+            stages: Stages::default(),
+            rollups: Default::default(),
+            rollups_stuck: HashSet::new(),
+            rollups_stale: true,
             dirty: HashSet::new(),
             batch: Batch::default(),
             effects: Vec::new(),
@@ -302,11 +335,9 @@ impl Tracker {
         let model = Arc::new(Model::from_config(&cfg.model)?);
         let host = cfg.agent.host();
         let detect = Detectors::new(&cfg.anomalies, &host);
-        Ok(Self::new(
-            model,
-            detect,
-            Settings::from_config(cfg, persist),
-        ))
+        let mut t = Self::new(model, detect, Settings::from_config(cfg, persist));
+        t.rollups = cfg.rollups.clone();
+        Ok(t)
     }
 
     /// Loads state read back from the store, and emits the effects that
@@ -336,6 +367,8 @@ impl Tracker {
             {
                 self.deployed.insert(Target::of(&key), key.clone());
             }
+            self.stages
+                .note(&self.model, &key, &ks.last, &ks.status, ks.entered_at);
             self.keys.insert(key, Box::new(ks));
         }
         self.seen
@@ -371,6 +404,16 @@ impl Tracker {
 
     pub fn keys(&self) -> impl Iterator<Item = (&Key, &KeyState)> {
         self.keys.iter().map(|(k, s)| (k, &**s))
+    }
+
+    /// `[rollups]`.
+    pub fn rollups_config(&self) -> &crate::config::RollupsConfig {
+        &self.rollups
+    }
+
+    /// The rollups of the keys `keep` chooses, now.
+    pub fn rollups(&self, keep: impl Fn(&Key) -> bool) -> Vec<rollup::Rollup> {
+        rollup::compute(self.keys(), &self.model, &self.rollups, keep)
     }
 
     pub fn get(&self, key: &Key) -> Option<&KeyState> {
@@ -421,7 +464,19 @@ impl Tracker {
     /// Applies one event at agent time `now`; returns where it landed.
     pub fn apply(&mut self, ev: Event, now: TimeMs) -> InputResult {
         let source = ev.source.clone();
+        let (site, event_time) = (ev.site.clone(), ev.time);
         let result = self.apply_inner(ev, now);
+        if result == InputResult::Accepted {
+            self.rollups_stale = true;
+        }
+        if matches!(result, InputResult::Accepted | InputResult::Late) {
+            self.effects.push(Effect::Delay {
+                source: source.clone(),
+                site,
+                event_time,
+                recorded_at: now,
+            });
+        }
         self.effects.push(Effect::Input { source, result });
         result
     }
@@ -540,10 +595,15 @@ impl Tracker {
                 skewed,
                 reopened_from: None,
                 prev_version: None,
+                prev_commit: None,
                 now,
             };
             self.detect
                 .on_change(&model, &ch, &mut ks.memory, anomalies);
+            self.detect
+                .on_promotion(&model, &ch, &mut ks.memory, &self.stages, anomalies);
+            self.stages
+                .note(&model, key, &ks.last, model.id(to), order_time);
             self.effects.push(Effect::Status {
                 key: key.clone(),
                 status: ks.status.clone(),
@@ -571,6 +631,7 @@ impl Tracker {
         }
         let from = model.index(&ks.status);
         let prev_version = ks.last.version.clone();
+        let prev_commit = ks.last.commit.clone();
         let kind = match from {
             Some(f) if f == to => ChangeKind::Rereport,
             Some(f) => ChangeKind::Transition {
@@ -589,10 +650,13 @@ impl Tracker {
             skewed,
             reopened_from,
             prev_version: prev_version.as_deref(),
+            prev_commit: prev_commit.as_deref(),
             now,
         };
         self.detect
             .on_change(&model, &ch, &mut ks.memory, anomalies);
+        self.detect
+            .on_promotion(&model, &ch, &mut ks.memory, &self.stages, anomalies);
         if ks.conflict_since.is_none()
             && anomalies
                 .iter()
@@ -608,6 +672,15 @@ impl Tracker {
         if ev.version.is_none() {
             ks.last.version = prev_version;
         }
+        if ev.commit.is_none() {
+            ks.last.commit = prev_commit;
+        }
+        let since = if kind == ChangeKind::Rereport {
+            ks.entered_at
+        } else {
+            order_time
+        };
+        self.stages.note(&model, key, &ks.last, model.id(to), since);
 
         match kind {
             ChangeKind::Rereport => {
@@ -642,7 +715,7 @@ impl Tracker {
                     status: from_id.clone(),
                     secs,
                 });
-                if let Some(limit) = model.state(from).stuck_after
+                if let Some(limit) = model.stuck_after(from, &key.environment)
                     && order_time - ks.entered_at > limit.as_millis() as TimeMs
                 {
                     self.effects.push(Effect::Resolution {
@@ -854,6 +927,87 @@ impl Tracker {
         self.seen.len()
     }
 
+    /// Emits the rollups, and `stuck` for a rollup partly complete past
+    /// `[rollups] stuck_after` (agent's clock since its first target
+    /// completed, by event time), once per rollup.
+    fn check_rollups(&mut self, now: TimeMs, caught_up: bool) {
+        // Computing them walks every key: only when a key changed, or when
+        // time alone can make one stuck.
+        if !self.rollups_stale && self.rollups.stuck_after.is_none() {
+            return;
+        }
+        self.rollups_stale = false;
+        let rollups = self.rollups(|_| true);
+        if let Some(limit) = self.rollups.stuck_after
+            && caught_up
+            && self.detect.stuck.enabled
+        {
+            let limit = limit.as_millis() as TimeMs;
+            let mut found = Vec::new();
+            for r in &rollups {
+                let id = (r.release.clone(), r.environment.clone());
+                let Some(since) = r.first_complete_at.filter(|_| !r.complete) else {
+                    self.rollups_stuck.remove(&id);
+                    continue;
+                };
+                if now - since <= limit || self.rollups_stuck.contains(&id) {
+                    continue;
+                }
+                let done = r.counts.get("complete").copied().unwrap_or(0);
+                let waiting: Vec<String> = r
+                    .targets
+                    .iter()
+                    .filter(|t| t.status != "complete")
+                    .map(|t| {
+                        let site = if t.site.is_empty() {
+                            String::new()
+                        } else {
+                            format!("@{}", t.site)
+                        };
+                        format!("{}{site} {}", t.service, t.status)
+                    })
+                    .collect();
+                let key = Key {
+                    release: r.release.clone(),
+                    service: crate::event::NO_SERVICE.into(),
+                    environment: r.environment.clone(),
+                    site: String::new(),
+                };
+                let message = format!(
+                    "rollup of {} in {} partly complete for more than {}s: {done} of {} targets \
+                     complete; waiting for {}",
+                    r.release,
+                    r.environment,
+                    limit / 1000,
+                    r.targets.len(),
+                    waiting.join(", ")
+                );
+                let last = LastReport {
+                    time: since,
+                    ..LastReport::default()
+                };
+                found.push(self.detect.record(
+                    RuleId::Stuck,
+                    self.detect.stuck.severity,
+                    &key,
+                    None,
+                    &r.status,
+                    &last,
+                    now,
+                    message,
+                ));
+                self.rollups_stuck.insert(id);
+            }
+            for a in found {
+                if self.settings.outbox != OutboxMode::Off {
+                    self.batch.outbox.push(a.clone());
+                }
+                self.effects.push(Effect::Anomaly(Box::new(a)));
+            }
+        }
+        self.effects.push(Effect::Rollups(rollups));
+    }
+
     fn transition_record(
         &self,
         key: &Key,
@@ -918,7 +1072,7 @@ impl Tracker {
             let Some(status) = model.index(&ks.status) else {
                 continue;
             };
-            if let Some(limit) = model.state(status).stuck_after
+            if let Some(limit) = model.stuck_after(status, &key.environment)
                 && now - ks.entered_at > limit.as_millis() as TimeMs
             {
                 *counts
@@ -949,6 +1103,7 @@ impl Tracker {
             forget.extend(self.oldest_finished(finished - self.settings.max_finished, now));
         }
         for key in forget {
+            self.rollups_stale = true;
             self.keys.remove(&key);
             self.dirty.remove(&key);
             self.effects.push(Effect::Forgotten { key: key.clone() });
@@ -962,6 +1117,8 @@ impl Tracker {
             }
             self.effects.push(Effect::Anomaly(Box::new(a)));
         }
+        self.stages.prune(&model, now);
+        self.check_rollups(now, caught_up);
         let mut counts: Vec<_> = counts.into_iter().collect();
         counts.sort();
         self.effects.push(Effect::StuckCounts(counts));

@@ -69,11 +69,13 @@ fn tracker(settings: Settings) -> Tracker {
 fn tracker_with(settings: Settings, config: &str) -> Tracker {
     let cfg: crate::config::Config = toml::from_str(config).expect("case config parses");
     let model = Model::from_config(&cfg.model).expect("case model is valid");
-    Tracker::new(
+    let mut t = Tracker::new(
         Arc::new(model),
         Detectors::new(&cfg.anomalies, "host"),
         settings,
-    )
+    );
+    t.rollups = cfg.rollups;
+    t
 }
 
 // ---------------------------------------------------------------- events in
@@ -114,6 +116,7 @@ trait Build {
     fn actor_type(self, t: ActorType) -> Self;
     fn commit_time(self, at: TimeMs) -> Self;
     fn version(self, v: &str) -> Self;
+    fn commit(self, c: &str) -> Self;
     fn source(self, s: &str) -> Self;
     fn reason(self, r: &str) -> Self;
     fn emergency(self) -> Self;
@@ -146,6 +149,10 @@ impl Build for Event {
     }
     fn version(mut self, v: &str) -> Self {
         self.version = Some(v.into());
+        self
+    }
+    fn commit(mut self, c: &str) -> Self {
+        self.commit = Some(c.into());
         self
     }
     fn source(mut self, s: &str) -> Self {
@@ -256,7 +263,11 @@ fn anomaly_key(a: &Anomaly) -> Key {
 
 fn render_effect(e: &Effect) -> Option<String> {
     Some(match e {
-        Effect::Input { .. } | Effect::Status { .. } => return None,
+        Effect::Input { .. }
+        | Effect::Status { .. }
+        | Effect::Rollups(_)
+        | Effect::Delay { .. }
+        | Effect::SiteSync { .. } => return None,
         Effect::Finished { key, .. } => format!("finished {key}"),
         Effect::Reopened { key } => format!("reopened {key}"),
         Effect::Forgotten { key } => format!("forgotten {key}"),

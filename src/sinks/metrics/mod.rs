@@ -227,10 +227,25 @@ pub struct Metrics {
     http_connections: IntGauge,
     http_refused: IntCounterVec,
     exposed: HashMap<u128, Exposed>,
+    /// Freshness: recorded time - event time, per source and site.
+    event_delay: HistogramVec,
+    /// Relays: when each site's events were last imported.
+    site_last_sync: GaugeVec,
+    /// Relays: event time of the newest event imported per site.
+    site_newest_event: GaugeVec,
+    /// `relstat_release_rollup_status`: (release, environment, status,
+    /// targets), labels already capped; at most `max_tracked` rollups.
+    rollups: Vec<(String, String, String, u64)>,
     caps: LabelCaps,
     retention_ms: TimeMs,
     max_tracked: usize,
 }
+
+/// `relstat_event_delay_seconds`: from a second (a webhook) to a week (a
+/// bundle carried by hand).
+const DELAY_BUCKETS: [f64; 11] = [
+    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, 259200.0, 604800.0,
+];
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help)
@@ -460,6 +475,27 @@ impl Metrics {
             registry.register(Box::new(dlq_payloads.clone()))?;
             registry.register(Box::new(dlq_dropped.clone()))?;
         }
+        let event_delay = HistogramVec::new(
+            HistogramOpts::new(
+                "relstat_event_delay_seconds",
+                "Recorded time minus event time of each event recorded (accepted or late), per source and site.",
+            )
+            .buckets(DELAY_BUCKETS.to_vec()),
+            &["source", "site"],
+        )?;
+        registry.register(Box::new(event_delay.clone()))?;
+        let site_last_sync = reg!(
+            GaugeVec,
+            "relstat_site_last_sync_timestamp_seconds",
+            "Relays: when (agent's clock, Unix seconds) a site's events were last imported from a bundle.",
+            &["site"]
+        );
+        let site_newest_event = reg!(
+            GaugeVec,
+            "relstat_site_newest_event_timestamp_seconds",
+            "Relays: event time (Unix seconds) of the newest event imported from a site.",
+            &["site"]
+        );
         Ok(Self {
             registry,
             status_duration,
@@ -492,7 +528,11 @@ impl Metrics {
             label_overflow,
             http_connections,
             http_refused,
+            event_delay,
+            site_last_sync,
+            site_newest_event,
             exposed: HashMap::new(),
+            rollups: Vec::new(),
             caps: LabelCaps {
                 max: cfg.max_label_values,
                 max_bytes: cfg.label_value_max_bytes,
@@ -632,6 +672,31 @@ impl Metrics {
                     .with_label_values(&[a.rule.as_str(), a.severity.as_str(), &*env])
                     .inc();
             }
+            Effect::Rollups(rollups) => self.set_rollups(rollups),
+            Effect::Delay {
+                source,
+                site,
+                event_time,
+                recorded_at,
+            } => {
+                let site = self.caps.cap("site", site, &self.label_overflow);
+                let secs = (recorded_at - event_time).max(0) as f64 / 1000.0;
+                self.event_delay
+                    .with_label_values(&[source.as_str(), &*site])
+                    .observe(secs);
+            }
+            Effect::SiteSync {
+                site,
+                at,
+                newest_event,
+            } => {
+                let site = self.caps.cap("site", site, &self.label_overflow);
+                self.site_last_sync
+                    .with_label_values(&[&*site])
+                    .set(*at as f64 / 1000.0);
+                let g = self.site_newest_event.with_label_values(&[&*site]);
+                g.set(g.get().max(*newest_event as f64 / 1000.0));
+            }
             Effect::StuckCounts(counts) => {
                 self.stuck.reset();
                 for ((env, status), n) in counts {
@@ -642,6 +707,27 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Replaces the rollup series: the `max_tracked` most recently changed
+    /// rollups, one series per status with targets in it.
+    fn set_rollups(&mut self, rollups: &[crate::track::rollup::Rollup]) {
+        let mut recent: Vec<&crate::track::rollup::Rollup> = rollups.iter().collect();
+        recent.sort_by_key(|r| std::cmp::Reverse(r.changed_at));
+        recent.truncate(self.max_tracked);
+        let mut out = Vec::new();
+        for r in recent {
+            let release = self
+                .caps
+                .shorten("release", &r.release, &self.label_overflow)
+                .into_owned();
+            let env = self.env_label(&r.environment).into_owned();
+            for (status, n) in &r.counts {
+                out.push((release.clone(), env.clone(), status.clone(), *n));
+            }
+        }
+        out.sort();
+        self.rollups = out;
     }
 
     fn set_status(&mut self, key: &Key, status: &str, since: TimeMs) {
@@ -780,6 +866,7 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&families, &mut buf);
         let mut out = String::from_utf8(buf).unwrap_or_default();
         self.render_per_release(&mut out);
+        self.render_rollups(&mut out);
         out
     }
 
@@ -819,6 +906,22 @@ impl Metrics {
                 Esc(&e.service),
                 Esc(&e.site),
                 e.since as f64 / 1000.0
+            );
+        }
+    }
+
+    /// `relstat_release_rollup_status`, from the last rollups seen.
+    fn render_rollups(&self, out: &mut String) {
+        use std::fmt::Write;
+        out.push_str("# HELP relstat_release_rollup_status Targets (service, site) of a release in an environment per status; status missing: expected, never reported.\n");
+        out.push_str("# TYPE relstat_release_rollup_status gauge\n");
+        for (release, env, status, n) in &self.rollups {
+            let _ = writeln!(
+                out,
+                "relstat_release_rollup_status{{environment=\"{}\",release=\"{}\",status=\"{}\"}} {n}",
+                Esc(env),
+                Esc(release),
+                Esc(status)
             );
         }
     }

@@ -535,6 +535,8 @@ pub fn dropped_summary(l: &DroppedLedger, host: &str, site: &str, now: TimeMs) -
         detected_at: now,
         reason: Some("when_full = \"drop_oldest\"".into()),
         version: None,
+        commit: None,
+        change_class: None,
         host: host.to_string(),
         message: format!(
             "{} SIEM events were dropped from the full spool{span}",

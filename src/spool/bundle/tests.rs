@@ -27,6 +27,8 @@ fn record(i: u64, rule: &str) -> Anomaly {
         detected_at: 1_700_000_001_000 + i as i64,
         reason: Some("line one\nline two \"quoted\"".into()),
         version: Some("1.2.3".into()),
+        commit: None,
+        change_class: None,
         host: "host-a".into(),
         message: format!("r{i} moved"),
     }

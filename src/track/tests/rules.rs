@@ -1257,3 +1257,351 @@ fn built_in_rules_can_be_disabled_or_retuned() {
         },
     ]);
 }
+
+// ----------------------------------------------------------- skipped_stage
+
+const PROMO: &str = r#"
+[model.promotion]
+order = ["staging", "prod"]
+window = "1h"
+"#;
+
+/// Three stages.
+const PROMO3: &str = r#"
+[model.promotion]
+order = ["dev", "staging", "prod"]
+window = "1h"
+"#;
+
+const PROMO_COMMIT: &str = r#"
+[model.promotion]
+order = ["staging", "prod"]
+window = "1h"
+match = "commit"
+"#;
+
+const PROMO_RELEASE: &str = r#"
+[model.promotion]
+order = ["staging", "prod"]
+window = "1h"
+match = "release"
+"#;
+
+/// A deployment of `release` to `env` at `secs`, carrying `version`.
+fn dv(release: &str, env: &str, status: &str, secs: i64, version: &str) -> Step {
+    at(
+        t(secs),
+        ev(release, "svc", env, status, t(secs)).version(version),
+        Accepted,
+    )
+}
+
+#[test]
+fn skipped_stage() {
+    run_table(vec![
+        Case {
+            name: "a clean promotion by version (release ids differ per environment): nothing",
+            config: PROMO3,
+            only: ANOMALIES,
+            steps: vec![
+                dv("b-101", "dev", "deployed", 0, "1.4"),
+                dv("b-102", "staging", "deployed", 60, "1.4"),
+                dv("sync-7", "prod", "in_progress", 120, "1.4"),
+                dv("sync-7", "prod", "deployed", 180, "1.4"),
+            ],
+            keys: &[
+                "b-101/svc/dev deployed since=0 open",
+                "b-102/svc/staging deployed since=60 open",
+                "sync-7/svc/prod deployed since=180 open",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "production got a version staging never had: skipped_stage, once per run",
+            config: PROMO,
+            only: ANOMALIES,
+            steps: vec![
+                dv("r1", "staging", "deployed", 0, "1.3"),
+                dv("r2", "prod", "in_progress", 60, "1.4"),
+                dv("r2", "prod", "paused", 90, "1.4"),
+                dv("r2", "prod", "in_progress", 100, "1.4"),
+                dv("r2", "prod", "deployed", 120, "1.4"),
+            ],
+            keys: &[
+                "r1/svc/staging deployed since=0 open",
+                "r2/svc/prod deployed since=120 open",
+            ],
+            effects: &["anomaly skipped_stage r2/svc/prod in_progress"],
+            findings: Some(&[
+                "skipped_stage warning r2/svc/prod:in_progress@60: prod deployment started for \
+                 r2/svc by deploy-bot skipped the staging stage: staging had no deployment of \
+                 version 1.4 in the 1h before",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "the version a key carried from an earlier report is the one compared",
+            config: PROMO,
+            only: ANOMALIES,
+            steps: vec![
+                dv("r1", "staging", "in_progress", 0, "1.4"),
+                at(
+                    t(30),
+                    ev("r1", "svc", "staging", "deployed", t(30)),
+                    Accepted,
+                ),
+                at(
+                    t(40),
+                    ev("r1", "svc", "staging", "complete", t(40)),
+                    Accepted,
+                ),
+                dv("r1", "prod", "scheduled", 50, "1.4"),
+                at(t(60), ev("r1", "svc", "prod", "deployed", t(60)), Accepted),
+            ],
+            keys: &[
+                "r1/svc/staging complete since=40 finished=terminal@40",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "the previous stage's deployment older than the window does not count",
+            config: PROMO,
+            only: ANOMALIES,
+            steps: vec![
+                dv("r1", "staging", "deployed", 0, "1.4"),
+                dv("r1", "prod", "deployed", 2 * H, "1.4"),
+            ],
+            keys: &[
+                "r1/svc/staging deployed since=0 open",
+                "r1/svc/prod deployed since=7200 open",
+            ],
+            effects: &["anomaly skipped_stage r1/svc/prod deployed"],
+            ..Case::default()
+        },
+        Case {
+            name: "the previous stage at another site does not count; the first stage is never judged",
+            config: PROMO,
+            only: ANOMALIES,
+            steps: vec![
+                at(
+                    t(0),
+                    ev("r1", "svc", "staging", "deployed", t(0))
+                        .version("1.4")
+                        .site("zurich"),
+                    Accepted,
+                ),
+                at(
+                    t(60),
+                    ev("r1", "svc", "prod", "deployed", t(60))
+                        .version("1.4")
+                        .site("oslo"),
+                    Accepted,
+                ),
+                dv("r1", "qa", "deployed", 70, "1.4"),
+            ],
+            keys: &[
+                "r1/svc/staging@zurich deployed since=0 open",
+                "r1/svc/prod@oslo deployed since=60 open",
+                "r1/svc/qa deployed since=70 open",
+            ],
+            effects: &["anomaly skipped_stage r1/svc/prod@oslo deployed"],
+            ..Case::default()
+        },
+        Case {
+            name: "with three stages, staging is judged against dev",
+            config: PROMO3,
+            only: ANOMALIES,
+            steps: vec![
+                dv("r1", "dev", "deployed", 0, "1.3"),
+                dv("r2", "staging", "deployed", 60, "1.4"),
+            ],
+            keys: &[
+                "r1/svc/dev deployed since=0 open",
+                "r2/svc/staging deployed since=60 open",
+            ],
+            effects: &["anomaly skipped_stage r2/svc/staging deployed"],
+            ..Case::default()
+        },
+        Case {
+            name: "a deployment that carries no version cannot be judged: nothing",
+            config: PROMO,
+            only: ANOMALIES,
+            steps: vec![at(t(0), p("r1", "deployed", t(0)), Accepted)],
+            keys: &["r1/svc/prod deployed since=0 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "matched by commit: the same commit is clean, another one skipped",
+            config: PROMO_COMMIT,
+            only: ANOMALIES,
+            steps: vec![
+                at(
+                    t(0),
+                    ev("b-1", "svc", "staging", "deployed", t(0)).commit("abc123"),
+                    Accepted,
+                ),
+                at(
+                    t(60),
+                    ev("s-1", "svc", "prod", "deployed", t(60)).commit("abc123"),
+                    Accepted,
+                ),
+                at(
+                    t(120),
+                    ev("s-2", "svc", "prod", "deployed", t(120))
+                        .commit("def456")
+                        .version("1.4"),
+                    Accepted,
+                ),
+            ],
+            keys: &[
+                "b-1/svc/staging deployed since=0 open",
+                "s-1/svc/prod deployed since=60 finished=superseded@120",
+                "s-2/svc/prod deployed since=120 open",
+            ],
+            effects: &["anomaly skipped_stage s-2/svc/prod deployed"],
+            findings: Some(&[
+                "skipped_stage warning s-2/svc/prod:deployed@120: prod deploy of s-2/svc by \
+                 deploy-bot skipped the staging stage: staging had no deployment of commit \
+                 def456 in the 1h before",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "matched by release: the same release id is clean, another one skipped",
+            config: PROMO_RELEASE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), ev("r1", "svc", "staging", "deployed", t(0)), Accepted),
+                at(t(60), ev("r1", "svc", "prod", "deployed", t(60)), Accepted),
+                at(
+                    t(120),
+                    ev("r2", "svc", "prod", "in_progress", t(120)),
+                    Accepted,
+                ),
+            ],
+            keys: &[
+                "r1/svc/staging deployed since=0 open",
+                "r1/svc/prod deployed since=60 open",
+                "r2/svc/prod in_progress since=120 open",
+            ],
+            effects: &["anomaly skipped_stage r2/svc/prod in_progress"],
+            ..Case::default()
+        },
+        Case {
+            name: "the emergency path excuses the skip: emergency_change, not skipped_stage",
+            config: PROMO,
+            only: ANOMALIES,
+            steps: vec![at(
+                t(60),
+                ev("r1", "svc", "prod", "deployed", t(60))
+                    .version("1.4.1")
+                    .emergency()
+                    .reason("INC-42 card payments down"),
+                Accepted,
+            )],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            effects: &["anomaly emergency_change r1/svc/prod deployed"],
+            findings: Some(&[
+                "emergency_change notice r1/svc/prod:deployed@60: emergency prod deploy of r1/svc \
+                 by deploy-bot: stage skipped on the emergency path (staging had no deployment \
+                 of version 1.4.1 in the 1h before); reason: INC-42 card payments down",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "a new run is judged again; a staging deploy dated after production's does not count",
+            config: PROMO,
+            only: ANOMALIES,
+            steps: vec![
+                dv("r1", "prod", "deployed", 60, "1.4"),
+                dv("r1", "staging", "deployed", 90, "1.4"),
+                dv("r1", "prod", "failed", 100, "1.4"),
+                dv("r1", "prod", "in_progress", 120, "1.4"),
+            ],
+            keys: &[
+                "r1/svc/prod in_progress since=120 open",
+                "r1/svc/staging deployed since=90 open",
+            ],
+            effects: &["anomaly skipped_stage r1/svc/prod deployed"],
+            ..Case::default()
+        },
+        Case {
+            name: "skipped_stage disabled: silent",
+            config: "[model.promotion]\norder = [\"staging\", \"prod\"]\n\
+                     [anomalies.skipped_stage]\nenabled = false\n",
+            only: ANOMALIES,
+            steps: vec![dv("r1", "prod", "deployed", 60, "1.4")],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            ..Case::default()
+        },
+    ]);
+}
+
+#[test]
+fn a_rollup_partly_complete_past_stuck_after_is_stuck_once() {
+    const ROLLUPS: &str = "[rollups]\nstuck_after = \"1h\"\n\
+        [rollups.environments.prod]\nservices = [\"svc\"]\nsites = [\"a\", \"b\"]\n";
+    run_table(vec![
+        Case {
+            name: "one site complete, the other never reported: stuck once, after stuck_after",
+            config: ROLLUPS,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "complete", t(0)).site("a"), Accepted),
+                tick(t(H - 10), true),
+                tick(t(H + 10), true),
+                tick(t(H + 20), true),
+            ],
+            keys: &["r1/svc/prod@a complete since=0 finished=terminal@0"],
+            effects: &["anomaly stuck r1/-/prod missing"],
+            findings: Some(&[
+                "stuck warning : rollup of r1 in prod partly complete for more than 3600s: 1 of \
+                 2 targets complete; waiting for svc@b missing",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "every target complete in time: nothing",
+            config: ROLLUPS,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), p("r1", "complete", t(0)).site("a"), Accepted),
+                at(t(60), p("r1", "complete", t(60)).site("b"), Accepted),
+                tick(t(2 * H), true),
+            ],
+            keys: &[
+                "r1/svc/prod@a complete since=0 finished=terminal@0",
+                "r1/svc/prod@b complete since=60 finished=terminal@60",
+            ],
+            ..Case::default()
+        },
+    ]);
+}
+
+#[test]
+fn stuck_after_per_environment() {
+    run_table(vec![Case {
+        name: "prod's in_progress threshold is 30m, staging keeps the state's 1h",
+        config: "[model.environments.prod]\nstuck_after = { in_progress = \"30m\" }\n",
+        only: &["anomaly", "stuck_counts"],
+        steps: vec![
+            at(t(0), p("r1", "in_progress", t(0)), Accepted),
+            at(
+                t(0),
+                ev("r1", "svc", "staging", "in_progress", t(0)),
+                Accepted,
+            ),
+            tick(t(40 * 60), true),
+        ],
+        keys: &[
+            "r1/svc/prod in_progress since=0 open",
+            "r1/svc/staging in_progress since=0 open",
+        ],
+        effects: &[
+            "anomaly stuck r1/svc/prod in_progress->in_progress",
+            "stuck_counts prod/in_progress=1",
+        ],
+        ..Case::default()
+    }]);
+}

@@ -156,6 +156,8 @@ pub(crate) mod tests {
             detected_at: 1_790_000_001_500,
             reason: Some("a|b\\c\r\nd]".into()),
             version: None,
+            commit: None,
+            change_class: None,
             host: "web-1".into(),
             message: "complete -> deployed | not allowed\nsecond line".into(),
         }
@@ -201,6 +203,8 @@ pub(crate) mod tests {
             detected_at: 1_794_819_725_000,
             reason: None,
             version: Some("2026.11.16".into()),
+            commit: None,
+            change_class: None,
             host: "web-1".into(),
             message: "production deploy of 2026.11.16/payments by jdoe without prior approval \
                       (no approval from jira)"
