@@ -5,7 +5,9 @@
 //! become `\n` / `\r` (the header cannot hold a newline: one becomes a
 //! space). Severity 0-10 from the syslog severity. Extension keys are CEF's
 //! own where one fits (`rt`, `start`, `suser`, `dvchost`, `externalId`...),
-//! `cs1`..`cs6` with labels for the rest.
+//! `cs1`..`cs6` and `flexString1`/`2` with labels for the rest, and custom
+//! keys (`relstatRelstatCommit`, `relstatRelstatChangeClass`: the guide's
+//! VendorProductKey form) once those slots are taken.
 
 use super::{FormatContext, escape_into, write_i64, write_u64};
 use crate::config::Severity;
@@ -77,6 +79,14 @@ pub(super) fn write(ctx: &FormatContext, a: &AnomalyRef<'_>, out: &mut Vec<u8>) 
         ext(b"flexString2Label", "version");
         ext(b"flexString2", v);
     }
+    // The dictionary's string slots are taken: custom keys, named as the
+    // CEF guide asks (vendor, product, then the field).
+    if let Some(v) = &a.commit {
+        ext(b"relstatRelstatCommit", v);
+    }
+    if let Some(c) = a.change_class {
+        ext(b"relstatRelstatChangeClass", c.as_str());
+    }
 }
 
 /// Header fields: `\` and `|` escaped; a newline cannot be held, it becomes
@@ -103,7 +113,7 @@ fn extension(c: u8) -> Option<&'static [u8]> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{nasty, render};
+    use super::super::tests::{nasty, render, transition};
     use crate::config::SiemFormat;
 
     #[test]
@@ -116,6 +126,23 @@ mod tests {
             cs2=pay|ments\\=1 cs3Label=environment cs3=prod\\nuction cs4Label=transition \
             cs4=complete -> deployed cs5Label=site cs5=zürich cs6Label=source cs6=deploy-log \
             flexString1Label=actor_type flexString1=human reason=a|b\\\\c\\r\\nd]";
+        assert_eq!(got, want);
+    }
+
+    /// Version, commit and change class (transition records, findings
+    /// about one event), escaped like any other value.
+    #[test]
+    fn golden_version_commit_change_class() {
+        let got = render(SiemFormat::Cef, &transition());
+        let want = "CEF:0|relstat|relstat|0.1.0|transition|r-1 moved in production: in_progress \
+            -> deployed by jo|1|rt=1790000001500 start=1790000000000 externalId=e-1 \
+            suser=jo\\=\"a\\\\b\" dvchost=web-1 cat=transition msg=r-1 moved in production: \
+            in_progress -> deployed by jo cs1Label=release cs1=r-1]\"x\\\\ cs2Label=service \
+            cs2=pay|ments\\=1 cs3Label=environment cs3=prod\\nuction cs4Label=transition \
+            cs4=in_progress -> deployed cs5Label=site cs5=zürich cs6Label=source \
+            cs6=deploy-log flexString1Label=actor_type flexString1=human reason=INC-7 \
+            flexString2Label=version flexString2=1.2|3 \
+            relstatRelstatCommit=ab\\=\"c]\\\\d\te\\nf relstatRelstatChangeClass=emergency";
         assert_eq!(got, want);
     }
 

@@ -78,7 +78,7 @@ fn escape(c: u8) -> Option<&'static [u8]> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{nasty, render};
+    use super::super::tests::{nasty, render, transition};
     use crate::config::SiemFormat;
 
     #[test]
@@ -90,6 +90,17 @@ mod tests {
         assert_eq!(v["site"], "zürich");
     }
 
+    /// Version, commit and change class (transition records, findings
+    /// about one event), escaped like any other value.
+    #[test]
+    fn golden_version_commit_change_class() {
+        let got = render(SiemFormat::Json, &transition());
+        let want = "{\"actor\":\"jo=\\\"a\\\\b\\\"\",\"actor_type\":\"human\",\"change_class\":\"emergency\",\"commit\":\"ab=\\\"c]\\\\d\\te\\nf\",\"detected_at\":\"2026-09-21T14:13:21.500Z\",\"environment\":\"prod\\nuction\",\"event_id\":\"e-1\",\"event_time\":\"2026-09-21T14:13:20.000Z\",\"from\":\"in_progress\",\"host\":\"web-1\",\"message\":\"r-1 \
+            moved in production: in_progress -> deployed by \
+            jo\",\"reason\":\"INC-7\",\"release\":\"r-1]\\\"x\\\\\",\"rule\":\"transition\",\"service\":\"pay|ments=1\",\"severity\":\"info\",\"site\":\"zürich\",\"source\":\"deploy-log\",\"to\":\"deployed\",\"version\":\"1.2|3\"}";
+        assert_eq!(got, want);
+    }
+
     proptest::proptest! {
         /// Byte for byte the object serde_json writes for the same fields
         /// (a sorted map of strings), whatever the values hold.
@@ -99,12 +110,22 @@ mod tests {
             actor in "[\\x00-\\x7f]{0,12}",
             reason in proptest::option::of("[\\x00-\\x20\"\\\\é€😀a-z]{0,12}"),
             version in proptest::option::of(".{0,8}"),
+            commit in proptest::option::of("[\\x00-\\x20\"\\\\a-f0-9]{0,12}"),
+            emergency in proptest::option::of(proptest::bool::ANY),
         ) {
             let mut a = nasty();
             a.release = release;
             a.actor = actor;
             a.reason = reason;
             a.version = version;
+            a.commit = commit;
+            a.change_class = emergency.map(|e| {
+                if e {
+                    crate::event::ChangeClass::Emergency
+                } else {
+                    crate::event::ChangeClass::Normal
+                }
+            });
             let got = render(SiemFormat::Json, &a);
             let r = crate::detect::AnomalyRef::from(&a);
             let mut m = serde_json::Map::new();

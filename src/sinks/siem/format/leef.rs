@@ -55,7 +55,7 @@ fn header(c: u8) -> Option<&'static [u8]> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{nasty, render};
+    use super::super::tests::{nasty, render, transition};
     use crate::config::SiemFormat;
 
     #[test]
@@ -68,6 +68,18 @@ mod tests {
             event_id=e-1\tevent_time=2026-09-21T14:13:20.000Z\t\
             detected_at=2026-09-21T14:13:21.500Z\treason=a|b\\c  d]\thost=web-1\t\
             msg=complete -> deployed | not allowed second line";
+        assert_eq!(got, want);
+    }
+
+    /// Version, commit and change class (transition records, findings
+    /// about one event), escaped like any other value.
+    #[test]
+    fn golden_version_commit_change_class() {
+        let got = render(SiemFormat::Leef, &transition());
+        let want = "LEEF:2.0|relstat|relstat|0.1.0|transition|x09|devTime=1790000001500\tcat=transition\tsev=1\tusrName=jo=\"a\\b\"\tseverity=info\trelease=r-1]\"x\\\tservice=pay|ments=1\tenvironment=prod \
+            uction\tsite=zürich\tfrom=in_progress\tto=deployed\tactor=jo=\"a\\b\"\tactor_type=human\tsource=deploy-log\tevent_id=e-1\tevent_time=2026-09-21T14:13:20.000Z\tdetected_at=2026-09-21T14:13:21.500Z\treason=INC-7\tversion=1.2|3\tcommit=ab=\"c]\\d \
+            e f\tchange_class=emergency\thost=web-1\tmsg=r-1 moved in production: in_progress \
+            -> deployed by jo";
         assert_eq!(got, want);
     }
 }

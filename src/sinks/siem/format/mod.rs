@@ -94,6 +94,12 @@ pub(crate) fn for_each_field(a: &AnomalyRef<'_>, mut f: impl FnMut(&'static str,
     if let Some(v) = &a.version {
         f("version", v);
     }
+    if let Some(v) = &a.commit {
+        f("commit", v);
+    }
+    if let Some(c) = a.change_class {
+        f("change_class", c.as_str());
+    }
     f("host", &a.host);
 }
 
@@ -163,6 +169,22 @@ pub(crate) mod tests {
         }
     }
 
+    /// A transition record carrying version, commit and change class, the
+    /// commit needing escapes in every format.
+    pub(crate) fn transition() -> Anomaly {
+        Anomaly {
+            rule: "transition".into(),
+            severity: Severity::Info,
+            from: Some("in_progress".into()),
+            reason: Some("INC-7".into()),
+            version: Some("1.2|3".into()),
+            commit: Some("ab=\"c]\\d\te\nf".into()),
+            change_class: Some(crate::event::ChangeClass::Emergency),
+            message: "r-1 moved in production: in_progress -> deployed by jo".into(),
+            ..nasty()
+        }
+    }
+
     pub(crate) fn ctx(f: SiemFormat) -> FormatContext {
         let mut c = FormatContext::new(f, "authpriv", "relstat@32473");
         c.procid = 4242;
@@ -212,6 +234,27 @@ pub(crate) mod tests {
         }
     }
 
+    /// The transition record docs/events.md renders in every format: what
+    /// a relay needs to judge the emergency path and `skipped_stage`.
+    fn documented_transition() -> Anomaly {
+        Anomaly {
+            rule: "transition".into(),
+            severity: Severity::Info,
+            actor: "deploy-bot".into(),
+            actor_type: ActorType::Automation,
+            event_id: "deploy-7790".into(),
+            event_time: 1_794_823_200_000,
+            detected_at: 1_794_823_201_000,
+            reason: Some("INC-4711 card payments failing".into()),
+            commit: Some("9f3c2e1".into()),
+            change_class: Some(crate::event::ChangeClass::Emergency),
+            message: "2026.11.16/payments moved in production: in_progress -> deployed by \
+                      deploy-bot"
+                .into(),
+            ..documented()
+        }
+    }
+
     /// docs/events.md shows what the formats really write.
     #[test]
     fn the_examples_in_docs_events_md_are_real_output() {
@@ -223,9 +266,11 @@ pub(crate) mod tests {
             SiemFormat::Leef,
             SiemFormat::Json,
         ] {
-            let line = render(f, &documented());
-            if !doc.contains(&format!("\n{line}\n")) {
-                missing.push(format!("{f:?}:\n{line}"));
+            for rec in [documented(), documented_transition()] {
+                let line = render(f, &rec);
+                if !doc.contains(&format!("\n{line}\n")) {
+                    missing.push(format!("{f:?}:\n{line}"));
+                }
             }
         }
         assert!(

@@ -79,7 +79,7 @@ fn header_field(v: &str, max: usize, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{nasty, render};
+    use super::super::tests::{nasty, render, transition};
     use crate::config::SiemFormat;
 
     #[test]
@@ -93,6 +93,23 @@ mod tests {
             event_time=\"2026-09-21T14:13:20.000Z\" detected_at=\"2026-09-21T14:13:21.500Z\" \
             reason=\"a|b\\\\c\r\nd\\]\" host=\"web-1\"] complete -> deployed | not allowed\n\
             second line";
+        assert_eq!(got, want);
+    }
+
+    /// Version, commit and change class (transition records, findings
+    /// about one event), escaped like any other value.
+    #[test]
+    fn golden_version_commit_change_class() {
+        let got = render(SiemFormat::Rfc5424, &transition());
+        let want = "<86>1 2026-09-21T14:13:21.500Z web-1 relstat 4242 transition [relstat@32473 \
+            rule=\"transition\" severity=\"info\" release=\"r-1\\]\\\"x\\\\\" \
+            service=\"pay|ments=1\" environment=\"prod\nuction\" site=\"zürich\" \
+            from=\"in_progress\" to=\"deployed\" actor=\"jo=\\\"a\\\\b\\\"\" \
+            actor_type=\"human\" source=\"deploy-log\" event_id=\"e-1\" \
+            event_time=\"2026-09-21T14:13:20.000Z\" detected_at=\"2026-09-21T14:13:21.500Z\" \
+            reason=\"INC-7\" version=\"1.2|3\" commit=\"ab=\\\"c\\]\\\\d\te\nf\" \
+            change_class=\"emergency\" host=\"web-1\"] r-1 moved in production: in_progress -> \
+            deployed by jo";
         assert_eq!(got, want);
     }
 
