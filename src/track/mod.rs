@@ -127,9 +127,9 @@ pub enum Effect {
     /// Open keys past their status's stuck_after, by (environment, status);
     /// replaces the previous counts.
     StuckCounts(Vec<((String, String), u64)>),
-    /// Every rollup (release × environment), from the periodic check;
-    /// replaces the previous ones.
-    Rollups(Vec<rollup::Rollup>),
+    /// Every rollup (release × environment), from the periodic check when
+    /// one changed; replaces the previous ones.
+    Rollups(Vec<Arc<rollup::Summary>>),
     /// An event was recorded (accepted or late) at `recorded_at`, agent's
     /// clock: its delay is `recorded_at - event_time`.
     Delay {
@@ -163,6 +163,9 @@ pub struct Batch {
     pub outbox: Vec<Anomaly>,
     /// Open restore episodes, when they changed.
     pub failing: Option<Vec<(Target, TimeMs)>>,
+    /// The rollups (release, environment) reported stuck and not complete
+    /// since, when they changed.
+    pub rollups_stuck: Option<Vec<(String, String)>>,
     /// Approvals ledger entries that changed: (release, service, earliest
     /// approval time).
     pub approvals: Vec<(String, String, TimeMs)>,
@@ -287,11 +290,13 @@ pub struct Tracker {
     stages: Stages,
     /// `[rollups]`.
     rollups: crate::config::RollupsConfig,
-    /// Rollups whose `stuck` finding was made (once per rollup while the
-    /// agent runs; a restart may report a rollup still stuck once more).
-    rollups_stuck: HashSet<(String, String)>,
-    /// Keys changed since the rollups were last computed.
-    rollups_stale: bool,
+    /// The rollups, kept as keys change.
+    rollup_index: rollup::Index,
+    /// Rollups (release, environment) whose `stuck` finding was made and
+    /// that were not complete since: once per episode, remembered across
+    /// restarts (the store's `meta`).
+    rollups_stuck: HashSet<(Arc<str>, Arc<str>)>,
+    rollups_stuck_dirty: bool,
     dirty: HashSet<Key>,
     batch: Batch,
     effects: Vec<Effect>,
@@ -318,8 +323,9 @@ impl Tracker {
             approvals: Approvals::new(),
             stages: Stages::default(),
             rollups: Default::default(),
+            rollup_index: rollup::Index::default(),
             rollups_stuck: HashSet::new(),
-            rollups_stale: true,
+            rollups_stuck_dirty: false,
             dirty: HashSet::new(),
             batch: Batch::default(),
             effects: Vec::new(),
@@ -369,6 +375,7 @@ impl Tracker {
             }
             self.stages
                 .note(&self.model, &key, &ks.last, &ks.status, ks.entered_at);
+            self.rollup_index.note(&key, &ks.status, ks.entered_at);
             self.keys.insert(key, Box::new(ks));
         }
         self.seen
@@ -382,6 +389,12 @@ impl Tracker {
         self.failing.extend(failing);
         self.approvals
             .extend(approvals.into_iter().map(|(r, s, at)| ((r, s), at)));
+    }
+
+    /// Loads the rollups reported stuck (read back from the store).
+    pub fn restore_rollups_stuck(&mut self, stuck: Vec<(String, String)>) {
+        self.rollups_stuck
+            .extend(stuck.into_iter().map(|(r, e)| (Arc::from(r), Arc::from(e))));
     }
 
     /// The gate's ledger.
@@ -441,6 +454,15 @@ impl Tracker {
             .drain()
             .filter_map(|k| self.keys.get(&k).map(|s| (k, (**s).clone())))
             .collect();
+        if std::mem::take(&mut self.rollups_stuck_dirty) && self.settings.persist {
+            let mut stuck: Vec<(String, String)> = self
+                .rollups_stuck
+                .iter()
+                .map(|(r, e)| (r.to_string(), e.to_string()))
+                .collect();
+            stuck.sort();
+            batch.rollups_stuck = Some(stuck);
+        }
         if std::mem::take(&mut self.failing_dirty) {
             batch.failing = Some(
                 self.failing
@@ -466,9 +488,6 @@ impl Tracker {
         let source = ev.source.clone();
         let (site, event_time) = (ev.site.clone(), ev.time);
         let result = self.apply_inner(ev, now);
-        if result == InputResult::Accepted {
-            self.rollups_stale = true;
-        }
         if matches!(result, InputResult::Accepted | InputResult::Late) {
             self.effects.push(Effect::Delay {
                 source: source.clone(),
@@ -523,6 +542,9 @@ impl Tracker {
             InputResult::Accepted
         } else {
             self.advance(&key, &ev, to, order_time, now, skewed, &mut anomalies);
+            if let Some(ks) = self.keys.get(&key) {
+                self.rollup_index.note(&key, &ks.status, ks.entered_at);
+            }
             InputResult::Accepted
         };
 
@@ -927,85 +949,124 @@ impl Tracker {
         self.seen.len()
     }
 
-    /// Emits the rollups, and `stuck` for a rollup partly complete past
-    /// `[rollups] stuck_after` (agent's clock since its first target
-    /// completed, by event time), once per rollup.
+    /// Brings the rollups up to date (emitted when one changed), and
+    /// raises `stuck` for a rollup partly complete past `[rollups]
+    /// stuck_after` (agent's clock since its first target completed, by
+    /// event time), once until it is complete (or wholly incomplete) again.
     fn check_rollups(&mut self, now: TimeMs, caught_up: bool) {
-        // Computing them walks every key: only when a key changed, or when
-        // time alone can make one stuck.
-        if !self.rollups_stale && self.rollups.stuck_after.is_none() {
-            return;
+        let changed = self.rollup_index.refresh(&self.model, &self.rollups);
+        if changed && !self.rollups_stuck.is_empty() {
+            // A rollup gone (its keys forgotten) is not remembered.
+            let index = &self.rollup_index;
+            let before = self.rollups_stuck.len();
+            self.rollups_stuck.retain(|(r, e)| index.contains(e, r));
+            self.rollups_stuck_dirty |= self.rollups_stuck.len() != before;
         }
-        self.rollups_stale = false;
-        let rollups = self.rollups(|_| true);
         if let Some(limit) = self.rollups.stuck_after
             && caught_up
             && self.detect.stuck.enabled
         {
             let limit = limit.as_millis() as TimeMs;
-            let mut found = Vec::new();
-            for r in &rollups {
-                let id = (r.release.clone(), r.environment.clone());
+            let mut due = Vec::new();
+            for r in self.rollup_index.summaries() {
                 let Some(since) = r.first_complete_at.filter(|_| !r.complete) else {
-                    self.rollups_stuck.remove(&id);
+                    if !self.rollups_stuck.is_empty()
+                        && self
+                            .rollups_stuck
+                            .remove(&(Arc::clone(&r.release), Arc::clone(&r.environment)))
+                    {
+                        self.rollups_stuck_dirty = true;
+                    }
                     continue;
                 };
-                if now - since <= limit || self.rollups_stuck.contains(&id) {
-                    continue;
+                if now - since > limit
+                    && !self
+                        .rollups_stuck
+                        .contains(&(Arc::clone(&r.release), Arc::clone(&r.environment)))
+                {
+                    due.push((Arc::clone(r), since));
                 }
-                let done = r.counts.get("complete").copied().unwrap_or(0);
-                let waiting: Vec<String> = r
-                    .targets
-                    .iter()
-                    .filter(|t| t.status != "complete")
-                    .map(|t| {
-                        let site = if t.site.is_empty() {
-                            String::new()
-                        } else {
-                            format!("@{}", t.site)
-                        };
-                        format!("{}{site} {}", t.service, t.status)
-                    })
-                    .collect();
-                let key = Key {
-                    release: r.release.clone(),
-                    service: crate::event::NO_SERVICE.into(),
-                    environment: r.environment.clone(),
-                    site: String::new(),
-                };
-                let message = format!(
-                    "rollup of {} in {} partly complete for more than {}s: {done} of {} targets \
-                     complete; waiting for {}",
-                    r.release,
-                    r.environment,
-                    limit / 1000,
-                    r.targets.len(),
-                    waiting.join(", ")
-                );
-                let last = LastReport {
-                    time: since,
-                    ..LastReport::default()
-                };
-                found.push(self.detect.record(
-                    RuleId::Stuck,
-                    self.detect.stuck.severity,
-                    &key,
-                    None,
-                    &r.status,
-                    &last,
-                    now,
-                    message,
-                ));
-                self.rollups_stuck.insert(id);
             }
-            for a in found {
+            // In a stable order (the index's is a hash map's).
+            due.sort_by(|(a, _), (b, _)| {
+                (&a.environment, &a.release).cmp(&(&b.environment, &b.release))
+            });
+            for (s, since) in due {
+                let Some(r) = self.rollup_index.rollup(
+                    &s.environment,
+                    &s.release,
+                    &self.model,
+                    &self.rollups,
+                ) else {
+                    continue;
+                };
+                let a = self.rollup_stuck_record(&r, since, limit, now);
+                self.rollups_stuck
+                    .insert((Arc::clone(&s.release), Arc::clone(&s.environment)));
+                self.rollups_stuck_dirty = true;
                 if self.settings.outbox != OutboxMode::Off {
                     self.batch.outbox.push(a.clone());
                 }
                 self.effects.push(Effect::Anomaly(Box::new(a)));
             }
         }
-        self.effects.push(Effect::Rollups(rollups));
+        if changed {
+            let all = self.rollup_index.summaries().cloned().collect();
+            self.effects.push(Effect::Rollups(all));
+        }
+    }
+
+    /// The `stuck` finding of a rollup partly complete since `since`.
+    fn rollup_stuck_record(
+        &self,
+        r: &rollup::Rollup,
+        since: TimeMs,
+        limit: TimeMs,
+        now: TimeMs,
+    ) -> Anomaly {
+        let done = r.counts.get("complete").copied().unwrap_or(0);
+        let waiting: Vec<String> = r
+            .targets
+            .iter()
+            .filter(|t| t.status != "complete")
+            .map(|t| {
+                let site = if t.site.is_empty() {
+                    String::new()
+                } else {
+                    format!("@{}", t.site)
+                };
+                format!("{}{site} {}", t.service, t.status)
+            })
+            .collect();
+        let key = Key {
+            release: r.release.clone(),
+            service: crate::event::NO_SERVICE.into(),
+            environment: r.environment.clone(),
+            site: String::new(),
+        };
+        let message = format!(
+            "rollup of {} in {} partly complete for more than {}s: {done} of {} targets \
+             complete; waiting for {}",
+            r.release,
+            r.environment,
+            limit / 1000,
+            r.targets.len(),
+            waiting.join(", ")
+        );
+        let last = LastReport {
+            time: since,
+            ..LastReport::default()
+        };
+        self.detect.record(
+            RuleId::Stuck,
+            self.detect.stuck.severity,
+            &key,
+            None,
+            &r.status,
+            &last,
+            now,
+            message,
+        )
     }
 
     fn transition_record(
@@ -1103,7 +1164,7 @@ impl Tracker {
             forget.extend(self.oldest_finished(finished - self.settings.max_finished, now));
         }
         for key in forget {
-            self.rollups_stale = true;
+            self.rollup_index.forget(&key);
             self.keys.remove(&key);
             self.dirty.remove(&key);
             self.effects.push(Effect::Forgotten { key: key.clone() });

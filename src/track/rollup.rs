@@ -1,6 +1,8 @@
 //! Rollups: one per release × environment, across services and sites
-//! (docs/api.md, docs/metrics.md). Derived from the tracker's keys whenever
-//! asked (the periodic check, the API), so they need nothing stored.
+//! (docs/api.md, docs/metrics.md). Derived from the tracker's keys, so they
+//! need nothing stored: [`compute`] from scratch (the API, with a
+//! partner's scope), [`Index`] kept up to date as keys change (the periodic
+//! check, which must not walk 10,000 keys every 15 s).
 //!
 //! - The targets of a rollup are (service, site) pairs. Expected targets are
 //!   `[rollups.environments.<env>]` services × sites (a list left empty: the
@@ -15,7 +17,10 @@
 //!   unless a release has nothing else in the environment.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound::{Excluded, Unbounded};
+use std::sync::Arc;
 
+use foldhash::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::KeyState;
@@ -66,11 +71,13 @@ pub struct Rollup {
     pub first_complete_at: Option<TimeMs>,
 }
 
-/// The keys of one release in one environment.
-#[derive(Default)]
-struct Group<'a> {
-    keys: Vec<(&'a Key, &'a KeyState)>,
-    earliest: TimeMs,
+/// One key of a group as the computation sees it.
+#[derive(Clone, Copy)]
+struct MemberRef<'a> {
+    service: &'a str,
+    site: &'a str,
+    status: &'a str,
+    entered_at: TimeMs,
 }
 
 /// Every rollup the keys make, sorted by (environment, release); `keep`
@@ -81,24 +88,26 @@ pub fn compute<'a>(
     cfg: &RollupsConfig,
     keep: impl Fn(&Key) -> bool,
 ) -> Vec<Rollup> {
-    let mut groups: BTreeMap<(&'a str, &'a str), Group<'a>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&'a str, &'a str), (Vec<MemberRef<'a>>, TimeMs)> = BTreeMap::new();
     for (k, ks) in keys {
         if !keep(k) {
             continue;
         }
         let g = groups
             .entry((k.environment.as_str(), k.release.as_str()))
-            .or_insert_with(|| Group {
-                keys: Vec::new(),
-                earliest: TimeMs::MAX,
-            });
-        g.keys.push((k, ks));
-        g.earliest = g.earliest.min(ks.entered_at);
+            .or_insert_with(|| (Vec::new(), TimeMs::MAX));
+        g.0.push(MemberRef {
+            service: &k.service,
+            site: &k.site,
+            status: &ks.status,
+            entered_at: ks.entered_at,
+        });
+        g.1 = g.1.min(ks.entered_at);
     }
     // Per environment, the releases in order of their earliest status.
     let mut by_env: BTreeMap<&str, Vec<(TimeMs, &str)>> = BTreeMap::new();
-    for ((env, rel), g) in &groups {
-        by_env.entry(env).or_default().push((g.earliest, rel));
+    for ((env, rel), (_, earliest)) in &groups {
+        by_env.entry(env).or_default().push((*earliest, rel));
     }
     // The release before each one in its environment: one pass, not a
     // search per release (10,000 releases would make it quadratic).
@@ -109,100 +118,419 @@ pub fn compute<'a>(
             previous.insert((env, w[1].1), w[0].1);
         }
     }
-    let targets_of = |g: &Group<'_>| -> BTreeMap<(String, String), String> {
-        let services: Vec<_> = g
-            .keys
-            .iter()
-            .filter(|(k, _)| k.service != NO_SERVICE)
-            .collect();
-        let chosen: Vec<_> = if services.is_empty() {
-            g.keys.iter().collect()
+    groups
+        .iter()
+        .map(|((env, rel), (members, _))| {
+            let prev = previous
+                .get(&(*env, *rel))
+                .map(|p| groups[&(*env, *p)].0.as_slice());
+            build(env, rel, members, prev, model, cfg)
+        })
+        .collect()
+}
+
+/// The target (service, site) pairs a group's keys make, with their status.
+fn targets_of(members: &[MemberRef<'_>]) -> BTreeMap<(String, String), String> {
+    let has_services = members.iter().any(|m| m.service != NO_SERVICE);
+    members
+        .iter()
+        .filter(|m| !has_services || m.service != NO_SERVICE)
+        .map(|m| {
+            (
+                (m.service.to_string(), m.site.to_string()),
+                m.status.to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The rollup of one group, given the group before it in its environment.
+fn build(
+    env: &str,
+    rel: &str,
+    members: &[MemberRef<'_>],
+    prev: Option<&[MemberRef<'_>]>,
+    model: &Model,
+    cfg: &RollupsConfig,
+) -> Rollup {
+    let mut targets = targets_of(members);
+    let expected_from = if let Some(e) = cfg.environments.get(env) {
+        let reported_services: BTreeSet<String> = targets.keys().map(|(s, _)| s.clone()).collect();
+        let reported_sites: BTreeSet<String> = targets.keys().map(|(_, s)| s.clone()).collect();
+        let services: Vec<String> = if e.services.is_empty() {
+            reported_services.into_iter().collect()
         } else {
-            services
+            e.services.clone()
         };
-        chosen
-            .into_iter()
-            .map(|(k, ks)| ((k.service.clone(), k.site.clone()), ks.status.clone()))
-            .collect()
-    };
-    let mut out = Vec::new();
-    for ((env, rel), g) in &groups {
-        let mut targets = targets_of(g);
-        let expected_from = if let Some(e) = cfg.environments.get(*env) {
-            let reported_services: BTreeSet<String> =
-                targets.keys().map(|(s, _)| s.clone()).collect();
-            let reported_sites: BTreeSet<String> = targets.keys().map(|(_, s)| s.clone()).collect();
-            let services: Vec<String> = if e.services.is_empty() {
-                reported_services.into_iter().collect()
-            } else {
-                e.services.clone()
-            };
-            let sites: Vec<String> = if e.sites.is_empty() {
-                reported_sites.into_iter().collect()
-            } else {
-                e.sites.clone()
-            };
-            for s in &services {
-                for site in &sites {
-                    targets
-                        .entry((s.clone(), site.clone()))
-                        .or_insert_with(|| MISSING.to_string());
-                }
-            }
-            ExpectedFrom::Config
+        let sites: Vec<String> = if e.sites.is_empty() {
+            reported_sites.into_iter().collect()
         } else {
-            match previous.get(&(*env, *rel)) {
-                Some(prev) => {
-                    for t in targets_of(&groups[&(*env, *prev)]).into_keys() {
-                        targets.entry(t).or_insert_with(|| MISSING.to_string());
-                    }
-                    ExpectedFrom::PreviousRelease
-                }
-                None => ExpectedFrom::Reported,
-            }
+            e.sites.clone()
         };
-        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-        for st in targets.values() {
-            *counts.entry(st.clone()).or_default() += 1;
+        for s in &services {
+            for site in &sites {
+                targets
+                    .entry((s.clone(), site.clone()))
+                    .or_insert_with(|| MISSING.to_string());
+            }
         }
-        let rank = |s: &str| model.index(s).map_or(0, |i| model.state(i).rank + 1);
-        let status = targets
-            .values()
-            .min_by_key(|s| (rank(s), s.as_str()))
-            .cloned()
-            .unwrap_or_else(|| MISSING.to_string());
-        let complete = targets.values().all(|s| s == "complete");
-        let first_complete_at = g
-            .keys
-            .iter()
-            .filter(|(_, ks)| ks.status == "complete")
-            .map(|(_, ks)| ks.entered_at)
-            .min();
-        out.push(Rollup {
-            release: rel.to_string(),
-            environment: env.to_string(),
-            status,
-            complete,
-            counts,
-            expected_from,
-            targets: targets
-                .into_iter()
-                .map(|((service, site), status)| RollupTarget {
-                    service,
-                    site,
-                    status,
-                })
-                .collect(),
-            changed_at: g
-                .keys
-                .iter()
-                .map(|(_, ks)| ks.entered_at)
-                .max()
-                .unwrap_or(0),
-            first_complete_at,
-        });
+        ExpectedFrom::Config
+    } else {
+        match prev {
+            Some(prev) => {
+                for t in targets_of(prev).into_keys() {
+                    targets.entry(t).or_insert_with(|| MISSING.to_string());
+                }
+                ExpectedFrom::PreviousRelease
+            }
+            None => ExpectedFrom::Reported,
+        }
+    };
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for st in targets.values() {
+        *counts.entry(st.clone()).or_default() += 1;
     }
-    out
+    let rank = |s: &str| model.index(s).map_or(0, |i| model.state(i).rank + 1);
+    let status = targets
+        .values()
+        .min_by_key(|s| (rank(s), s.as_str()))
+        .cloned()
+        .unwrap_or_else(|| MISSING.to_string());
+    let complete = targets.values().all(|s| s == "complete");
+    let first_complete_at = members
+        .iter()
+        .filter(|m| m.status == "complete")
+        .map(|m| m.entered_at)
+        .min();
+    Rollup {
+        release: rel.to_string(),
+        environment: env.to_string(),
+        status,
+        complete,
+        counts,
+        expected_from,
+        targets: targets
+            .into_iter()
+            .map(|((service, site), status)| RollupTarget {
+                service,
+                site,
+                status,
+            })
+            .collect(),
+        changed_at: members.iter().map(|m| m.entered_at).max().unwrap_or(0),
+        first_complete_at,
+    }
+}
+
+/// What the periodic check and the metrics need of one rollup (its targets
+/// are rebuilt on demand: [`Index::rollup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub release: Arc<str>,
+    pub environment: Arc<str>,
+    /// The least advanced status among the targets.
+    pub status: Arc<str>,
+    pub complete: bool,
+    /// Number of targets per status (`missing` included), by status.
+    pub counts: Box<[(Arc<str>, u64)]>,
+    /// Number of targets.
+    pub targets: u64,
+    pub changed_at: TimeMs,
+    pub first_complete_at: Option<TimeMs>,
+}
+
+/// One key of a group, its names shared through the index's interner.
+#[derive(Debug)]
+struct Member {
+    service: Arc<str>,
+    site: Arc<str>,
+    status: Arc<str>,
+    entered_at: TimeMs,
+}
+
+impl Member {
+    fn as_ref(&self) -> MemberRef<'_> {
+        MemberRef {
+            service: &self.service,
+            site: &self.site,
+            status: &self.status,
+            entered_at: self.entered_at,
+        }
+    }
+}
+
+/// The keys of one release in one environment.
+#[derive(Debug, Default)]
+struct Group {
+    /// Sorted by (service, site); capacity kept exact (most groups hold a
+    /// handful of keys, and an idle agent may hold 10,000 groups).
+    members: Vec<Member>,
+    /// The earliest `entered_at` under which the group sits in
+    /// [`Env::order`] (none until first placed).
+    placed: Option<TimeMs>,
+    summary: Option<Arc<Summary>>,
+}
+
+#[derive(Debug, Default)]
+struct Env {
+    groups: HashMap<Arc<str>, Group>,
+    /// The releases in order of their earliest status: a release's
+    /// expected targets may be those of the one before it.
+    order: BTreeSet<(TimeMs, Arc<str>)>,
+    /// Releases whose keys changed since the last refresh.
+    dirty: HashSet<Arc<str>>,
+}
+
+/// Strings shared by the index (environments, releases, services, sites,
+/// statuses), so a key's names are held once however many places hold
+/// them; those no longer used are dropped when the set has doubled.
+#[derive(Debug, Default)]
+struct Interner {
+    names: HashSet<Arc<str>>,
+    pruned_at: usize,
+}
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.names.get(s) {
+            return Arc::clone(a);
+        }
+        if self.names.len() > 2 * self.pruned_at + 64 {
+            self.names.retain(|a| Arc::strong_count(a) > 1);
+            self.pruned_at = self.names.len();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.names.insert(Arc::clone(&a));
+        a
+    }
+}
+
+/// The rollups of every key, kept as the keys change: [`Index::note`] and
+/// [`Index::forget`] mark a key's group; [`Index::refresh`] recomputes the
+/// marked groups and the ones whose previous release they may have changed
+/// (the next release in their environment, before and after a group
+/// moves), so the periodic check does not walk every key. Gives the same
+/// rollups as [`compute`] over the same keys (tested).
+#[derive(Debug, Default)]
+pub struct Index {
+    envs: HashMap<Arc<str>, Env>,
+    names: Interner,
+    /// Environments with a marked group.
+    dirty: HashSet<Arc<str>>,
+}
+
+impl Index {
+    /// `key` is (now) in `status` since `entered_at`.
+    pub fn note(&mut self, key: &Key, status: &str, entered_at: TimeMs) {
+        let (env, rel) = self.group_of(key, true);
+        let Some(env) = env else { return };
+        let e = self.envs.get_mut(&*env).expect("just made");
+        let g = e.groups.get_mut(&*rel).expect("just made");
+        let at = g.members.binary_search_by(|m| {
+            (&*m.service, &*m.site).cmp(&(key.service.as_str(), key.site.as_str()))
+        });
+        match at {
+            Ok(i) => {
+                let m = &mut g.members[i];
+                if &*m.status == status && m.entered_at == entered_at {
+                    return;
+                }
+                if &*m.status != status {
+                    m.status = self.names.get(status);
+                }
+                m.entered_at = entered_at;
+            }
+            Err(i) => {
+                let m = Member {
+                    service: self.names.get(&key.service),
+                    site: self.names.get(&key.site),
+                    status: self.names.get(status),
+                    entered_at,
+                };
+                g.members.reserve_exact(1);
+                g.members.insert(i, m);
+            }
+        }
+        e.dirty.insert(rel);
+        self.dirty.insert(env);
+    }
+
+    /// `key` is no longer tracked.
+    pub fn forget(&mut self, key: &Key) {
+        let (Some(env), rel) = self.group_of(key, false) else {
+            return;
+        };
+        let Some(e) = self.envs.get_mut(&*env) else {
+            return;
+        };
+        let Some(g) = e.groups.get_mut(&*rel) else {
+            return;
+        };
+        if let Ok(i) = g.members.binary_search_by(|m| {
+            (&*m.service, &*m.site).cmp(&(key.service.as_str(), key.site.as_str()))
+        }) {
+            g.members.remove(i);
+            g.members.shrink_to_fit();
+            e.dirty.insert(rel);
+            self.dirty.insert(env);
+        }
+    }
+
+    /// The (environment, release) names of `key`'s group, made if `make`
+    /// (else the environment is `None` when there is no such group).
+    fn group_of(&mut self, key: &Key, make: bool) -> (Option<Arc<str>>, Arc<str>) {
+        let env = match self.envs.get_key_value(key.environment.as_str()) {
+            Some((k, _)) => Arc::clone(k),
+            None if make => {
+                let k = self.names.get(&key.environment);
+                self.envs.insert(Arc::clone(&k), Env::default());
+                k
+            }
+            None => return (None, Arc::from("")),
+        };
+        let e = self.envs.get_mut(&*env).expect("present");
+        let rel = match e.groups.get_key_value(key.release.as_str()) {
+            Some((k, _)) => Arc::clone(k),
+            None if make => {
+                let k = self.names.get(&key.release);
+                e.groups.insert(Arc::clone(&k), Group::default());
+                k
+            }
+            None => return (None, Arc::from("")),
+        };
+        (Some(env), rel)
+    }
+
+    /// Recomputes the marked groups and those after them; returns whether
+    /// any rollup changed (or went away).
+    pub fn refresh(&mut self, model: &Model, cfg: &RollupsConfig) -> bool {
+        let mut changed = false;
+        for env_name in std::mem::take(&mut self.dirty) {
+            let Some(env) = self.envs.get_mut(&*env_name) else {
+                continue;
+            };
+            let mut redo: HashSet<Arc<str>> = HashSet::default();
+            for rel in std::mem::take(&mut env.dirty) {
+                let Some(g) = env.groups.get_mut(&*rel) else {
+                    continue;
+                };
+                // The release after this one loses (or changes) its
+                // previous release when this one moves or goes.
+                if let Some(old) = g.placed.take() {
+                    let here = (old, Arc::clone(&rel));
+                    if let Some((_, next)) = env.order.range((Excluded(&here), Unbounded)).next() {
+                        redo.insert(Arc::clone(next));
+                    }
+                    env.order.remove(&here);
+                }
+                let Some(earliest) = g.members.iter().map(|m| m.entered_at).min() else {
+                    env.groups.remove(&*rel);
+                    changed = true;
+                    continue;
+                };
+                g.placed = Some(earliest);
+                let here = (earliest, Arc::clone(&rel));
+                if let Some((_, next)) = env.order.range((Excluded(&here), Unbounded)).next() {
+                    redo.insert(Arc::clone(next));
+                }
+                env.order.insert(here);
+                redo.insert(rel);
+            }
+            for rel in redo {
+                let Some(g) = env.groups.get(&*rel) else {
+                    continue;
+                };
+                let earliest = g.placed.expect("placed above");
+                let prev = env
+                    .order
+                    .range(..(earliest, Arc::clone(&rel)))
+                    .next_back()
+                    .and_then(|(_, p)| env.groups.get(&**p));
+                let members: Vec<MemberRef<'_>> = g.members.iter().map(Member::as_ref).collect();
+                let prev: Option<Vec<MemberRef<'_>>> =
+                    prev.map(|p| p.members.iter().map(Member::as_ref).collect());
+                let r = build(&env_name, &rel, &members, prev.as_deref(), model, cfg);
+                let names = &mut self.names;
+                let summary = Summary {
+                    release: Arc::clone(&rel),
+                    environment: Arc::clone(&env_name),
+                    status: names.get(&r.status),
+                    complete: r.complete,
+                    counts: r.counts.iter().map(|(s, n)| (names.get(s), *n)).collect(),
+                    targets: r.targets.len() as u64,
+                    changed_at: r.changed_at,
+                    first_complete_at: r.first_complete_at,
+                };
+                let g = env.groups.get_mut(&*rel).expect("present");
+                if g.summary.as_deref() != Some(&summary) {
+                    g.summary = Some(Arc::new(summary));
+                    changed = true;
+                }
+            }
+            if env.groups.is_empty() {
+                self.envs.remove(&*env_name);
+            }
+        }
+        changed
+    }
+
+    /// Every rollup's summary, as of the last refresh (unordered).
+    pub fn summaries(&self) -> impl Iterator<Item = &Arc<Summary>> {
+        self.envs
+            .values()
+            .flat_map(|e| e.groups.values())
+            .filter_map(|g| g.summary.as_ref())
+    }
+
+    /// Whether a rollup exists, as of the last refresh.
+    pub fn contains(&self, environment: &str, release: &str) -> bool {
+        self.envs
+            .get(environment)
+            .and_then(|e| e.groups.get(release))
+            .is_some_and(|g| g.summary.is_some())
+    }
+
+    /// One rollup in full, as of the last refresh.
+    pub fn rollup(
+        &self,
+        environment: &str,
+        release: &str,
+        model: &Model,
+        cfg: &RollupsConfig,
+    ) -> Option<Rollup> {
+        let env = self.envs.get(environment)?;
+        let (rel, g) = env.groups.get_key_value(release)?;
+        let earliest = g.placed?;
+        let members: Vec<MemberRef<'_>> = g.members.iter().map(Member::as_ref).collect();
+        let prev: Option<Vec<MemberRef<'_>>> = env
+            .order
+            .range(..(earliest, Arc::clone(rel)))
+            .next_back()
+            .and_then(|(_, p)| env.groups.get(&**p))
+            .map(|p| p.members.iter().map(Member::as_ref).collect());
+        Some(build(
+            environment,
+            release,
+            &members,
+            prev.as_deref(),
+            model,
+            cfg,
+        ))
+    }
+
+    /// Every rollup in full, sorted by (environment, release), as of the
+    /// last refresh: what [`compute`] gives over the same keys.
+    pub fn rollups(&self, model: &Model, cfg: &RollupsConfig) -> Vec<Rollup> {
+        let mut ids: Vec<(&str, &str)> = self
+            .envs
+            .iter()
+            .flat_map(|(e, env)| env.groups.keys().map(move |r| (&**e, &**r)))
+            .collect();
+        ids.sort();
+        ids.into_iter()
+            .filter_map(|(e, r)| self.rollup(e, r, model, cfg))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -297,5 +625,164 @@ mod tests {
             run(&done, &cfg),
             ["r3/staging complete complete Config [complete=2]"]
         );
+    }
+}
+
+#[cfg(test)]
+mod incremental_tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::RollupEnvironmentConfig;
+    use crate::detect::LastReport;
+
+    fn state(status: &str, at: TimeMs) -> KeyState {
+        KeyState {
+            status: status.into(),
+            entered_at: at,
+            max_time: at,
+            max_rank: 0,
+            max_id: String::new(),
+            last: LastReport::default(),
+            finished: None,
+            conflict_since: None,
+            memory: Default::default(),
+        }
+    }
+
+    /// One change to the keys: `None` status forgets the key.
+    type Op = (u8, u8, u8, u8, Option<u8>, i64, bool);
+
+    const STATUSES: [&str; 6] = [
+        "scheduled",
+        "in_progress",
+        "deployed",
+        "complete",
+        "failed",
+        "retired", // outside the model (a config change)
+    ];
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        proptest::collection::vec(
+            (
+                0..5u8,                                   // release
+                0..4u8,                                   // service (3: release-wide)
+                0..2u8,                                   // environment
+                0..3u8,                                   // site
+                proptest::option::weighted(0.85, 0..6u8), // status, or forgotten
+                0..40i64,                                 // entered_at: ties and reorders
+                proptest::bool::weighted(0.3),            // refresh after it
+            ),
+            1..60,
+        )
+    }
+
+    /// Applies `ops` to a key table and to an index refreshed now and then;
+    /// after every refresh the index holds what a full recompute gives.
+    fn check(ops: Vec<Op>, cfg: &RollupsConfig) -> Result<(), TestCaseError> {
+        let model = Model::builtin();
+        let mut keys: BTreeMap<Key, KeyState> = BTreeMap::new();
+        let mut index = Index::default();
+        let n = ops.len();
+        for (i, (r, s, e, site, status, at, refresh)) in ops.into_iter().enumerate() {
+            let key = Key {
+                release: format!("r{r}"),
+                service: if s == 3 {
+                    NO_SERVICE.into()
+                } else {
+                    format!("s{s}")
+                },
+                environment: ["dev", "prod"][e as usize].into(),
+                site: ["", "a", "b"][site as usize].into(),
+            };
+            match status {
+                Some(st) => {
+                    let st = STATUSES[st as usize];
+                    keys.insert(key.clone(), state(st, at));
+                    index.note(&key, st, at);
+                }
+                None => {
+                    keys.remove(&key);
+                    index.forget(&key);
+                }
+            }
+            if refresh || i + 1 == n {
+                index.refresh(&model, cfg);
+                let want = compute(keys.iter(), &model, cfg, |_| true);
+                prop_assert_eq!(&index.rollups(&model, cfg), &want);
+                let mut got: Vec<Summary> = index.summaries().map(|s| (**s).clone()).collect();
+                got.sort_by(|a, b| (&a.environment, &a.release).cmp(&(&b.environment, &b.release)));
+                prop_assert_eq!(got.len(), want.len());
+                for (g, w) in got.iter().zip(&want) {
+                    prop_assert_eq!(&*g.release, w.release.as_str());
+                    prop_assert_eq!(&*g.environment, w.environment.as_str());
+                    prop_assert_eq!(&*g.status, w.status.as_str());
+                    prop_assert_eq!(g.complete, w.complete);
+                    prop_assert_eq!(g.targets, w.targets.len() as u64);
+                    prop_assert_eq!(g.changed_at, w.changed_at);
+                    prop_assert_eq!(g.first_complete_at, w.first_complete_at);
+                    let counts: Vec<(String, u64)> =
+                        g.counts.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+                    let want_counts: Vec<(String, u64)> =
+                        w.counts.iter().map(|(s, n)| (s.clone(), *n)).collect();
+                    prop_assert_eq!(counts, want_counts);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Expected targets from the previous release (every environment).
+        #[test]
+        fn incremental_rollups_equal_a_full_recompute(ops in ops()) {
+            check(ops, &RollupsConfig::default())?;
+        }
+
+        /// `prod`'s expected targets configured, `dev`'s from the previous
+        /// release.
+        #[test]
+        fn incremental_rollups_equal_a_full_recompute_with_expected_targets(ops in ops()) {
+            let mut cfg = RollupsConfig::default();
+            cfg.environments.insert(
+                "prod".into(),
+                RollupEnvironmentConfig {
+                    services: vec!["s0".into(), "s1".into()],
+                    sites: vec![],
+                },
+            );
+            check(ops, &cfg)?;
+        }
+    }
+
+    /// A refresh with nothing changed recomputes nothing and says so; a
+    /// change to one release recomputes it and the release after it.
+    #[test]
+    fn a_refresh_without_changes_changes_nothing() {
+        let model = Model::builtin();
+        let cfg = RollupsConfig::default();
+        let mut index = Index::default();
+        let k = |r: &str, s: &str| Key {
+            release: r.into(),
+            service: s.into(),
+            environment: "prod".into(),
+            site: String::new(),
+        };
+        index.note(&k("r1", "api"), "complete", 10);
+        index.note(&k("r2", "web"), "deployed", 20);
+        assert!(index.refresh(&model, &cfg));
+        assert!(!index.refresh(&model, &cfg));
+        // the same status again: no change
+        index.note(&k("r1", "api"), "complete", 10);
+        assert!(!index.refresh(&model, &cfg));
+        // r1 gains a target: r2 now expects it too (missing)
+        index.note(&k("r1", "db"), "complete", 11);
+        assert!(index.refresh(&model, &cfg));
+        let r2 = index.rollup("prod", "r2", &model, &cfg).unwrap();
+        assert_eq!(r2.counts.get(MISSING), Some(&2));
     }
 }

@@ -710,11 +710,24 @@ impl Metrics {
     }
 
     /// Replaces the rollup series: the `max_tracked` most recently changed
-    /// rollups, one series per status with targets in it.
-    fn set_rollups(&mut self, rollups: &[crate::track::rollup::Rollup]) {
-        let mut recent: Vec<&crate::track::rollup::Rollup> = rollups.iter().collect();
-        recent.sort_by_key(|r| std::cmp::Reverse(r.changed_at));
-        recent.truncate(self.max_tracked);
+    /// rollups (ties by environment and release), one series per status
+    /// with targets in it.
+    fn set_rollups(&mut self, rollups: &[std::sync::Arc<crate::track::rollup::Summary>]) {
+        let mut recent: Vec<&crate::track::rollup::Summary> =
+            rollups.iter().map(|r| &**r).collect();
+        let newest_first = |r: &&crate::track::rollup::Summary| {
+            (
+                std::cmp::Reverse(r.changed_at),
+                r.environment.clone(),
+                r.release.clone(),
+            )
+        };
+        if recent.len() > self.max_tracked {
+            recent.select_nth_unstable_by_key(self.max_tracked, newest_first);
+            recent.truncate(self.max_tracked);
+        }
+        // The order the old sorted list had (labels are capped first come).
+        recent.sort_unstable_by_key(newest_first);
         let mut out = Vec::new();
         for r in recent {
             let release = self
@@ -723,7 +736,7 @@ impl Metrics {
                 .into_owned();
             let env = self.env_label(&r.environment).into_owned();
             for (status, n) in &r.counts {
-                out.push((release.clone(), env.clone(), status.clone(), *n));
+                out.push((release.clone(), env.clone(), status.to_string(), *n));
             }
         }
         out.sort();
