@@ -112,6 +112,7 @@ impl Core {
         }
         metrics.restore_counters(&snap.counters);
         tracker.restore(snap.keys, snap.seen, snap.failing, snap.approvals);
+        tracker.restore_rollups_stuck(snap.rollups_stuck);
         for e in tracker.take_effects() {
             metrics.apply(&e);
         }

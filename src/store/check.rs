@@ -199,6 +199,14 @@ impl Store {
                             .findings
                             .push(bad(t.table(), key, v.value(), e.to_string()));
                     }
+                    if let Some(v) = meta.get(super::ROLLUPS_STUCK)?
+                        && let Err(e) = serde_json::from_slice::<Vec<(String, String)>>(v.value())
+                    {
+                        let key = RowKey::Name(super::ROLLUPS_STUCK.into());
+                        report
+                            .findings
+                            .push(bad(t.table(), key, v.value(), e.to_string()));
+                    }
                 }
             }
             report.rows.push((t.table(), n));

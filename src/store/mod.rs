@@ -15,7 +15,7 @@
 //! | `counters` | "source\0result" | u64 | input accounting (`relstat_events_total`) |
 //! | `outbox` | seq | JSON [`Anomaly`] | SIEM records waiting for delivery |
 //! | `approvals` | (release, service) | earliest approval ms | the gate's ledger: approvals from approval sources (service `-`: the whole release) |
-//! | `meta` | name | bytes | sequence numbers, outbox byte total, the dropped-records ledger (`outbox_dropped`), restore episodes, schema version |
+//! | `meta` | name | bytes | sequence numbers, outbox byte total, the dropped-records ledger (`outbox_dropped`), restore episodes, the rollups reported `stuck` (`rollups_stuck`: not reported again after a restart), schema version |
 //! | `imported_bundles` | bundle id | JSON [`ImportedBundle`] | the ledger of imported bundles (`spool import`), kept forever |
 //! | `imported_records` | xxh3-128 of `event_id \0 rule` | imported_at ms | identities of imported records, kept forever (outlives `dedupe_window`); a batch's outbox record with an identity found here is not enqueued (a relay re-judging imported events does not duplicate the sites' records) |
 //! | `pending_tracking` | seq | JSON [`PendingEvent`] | imported transitions waiting for the relay's tracker: `spool import` into a stopped agent writes them with the chunk; the agent applies them at start ([`Store::commit_drained`] removes them with what they produce) |
@@ -68,6 +68,11 @@ const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_track
 const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine");
 /// The notification queues: (destination, seq) -> JSON message.
 const NOTIFY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("notify_queue");
+
+/// The `meta` entry holding the rollups reported stuck: a JSON list of
+/// (release, environment), rewritten whole when it changes (it holds only
+/// the rollups partly complete past `[rollups] stuck_after`).
+pub(super) const ROLLUPS_STUCK: &str = "rollups_stuck";
 
 /// The schema this relstat writes; it migrates every older one at open.
 const SCHEMA: u32 = 5;
@@ -139,6 +144,9 @@ pub struct Snapshot {
     pub failing: Vec<(Target, TimeMs)>,
     /// The gate's ledger: (release, service, earliest approval time).
     pub approvals: Vec<(String, String, TimeMs)>,
+    /// Rollups (release, environment) reported `stuck` and not complete
+    /// since.
+    pub rollups_stuck: Vec<(String, String)>,
     pub checkpoints: BTreeMap<String, Vec<u8>>,
     pub counters: BTreeMap<(String, InputResult), u64>,
     /// Records found undecodable by this load and moved to `quarantine`.
@@ -405,6 +413,10 @@ impl Store {
         let meta = tx.open_table(META)?;
         if let Some(v) = meta.get("failing")? {
             snap.failing = serde_json::from_slice(v.value()).map_err(|e| corrupt("meta", e))?;
+        }
+        if let Some(v) = meta.get(ROLLUPS_STUCK)? {
+            snap.rollups_stuck =
+                serde_json::from_slice(v.value()).map_err(|e| corrupt("meta", e))?;
         }
         Ok(snap)
     }
@@ -1015,6 +1027,10 @@ fn write_batch(
     if let Some(failing) = &batch.failing {
         let v = serde_json::to_vec(failing).map_err(|e| corrupt("meta", e))?;
         meta.insert("failing", v.as_slice())?;
+    }
+    if let Some(stuck) = &batch.rollups_stuck {
+        let v = serde_json::to_vec(stuck).map_err(|e| corrupt("meta", e))?;
+        meta.insert(ROLLUPS_STUCK, v.as_slice())?;
     }
     let mut approvals = tx.open_table(APPROVALS)?;
     for (release, service, at) in &batch.approvals {

@@ -881,3 +881,103 @@ fn an_undecodable_dead_letter_is_skipped_then_dropped() {
     assert_eq!(d.dropped, 1);
     assert_eq!(store.dlq_list(&DlqFilter::default(), 10).unwrap().len(), 1);
 }
+
+/// A rollup reported `stuck` is remembered in the store: a restart while it
+/// is still stuck does not report it again; once complete it may be stuck
+/// again (a target added later), and another release's rollup reports on
+/// its own.
+#[test]
+fn a_stuck_rollup_is_reported_once_across_restarts() {
+    use crate::config::Config;
+    use crate::track::{Effect, Tracker};
+
+    let cfg: Config = toml::from_str("[rollups]\nstuck_after = \"10m\"\n").unwrap();
+    let tracker = || Tracker::from_config(&cfg, true).unwrap();
+    let ev = |id: &str, release: &str, service: &str, site: &str, status: &str, secs: i64| Event {
+        id: id.into(),
+        time: secs * 1000,
+        release: release.into(),
+        service: service.into(),
+        site: site.into(),
+        status: status.into(),
+        ..event(0)
+    };
+    let m = 60_000;
+    // Rollup findings only (a key's own stuck has a service).
+    let findings = |tr: &mut Tracker| -> Vec<String> {
+        tr.take_effects()
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Anomaly(a) if a.service == crate::event::NO_SERVICE => {
+                    Some(format!("{} {}/{}", a.rule, a.release, a.environment))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let restart = |store: &Store| {
+        let snap = store.load().unwrap();
+        let mut tr = tracker();
+        tr.restore(snap.keys, snap.seen, snap.failing, snap.approvals);
+        tr.restore_rollups_stuck(snap.rollups_stuck);
+        tr.take_effects();
+        tr
+    };
+    let commit = |store: &Store, tr: &mut Tracker| {
+        store
+            .commit(&tr.take_batch(), &[], &BTreeMap::new())
+            .unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut tr = tracker();
+    tr.apply(ev("1", "r1", "api", "a", "complete", 60), 61_000);
+    tr.apply(ev("2", "r1", "api", "b", "in_progress", 60), 61_000);
+    tr.tick(5 * m, true);
+    assert!(findings(&mut tr).is_empty(), "not yet past stuck_after");
+    tr.tick(12 * m, true);
+    assert_eq!(findings(&mut tr), ["stuck r1/production"]);
+    tr.tick(13 * m, true);
+    assert!(findings(&mut tr).is_empty(), "once while it runs");
+    commit(&store, &mut tr);
+    drop(tr);
+
+    // Still stuck after a restart: not reported again.
+    let mut tr = restart(&store);
+    tr.tick(14 * m, true);
+    assert!(
+        findings(&mut tr).is_empty(),
+        "reported again after a restart"
+    );
+    commit(&store, &mut tr);
+
+    // Complete, then partly complete again (a target added): a new
+    // episode, across a restart too.
+    tr.apply(ev("3", "r1", "api", "b", "complete", 15 * 60), 15 * m);
+    tr.tick(15 * m, true);
+    assert!(findings(&mut tr).is_empty());
+    commit(&store, &mut tr);
+    let mut tr = restart(&store);
+    tr.apply(ev("4", "r1", "web", "a", "in_progress", 16 * 60), 16 * m);
+    // A later release with r1's targets expected, one of them missing.
+    tr.apply(ev("5", "r2", "api", "a", "complete", 17 * 60), 17 * m);
+    // r1's first target completed long ago: stuck again at once.
+    tr.tick(20 * m, true);
+    assert_eq!(findings(&mut tr), ["stuck r1/production"]);
+    tr.tick(28 * m, true);
+    assert_eq!(findings(&mut tr), ["stuck r2/production"]);
+    commit(&store, &mut tr);
+    let mut tr = restart(&store);
+    tr.tick(30 * m, true);
+    assert!(
+        findings(&mut tr).is_empty(),
+        "reported again after a restart"
+    );
+    assert_eq!(
+        store.load().unwrap().rollups_stuck,
+        [
+            ("r1".to_string(), "production".to_string()),
+            ("r2".to_string(), "production".to_string())
+        ]
+    );
+}
