@@ -127,6 +127,51 @@ fn tls_delivers_every_event_intact_and_in_order() {
     assert_eq!(agent.signal("-TERM"), Some(0));
 }
 
+/// A transition on the emergency path reaches rsyslog with its version,
+/// commit and change class in the structured data, escaped so rsyslog
+/// parses them back whole.
+#[test]
+fn tls_transition_records_carry_version_commit_and_change_class() {
+    let Some((bin, _serial)) = rsyslogd() else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    write_certs(certs.path());
+    let rs = Rsyslog::new(
+        bin,
+        certs.path(),
+        Input::Tls {
+            cert: "server",
+            mtls: false,
+        },
+        false,
+    );
+    let mut agent = Agent::new(&siem_conf(certs.path(), "tls", rs.port, ""));
+    std::fs::write(
+        agent.log("a.log"),
+        format!(
+            "{{\"time\":\"{}T10:00:00Z\",\"release\":\"r1\",\"environment\":\"prod\",\
+             \"status\":\"deployed\",\"service\":\"pay\",\"version\":\"1.2\",\
+             \"commit\":\"9f3c]\\\"x\",\"change_class\":\"emergency\",\"reason\":\"INC-7\"}}\n",
+            day()
+        ),
+    )
+    .unwrap();
+    agent.start();
+    assert!(
+        wait_until(30, || !rs.lines().is_empty()),
+        "nothing received; rsyslog said: {}",
+        std::fs::read_to_string(certs.path().join("rsyslog.err")).unwrap_or_default()
+    );
+    let sd = &rs.received()[0];
+    assert_eq!(sd["rule"], "transition");
+    assert_eq!(sd["version"], "1.2");
+    assert_eq!(sd["commit"], "9f3c]\"x");
+    assert_eq!(sd["change_class"], "emergency");
+    assert_eq!(sd["reason"], "INC-7");
+    assert_eq!(agent.signal("-TERM"), Some(0));
+}
+
 /// Streams `n` events (rate-limited so the stream is long enough), kills
 /// rsyslog -9 mid-stream, restarts it: every event arrives at least once.
 /// Returns the duplicates.
