@@ -98,7 +98,8 @@ fn dashboard(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// (panel title, refId, expr) of every target of a dashboard.
+/// (panel title, refId, expr) of every target of a dashboard, and of its
+/// Prometheus annotations (as ("annotation <name>", "-", expr)).
 fn targets(d: &Value) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for p in d["panels"].as_array().unwrap() {
@@ -107,6 +108,15 @@ fn targets(d: &Value) -> Vec<(String, String, String)> {
                 p["title"].as_str().unwrap().to_string(),
                 t["refId"].as_str().unwrap().to_string(),
                 t["expr"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    for a in d["annotations"]["list"].as_array().into_iter().flatten() {
+        if let Some(expr) = a["expr"].as_str() {
+            out.push((
+                format!("annotation {}", a["name"].as_str().unwrap()),
+                "-".into(),
+                expr.to_string(),
             ));
         }
     }
