@@ -881,3 +881,112 @@ fn an_undecodable_dead_letter_is_skipped_then_dropped() {
     assert_eq!(d.dropped, 1);
     assert_eq!(store.dlq_list(&DlqFilter::default(), 10).unwrap().len(), 1);
 }
+
+/// The gate configuration of the schema-5 upgrade fixture.
+fn upgrade_gate_config() -> crate::config::Config {
+    toml::from_str("[model.gate]\nenvironments = [\"production\"]\napproval_sources = [\"jira\"]\n")
+        .unwrap()
+}
+
+/// A tracker for the upgrade fixture's configuration.
+fn upgrade_tracker(cfg: &crate::config::Config) -> crate::track::Tracker {
+    use std::sync::Arc;
+    let model = Arc::new(crate::model::Model::from_config(&cfg.model).unwrap());
+    crate::track::Tracker::new(
+        model,
+        crate::detect::Detectors::new(&cfg.anomalies, "h"),
+        crate::track::Settings::from_config(cfg, true),
+    )
+}
+
+/// The events of the upgrade fixture: approvals from `jira` (per service,
+/// release-wide `-`, late) and production deploys, their attempts not yet
+/// judged when the store was written.
+fn upgrade_events() -> Vec<Event> {
+    let ev =
+        |id: &str, release: &str, service: &str, env: &str, status: &str, src: &str, secs: i64| {
+            Event {
+                id: id.into(),
+                time: secs * 1000,
+                release: release.into(),
+                service: service.into(),
+                environment: env.into(),
+                status: status.into(),
+                source: src.into(),
+                ..event(0)
+            }
+        };
+    vec![
+        // r1: approved for its service in staging, then deployed: clean
+        ev("a1", "r1", "svc", "staging", "approved", "jira", 10),
+        ev("d1", "r1", "svc", "production", "deployed", "ci", 20),
+        // r2: no approval: gate_bypass
+        ev("d2", "r2", "svc", "production", "deployed", "ci", 20),
+        // r3: approved for the whole release: clean
+        ev("a3", "r3", "-", "-", "approved", "jira", 10),
+        ev("d3", "r3", "svc", "production", "deployed", "ci", 20),
+        // r4: approved long after the deploy: gate_bypass
+        ev("d4", "r4", "svc", "production", "deployed", "ci", 20),
+        ev("a4", "r4", "-", "-", "approved", "jira", 900),
+        // r5: approved by another source: does not count
+        ev("a5", "r5", "svc", "-", "approved", "ci", 10),
+        ev("d5", "r5", "svc", "production", "deployed", "ci", 20),
+    ]
+}
+
+/// Writes the schema-5 upgrade fixture (run by hand with the relstat of
+/// schema 5: `RELSTAT_WRITE_STORE_FIXTURE=<dir> cargo test --lib
+/// write_schema5_store_fixture -- --ignored`).
+#[test]
+#[ignore]
+fn write_schema5_store_fixture() {
+    let dir = std::env::var("RELSTAT_WRITE_STORE_FIXTURE").expect("target directory");
+    let store = Store::open(Path::new(&dir)).unwrap();
+    let cfg = upgrade_gate_config();
+    let mut tr = upgrade_tracker(&cfg);
+    for ev in upgrade_events() {
+        tr.apply(ev, 1_000_000);
+    }
+    store
+        .commit(&tr.take_batch(), &[], &BTreeMap::new())
+        .unwrap();
+}
+
+/// A store written by the relstat of schema 5 (tests/fixtures/store/
+/// schema5, written by [`write_schema5_store_fixture`]) opens, and its gates
+/// judge as before: approvals per service and release-wide, in any
+/// environment, from approval sources only, by the deadline.
+#[test]
+fn a_schema5_store_opens_and_its_gates_judge_as_before() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store/schema5");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join(STORE_FILE), dir.path().join(STORE_FILE)).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let snap = store.load().unwrap();
+    let cfg = upgrade_gate_config();
+    let mut tr = upgrade_tracker(&cfg);
+    tr.restore(snap.keys, snap.seen, snap.failing, snap.approvals);
+    tr.take_effects();
+    tr.tick(2_000_000, true);
+    let mut found: Vec<String> = tr
+        .take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            crate::track::Effect::Anomaly(a) => Some(format!("{} {}", a.rule, a.release)),
+            _ => None,
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        ["gate_bypass r2", "gate_bypass r4", "gate_bypass r5"]
+    );
+    let meta = store.db.begin_read().unwrap();
+    let v = meta
+        .open_table(META)
+        .unwrap()
+        .get("schema")
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.value(), SCHEMA.to_string().as_bytes());
+}
