@@ -60,6 +60,8 @@ fn anomaly(rule: &str, env: &str) -> crate::detect::Anomaly {
         version: None,
         commit: None,
         change_class: None,
+        approver: None,
+        decision: None,
         host: "h".into(),
         message: "no approval".into(),
     }

@@ -85,6 +85,8 @@ fn batch(i: u64) -> (Batch, Checkpoints, Counters) {
             version: None,
             commit: None,
             change_class: None,
+            approver: None,
+            decision: None,
             host: "h".into(),
             message: "m".into(),
         }],
@@ -207,6 +209,17 @@ fn retention_purges_old_history_and_seen_ids() {
     assert_eq!(snap.keys.len(), 3);
 }
 
+/// The ledger row of one approval by `bot` from `jira` at 10 s.
+fn ledger_row() -> Vec<crate::detect::Ruling> {
+    vec![crate::detect::Ruling {
+        decision: crate::detect::Decision::Approved,
+        at: 10_000,
+        environment: "production".into(),
+        approver: "bot".into(),
+        source: "jira".into(),
+    }]
+}
+
 /// The gate's ledger and a pending deployment attempt survive a restart:
 /// an approval seen before the restart still satisfies the gate after it,
 /// and an attempt without one is judged once, after the restart.
@@ -246,12 +259,18 @@ fn the_approvals_ledger_and_pending_attempts_survive_a_restart() {
         tr.apply(ev("d1", "r1", "deployed", "ci", 20), 100_000);
         tr.apply(ev("d2", "r2", "deployed", "ci", 20), 100_000);
         let batch = tr.take_batch();
-        assert_eq!(batch.approvals, vec![("r1".into(), "svc".into(), 10_000)]);
+        assert_eq!(
+            batch.approvals,
+            vec![("r1".into(), "svc".into(), ledger_row())]
+        );
         store.commit(&batch, &[], &BTreeMap::new()).unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     let snap = store.load().unwrap();
-    assert_eq!(snap.approvals, vec![("r1".into(), "svc".into(), 10_000)]);
+    assert_eq!(
+        snap.approvals,
+        vec![("r1".into(), "svc".into(), ledger_row())]
+    );
     let mut tr = tracker();
     tr.restore(snap.keys, snap.seen, snap.failing, snap.approvals);
     tr.take_effects();
@@ -963,6 +982,36 @@ fn a_schema5_store_opens_and_its_gates_judge_as_before() {
     std::fs::copy(src.join(STORE_FILE), dir.path().join(STORE_FILE)).unwrap();
     let store = Store::open(dir.path()).unwrap();
     let snap = store.load().unwrap();
+    // each schema-5 row is one approval for every environment, by nobody known
+    let mut rows: Vec<String> = snap
+        .approvals
+        .iter()
+        .map(|(r, s, list)| {
+            let l: Vec<String> = list
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{}@{}/{}/{}/{}",
+                        x.decision.as_str(),
+                        x.at,
+                        x.environment,
+                        x.approver,
+                        x.source
+                    )
+                })
+                .collect();
+            format!("{r}/{s}: {}", l.join(","))
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            "r1/svc: approved@10000/-//",
+            "r3/-: approved@10000/-//",
+            "r4/-: approved@900000/-//",
+        ]
+    );
     let cfg = upgrade_gate_config();
     let mut tr = upgrade_tracker(&cfg);
     tr.restore(snap.keys, snap.seen, snap.failing, snap.approvals);

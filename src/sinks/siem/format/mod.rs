@@ -158,6 +158,8 @@ pub(crate) mod tests {
             version: None,
             commit: None,
             change_class: None,
+            approver: None,
+            decision: None,
             host: "web-1".into(),
             message: "complete -> deployed | not allowed\nsecond line".into(),
         }
@@ -205,6 +207,8 @@ pub(crate) mod tests {
             version: Some("2026.11.16".into()),
             commit: None,
             change_class: None,
+            approver: None,
+            decision: None,
             host: "web-1".into(),
             message: "production deploy of 2026.11.16/payments by jdoe without prior approval \
                       (no approval from jira)"
