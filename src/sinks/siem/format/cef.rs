@@ -77,6 +77,12 @@ pub(super) fn write(ctx: &FormatContext, a: &AnomalyRef<'_>, out: &mut Vec<u8>) 
         ext(b"flexString2Label", "version");
         ext(b"flexString2", v);
     }
+    if let Some(v) = &a.approver {
+        ext(b"approver", v);
+    }
+    if let Some(v) = &a.decision {
+        ext(b"decision", v);
+    }
 }
 
 /// Header fields: `\` and `|` escaped; a newline cannot be held, it becomes
