@@ -267,8 +267,7 @@ pub fn standing<'a>(
     model: &Model,
     key: &Key,
     approvals: &'a Approvals,
-    deployers: &[(String, String)],
-    evidence: &LastReport,
+    deployers: &[(&str, &str)],
     base: TimeMs,
     deadline: TimeMs,
 ) -> Standing<'a> {
@@ -300,8 +299,6 @@ pub fn standing<'a>(
             let approver = model.person(&r.source, &r.approver);
             deployers
                 .iter()
-                .map(|(s, a)| (s.as_str(), a.as_str()))
-                .chain([(evidence.source.as_str(), evidence.actor.as_str())])
                 .any(|(s, a)| model.person(s, a) == approver)
         }
     };
@@ -330,6 +327,19 @@ pub fn standing<'a>(
     }
 }
 
+/// The ledger's last decision for a key in a gated environment, whatever
+/// its time (what `relstat status` shows).
+pub fn last_decision<'a>(model: &Model, key: &Key, approvals: &'a Approvals) -> Option<&'a Ruling> {
+    let gate = model.gate.as_ref()?;
+    if !gate.environments.contains(&key.environment) {
+        return None;
+    }
+    match standing(model, key, approvals, &[], TimeMs::MAX, TimeMs::MAX) {
+        Standing::Approved(r) | Standing::Refused(r) => Some(r),
+        _ => None,
+    }
+}
+
 /// Judges every attempt of the key that is due at `now`.
 pub(super) fn judge(
     d: &Detectors,
@@ -353,15 +363,13 @@ pub(super) fn judge(
         }
         a.judged = true;
         changed = true;
-        let standing = standing(
-            model,
-            key,
-            approvals,
-            &a.deployers,
-            &a.evidence,
-            base,
-            deadline,
-        );
+        let deployers: Vec<(&str, &str)> = a
+            .deployers
+            .iter()
+            .map(|(s, w)| (s.as_str(), w.as_str()))
+            .chain([(a.evidence.source.as_str(), a.evidence.actor.as_str())])
+            .collect();
+        let standing = standing(model, key, approvals, &deployers, base, deadline);
         if let Standing::Approved(_) = standing {
             continue;
         }

@@ -27,7 +27,9 @@ mod stuck;
 mod unauthorized_actor;
 
 pub use anomaly::{Anomaly, AnomalyRef, RuleId};
-pub use gate::{Approvals, Attempt, Decision, Ruling, Standing, add_ruling, standing};
+pub use gate::{
+    Approvals, Attempt, Decision, Ruling, Standing, add_ruling, last_decision, standing,
+};
 pub use skipped_stage::Stages;
 pub(crate) use what_of as what;
 

@@ -37,6 +37,7 @@ fn record(e: Event, from: Option<&str>) -> HistoryRecord {
         from: from.map(String::from),
         late: false,
         anomalies: Vec::new(),
+        decision: None,
     }
 }
 

@@ -64,6 +64,7 @@ fn batch(i: u64) -> (Batch, Checkpoints, Counters) {
             from: None,
             late: false,
             anomalies: vec![],
+            decision: None,
         }],
         seen: vec![(crate::track::id_hash(&e.id), e.time)],
         outbox: vec![Anomaly {

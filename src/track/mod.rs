@@ -547,6 +547,7 @@ impl Tracker {
                 recorded_at: now,
                 order_time,
                 anomalies: rules,
+                decision,
                 event: ev,
             });
         }
