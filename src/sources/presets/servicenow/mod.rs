@@ -14,6 +14,8 @@
 //! release-wide: service and environment `-`. The poller ([`poll`]) reads
 //! the same records from the Table API and gives the same ids.
 
+pub mod poll;
+
 use serde_json::Value;
 
 use super::registry::{AuthScheme, Tool};
@@ -39,7 +41,7 @@ pub const TOOL: Tool = Tool {
     event_header: None,
     delivery_header: None,
     environment_always: true,
-    poll: None,
+    poll: Some(poll::poll),
     fixtures: Some("servicenow"),
 };
 
