@@ -677,3 +677,159 @@ fn jira_searches_changed_issues_with_their_changelog() {
     let (b, _) = p.poll_once();
     assert_eq!(b.errors, vec!["auth"]);
 }
+
+/// Azure DevOps: release deployments (a `minModifiedTime` cursor) and
+/// approvals, paged by `x-ms-continuationtoken`; the approval is the real
+/// service hook's object, and gives the webhook's id; a rejection also
+/// gives its ledger decision; pending approvals wait; 429; a 401 once the
+/// token is revoked.
+#[test]
+fn azure_devops_deployments_and_approvals_with_continuation_tokens() {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "tests/fixtures/azure-devops/\
+             ms.vss-release.deployment-approval-completed-event.aspnet-webhooks-pr.json",
+    ))
+    .unwrap();
+    let hook: Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).unwrap();
+    let webhook_id = {
+        let src: SourceConfig = toml::from_str(
+            "name = \"p\"\ntype = \"webhook\"\npreset = \"azure_devops\"\nsecret_file = \"/s\"\n",
+        )
+        .unwrap();
+        let parser = PresetParser::new(&src, &Model::builtin(), "").unwrap();
+        match parser.parse_value(None, &hook, 0).pop().unwrap() {
+            crate::sources::fields::Parsed::Event(e) => e.id,
+            other => panic!("{other:?}"),
+        }
+    };
+    let approval = hook["resource"]["approval"].clone();
+    let revoked = Arc::new(Mutex::new(false));
+    let r2 = revoked.clone();
+    let limited = Arc::new(AtomicUsize::new(0));
+    let l2 = limited.clone();
+    let srv = serve(move |r| {
+        if *r2.lock().unwrap() {
+            return Resp::json(401, "{}");
+        }
+        let token = param(&r.path, "continuationToken");
+        let deployment = |id: u64, status: &str, modified: &str| {
+            json!({
+                "id": id, "deploymentStatus": status, "modifiedOn": modified,
+                "release": {"id": 7, "name": "Release-7"},
+                "releaseDefinition": {"id": 1, "name": "Fabrikam.CD"},
+                "releaseEnvironment": {"id": 30 + id, "name": "Prod"},
+                "requestedFor": {"displayName": "Chuck Reinhart", "uniqueName": "chuck@fabrikam.example"},
+                "projectReference": {"name": "Fabrikam-Fiber-Git"}
+            })
+        };
+        if r.path.starts_with("/org/proj/_apis/release/deployments?") {
+            if param(&r.path, "minModifiedTime").is_some() {
+                if l2.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Resp::json(429, "{}").header("Retry-After", "4");
+                }
+                return Resp::json(
+                    200,
+                    json!({"count": 1, "value": [deployment(2, "succeeded", "2026-11-16T10:05:00Z")]})
+                        .to_string(),
+                );
+            }
+            match token.as_deref() {
+                None => Resp::json(
+                    200,
+                    json!({"count": 1, "value": [deployment(1, "inProgress", "2026-11-16T10:00:00Z")]})
+                        .to_string(),
+                )
+                .header("x-ms-continuationtoken", "p2"),
+                Some("p2") => Resp::json(
+                    200,
+                    json!({"count": 1, "value": [deployment(2, "succeeded", "2026-11-16T10:05:00Z")]})
+                        .to_string(),
+                ),
+                _ => Resp::json(400, "{}"),
+            }
+        } else if r.path.starts_with("/org/proj/_apis/release/approvals?") {
+            let mut rejected = approval.clone();
+            rejected["id"] = json!(9);
+            rejected["status"] = json!("rejected");
+            let mut pending = approval.clone();
+            pending["id"] = json!(10);
+            pending["status"] = json!("pending");
+            match token.as_deref() {
+                None => Resp::json(
+                    200,
+                    json!({"count": 2, "value": [pending, rejected]}).to_string(),
+                )
+                .header("x-ms-continuationtoken", "a2"),
+                Some("a2") => Resp::json(
+                    200,
+                    json!({"count": 1, "value": [approval.clone()]}).to_string(),
+                ),
+                _ => Resp::json(400, "{}"),
+            }
+        } else {
+            Resp::json(404, "{}")
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, ":personal-access-token\n").unwrap();
+    let mut p = source(
+        "azure_devops",
+        &[srv.url("/org/proj")],
+        &format!("token_file = {:?}", token.to_str().unwrap()),
+    );
+    let (b, _) = p.poll_once();
+    assert!(b.errors.is_empty(), "{:?}", b.errors);
+    let ev = events(&b);
+    assert_eq!(
+        ev,
+        vec![
+            (
+                "azure_devops:release:7:env:31:started".into(),
+                "Release-7".into(),
+                "in_progress".into()
+            ),
+            (
+                "azure_devops:release:7:env:32:succeeded".into(),
+                "Release-7".into(),
+                "deployed".into()
+            ),
+            (
+                "azure_devops:approval:1:9:rejected".into(),
+                "Release-1".into(),
+                "failed".into()
+            ),
+            (
+                "azure_devops:approval:1:9:rejected:decision".into(),
+                "Release-1".into(),
+                "rejected".into()
+            ),
+            (webhook_id.clone(), "Release-1".into(), "approved".into()),
+        ]
+    );
+    assert_eq!(webhook_id, "azure_devops:approval:1:0:approved");
+    assert!(
+        srv.log.lock().unwrap()[0]
+            .header("authorization")
+            .unwrap()
+            .starts_with("Basic ")
+    );
+    let (b, wait) = p.poll_once();
+    assert_eq!(b.errors, vec!["rate_limited"]);
+    assert_eq!(wait, Some(Duration::from_secs(4)));
+    let (b, _) = p.poll_once();
+    assert!(b.errors.is_empty(), "{:?}", b.errors);
+    assert!(events(&b).is_empty(), "all read before");
+    let asked: Vec<String> = srv
+        .paths()
+        .iter()
+        .filter_map(|p| param(p, "minModifiedTime"))
+        .collect();
+    assert_eq!(
+        asked.last().map(String::as_str),
+        Some("2026-11-16T10:05:00.000Z")
+    );
+    *revoked.lock().unwrap() = true;
+    let (b, _) = p.poll_once();
+    assert_eq!(b.errors, vec!["auth"]);
+}

@@ -7,6 +7,8 @@
 //! also a rejection for the gate's ledger: a second record, status
 //! `rejected`, id suffixed `:decision`.
 
+pub mod poll;
+
 use serde_json::Value;
 
 use super::registry::{AuthScheme, Tool};
@@ -40,7 +42,7 @@ pub const TOOL: Tool = Tool {
     event_header: None,
     delivery_header: None,
     environment_always: true,
-    poll: None,
+    poll: Some(poll::poll),
     fixtures: Some("azure-devops"),
 };
 
