@@ -1650,7 +1650,7 @@ mod tests {
                 (
                     "sources[0].preset",
                     4,
-                    "unknown poll preset \"flux\"; presets: github, gitlab, jenkins, argocd (other",
+                    "unknown poll preset \"flux\"; presets: github, gitlab, jenkins, argocd, azure_devops, jira, servicenow (other",
                 ),
             ],
         );
