@@ -46,6 +46,8 @@ fn record(i: usize) -> Anomaly {
         version: Some("1.2.3".into()),
         commit: None,
         change_class: None,
+        approver: None,
+        decision: None,
         host: "web-1".into(),
         message: format!("r{i}: complete -> deployed is not an allowed transition"),
     }

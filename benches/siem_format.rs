@@ -33,6 +33,8 @@ fn record(i: usize) -> Anomaly {
         version: Some(format!("1.{i}.0")),
         commit: None,
         change_class: None,
+        approver: None,
+        decision: None,
         host: "web-1".into(),
         message: format!(
             "2026.11.{i} svc-{} production: in_progress -> deployed",

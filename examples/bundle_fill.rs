@@ -40,6 +40,8 @@ fn main() {
                 version: Some("1.2.3".into()),
                 commit: None,
                 change_class: None,
+                approver: None,
+                decision: None,
                 host: "site-a-host".into(),
                 message: format!(
                     "2026.11.{i} entered deployed in production during a change freeze"

@@ -146,7 +146,9 @@ fn handle(core: &mut Core, req: Request) -> Result<Value, String> {
                 &q,
             )
             .map_err(|e| e.to_string())?;
-            serde_json::to_value(with_time_in_status(rows, at)).map_err(|e| e.to_string())
+            let mut rows = with_time_in_status(rows, at);
+            crate::api::view::with_approvals(&mut rows, t.model(), t.approvals());
+            serde_json::to_value(rows).map_err(|e| e.to_string())
         }
     }
 }
@@ -184,8 +186,14 @@ pub fn status(
     let model = crate::model::Model::from_config(&loaded.config.model)
         .map_err(|_| AdminError::Remote("the model is invalid (run check-config)".into()))?;
     let store = Store::open(data_dir)?;
-    let keys = store.load()?.keys;
-    let rows = crate::api::rows(
+    let snap = store.load()?;
+    let keys = snap.keys;
+    let approvals: crate::detect::Approvals = snap
+        .approvals
+        .into_iter()
+        .map(|(r, s, list)| ((r, s), list))
+        .collect();
+    let mut rows = crate::api::rows(
         keys.iter().map(|(k, s)| (k, s)),
         &store,
         &model,
@@ -193,7 +201,9 @@ pub fn status(
         crate::event::now_ms(),
         &q,
     )?;
-    Ok((with_time_in_status(rows, q.at), store.pending_len()?))
+    rows = with_time_in_status(rows, q.at);
+    crate::api::view::with_approvals(&mut rows, &model, &approvals);
+    Ok((rows, store.pending_len()?))
 }
 
 /// Serves the admin socket until the task is dropped.

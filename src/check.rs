@@ -676,7 +676,9 @@ impl Validator<'_> {
         // A broken model is reported on its own; its states are no yardstick.
         let Some(model) = model else { return };
         for (raw, state) in &s.status_map {
-            if model.index(state).is_none() {
+            if model.index(state).is_none()
+                && !crate::model::LEDGER_DECISIONS.contains(&state.as_str())
+            {
                 let states: Vec<&str> = model.states().iter().map(|s| s.id.as_str()).collect();
                 self.push(
                     &format!("{key}.status_map.{raw}"),
@@ -1648,7 +1650,7 @@ mod tests {
                 (
                     "sources[0].preset",
                     4,
-                    "unknown poll preset \"flux\"; presets: github, gitlab, jenkins, argocd (other",
+                    "unknown poll preset \"flux\"; presets: github, gitlab, jenkins, argocd, azure_devops, jira, servicenow (other",
                 ),
             ],
         );

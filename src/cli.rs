@@ -662,6 +662,7 @@ fn status_table(rows: &[crate::api::view::Row]) -> String {
             "ENTERED",
             "IN STATUS",
             "ACTOR",
+            "APPROVAL",
             "FLAGS",
         ]
         .map(String::from),
@@ -692,6 +693,11 @@ fn status_table(rows: &[crate::api::view::Row]) -> String {
             r.entered_at.clone(),
             age,
             r.last_actor.clone().unwrap_or_else(|| "-".into()),
+            match (&r.decision, &r.approver) {
+                (Some(d), Some(who)) => format!("{d}:{who}"),
+                (Some(d), None) => d.clone(),
+                _ => "-".into(),
+            },
             if flags.is_empty() {
                 "-".into()
             } else {
@@ -699,7 +705,7 @@ fn status_table(rows: &[crate::api::view::Row]) -> String {
             },
         ]);
     }
-    let mut widths = [0usize; 9];
+    let mut widths = [0usize; 10];
     for row in &table {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());

@@ -40,6 +40,9 @@ pub struct Model {
     by_id: HashMap<String, StateIdx>,
     pub gate: Option<GateConfig>,
     pub permissions: Vec<Permission>,
+    /// `[model.identities]`, inverted: `source:actor` (or a bare actor,
+    /// any source) -> the person.
+    identities: HashMap<String, String>,
     /// `[model.promotion]`: the order environments are promoted in.
     pub promotion: Option<PromotionConfig>,
     /// `[model.environments.<name>] stuck_after`: per environment, the
@@ -296,9 +299,29 @@ impl Model {
             by_id,
             gate: cfg.gate.clone(),
             permissions: Vec::new(),
+            identities: HashMap::new(),
             promotion: cfg.promotion.clone(),
             env_stuck: HashMap::new(),
         };
+        for (person, ids) in &cfg.identities {
+            for id in ids {
+                if id.trim().is_empty() {
+                    problems.push(ModelProblem {
+                        key: format!("model.identities.{person}"),
+                        message: "an empty identity".into(),
+                    });
+                    continue;
+                }
+                if let Some(other) = model.identities.insert(id.clone(), person.clone())
+                    && other != *person
+                {
+                    problems.push(ModelProblem {
+                        key: format!("model.identities.{person}"),
+                        message: format!("{id:?} is also an identity of {other:?}"),
+                    });
+                }
+            }
+        }
         for (env, e) in &cfg.environments {
             let mut over = HashMap::new();
             for (state, v) in &e.stuck_after {
@@ -445,7 +468,22 @@ impl Model {
     pub fn is_terminal(&self, i: StateIdx) -> bool {
         self.states[i as usize].terminal
     }
+
+    /// The person behind `actor` as seen by `source` (`[model.identities]`:
+    /// `source:actor` first, then a bare `actor`); an unmapped identity is
+    /// itself.
+    pub fn person<'a>(&'a self, source: &str, actor: &'a str) -> &'a str {
+        self.identities
+            .get(&format!("{source}:{actor}"))
+            .or_else(|| self.identities.get(actor))
+            .map_or(actor, String::as_str)
+    }
 }
+
+/// Statuses that are decisions of the gate's approvals ledger and not
+/// states of the model: an approval source's rejection or revocation
+/// (its approval is the model's `approved`).
+pub const LEDGER_DECISIONS: &[&str] = &["rejected", "revoked"];
 
 /// State ids become label values and store keys: keep them simple.
 pub fn valid_state_id(id: &str) -> bool {
@@ -481,6 +519,11 @@ pub struct ModelConfig {
     /// `[model.environments.<name>]`: per-environment overrides.
     #[serde(default)]
     pub environments: BTreeMap<String, EnvironmentConfig>,
+    /// `[model.identities]`: person -> the identities that are that person
+    /// in each tool (`source:actor`, or a bare actor for any source), for
+    /// `[model.gate] require_distinct_approver`.
+    #[serde(default)]
+    pub identities: BTreeMap<String, Vec<String>>,
 }
 
 /// `[model.environments.<name>]`.
@@ -503,6 +546,7 @@ impl Default for ModelConfig {
             permissions: Vec::new(),
             promotion: None,
             environments: BTreeMap::new(),
+            identities: BTreeMap::new(),
         }
     }
 }
@@ -545,6 +589,23 @@ pub struct GateConfig {
     /// How late (event time) an approval may come after the attempt.
     #[serde(default = "default_grace", deserialize_with = "humantime")]
     pub grace: Duration,
+    /// Which environments an approval opens: every one (`release_wide`,
+    /// the default) or only its own (`per_environment`; an approval for
+    /// environment `-` still opens every one).
+    #[serde(default)]
+    pub approvals: ApprovalScope,
+    /// Four eyes: an approval by the person who deploys does not count.
+    #[serde(default)]
+    pub require_distinct_approver: bool,
+}
+
+/// `[model.gate] approvals`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalScope {
+    #[default]
+    ReleaseWide,
+    PerEnvironment,
 }
 
 /// A humantime duration (`90s`, `2h`) in the configuration.

@@ -6,6 +6,7 @@ mod util;
 
 mod anomalies;
 mod api;
+mod approvals;
 mod bench_scripts;
 mod bundles;
 mod cli;

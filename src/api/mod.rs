@@ -242,6 +242,7 @@ impl Redact {
         if self.actor {
             h.actor = None;
             h.actor_type = None;
+            h.approver = None;
         }
         if self.reason {
             h.reason = None;

@@ -90,6 +90,8 @@ fn redaction_leaves_the_fields_out() {
         artifact: None,
         late: false,
         anomalies: Some(vec!["gate_bypass".into()]),
+        decision: Some("approved".into()),
+        approver: Some("sam".into()),
     };
     let names: Vec<String> = REDACTABLE.iter().map(|s| s.to_string()).collect();
     Redact::of(&names).history(&mut h);
@@ -103,6 +105,7 @@ fn redaction_leaves_the_fields_out() {
         "version",
         "commit",
         "anomalies",
+        "approver",
     ] {
         assert!(v.get(k).is_none(), "{k} in {v}");
     }

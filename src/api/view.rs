@@ -138,6 +138,31 @@ pub struct Row {
     pub finished: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_reason: Option<FinishReason>,
+    /// In a gated environment: the approvals ledger's last decision for the
+    /// key (`approved`, `rejected`, `revoked`) and who gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+}
+
+/// Fills each row's decision and approver from the gate's ledger.
+pub fn with_approvals(rows: &mut [Row], model: &Model, approvals: &crate::detect::Approvals) {
+    if model.gate.is_none() {
+        return;
+    }
+    for r in rows {
+        let key = crate::event::Key {
+            release: r.release.clone(),
+            service: r.service.clone(),
+            environment: r.environment.clone(),
+            site: r.site.clone(),
+        };
+        if let Some(d) = crate::detect::last_decision(model, &key, approvals) {
+            r.decision = Some(d.decision.as_str().to_string());
+            r.approver = (!d.approver.is_empty()).then(|| d.approver.clone());
+        }
+    }
 }
 
 /// One audit-trail record as the API shows it.
@@ -176,6 +201,12 @@ pub struct HistoryRow {
     /// Rules that fired on it (names only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anomalies: Option<Vec<String>>,
+    /// A decision of the gate's approvals ledger (`approved`, `rejected`,
+    /// `revoked`) from an approval source, and who gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
 }
 
 impl HistoryRow {
@@ -200,6 +231,8 @@ impl HistoryRow {
             artifact: e.artifact.clone(),
             late: r.late,
             anomalies: Some(r.anomalies.clone()),
+            decision: r.decision.map(|d| d.as_str().to_string()),
+            approver: r.decision.map(|_| e.actor.clone()),
         }
     }
 }
@@ -300,6 +333,8 @@ impl<'a> RowRef<'a> {
             stuck: self.stuck,
             finished: self.finished_reason.is_some(),
             finished_reason: self.finished_reason,
+            decision: None,
+            approver: None,
         }
     }
 }
@@ -385,6 +420,10 @@ impl<'m> Folder<'m> {
 
     /// Feeds one record, in recorded order within its key.
     fn feed(&mut self, r: HistoryRecord) {
+        // A rejection or revocation of the gate's ledger moves no key.
+        if self.model.index(&r.event.status).is_none() {
+            return;
+        }
         let key = r.event.key();
         // Not late and no `from` although the key had a report: an approval
         // the tracker held back (it did not move the key).
@@ -509,6 +548,8 @@ impl<'m> Folder<'m> {
                         && stuck(model, &k.environment, &f.status, f.entered_at, at),
                     finished: finished.is_some(),
                     finished_reason: finished,
+                    decision: None,
+                    approver: None,
                 }
             })
             .collect();

@@ -96,6 +96,13 @@ pub struct Anomaly {
     /// The event's change class, so a relay judges the emergency path too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_class: Option<ChangeClass>,
+    /// gate_bypass and emergency_change: who gave the decision the finding
+    /// turns on (a rejection, a revocation, a self-approval, an approval
+    /// that came too late), and that decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
     pub host: String,
     pub message: String,
 }
@@ -139,6 +146,10 @@ pub struct AnomalyRef<'a> {
     pub commit: Option<Cow<'a, str>>,
     #[serde(default)]
     pub change_class: Option<ChangeClass>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    pub approver: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    pub decision: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub host: Cow<'a, str>,
     #[serde(borrow)]
@@ -176,6 +187,8 @@ impl<'a> From<&'a Anomaly> for AnomalyRef<'a> {
             version: a.version.as_ref().map(b),
             commit: a.commit.as_ref().map(b),
             change_class: a.change_class,
+            approver: a.approver.as_ref().map(b),
+            decision: a.decision.as_ref().map(b),
             host: b(&a.host),
             message: b(&a.message),
         }
@@ -207,6 +220,8 @@ mod ref_tests {
             version: escapes.then(|| "1.2".to_string()),
             commit: escapes.then(|| format!("abc{x}")),
             change_class: escapes.then_some(ChangeClass::Emergency),
+            approver: None,
+            decision: None,
             host: "web-1".into(),
             message: format!("complete -> deployed{x}"),
         }

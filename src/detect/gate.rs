@@ -18,6 +18,17 @@
 //!   time, or the agent's clock when it came from too far in the future).
 //! - The evidence of a finding is the report that entered `deployed` (or the
 //!   last gated report of an attempt that never got there).
+//! - The ledger keeps every decision (approved, rejected, revoked) per
+//!   (release, service), each with its environment, approver, source and
+//!   time. An attempt's standing is the last decision that counts, in time
+//!   order: approvals up to the deadline (deploy + grace), rejections and
+//!   revocations up to the deploy only (one after it does not make the
+//!   deploy a bypass). At equal times a rejection or revocation sorts after
+//!   an approval.
+//! - Four eyes (`require_distinct_approver`): the deployers are the actors
+//!   of the attempt's gated reports (at most [`MAX_DEPLOYERS`]); an
+//!   approval by one of them, as a person (`[model.identities]`), is
+//!   skipped, and is the reason given when nothing else approved.
 
 use std::collections::HashMap;
 
@@ -25,16 +36,100 @@ use serde::{Deserialize, Serialize};
 
 use super::{Anomaly, Change, ChangeKind, Detectors, KeyMemory, LastReport, RuleId, what};
 use crate::event::{ChangeClass, Event, Key, NO_SERVICE, TimeMs, format_rfc3339};
-use crate::model::Model;
+use crate::model::{ApprovalScope, Model};
 
 pub(super) const APPROVED: &str = "approved";
 const IN_PROGRESS: &str = "in_progress";
 const DEPLOYED: &str = "deployed";
 const PAUSED: &str = "paused";
 
-/// The gate's ledger: the earliest approval time from an approval source per
-/// (release, service); service `-` approves the whole release.
-pub type Approvals = HashMap<(String, String), TimeMs>;
+/// Deployers remembered per attempt (four eyes): a bound, not a limit any
+/// real rollout reaches.
+pub const MAX_DEPLOYERS: usize = 8;
+
+/// Decisions kept per (release, service): the newest, past this bound.
+pub const MAX_RULINGS: usize = 64;
+
+/// What an approval source decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Approved,
+    Rejected,
+    Revoked,
+}
+
+impl Decision {
+    /// The decision an event's status is, if any.
+    pub fn of_status(status: &str) -> Option<Decision> {
+        match status {
+            APPROVED => Some(Decision::Approved),
+            "rejected" => Some(Decision::Rejected),
+            "revoked" => Some(Decision::Revoked),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approved => "approved",
+            Decision::Rejected => "rejected",
+            Decision::Revoked => "revoked",
+        }
+    }
+}
+
+/// One decision of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ruling {
+    pub decision: Decision,
+    /// The decision's order time (event time, or the agent's clock when it
+    /// came from too far in the future).
+    pub at: TimeMs,
+    /// The environment it was given for; `-` is every environment.
+    pub environment: String,
+    /// Who decided (as the source names them); empty in rows migrated from
+    /// schema 5, which kept no approver.
+    #[serde(default)]
+    pub approver: String,
+    /// The approval source; empty in migrated rows.
+    #[serde(default)]
+    pub source: String,
+}
+
+impl Ruling {
+    /// "approved by alice (jira) at ..." for messages.
+    pub fn describe(&self) -> String {
+        let mut s = self.decision.as_str().to_string();
+        if !self.approver.is_empty() {
+            s.push_str(&format!(" by {}", self.approver));
+        }
+        if !self.source.is_empty() {
+            s.push_str(&format!(" ({})", self.source));
+        }
+        s.push_str(&format!(" at {}", format_rfc3339(self.at)));
+        s
+    }
+}
+
+/// The gate's ledger: the decisions from approval sources per (release,
+/// service), in time order; service `-` is the whole release.
+pub type Approvals = HashMap<(String, String), Vec<Ruling>>;
+
+/// Adds a decision to a (release, service)'s list, in order, without
+/// duplicates, keeping the newest [`MAX_RULINGS`]. Returns whether it
+/// changed.
+pub fn add_ruling(list: &mut Vec<Ruling>, r: Ruling) -> bool {
+    if list.contains(&r) {
+        return false;
+    }
+    let pos = list.partition_point(|x| (x.at, x.decision) <= (r.at, r.decision));
+    list.insert(pos, r);
+    if list.len() > MAX_RULINGS {
+        list.remove(0);
+    }
+    true
+}
 
 /// One deployment attempt of a key in a gated environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +154,10 @@ pub struct Attempt {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     pub to: String,
+    /// (source, actor) of the attempt's gated reports: who deploys (four
+    /// eyes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deployers: Vec<(String, String)>,
 }
 
 impl Attempt {
@@ -103,11 +202,22 @@ pub(super) fn observe(model: &Model, ch: &Change<'_>, mem: &mut KeyMemory) {
                     evidence: LastReport::of(ch.event),
                     from: ch.from.map(|f| model.id(f).to_string()),
                     to: to.to_string(),
+                    deployers: Vec::new(),
                 });
                 mem.attempts.last_mut().expect("just pushed")
             }
         };
         a.last_gated = a.last_gated.max(t);
+        if gate.require_distinct_approver
+            && a.deployers.len() < MAX_DEPLOYERS
+            && !a
+                .deployers
+                .iter()
+                .any(|(s, w)| *s == ch.event.source && *w == ch.event.actor)
+        {
+            a.deployers
+                .push((ch.event.source.clone(), ch.event.actor.clone()));
+        }
         if a.emergency.is_none() {
             a.emergency = emergency_reason(ch.event);
         }
@@ -136,6 +246,100 @@ pub(super) fn observe(model: &Model, ch: &Change<'_>, mem: &mut KeyMemory) {
     }
 }
 
+/// Where an attempt stands against the ledger.
+#[derive(Debug)]
+pub enum Standing<'a> {
+    /// An approval counts.
+    Approved(&'a Ruling),
+    /// The last decision that counts is a rejection or a revocation.
+    Refused(&'a Ruling),
+    /// Only the deployer approved (four eyes).
+    SelfApproved(&'a Ruling),
+    /// Approved, but only after the deadline.
+    Late(&'a Ruling),
+    /// No decision at all.
+    None,
+}
+
+/// The attempt's standing: `base` is its deploy time, `deadline` that plus
+/// grace (see the module's doc).
+pub fn standing<'a>(
+    model: &Model,
+    key: &Key,
+    approvals: &'a Approvals,
+    deployers: &[(&str, &str)],
+    base: TimeMs,
+    deadline: TimeMs,
+) -> Standing<'a> {
+    let Some(gate) = &model.gate else {
+        return Standing::None;
+    };
+    let get = |service: &str| {
+        approvals
+            .get(&(key.release.clone(), service.to_string()))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
+    let mut rulings: Vec<&Ruling> = get(&key.service)
+        .iter()
+        .chain(if key.service == NO_SERVICE {
+            [].iter()
+        } else {
+            get(NO_SERVICE).iter()
+        })
+        .filter(|r| {
+            gate.approvals == ApprovalScope::ReleaseWide
+                || r.environment == key.environment
+                || r.environment == NO_SERVICE
+        })
+        .collect();
+    rulings.sort_by_key(|r| (r.at, r.decision));
+    let is_self = |r: &Ruling| {
+        gate.require_distinct_approver && {
+            let approver = model.person(&r.source, &r.approver);
+            deployers
+                .iter()
+                .any(|(s, a)| model.person(s, a) == approver)
+        }
+    };
+    let mut current: Option<&Ruling> = None;
+    let mut self_approval = None;
+    let mut late = None;
+    for r in rulings {
+        match r.decision {
+            Decision::Approved if r.at > deadline => {
+                if late.is_none() && !is_self(r) {
+                    late = Some(r);
+                }
+            }
+            Decision::Approved if is_self(r) => self_approval = Some(r),
+            Decision::Approved => current = Some(r),
+            Decision::Rejected | Decision::Revoked if r.at <= base => current = Some(r),
+            Decision::Rejected | Decision::Revoked => {}
+        }
+    }
+    match (current, self_approval, late) {
+        (Some(r), _, _) if r.decision == Decision::Approved => Standing::Approved(r),
+        (Some(r), _, _) => Standing::Refused(r),
+        (None, Some(r), _) => Standing::SelfApproved(r),
+        (None, None, Some(r)) => Standing::Late(r),
+        (None, None, None) => Standing::None,
+    }
+}
+
+/// The ledger's last decision for a key in a gated environment, whatever
+/// its time (what `relstat status` shows).
+pub fn last_decision<'a>(model: &Model, key: &Key, approvals: &'a Approvals) -> Option<&'a Ruling> {
+    let gate = model.gate.as_ref()?;
+    if !gate.environments.contains(&key.environment) {
+        return None;
+    }
+    match standing(model, key, approvals, &[], TimeMs::MAX, TimeMs::MAX) {
+        Standing::Approved(r) | Standing::Refused(r) => Some(r),
+        _ => None,
+    }
+}
+
 /// Judges every attempt of the key that is due at `now`.
 pub(super) fn judge(
     d: &Detectors,
@@ -150,12 +354,6 @@ pub(super) fn judge(
         return false;
     };
     let grace = gate.grace.as_millis() as TimeMs;
-    let approved_at = |service: &str| approvals.get(&(key.release.clone(), service.to_string()));
-    let approval = [approved_at(&key.service), approved_at(NO_SERVICE)]
-        .into_iter()
-        .flatten()
-        .min()
-        .copied();
     let mut changed = false;
     for a in mem.attempts.iter_mut().filter(|a| !a.judged) {
         let Some(base) = a.base() else { continue };
@@ -165,7 +363,14 @@ pub(super) fn judge(
         }
         a.judged = true;
         changed = true;
-        if approval.is_some_and(|at| at <= deadline) {
+        let deployers: Vec<(&str, &str)> = a
+            .deployers
+            .iter()
+            .map(|(s, w)| (s.as_str(), w.as_str()))
+            .chain([(a.evidence.source.as_str(), a.evidence.actor.as_str())])
+            .collect();
+        let standing = standing(model, key, approvals, &deployers, base, deadline);
+        if let Standing::Approved(_) = standing {
             continue;
         }
         let (rule, setting) = if a.emergency.is_some() {
@@ -194,22 +399,37 @@ pub(super) fn judge(
             },
             a.evidence.actor,
         );
-        match approval {
-            Some(at) => message.push_str(&format!(
-                " (approved only at {}, after {})",
-                format_rfc3339(at),
-                format_rfc3339(deadline)
-            )),
-            None if a.emergency.is_some() => {}
-            None => message.push_str(&format!(
-                " (no approval from {})",
-                gate.approval_sources.join(", ")
-            )),
-        }
+        let ruling = match &standing {
+            Standing::Approved(_) => unreachable!("approved attempts are not reported"),
+            Standing::Refused(r) => {
+                message.push_str(&format!(" ({})", r.describe()));
+                Some(*r)
+            }
+            Standing::SelfApproved(r) => {
+                message.push_str(&format!(" (self-approved: {})", r.describe()));
+                Some(*r)
+            }
+            Standing::Late(r) => {
+                message.push_str(&format!(
+                    " (approved only at {}, after {})",
+                    format_rfc3339(r.at),
+                    format_rfc3339(deadline)
+                ));
+                Some(*r)
+            }
+            Standing::None if a.emergency.is_some() => None,
+            Standing::None => {
+                message.push_str(&format!(
+                    " (no approval from {})",
+                    gate.approval_sources.join(", ")
+                ));
+                None
+            }
+        };
         if let Some(reason) = &a.emergency {
             message.push_str(&format!("; reason: {reason}"));
         }
-        out.push(d.record(
+        let mut rec = d.record(
             rule,
             setting.severity,
             key,
@@ -218,7 +438,12 @@ pub(super) fn judge(
             &a.evidence,
             now,
             message,
-        ));
+        );
+        if let Some(r) = ruling {
+            rec.approver = (!r.approver.is_empty()).then(|| r.approver.clone());
+            rec.decision = Some(r.decision.as_str().to_string());
+        }
+        out.push(rec);
     }
     let before = mem.attempts.len();
     mem.attempts.retain(|a| !(a.judged && a.ended));

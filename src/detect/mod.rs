@@ -27,7 +27,9 @@ mod stuck;
 mod unauthorized_actor;
 
 pub use anomaly::{Anomaly, AnomalyRef, RuleId};
-pub use gate::{Approvals, Attempt};
+pub use gate::{
+    Approvals, Attempt, Decision, Ruling, Standing, add_ruling, last_decision, standing,
+};
 pub use skipped_stage::Stages;
 pub(crate) use what_of as what;
 
@@ -267,13 +269,14 @@ impl Detectors {
         model.gate.is_some() && (self.gate_bypass.enabled || self.emergency_change.enabled)
     }
 
-    /// Whether `ev` is an approval the gate's ledger takes: status
-    /// `approved` from one of `approval_sources`.
-    pub fn is_gate_approval(&self, model: &Model, ev: &Event) -> bool {
+    /// The decision `ev` is for the gate's ledger, if it is one: status
+    /// `approved`, `rejected` or `revoked` from one of `approval_sources`.
+    pub fn gate_decision(&self, model: &Model, ev: &Event) -> Option<Decision> {
         model
             .gate
             .as_ref()
-            .is_some_and(|g| ev.status == gate::APPROVED && g.approval_sources.contains(&ev.source))
+            .filter(|g| g.approval_sources.contains(&ev.source))
+            .and_then(|_| Decision::of_status(&ev.status))
     }
 
     /// Judges the key's deployment attempts that are due (the gate), at
@@ -378,6 +381,8 @@ impl Detectors {
             version: last.version.clone(),
             commit: last.commit.clone(),
             change_class: None,
+            approver: None,
+            decision: None,
             host: self.host.clone(),
             message,
         }

@@ -37,6 +37,7 @@ fn record(e: Event, from: Option<&str>) -> HistoryRecord {
         from: from.map(String::from),
         late: false,
         anomalies: Vec::new(),
+        decision: None,
     }
 }
 
@@ -60,6 +61,8 @@ fn anomaly(rule: &str, env: &str) -> crate::detect::Anomaly {
         version: None,
         commit: None,
         change_class: None,
+        approver: None,
+        decision: None,
         host: "h".into(),
         message: "no approval".into(),
     }

@@ -245,13 +245,20 @@ impl Mapping {
                 }
             }
         }
+        // The ledger's decisions (`rejected`, `revoked`) pass as well: the
+        // tracker takes them from approval sources and counts them
+        // `unmapped` from any other.
         let mut status: HashMap<Box<str>, Box<str>> = model
             .states()
             .iter()
-            .map(|s| (s.id.as_str().into(), s.id.as_str().into()))
+            .map(|s| s.id.as_str())
+            .chain(crate::model::LEDGER_DECISIONS.iter().copied())
+            .map(|id| (id.into(), id.into()))
             .collect();
         for (raw, state) in &src.status_map {
-            if model.index(state).is_none() {
+            if model.index(state).is_none()
+                && !crate::model::LEDGER_DECISIONS.contains(&state.as_str())
+            {
                 return Err(MappingError::UnknownState {
                     source_name: name(),
                     raw: raw.clone(),

@@ -330,6 +330,8 @@ mod tests {
             version: Some("1.2".into()),
             commit: Some("abc123".into()),
             change_class: Some(crate::event::ChangeClass::Emergency),
+            approver: None,
+            decision: None,
             host: "host-a".into(),
             message: "moved".into(),
         }

@@ -14,7 +14,7 @@
 //! | `checkpoints` | source-defined name | bytes | file offsets, API cursors |
 //! | `counters` | "source\0result" | u64 | input accounting (`relstat_events_total`) |
 //! | `outbox` | seq | JSON [`Anomaly`] | SIEM records waiting for delivery |
-//! | `approvals` | (release, service) | earliest approval ms | the gate's ledger: approvals from approval sources (service `-`: the whole release) |
+//! | `approval_ledger` | (release, service) | JSON [`Ruling`] list | the gate's ledger: the decisions (approved, rejected, revoked) of approval sources, each with its environment, approver, source and time, in time order (service `-`: the whole release; schema 6) |
 //! | `meta` | name | bytes | sequence numbers, outbox byte total, the dropped-records ledger (`outbox_dropped`), restore episodes, the rollups reported `stuck` (`rollups_stuck`: not reported again after a restart), schema version |
 //! | `imported_bundles` | bundle id | JSON [`ImportedBundle`] | the ledger of imported bundles (`spool import`), kept forever |
 //! | `imported_records` | xxh3-128 of `event_id \0 rule` | imported_at ms | identities of imported records, kept forever (outlives `dedupe_window`); a batch's outbox record with an identity found here is not enqueued (a relay re-judging imported events does not duplicate the sites' records) |
@@ -25,7 +25,10 @@
 //!
 //! Schema versions (`meta.schema`): 1 -> 2 keyed the seen ids by time;
 //! 2 -> 3 added `quarantine`; 3 -> 4 added `dead_letters`; 4 -> 5 added
-//! `notify_queue`. Older stores are migrated at open, in one
+//! `notify_queue`; 5 -> 6 replaced `approvals` ((release, service) ->
+//! earliest approval ms) by `approval_ledger`: each old row became one
+//! approval for environment `-` (every environment, as schema 5 judged it)
+//! with no approver or source. Older stores are migrated at open, in one
 //! transaction; a store of a newer schema is refused (a newer relstat
 //! wrote it).
 //!
@@ -45,7 +48,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::detect::Anomaly;
+use crate::detect::{Anomaly, Decision, Ruling};
 use crate::event::{Event, InputResult, Key, TimeMs};
 use crate::track::{Batch, HistoryRecord, KeyState, Target};
 
@@ -61,7 +64,11 @@ const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoi
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const APPROVALS: TableDefinition<(&str, &str), i64> = TableDefinition::new("approvals");
+/// Schema 5's ledger (release, service) -> earliest approval ms, migrated
+/// at open.
+const APPROVALS_V5: TableDefinition<(&str, &str), i64> = TableDefinition::new("approvals");
+/// The gate's ledger: (release, service) -> JSON list of [`Ruling`]s.
+const LEDGER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("approval_ledger");
 const IMPORTED_BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("imported_bundles");
 const IMPORTED_RECORDS: TableDefinition<u128, i64> = TableDefinition::new("imported_records");
 const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_tracking");
@@ -75,7 +82,7 @@ const NOTIFY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("notify
 pub(super) const ROLLUPS_STUCK: &str = "rollups_stuck";
 
 /// The schema this relstat writes; it migrates every older one at open.
-const SCHEMA: u32 = 5;
+const SCHEMA: u32 = 6;
 
 /// redb's page cache. Its default (1 GiB, filled as pages are written) made
 /// an agent with 10,000 keys sit at ~85 MiB RSS; the working set of one batch
@@ -142,8 +149,8 @@ pub struct Snapshot {
     pub keys: Vec<(Key, KeyState)>,
     pub seen: Vec<(u128, TimeMs)>,
     pub failing: Vec<(Target, TimeMs)>,
-    /// The gate's ledger: (release, service, earliest approval time).
-    pub approvals: Vec<(String, String, TimeMs)>,
+    /// The gate's ledger: (release, service, decisions in time order).
+    pub approvals: Vec<(String, String, Vec<Ruling>)>,
     /// Rollups (release, environment) reported `stuck` and not complete
     /// since.
     pub rollups_stuck: Vec<(String, String)>,
@@ -330,7 +337,7 @@ impl Store {
             tx.open_table(CHECKPOINTS)?;
             tx.open_table(COUNTERS)?;
             tx.open_table(OUTBOX)?;
-            tx.open_table(APPROVALS)?;
+            tx.open_table(LEDGER)?;
             tx.open_table(IMPORTED_BUNDLES)?;
             tx.open_table(IMPORTED_RECORDS)?;
             tx.open_table(PENDING)?;
@@ -364,6 +371,26 @@ impl Store {
             // 3 -> 4: the dead-letter table, likewise (its meta counters
             // start at zero).
             // 4 -> 5: the notification queues, likewise.
+            if found.is_some() && version < 6 {
+                // 5 -> 6: each earliest approval becomes an approval for
+                // every environment, approver and source unknown.
+                let mut ledger = tx.open_table(LEDGER)?;
+                for row in tx.open_table(APPROVALS_V5)?.iter()? {
+                    let (k, at) = row?;
+                    let (release, service) = k.value();
+                    let list = [Ruling {
+                        decision: Decision::Approved,
+                        at: at.value(),
+                        environment: crate::event::NO_SERVICE.to_string(),
+                        approver: String::new(),
+                        source: String::new(),
+                    }];
+                    let v = serde_json::to_vec(&list).map_err(|e| corrupt("approvals", e))?;
+                    ledger.insert((release, service), v.as_slice())?;
+                }
+                drop(ledger);
+                tx.delete_table(APPROVALS_V5)?;
+            }
             if found.is_none() || version < SCHEMA {
                 meta.insert("schema", SCHEMA.to_string().as_bytes())?;
             }
@@ -391,11 +418,13 @@ impl Store {
             let (at, h) = row?.0.value();
             snap.seen.push((h, at));
         }
-        for row in tx.open_table(APPROVALS)?.iter()? {
+        for row in tx.open_table(LEDGER)?.iter()? {
             let (k, v) = row?;
             let (release, service) = k.value();
+            let list =
+                serde_json::from_slice(v.value()).map_err(|e| corrupt("approval_ledger", e))?;
             snap.approvals
-                .push((release.to_string(), service.to_string(), v.value()));
+                .push((release.to_string(), service.to_string(), list));
         }
         for row in tx.open_table(CHECKPOINTS)?.iter()? {
             let (k, v) = row?;
@@ -1032,9 +1061,10 @@ fn write_batch(
         let v = serde_json::to_vec(stuck).map_err(|e| corrupt("meta", e))?;
         meta.insert(ROLLUPS_STUCK, v.as_slice())?;
     }
-    let mut approvals = tx.open_table(APPROVALS)?;
-    for (release, service, at) in &batch.approvals {
-        approvals.insert((release.as_str(), service.as_str()), *at)?;
+    let mut ledger = tx.open_table(LEDGER)?;
+    for (release, service, list) in &batch.approvals {
+        let v = serde_json::to_vec(list).map_err(|e| corrupt("approval_ledger", e))?;
+        ledger.insert((release.as_str(), service.as_str()), v.as_slice())?;
     }
     let mut cps = tx.open_table(CHECKPOINTS)?;
     for (name, bytes) in checkpoints {

@@ -64,6 +64,7 @@ fn batch(i: u64) -> (Batch, Checkpoints, Counters) {
             from: None,
             late: false,
             anomalies: vec![],
+            decision: None,
         }],
         seen: vec![(crate::track::id_hash(&e.id), e.time)],
         outbox: vec![Anomaly {
@@ -85,6 +86,8 @@ fn batch(i: u64) -> (Batch, Checkpoints, Counters) {
             version: None,
             commit: None,
             change_class: None,
+            approver: None,
+            decision: None,
             host: "h".into(),
             message: "m".into(),
         }],
@@ -207,6 +210,17 @@ fn retention_purges_old_history_and_seen_ids() {
     assert_eq!(snap.keys.len(), 3);
 }
 
+/// The ledger row of one approval by `bot` from `jira` at 10 s.
+fn ledger_row() -> Vec<crate::detect::Ruling> {
+    vec![crate::detect::Ruling {
+        decision: crate::detect::Decision::Approved,
+        at: 10_000,
+        environment: "production".into(),
+        approver: "bot".into(),
+        source: "jira".into(),
+    }]
+}
+
 /// The gate's ledger and a pending deployment attempt survive a restart:
 /// an approval seen before the restart still satisfies the gate after it,
 /// and an attempt without one is judged once, after the restart.
@@ -246,12 +260,18 @@ fn the_approvals_ledger_and_pending_attempts_survive_a_restart() {
         tr.apply(ev("d1", "r1", "deployed", "ci", 20), 100_000);
         tr.apply(ev("d2", "r2", "deployed", "ci", 20), 100_000);
         let batch = tr.take_batch();
-        assert_eq!(batch.approvals, vec![("r1".into(), "svc".into(), 10_000)]);
+        assert_eq!(
+            batch.approvals,
+            vec![("r1".into(), "svc".into(), ledger_row())]
+        );
         store.commit(&batch, &[], &BTreeMap::new()).unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     let snap = store.load().unwrap();
-    assert_eq!(snap.approvals, vec![("r1".into(), "svc".into(), 10_000)]);
+    assert_eq!(
+        snap.approvals,
+        vec![("r1".into(), "svc".into(), ledger_row())]
+    );
     let mut tr = tracker();
     tr.restore(snap.keys, snap.seen, snap.failing, snap.approvals);
     tr.take_effects();
@@ -980,4 +1000,143 @@ fn a_stuck_rollup_is_reported_once_across_restarts() {
             ("r2".to_string(), "production".to_string())
         ]
     );
+}
+
+/// The gate configuration of the schema-5 upgrade fixture.
+fn upgrade_gate_config() -> crate::config::Config {
+    toml::from_str("[model.gate]\nenvironments = [\"production\"]\napproval_sources = [\"jira\"]\n")
+        .unwrap()
+}
+
+/// A tracker for the upgrade fixture's configuration.
+fn upgrade_tracker(cfg: &crate::config::Config) -> crate::track::Tracker {
+    use std::sync::Arc;
+    let model = Arc::new(crate::model::Model::from_config(&cfg.model).unwrap());
+    crate::track::Tracker::new(
+        model,
+        crate::detect::Detectors::new(&cfg.anomalies, "h"),
+        crate::track::Settings::from_config(cfg, true),
+    )
+}
+
+/// The events of the upgrade fixture: approvals from `jira` (per service,
+/// release-wide `-`, late) and production deploys, their attempts not yet
+/// judged when the store was written.
+fn upgrade_events() -> Vec<Event> {
+    let ev =
+        |id: &str, release: &str, service: &str, env: &str, status: &str, src: &str, secs: i64| {
+            Event {
+                id: id.into(),
+                time: secs * 1000,
+                release: release.into(),
+                service: service.into(),
+                environment: env.into(),
+                status: status.into(),
+                source: src.into(),
+                ..event(0)
+            }
+        };
+    vec![
+        // r1: approved for its service in staging, then deployed: clean
+        ev("a1", "r1", "svc", "staging", "approved", "jira", 10),
+        ev("d1", "r1", "svc", "production", "deployed", "ci", 20),
+        // r2: no approval: gate_bypass
+        ev("d2", "r2", "svc", "production", "deployed", "ci", 20),
+        // r3: approved for the whole release: clean
+        ev("a3", "r3", "-", "-", "approved", "jira", 10),
+        ev("d3", "r3", "svc", "production", "deployed", "ci", 20),
+        // r4: approved long after the deploy: gate_bypass
+        ev("d4", "r4", "svc", "production", "deployed", "ci", 20),
+        ev("a4", "r4", "-", "-", "approved", "jira", 900),
+        // r5: approved by another source: does not count
+        ev("a5", "r5", "svc", "-", "approved", "ci", 10),
+        ev("d5", "r5", "svc", "production", "deployed", "ci", 20),
+    ]
+}
+
+/// Writes the schema-5 upgrade fixture (run by hand with the relstat of
+/// schema 5: `RELSTAT_WRITE_STORE_FIXTURE=<dir> cargo test --lib
+/// write_schema5_store_fixture -- --ignored`).
+#[test]
+#[ignore]
+fn write_schema5_store_fixture() {
+    let dir = std::env::var("RELSTAT_WRITE_STORE_FIXTURE").expect("target directory");
+    let store = Store::open(Path::new(&dir)).unwrap();
+    let cfg = upgrade_gate_config();
+    let mut tr = upgrade_tracker(&cfg);
+    for ev in upgrade_events() {
+        tr.apply(ev, 1_000_000);
+    }
+    store
+        .commit(&tr.take_batch(), &[], &BTreeMap::new())
+        .unwrap();
+}
+
+/// A store written by the relstat of schema 5 (tests/fixtures/store/
+/// schema5, written by [`write_schema5_store_fixture`]) opens, and its gates
+/// judge as before: approvals per service and release-wide, in any
+/// environment, from approval sources only, by the deadline.
+#[test]
+fn a_schema5_store_opens_and_its_gates_judge_as_before() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store/schema5");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join(STORE_FILE), dir.path().join(STORE_FILE)).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let snap = store.load().unwrap();
+    // each schema-5 row is one approval for every environment, by nobody known
+    let mut rows: Vec<String> = snap
+        .approvals
+        .iter()
+        .map(|(r, s, list)| {
+            let l: Vec<String> = list
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{}@{}/{}/{}/{}",
+                        x.decision.as_str(),
+                        x.at,
+                        x.environment,
+                        x.approver,
+                        x.source
+                    )
+                })
+                .collect();
+            format!("{r}/{s}: {}", l.join(","))
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            "r1/svc: approved@10000/-//",
+            "r3/-: approved@10000/-//",
+            "r4/-: approved@900000/-//",
+        ]
+    );
+    let cfg = upgrade_gate_config();
+    let mut tr = upgrade_tracker(&cfg);
+    tr.restore(snap.keys, snap.seen, snap.failing, snap.approvals);
+    tr.take_effects();
+    tr.tick(2_000_000, true);
+    let mut found: Vec<String> = tr
+        .take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            crate::track::Effect::Anomaly(a) => Some(format!("{} {}", a.rule, a.release)),
+            _ => None,
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        ["gate_bypass r2", "gate_bypass r4", "gate_bypass r5"]
+    );
+    let meta = store.db.begin_read().unwrap();
+    let v = meta
+        .open_table(META)
+        .unwrap()
+        .get("schema")
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.value(), SCHEMA.to_string().as_bytes());
 }

@@ -9,12 +9,15 @@
 //! history, it moves nothing. Durations are event-time differences. The
 //! agent's clock is passed in (`now`) so tests and `replay` choose it.
 //!
-//! The gate's approvals ledger lives here too: every `approved` report from
-//! an approval source (late ones included) records the earliest approval
-//! time per (release, service), persisted in the same batch. Such a report
-//! for a key that has already been `in_progress` or `deployed` is accepted
-//! and kept in the history but does not move the key (the approval is
-//! paperwork catching up, not the release going back), in any environment.
+//! The gate's approvals ledger lives here too: every decision from an
+//! approval source (`approved`, and the ledger-only `rejected` and
+//! `revoked`; late ones included) is recorded per (release, service) with
+//! its environment, approver, source and time, persisted in the same batch.
+//! An approval for a key that has already been `in_progress` or `deployed`
+//! is accepted and kept in the history but does not move the key (the
+//! approval is paperwork catching up, not the release going back), in any
+//! environment; a rejection or revocation never moves a key unless the
+//! model has such a state.
 
 pub mod rollup;
 mod state;
@@ -26,7 +29,8 @@ use std::sync::Arc;
 
 use crate::config::{Config, Forward};
 use crate::detect::{
-    Anomaly, Approvals, Change, ChangeKind, Detectors, FinishReason, LastReport, RuleId, Stages,
+    Anomaly, Approvals, Change, ChangeKind, Detectors, FinishReason, LastReport, RuleId, Ruling,
+    Stages,
 };
 use crate::event::{Event, InputResult, Key, TimeMs};
 use crate::model::{Model, StateIdx};
@@ -166,9 +170,9 @@ pub struct Batch {
     /// The rollups (release, environment) reported stuck and not complete
     /// since, when they changed.
     pub rollups_stuck: Option<Vec<(String, String)>>,
-    /// Approvals ledger entries that changed: (release, service, earliest
-    /// approval time).
-    pub approvals: Vec<(String, String, TimeMs)>,
+    /// Approvals ledger entries that changed: (release, service, every
+    /// decision kept for them).
+    pub approvals: Vec<(String, String, Vec<Ruling>)>,
 }
 
 /// The tracker's settings in the units it computes with.
@@ -283,7 +287,7 @@ pub struct Tracker {
     /// Open restore episodes: when the first unrestored failure happened.
     failing: HashMap<Target, TimeMs>,
     failing_dirty: bool,
-    /// The gate's ledger: earliest approval per (release, service).
+    /// The gate's ledger: the decisions per (release, service).
     approvals: Approvals,
     /// skipped_stage's ledger of deployments per stage, derived from the
     /// keys (rebuilt at start, nothing stored of its own).
@@ -353,7 +357,7 @@ impl Tracker {
         keys: Vec<(Key, KeyState)>,
         seen: Vec<(u128, TimeMs)>,
         failing: Vec<(Target, TimeMs)>,
-        approvals: Vec<(String, String, TimeMs)>,
+        approvals: Vec<(String, String, Vec<Ruling>)>,
     ) {
         for (key, ks) in keys {
             self.effects.push(Effect::Status {
@@ -388,7 +392,7 @@ impl Tracker {
         }
         self.failing.extend(failing);
         self.approvals
-            .extend(approvals.into_iter().map(|(r, s, at)| ((r, s), at)));
+            .extend(approvals.into_iter().map(|(r, s, list)| ((r, s), list)));
     }
 
     /// Loads the rollups reported stuck (read back from the store).
@@ -501,9 +505,11 @@ impl Tracker {
     }
 
     fn apply_inner(&mut self, ev: Event, now: TimeMs) -> InputResult {
-        let Some(to) = self.model.index(&ev.status) else {
+        let decision = self.detect.gate_decision(&self.model, &ev);
+        let to = self.model.index(&ev.status);
+        if to.is_none() && decision.is_none() {
             return InputResult::Unmapped;
-        };
+        }
         let h = id_hash(&ev.id);
         if let Some(at) = self.seen.get(&(h as u64))
             && now - at <= self.settings.dedupe_window
@@ -516,7 +522,7 @@ impl Tracker {
         }
         let skewed = ev.time > now + self.settings.max_future;
         let order_time = if skewed { now } else { ev.time };
-        let rank = self.model.state(to).rank;
+        let rank = to.map_or(0, |to| self.model.state(to).rank);
         let key = ev.key();
         let mut anomalies = Vec::new();
         if skewed {
@@ -524,29 +530,30 @@ impl Tracker {
         }
 
         let prev = self.keys.get(&key);
-        let late = prev.is_some_and(|ks| {
-            (order_time, rank, ev.id.as_str()) <= (ks.max_time, ks.max_rank, ks.max_id.as_str())
-        });
+        let late = to.is_some()
+            && prev.is_some_and(|ks| {
+                (order_time, rank, ev.id.as_str()) <= (ks.max_time, ks.max_rank, ks.max_id.as_str())
+            });
         let from_status = prev.map(|ks| ks.status.clone());
-        let approval = self.detect.is_gate_approval(&self.model, &ev);
-        let hold = approval
+        let hold = decision.is_some()
             && prev.is_some_and(|ks| {
                 ks.memory.has_passed("in_progress") || ks.memory.has_passed("deployed")
             });
-        if approval {
-            self.note_approval(&ev, order_time);
+        if let Some(decision) = decision {
+            self.note_decision(&ev, decision, order_time);
         }
-        let result = if late {
-            InputResult::Late
-        } else if hold {
-            InputResult::Accepted
-        } else {
-            self.advance(&key, &ev, to, order_time, now, skewed, &mut anomalies);
-            if let Some(ks) = self.keys.get(&key) {
-                self.rollup_index.note(&key, &ks.status, ks.entered_at);
+        let result = match to {
+            _ if late => InputResult::Late,
+            Some(to) if !hold => {
+                self.advance(&key, &ev, to, order_time, now, skewed, &mut anomalies);
+                if let Some(ks) = self.keys.get(&key) {
+                    self.rollup_index.note(&key, &ks.status, ks.entered_at);
+                }
+                InputResult::Accepted
             }
-            InputResult::Accepted
+            _ => InputResult::Accepted,
         };
+        let hold = hold || to.is_none();
 
         let rules: Vec<String> = anomalies.iter().map(|a| a.rule.clone()).collect();
         for a in anomalies {
@@ -562,24 +569,36 @@ impl Tracker {
                 recorded_at: now,
                 order_time,
                 anomalies: rules,
+                decision,
                 event: ev,
             });
         }
         result
     }
 
-    /// Records an approval in the gate's ledger (the earliest one counts).
-    fn note_approval(&mut self, ev: &Event, at: TimeMs) {
-        let slot = self
+    /// Records a decision in the gate's ledger.
+    fn note_decision(&mut self, ev: &Event, decision: crate::detect::Decision, at: TimeMs) {
+        let list = self
             .approvals
             .entry((ev.release.clone(), ev.service.clone()))
-            .or_insert(TimeMs::MAX);
-        if at < *slot {
-            *slot = at;
-            if self.settings.persist {
-                self.batch
-                    .approvals
-                    .push((ev.release.clone(), ev.service.clone(), at));
+            .or_default();
+        let ruling = Ruling {
+            decision,
+            at,
+            environment: ev.environment.clone(),
+            approver: ev.actor.clone(),
+            source: ev.source.clone(),
+        };
+        if crate::detect::add_ruling(list, ruling) && self.settings.persist {
+            let row = (ev.release.clone(), ev.service.clone(), list.clone());
+            match self
+                .batch
+                .approvals
+                .iter_mut()
+                .find(|(r, s, _)| *r == row.0 && *s == row.1)
+            {
+                Some(slot) => *slot = row,
+                None => self.batch.approvals.push(row),
             }
         }
     }

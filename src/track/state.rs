@@ -69,6 +69,10 @@ pub struct HistoryRecord {
     /// Rules that fired on it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub anomalies: Vec<String>,
+    /// The gate's ledger took it as this decision (its actor is the
+    /// approver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<crate::detect::Decision>,
 }
 
 /// Where a release is deployed: supersession and time to restore are per

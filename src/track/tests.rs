@@ -306,8 +306,13 @@ fn render_effect(e: &Effect) -> Option<String> {
 
 fn render_finding(e: &Effect) -> Option<String> {
     let Effect::Anomaly(a) = e else { return None };
+    let decision = match (&a.decision, &a.approver) {
+        (Some(d), Some(who)) => format!(" [{d} by {who}]"),
+        (Some(d), None) => format!(" [{d}]"),
+        _ => String::new(),
+    };
     Some(format!(
-        "{} {} {}: {}",
+        "{} {} {}: {}{decision}",
         a.rule,
         a.severity.as_str(),
         a.event_id,

@@ -537,6 +537,8 @@ pub fn dropped_summary(l: &DroppedLedger, host: &str, site: &str, now: TimeMs) -
         version: None,
         commit: None,
         change_class: None,
+        approver: None,
+        decision: None,
         host: host.to_string(),
         message: format!(
             "{} SIEM events were dropped from the full spool{span}",

@@ -78,6 +78,8 @@ pub struct Fetched {
     pub etag: Option<String>,
     /// GitLab's `X-Next-Page` (empty on the last page).
     pub next_page: Option<String>,
+    /// Azure DevOps' `x-ms-continuationtoken` (absent on the last page).
+    pub continuation: Option<String>,
 }
 
 pub struct Client {
@@ -240,12 +242,14 @@ impl Client {
         };
         let new_etag = header("etag");
         let next_page = header("x-next-page");
+        let continuation = header("x-ms-continuationtoken");
         if status == 304 {
             return Ok(Fetched {
                 status,
                 body: None,
                 etag: new_etag.or_else(|| etag.map(str::to_string)),
                 next_page: None,
+                continuation: None,
             });
         }
         let mut resp = resp;
@@ -264,6 +268,7 @@ impl Client {
             body: Some(body),
             etag: new_etag,
             next_page,
+            continuation,
         })
     }
 }

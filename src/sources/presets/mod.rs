@@ -135,7 +135,9 @@ impl PresetParser {
             let mut status_map: std::collections::BTreeMap<String, String> = preset
                 .vocabulary
                 .iter()
-                .filter(|(_, s)| model.index(s).is_some())
+                .filter(|(_, s)| {
+                    model.index(s).is_some() || crate::model::LEDGER_DECISIONS.contains(s)
+                })
                 .map(|(r, s)| (r.to_string(), s.to_string()))
                 .collect();
             status_map.extend(src.status_map.clone());
@@ -342,7 +344,7 @@ pub fn time_at(v: &Value, path: &str) -> Option<String> {
 }
 
 /// A record builder: `rec.put(Field::X, value)` ignores `None`.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Rec(pub RawFields<'static>);
 
 impl Rec {

@@ -186,8 +186,8 @@ mod tests {
     #[test]
     fn every_fixture_folder_belongs_to_a_tool_or_a_source() {
         // Folders that are not a preset's payloads: the kubernetes source's
-        // objects, a bundle, the web config files.
-        let others = ["kubernetes", "bundle", "web-config"];
+        // objects, a bundle, the web config files, store files of older schemas.
+        let others = ["kubernetes", "bundle", "web-config", "store"];
         for d in std::fs::read_dir(fixtures_root()).unwrap().flatten() {
             if !d.path().is_dir() {
                 continue;

@@ -301,3 +301,210 @@ fn flux_2020_times_are_read() {
     let e = event(p.parse_value(None, &float, 0));
     assert_eq!(e.time, 1_587_195_448_071);
 }
+
+// --- decisions for the gate's ledger
+
+fn events(parsed: Vec<super::Parsed>) -> Vec<String> {
+    parsed
+        .into_iter()
+        .map(|p| match p {
+            super::Parsed::Event(e) => format!(
+                "{} {} {}/{}/{} {} by {}",
+                e.id, e.status, e.release, e.service, e.environment, e.time, e.actor
+            ),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// GitHub `deployment_review`: `approved` and `rejected` are decisions by
+/// the reviewer for the run's head commit in the environment; `requested`
+/// (the real payload) is none. The payloads follow GitHub's documented
+/// schema (no author-written approved/rejected example was found: the
+/// requested one is real, tests/fixtures/github).
+#[test]
+fn github_deployment_reviews_are_decisions() {
+    let p = parser_for("github", "");
+    let real = payload("github/deployment_review.requested.json");
+    assert!(matches!(
+        one(p.parse_value(Some("deployment_review"), &real, 0)),
+        super::Parsed::Unmapped(_)
+    ));
+    let mut v = real.clone();
+    v["action"] = "approved".into();
+    v["approver"] = serde_json::json!({"login": "octo-lead", "type": "User"});
+    v["comment"] = "ship it".into();
+    let e = event(p.parse_value(Some("deployment_review"), &v, 0));
+    assert_eq!(
+        (
+            e.id.as_str(),
+            e.status.as_str(),
+            e.environment.as_str(),
+            e.actor.as_str()
+        ),
+        (
+            "github:deployment_review:5453085689:TST:approved",
+            "approved",
+            "TST",
+            "octo-lead"
+        )
+    );
+    assert_eq!(e.release, "5275a45b7e99c7fd7265b790392c10a74101a67a");
+    assert_eq!(e.reason.as_deref(), Some("ship it"));
+    v["action"] = "rejected".into();
+    // without the header, the body's shape decides
+    let e = event(p.parse_value(None, &v, 0));
+    assert_eq!(e.status, "rejected");
+    assert_eq!(e.id, "github:deployment_review:5453085689:TST:rejected");
+}
+
+/// GitHub `deployment_protection_rule`: the deployment waits for a custom
+/// rule: its key is paused.
+#[test]
+fn github_protection_rule_requests_pause_the_deployment() {
+    let p = parser_for("github", "");
+    let v = serde_json::json!({
+        "action": "requested",
+        "environment": "production",
+        "event": "push",
+        "deployment_callback_url": "https://api.github.com/repos/o/r/actions/runs/1/deployment_protection_rule",
+        "deployment": {"id": 42, "ref": "v1.2.0", "sha": "abc123", "environment": "production",
+                       "created_at": "2026-11-16T10:00:00Z", "updated_at": "2026-11-16T10:00:01Z"},
+        "repository": {"name": "payments"},
+        "sender": {"login": "alice", "type": "User"}
+    });
+    let e = event(p.parse_value(Some("deployment_protection_rule"), &v, 0));
+    assert_eq!(
+        (
+            e.id.as_str(),
+            e.status.as_str(),
+            e.release.as_str(),
+            e.environment.as_str()
+        ),
+        (
+            "github:deployment_protection_rule:42",
+            "paused",
+            "v1.2.0",
+            "production"
+        )
+    );
+    assert_eq!(event(p.parse_value(None, &v, 0)).id, e.id);
+}
+
+/// GitLab: a deployment object's `approvals` each give a decision (the
+/// deployment itself, `blocked` while it waits, is paused).
+#[test]
+fn gitlab_deployment_approvals_are_decisions() {
+    let mut v = payload("gitlab/deployment_hook.success.json");
+    v["status"] = "blocked".into();
+    v["approvals"] = serde_json::json!([
+        {"user": {"username": "rel-mgr"}, "status": "approved", "created_at": "2026-11-16T10:00:00Z", "comment": "ok"},
+        {"user": {"username": "sec"}, "status": "rejected", "created_at": "2026-11-16T10:01:00Z", "comment": ""}
+    ]);
+    let got = events(parser_for("gitlab", "").parse_value(Some("Deployment Hook"), &v, 0));
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(got[0].contains(":blocked paused"), "{got:?}");
+    let id = v["deployment_id"].to_string();
+    assert!(
+        got[1].starts_with(&format!(
+            "gitlab:deployment_approval:{id}:rel-mgr:approved approved "
+        )),
+        "{got:?}"
+    );
+    assert!(got[1].ends_with(" by rel-mgr"), "{got:?}");
+    assert!(
+        got[2].starts_with(&format!(
+            "gitlab:deployment_approval:{id}:sec:rejected rejected "
+        )),
+        "{got:?}"
+    );
+}
+
+/// ServiceNow: the change lifecycle feeds the ledger (Authorize and an
+/// approval: approved; a rejection: rejected; Canceled: revoked) and the
+/// other states are no release step unless a status_map says so. The real
+/// change (state New, approval approved) stays an approval.
+#[test]
+fn servicenow_change_lifecycle_feeds_the_ledger() {
+    let real = payload("servicenow/change_request.standard.new_approved.demisto.json");
+    let p = parser_for("servicenow", "[defaults]\nrelease = \"r1\"\n");
+    let status = |state: Value, approval: &str| {
+        let mut v = real.clone();
+        let r = &mut v["result"];
+        r["state"] = serde_json::json!({"display_value": "x", "value": state});
+        r["approval"] = serde_json::json!({"display_value": "x", "value": approval});
+        match one(p.parse_value(None, &v, 0)) {
+            super::Parsed::Event(e) => format!("{} {}", e.status, e.id),
+            super::Parsed::Unmapped(raw) => format!("unmapped {raw}"),
+            other => format!("{other:?}"),
+        }
+    };
+    let sys = "11ab5ccfdb784d505da401a3ca96190a";
+    assert_eq!(
+        event(p.parse_value(None, &real, 0)).id,
+        format!("servicenow:{sys}:approved")
+    );
+    assert_eq!(
+        status((-3.0).into(), "requested"),
+        format!("approved servicenow:{sys}:Authorize")
+    );
+    assert_eq!(
+        status("authorize".into(), "requested"),
+        format!("approved servicenow:{sys}:Authorize")
+    );
+    assert_eq!(
+        status((-1.0).into(), "rejected"),
+        format!("rejected servicenow:{sys}:rejected")
+    );
+    assert_eq!(
+        status(4.into(), "approved"),
+        format!("revoked servicenow:{sys}:Canceled")
+    );
+    for (state, name) in [
+        (-5, "New"),
+        (-4, "Assess"),
+        (-2, "Scheduled"),
+        (-1, "Implement"),
+        (0, "Review"),
+        (3, "Closed"),
+    ] {
+        assert_eq!(
+            status(state.into(), "not requested"),
+            format!("unmapped {name}")
+        );
+    }
+    let mapped = parser_for(
+        "servicenow",
+        "[defaults]\nrelease = \"r1\"\n[status_map]\nImplement = \"in_progress\"\n",
+    );
+    let mut v = real.clone();
+    v["result"]["state"] = serde_json::json!({"value": -1});
+    v["result"]["approval"] = serde_json::json!({"value": "approved"});
+    // an approval wins over the lifecycle state...
+    assert_eq!(event(mapped.parse_value(None, &v, 0)).status, "approved");
+    v["result"]["approval"] = serde_json::json!({"value": "not yet requested"});
+    // ... else the state, tracked when the status_map names it
+    assert_eq!(event(mapped.parse_value(None, &v, 0)).status, "in_progress");
+}
+
+/// Azure DevOps: a rejected approval fails the deployment's key as before
+/// and is a rejection for the ledger too (the real approval-completed
+/// payload, its status set to rejected).
+#[test]
+fn azure_rejected_approvals_fail_the_key_and_are_rejections() {
+    // (the file starts with a UTF-8 BOM, as in its source)
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "tests/fixtures/azure-devops/\
+             ms.vss-release.deployment-approval-completed-event.aspnet-webhooks-pr.json",
+    ))
+    .unwrap();
+    let mut v: Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).unwrap();
+    let got = events(parser_for("azure_devops", "").parse_value(None, &v, 0));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains(" approved "), "{got:?}");
+    v["resource"]["approval"]["status"] = "rejected".into();
+    let got = events(parser_for("azure_devops", "").parse_value(None, &v, 0));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].contains(":rejected failed "), "{got:?}");
+    assert!(got[1].contains(":rejected:decision rejected "), "{got:?}");
+}

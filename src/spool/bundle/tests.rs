@@ -29,6 +29,8 @@ fn record(i: u64, rule: &str) -> Anomaly {
         version: Some("1.2.3".into()),
         commit: None,
         change_class: None,
+        approver: None,
+        decision: None,
         host: "host-a".into(),
         message: format!("r{i} moved"),
     }

@@ -129,7 +129,7 @@ fn gate() {
             findings: Some(&[
                 "gate_bypass critical r1/svc/prod:deployed@60: prod deploy of r1/svc by \
                  deploy-bot without prior approval (approved only at 2026-09-21T14:16:21.000Z, \
-                 after 2026-09-21T14:16:20.000Z)",
+                 after 2026-09-21T14:16:20.000Z) [approved by alice]",
             ]),
             ..Case::default()
         },
@@ -406,6 +406,459 @@ severity = "warning"
                 "gate_bypass error r1/svc/prod:deployed@60: prod deploy of r1/svc by deploy-bot \
                  without prior approval (no approval from jira)",
             ]),
+            ..Case::default()
+        },
+    ]);
+}
+
+/// A decision (`approved`, `rejected`, `revoked`) from the ticket system.
+fn decide(release: &str, env: &str, status: &str, time: TimeMs, who: &str) -> Event {
+    human(ev(release, "svc", env, status, time).source("jira"), who)
+}
+
+/// A deploy by a person, through the pipeline.
+fn deploy_by(who: &str, time: TimeMs) -> Event {
+    human(p("r1", "deployed", time), who)
+}
+
+const GATE_PER_ENV: &str = r#"
+[model.gate]
+environments = ["prod"]
+approval_sources = ["jira"]
+approvals = "per_environment"
+"#;
+
+#[test]
+fn gate_decisions() {
+    run_table(vec![
+        Case {
+            name: "a rejection before the deploy, and no approval: gate_bypass naming it",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(
+                    t(0),
+                    decide("r1", "prod", "rejected", t(0), "bob"),
+                    Accepted,
+                ),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            effects: &["anomaly gate_bypass r1/svc/prod deployed"],
+            findings: Some(&[
+                "gate_bypass critical r1/svc/prod:deployed@60: prod deploy of r1/svc by \
+                 deploy-bot without prior approval (rejected by bob (jira) at \
+                 2026-09-21T14:13:20.000Z) [rejected by bob]",
+            ]),
+            history: Some(&[
+                "r1/svc/prod rejected t=0 order=0 from=-",
+                "r1/svc/prod deployed t=60 order=60 from=-",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "approved, then rejected before the deploy: no approval",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), decide("r1", "-", "approved", t(0), "alice"), Accepted),
+                at(t(10), decide("r1", "-", "rejected", t(10), "bob"), Accepted),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/- approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            effects: &["anomaly gate_bypass r1/svc/prod deployed"],
+            ..Case::default()
+        },
+        Case {
+            name: "approved, then revoked before the deploy: no approval",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), decide("r1", "-", "approved", t(0), "alice"), Accepted),
+                at(
+                    t(30),
+                    decide("r1", "-", "revoked", t(30), "carol"),
+                    Accepted,
+                ),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/- approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            effects: &["anomaly gate_bypass r1/svc/prod deployed"],
+            findings: Some(&[
+                "gate_bypass critical r1/svc/prod:deployed@60: prod deploy of r1/svc by \
+                 deploy-bot without prior approval (revoked by carol (jira) at \
+                 2026-09-21T14:13:50.000Z) [revoked by carol]",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "a revocation after the deploy (within the grace, and later) is no bypass",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), decide("r1", "-", "approved", t(0), "alice"), Accepted),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                at(
+                    t(90),
+                    decide("r1", "-", "revoked", t(90), "carol"),
+                    Accepted,
+                ),
+                at(
+                    t(400),
+                    decide("r1", "prod", "revoked", t(400), "carol"),
+                    Accepted,
+                ),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/- approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "rejected, then approved before the deploy: clean",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(
+                    t(0),
+                    decide("r1", "prod", "rejected", t(0), "bob"),
+                    Accepted,
+                ),
+                at(
+                    t(20),
+                    decide("r1", "prod", "approved", t(20), "bob"),
+                    Accepted,
+                ),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            ..Case::default()
+        },
+        Case {
+            name: "a rejection and an approval at the same time: the rejection stands",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), decide("r1", "-", "approved", t(0), "alice"), Accepted),
+                at(t(0), decide("r1", "-", "rejected", t(0), "bob"), Accepted),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/- approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            effects: &["anomaly gate_bypass r1/svc/prod deployed"],
+            ..Case::default()
+        },
+        Case {
+            name: "a rejection from a source that is no approval source is unmapped",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), decide("r1", "-", "approved", t(0), "alice"), Accepted),
+                at(
+                    t(10),
+                    ev("r1", "svc", "-", "rejected", t(10)).source("ci"),
+                    Unmapped,
+                ),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/- approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "release-wide (the default): a rejection in staging refuses prod too",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(
+                    t(0),
+                    decide("r1", "prod", "approved", t(0), "alice"),
+                    Accepted,
+                ),
+                at(
+                    t(10),
+                    decide("r1", "staging", "rejected", t(10), "bob"),
+                    Accepted,
+                ),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            effects: &["anomaly gate_bypass r1/svc/prod approved->deployed"],
+            ..Case::default()
+        },
+        Case {
+            name: "per environment: an approval in staging does not open prod",
+            config: GATE_PER_ENV,
+            only: ANOMALIES,
+            steps: vec![
+                at(
+                    t(0),
+                    decide("r1", "staging", "approved", t(0), "alice"),
+                    Accepted,
+                ),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/prod deployed since=60 open",
+                "r1/svc/staging approved since=0 open",
+            ],
+            effects: &["anomaly gate_bypass r1/svc/prod deployed"],
+            findings: Some(&[
+                "gate_bypass critical r1/svc/prod:deployed@60: prod deploy of r1/svc by \
+                 deploy-bot without prior approval (no approval from jira)",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "per environment: an approval for prod, or for every environment (-), opens \
+                   prod; a rejection in staging does not close it",
+            config: GATE_PER_ENV,
+            only: ANOMALIES,
+            steps: vec![
+                at(
+                    t(0),
+                    decide("r1", "prod", "approved", t(0), "alice"),
+                    Accepted,
+                ),
+                at(
+                    t(10),
+                    decide("r1", "staging", "rejected", t(10), "bob"),
+                    Accepted,
+                ),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                at(
+                    t(100),
+                    decide("r2", "-", "approved", t(100), "alice"),
+                    Accepted,
+                ),
+                at(t(160), p("r2", "deployed", t(160)), Accepted),
+                tick(t(900), true),
+            ],
+            keys: &[
+                "r1/svc/prod deployed since=60 finished=superseded@160",
+                "r2/svc/- approved since=100 open",
+                "r2/svc/prod deployed since=160 open",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "per environment: a revocation for every environment (-) before the deploy \
+                   closes prod",
+            config: GATE_PER_ENV,
+            only: ANOMALIES,
+            steps: vec![
+                at(
+                    t(0),
+                    decide("r1", "prod", "approved", t(0), "alice"),
+                    Accepted,
+                ),
+                at(t(10), decide("r1", "-", "revoked", t(10), "bob"), Accepted),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &["r1/svc/prod deployed since=60 open"],
+            effects: &["anomaly gate_bypass r1/svc/prod approved->deployed"],
+            ..Case::default()
+        },
+    ]);
+}
+
+const FOUR_EYES: &str = r#"
+[model.gate]
+environments = ["prod"]
+approval_sources = ["jira"]
+require_distinct_approver = true
+"#;
+
+const FOUR_EYES_MAPPED: &str = r#"
+[model.gate]
+environments = ["prod"]
+approval_sources = ["jira"]
+require_distinct_approver = true
+[model.identities]
+alice = ["jira:5b10ac8d82e05b22cc7d4ef5", "ci:alice-ci"]
+"#;
+
+#[test]
+fn gate_four_eyes() {
+    run_table(vec![
+        Case {
+            name: "four eyes: the deployer's own approval does not count: self-approved",
+            config: FOUR_EYES,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), decide("r1", "-", "approved", t(0), "alice"), Accepted),
+                at(t(60), deploy_by("alice", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/- approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            effects: &["anomaly gate_bypass r1/svc/prod deployed"],
+            findings: Some(&[
+                "gate_bypass critical r1/svc/prod:deployed@60: prod deploy of r1/svc by alice \
+                 without prior approval (self-approved: approved by alice (jira) at \
+                 2026-09-21T14:13:20.000Z) [approved by alice]",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "four eyes: whoever started the attempt is a deployer too",
+            config: FOUR_EYES,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), decide("r1", "-", "approved", t(0), "alice"), Accepted),
+                at(
+                    t(30),
+                    human(p("r1", "in_progress", t(30)), "alice"),
+                    Accepted,
+                ),
+                at(t(60), p("r1", "deployed", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/- approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            effects: &["anomaly gate_bypass r1/svc/prod in_progress->deployed"],
+            ..Case::default()
+        },
+        Case {
+            name: "four eyes: another person's approval counts (clean)",
+            config: FOUR_EYES,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), decide("r1", "-", "approved", t(0), "bob"), Accepted),
+                at(t(60), deploy_by("alice", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/- approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "four eyes: a self-approval beside another person's: clean",
+            config: FOUR_EYES,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), decide("r1", "-", "approved", t(0), "bob"), Accepted),
+                at(t(5), decide("r1", "-", "approved", t(5), "alice"), Accepted),
+                at(t(60), deploy_by("alice", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/- approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "without four eyes a self-approval counts",
+            config: GATE,
+            only: ANOMALIES,
+            steps: vec![
+                at(t(0), decide("r1", "-", "approved", t(0), "alice"), Accepted),
+                at(t(60), deploy_by("alice", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/- approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "four eyes, no identity map: a Jira accountId and a CI user compare as given \
+                   (clean)",
+            config: FOUR_EYES,
+            only: ANOMALIES,
+            steps: vec![
+                at(
+                    t(0),
+                    decide("r1", "-", "approved", t(0), "5b10ac8d82e05b22cc7d4ef5"),
+                    Accepted,
+                ),
+                at(t(60), deploy_by("alice-ci", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/- approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            ..Case::default()
+        },
+        Case {
+            name: "four eyes with the identity map: the same person in two tools is \
+                   self-approved",
+            config: FOUR_EYES_MAPPED,
+            only: ANOMALIES,
+            steps: vec![
+                at(
+                    t(0),
+                    decide("r1", "-", "approved", t(0), "5b10ac8d82e05b22cc7d4ef5"),
+                    Accepted,
+                ),
+                at(t(60), deploy_by("alice-ci", t(60)), Accepted),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/- approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
+            effects: &["anomaly gate_bypass r1/svc/prod deployed"],
+            findings: Some(&[
+                "gate_bypass critical r1/svc/prod:deployed@60: prod deploy of r1/svc by \
+                 alice-ci without prior approval (self-approved: approved by \
+                 5b10ac8d82e05b22cc7d4ef5 (jira) at 2026-09-21T14:13:20.000Z) [approved by \
+                 5b10ac8d82e05b22cc7d4ef5]",
+            ]),
+            ..Case::default()
+        },
+        Case {
+            name: "four eyes with the identity map: an identity is the person only in its tool",
+            config: FOUR_EYES_MAPPED,
+            only: ANOMALIES,
+            steps: vec![
+                // `alice-ci` approving in jira is not `ci:alice-ci`
+                at(
+                    t(0),
+                    decide("r1", "-", "approved", t(0), "alice-ci"),
+                    Accepted,
+                ),
+                at(
+                    t(60),
+                    deploy_by("5b10ac8d82e05b22cc7d4ef5", t(60)),
+                    Accepted,
+                ),
+                tick(t(600), true),
+            ],
+            keys: &[
+                "r1/svc/- approved since=0 open",
+                "r1/svc/prod deployed since=60 open",
+            ],
             ..Case::default()
         },
     ]);

@@ -87,6 +87,12 @@ pub(super) fn write(ctx: &FormatContext, a: &AnomalyRef<'_>, out: &mut Vec<u8>) 
     if let Some(c) = a.change_class {
         ext(b"relstatRelstatChangeClass", c.as_str());
     }
+    if let Some(v) = &a.approver {
+        ext(b"relstatRelstatApprover", v);
+    }
+    if let Some(v) = &a.decision {
+        ext(b"relstatRelstatDecision", v);
+    }
 }
 
 /// Header fields: `\` and `|` escaped; a newline cannot be held, it becomes

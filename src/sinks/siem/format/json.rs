@@ -18,11 +18,17 @@ pub(super) fn write(a: &AnomalyRef<'_>, out: &mut Vec<u8>) {
     };
     field("actor", &a.actor);
     field("actor_type", a.actor_type.as_str());
+    if let Some(v) = &a.approver {
+        field("approver", v);
+    }
     if let Some(c) = a.change_class {
         field("change_class", c.as_str());
     }
     if let Some(v) = &a.commit {
         field("commit", v);
+    }
+    if let Some(v) = &a.decision {
+        field("decision", v);
     }
     with_rfc3339(a.detected_at, |t| field("detected_at", t));
     field("environment", &a.environment);

@@ -100,6 +100,12 @@ pub(crate) fn for_each_field(a: &AnomalyRef<'_>, mut f: impl FnMut(&'static str,
     if let Some(c) = a.change_class {
         f("change_class", c.as_str());
     }
+    if let Some(v) = &a.approver {
+        f("approver", v);
+    }
+    if let Some(v) = &a.decision {
+        f("decision", v);
+    }
     f("host", &a.host);
 }
 
@@ -164,6 +170,8 @@ pub(crate) mod tests {
             version: None,
             commit: None,
             change_class: None,
+            approver: None,
+            decision: None,
             host: "web-1".into(),
             message: "complete -> deployed | not allowed\nsecond line".into(),
         }
@@ -227,6 +235,8 @@ pub(crate) mod tests {
             version: Some("2026.11.16".into()),
             commit: None,
             change_class: None,
+            approver: None,
+            decision: None,
             host: "web-1".into(),
             message: "production deploy of 2026.11.16/payments by jdoe without prior approval \
                       (no approval from jira)"
@@ -278,5 +288,42 @@ pub(crate) mod tests {
             "docs/events.md lacks these examples:\n{}",
             missing.join("\n")
         );
+    }
+
+    /// A gate_bypass about a decision carries its approver and decision in
+    /// every format (escaped like any field).
+    #[test]
+    fn gate_bypass_records_carry_the_approver_and_the_decision() {
+        let mut a = documented();
+        a.approver = Some("bob=\"b|\"".into());
+        a.decision = Some("revoked".into());
+        let want = [
+            (
+                SiemFormat::Rfc5424,
+                r#"approver="bob=\"b|\"" decision="revoked" host="#,
+            ),
+            (
+                SiemFormat::Cef,
+                r#"relstatRelstatApprover=bob\="b|" relstatRelstatDecision=revoked"#,
+            ),
+            (
+                SiemFormat::Leef,
+                "approver=bob=\"b|\"\tdecision=revoked\thost=",
+            ),
+            (SiemFormat::Json, r#""approver":"bob=\"b|\"","#),
+            (SiemFormat::Json, r#""decision":"revoked","detected_at""#),
+        ];
+        for (f, part) in want {
+            let line = render(f, &a);
+            assert!(line.contains(part), "{f:?}: {part}\n{line}");
+        }
+        for f in [
+            SiemFormat::Rfc5424,
+            SiemFormat::Cef,
+            SiemFormat::Leef,
+            SiemFormat::Json,
+        ] {
+            assert!(!render(f, &documented()).contains("approver"), "{f:?}");
+        }
     }
 }

@@ -2,6 +2,12 @@
 //! deployment approvals, pipeline run state changes and build completion
 //! (by `eventType`). Ids come from the release, environment, approval, run
 //! and build ids, so a re-sent notification is a duplicate.
+//!
+//! A `rejected` approval moves the deployment's own key to `failed`, and is
+//! also a rejection for the gate's ledger: a second record, status
+//! `rejected`, id suffixed `:decision`.
+
+pub mod poll;
 
 use serde_json::Value;
 
@@ -24,6 +30,7 @@ pub const PRESET: Preset = Preset {
         ("rejected", "failed"),
         ("canceled", "cancelled"),
         ("approved", "approved"),
+        ("approval_rejected", "rejected"),
     ],
     fallbacks: &[("environment", "ci")],
 };
@@ -35,7 +42,7 @@ pub const TOOL: Tool = Tool {
     event_header: None,
     delivery_header: None,
     environment_always: true,
-    poll: None,
+    poll: Some(poll::poll),
     fixtures: Some("azure-devops"),
 };
 
@@ -137,10 +144,24 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
                     )
                 }),
             )
-            .put(Field::Status, status)
+            .put(Field::Status, status.clone())
             .put(Field::Time, time_at(a, "modifiedOn").or(created))
             .put(Field::Reason, s(a, "comments"));
             person(&mut rec, super::obj(a, &["approvedBy", "approver"]));
+            if status.as_deref() == Some("rejected") {
+                let mut decision = rec.clone();
+                decision
+                    .put(
+                        Field::Id,
+                        Some(format!(
+                            "azure_devops:approval:{}:{}:rejected:decision",
+                            s(a, "release.id").unwrap_or_default(),
+                            s(a, "id").unwrap_or_default()
+                        )),
+                    )
+                    .put(Field::Status, Some("approval_rejected".into()));
+                return vec![rec.done(), decision.done()];
+            }
         }
         "ms.vss-pipelines.run-state-changed-event" => {
             let Some(run) = r.get("run") else {

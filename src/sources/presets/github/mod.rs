@@ -1,8 +1,15 @@
-//! GitHub: `deployment`, `deployment_status`, `workflow_run` and
-//! `workflow_job` webhooks (the event type is the `X-GitHub-Event` header;
-//! without it, the body's shape decides). Other events (push, ping...) are
-//! not status changes: `unmapped`. [`poll`] reads the same objects from
-//! the REST API.
+//! GitHub: `deployment`, `deployment_status`, `workflow_run`,
+//! `workflow_job`, `deployment_review` and `deployment_protection_rule`
+//! webhooks (the event type is the `X-GitHub-Event` header; without it, the
+//! body's shape decides). Other events (push, ping...) are not status
+//! changes: `unmapped`. [`poll`] reads the same objects from the REST API.
+//!
+//! A `deployment_review` is a decision for the gate's ledger: `approved`
+//! or `rejected` by the reviewer (`approver`), for the run's head commit
+//! (the release of its `workflow_run`/`workflow_job` events) in the
+//! reviewed environment; `requested` is no decision (`unmapped`). A
+//! `deployment_protection_rule` request holds the deployment for a custom
+//! protection rule: its key is `paused`.
 
 pub mod poll;
 
@@ -34,6 +41,11 @@ pub const PRESET: Preset = Preset {
         ("timed_out", "failed"),
         ("startup_failure", "failed"),
         ("cancelled", "cancelled"),
+        // deployment_review (decisions for the gate's ledger)
+        ("review_approved", "approved"),
+        ("review_rejected", "rejected"),
+        // deployment_protection_rule: waiting for a custom rule
+        ("protection_rule_requested", "paused"),
     ],
     fallbacks: &[("environment", "ci")],
 };
@@ -56,7 +68,13 @@ fn kind(input: &Input<'_>) -> &'static str {
         Some("deployment") => "deployment",
         Some("workflow_run") => "workflow_run",
         Some("workflow_job") => "workflow_job",
+        Some("deployment_review") => "deployment_review",
+        Some("deployment_protection_rule") => "deployment_protection_rule",
         Some(_) => "",
+        None if b.get("deployment_callback_url").is_some() => "deployment_protection_rule",
+        None if b.get("workflow_job_runs").is_some() || b.get("reviewers").is_some() => {
+            "deployment_review"
+        }
         None if b.get("deployment_status").is_some() => "deployment_status",
         None if b.get("deployment").is_some() => "deployment",
         None if b.get("workflow_job").is_some() => "workflow_job",
@@ -173,6 +191,69 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
                 )
                 .put(Field::Status, raw)
                 .put(Field::Time, time);
+            actor(&mut rec, b.get("sender"));
+        }
+        "deployment_review" => {
+            let Some(r) = b.get("workflow_run") else {
+                return vec![];
+            };
+            let action = s(b, "action");
+            let raw = action.as_ref().map(|a| format!("review_{a}"));
+            let environment = s(b, "environment").or_else(|| {
+                b.pointer("/workflow_job_runs/0/environment")
+                    .and_then(super::text)
+            });
+            rec.put(Field::Release, s(r, "head_sha"))
+                .put(Field::Commit, s(r, "head_sha"))
+                .put(Field::Version, s(r, "head_branch"))
+                .put(Field::Environment, environment.clone())
+                .put(Field::Reason, s(b, "comment").filter(|c| !c.is_empty()))
+                .put(
+                    Field::Id,
+                    action.as_ref().map(|a| {
+                        format!(
+                            "github:deployment_review:{}:{}:{a}",
+                            s(r, "id").unwrap_or_default(),
+                            environment.as_deref().unwrap_or_default()
+                        )
+                    }),
+                )
+                .put(Field::Status, raw)
+                .put(
+                    Field::Time,
+                    time_at(r, "updated_at")
+                        .or_else(|| Some(crate::event::format_rfc3339(input.received))),
+                );
+            actor(
+                &mut rec,
+                super::obj(b, &["approver", "requestor"]).or(b.get("sender")),
+            );
+        }
+        "deployment_protection_rule" => {
+            let Some(d) = b.get("deployment") else {
+                return vec![];
+            };
+            rec.put(Field::Release, s(d, "ref"))
+                .put(Field::Version, s(d, "ref"))
+                .put(Field::Commit, s(d, "sha"))
+                .put(
+                    Field::Environment,
+                    s(b, "environment").or_else(|| s(d, "environment")),
+                )
+                .put(
+                    Field::Id,
+                    s(d, "id").map(|id| format!("github:deployment_protection_rule:{id}")),
+                )
+                .put(
+                    Field::Status,
+                    s(b, "action").map(|a| format!("protection_rule_{a}")),
+                )
+                .put(
+                    Field::Time,
+                    time_at(d, "updated_at")
+                        .or_else(|| time_at(d, "created_at"))
+                        .or_else(|| Some(crate::event::format_rfc3339(input.received))),
+                );
             actor(&mut rec, b.get("sender"));
         }
         _ => return vec![],

@@ -1,6 +1,11 @@
 //! GitLab: pipeline, deployment and job hooks (`X-Gitlab-Event`, else the
 //! body's `object_kind`). The API's pipeline, deployment and job objects
 //! (what a poller reads) carry the same ids, so they give the same events.
+//!
+//! Deployment approvals: a deployment object's `approvals` (the API's
+//! deployments carry them; so does a hook that has them) each give a
+//! decision for the gate's ledger, `approved` or `rejected` by the
+//! approving user, for the deployment's release and environment.
 
 pub mod poll;
 
@@ -26,6 +31,9 @@ pub const PRESET: Preset = Preset {
         ("failed", "failed"),
         ("canceled", "cancelled"),
         ("canceling", "cancelled"),
+        // deployment approvals (decisions for the gate's ledger)
+        ("approval_approved", "approved"),
+        ("approval_rejected", "rejected"),
     ],
     fallbacks: &[("environment", "ci")],
 };
@@ -103,9 +111,37 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
                         s(b, "deployment_id").map(|id| format!("gitlab:deployment:{id}:{st}"))
                     }),
                 )
-                .put(Field::Status, status)
+                .put(Field::Status, status.clone())
                 .put(Field::Time, time_at(b, "status_changed_at"));
+            let base = rec.clone();
             user(&mut rec, b.get("user"));
+            let mut out = Vec::new();
+            if status.is_some() {
+                out.push(rec.done());
+            }
+            let approvals = b.get("approvals").and_then(Value::as_array);
+            for a in approvals.into_iter().flatten().take(MAX_APPROVALS) {
+                let mut r = base.clone();
+                let st = s(a, "status");
+                let who = s(a, "user.username");
+                r.put(
+                    Field::Id,
+                    st.as_ref().and_then(|st| {
+                        s(b, "deployment_id").map(|id| {
+                            format!(
+                                "gitlab:deployment_approval:{id}:{}:{st}",
+                                who.as_deref().unwrap_or_default()
+                            )
+                        })
+                    }),
+                )
+                .put(Field::Status, st.map(|st| format!("approval_{st}")))
+                .put(Field::Time, time_at(a, "created_at"))
+                .put(Field::Reason, s(a, "comment").filter(|c| !c.is_empty()));
+                user(&mut r, a.get("user"));
+                out.push(r.done());
+            }
+            return out;
         }
         "build" => {
             let status = s(b, "build_status");
@@ -134,6 +170,9 @@ fn extract(input: &Input<'_>) -> Vec<RawFields<'static>> {
     }
     vec![rec.done()]
 }
+
+/// Approvals read from one deployment object: a bound on hostile input.
+const MAX_APPROVALS: usize = 32;
 
 fn terminal(status: &str) -> bool {
     matches!(status, "success" | "failed" | "canceled" | "skipped")

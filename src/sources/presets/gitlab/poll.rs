@@ -89,6 +89,7 @@ pub fn shape(kind: &str, it: &Value, project: &Value) -> Value {
             "environment": it.pointer("/environment/name"),
             "status_changed_at": it["updated_at"],
             "user": it["user"],
+            "approvals": it.get("approvals"),
             "project": project,
         })
     } else {

@@ -4,6 +4,10 @@
 //! `status_map`). The release is the first fix version unless
 //! `fields.release` names the custom field that holds it: a ticket id is not
 //! a release id. Approvals are release-wide: service and environment `-`.
+//! `Declined` and `Rejected` are rejections, `Revoked` a revocation, for the
+//! gate's ledger. [`poll`] reads the same changes from the search API.
+
+pub mod poll;
 
 use super::registry::{AuthScheme, Tool};
 use super::{Input, Preset, Rec, s};
@@ -12,7 +16,13 @@ use crate::sources::fields::{Field, RawFields};
 pub const PRESET: Preset = Preset {
     name: "jira",
     extract,
-    vocabulary: &[("Approved", "approved"), ("APPROVED", "approved")],
+    vocabulary: &[
+        ("Approved", "approved"),
+        ("APPROVED", "approved"),
+        ("Declined", "rejected"),
+        ("Rejected", "rejected"),
+        ("Revoked", "revoked"),
+    ],
     fallbacks: &[("environment", "-"), ("service", "-")],
 };
 
@@ -23,7 +33,7 @@ pub const TOOL: Tool = Tool {
     event_header: None,
     delivery_header: Some("x-atlassian-webhook-identifier"),
     environment_always: true,
-    poll: None,
+    poll: Some(poll::poll),
     fixtures: Some("jira"),
 };
 

@@ -1,0 +1,203 @@
+//! The approvals ledger end to end: decisions from an approval source
+//! (a file source named `jira`) judged by the gate with four eyes and an
+//! identity map, then shown where people look: the API's history, `relstat
+//! status` (through the agent and from the stopped agent's store) and the
+//! SIEM record of `gate_bypass` (json over tcp to a local listener).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+
+use crate::util::*;
+
+/// One canonical line at `hh:mm` of [`day`]; `who` is a person.
+fn line(id: &str, hm: &str, rel: &str, svc: &str, env: &str, status: &str, who: &str) -> String {
+    format!(
+        "{{\"id\":\"{id}\",\"time\":\"{day}T{hm}:00Z\",\"release\":\"{rel}\",\
+         \"service\":\"{svc}\",\"environment\":\"{env}\",\"status\":\"{status}\",\
+         \"actor\":\"{who}\",\"actor_type\":\"human\"}}\n",
+        day = day()
+    )
+}
+
+fn append(path: &std::path::Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn get_json(port: u16, path: &str) -> serde_json::Value {
+    let (status, body) = http_get(port, path).expect("the API answers");
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn decisions_and_four_eyes_show_in_history_status_and_siem() {
+    let siem = TcpListener::bind("127.0.0.1:0").unwrap();
+    let siem_port = siem.local_addr().unwrap().port();
+    let mut agent = Agent::new(&format!(
+        "[[sources]]\nname = \"jira\"\ntype = \"file\"\npaths = [\"{d}/jira/*.log\"]\n\n\
+         [model.gate]\nenvironments = [\"production\"]\napproval_sources = [\"jira\"]\n\
+         require_distinct_approver = true\n\n\
+         [model.identities]\nalice = [\"jira:5b10ac8d\", \"f:alice\"]\n\n\
+         [siem]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{siem_port}\"\nformat = \"json\"\n",
+        d = agent_dir_placeholder()
+    ));
+    let dir = agent.dir.path().to_path_buf();
+    let cfg = std::fs::read_to_string(&agent.config)
+        .unwrap()
+        .replace(&agent_dir_placeholder(), &dir.display().to_string());
+    std::fs::write(&agent.config, cfg).unwrap();
+    std::fs::create_dir_all(dir.join("jira")).unwrap();
+    let jira = dir.join("jira/decisions.log");
+    // r1: alice approves in Jira (as her accountId) and deploys: self-approved
+    // r2: approved by carol, rejected by bob before the deploy: no approval
+    // r3: approved by bob, deployed by alice: clean
+    append(
+        &jira,
+        &[
+            line("j1", "10:00", "r1", "-", "-", "approved", "5b10ac8d"),
+            line("j2", "10:00", "r2", "-", "-", "approved", "carol"),
+            line("j3", "10:01", "r2", "-", "-", "rejected", "bob"),
+            line("j4", "10:00", "r3", "-", "-", "approved", "bob"),
+        ]
+        .concat(),
+    );
+    append(
+        &agent.log("deploy.log"),
+        &[
+            line(
+                "d1",
+                "10:05",
+                "r1",
+                "api",
+                "production",
+                "deployed",
+                "alice",
+            ),
+            line(
+                "d2",
+                "10:05",
+                "r2",
+                "web",
+                "production",
+                "deployed",
+                "alice",
+            ),
+            line("d3", "10:05", "r3", "db", "production", "deployed", "alice"),
+        ]
+        .concat(),
+    );
+    agent.start();
+
+    // the SIEM gets the two findings, with approver and decision
+    assert!(wait_until(30, || {
+        sample(
+            &agent.metrics(),
+            r#"relstat_anomalies_total{environment="production",rule="gate_bypass",severity="critical"}"#,
+        )
+        .is_some_and(|n| n >= 2.0)
+    }));
+    assert_eq!(
+        sample(
+            &agent.metrics(),
+            r#"relstat_events_total{result="unmapped",source="jira"}"#
+        ),
+        Some(0.0),
+        "a rejection from the approval source is a decision, not unmapped"
+    );
+    let (conn, _) = siem.accept().unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut found = Vec::new();
+    while found.len() < 2 {
+        // octet-counted frames: "LEN {json}"
+        let mut len = Vec::new();
+        reader.read_until(b' ', &mut len).unwrap();
+        let n: usize = String::from_utf8_lossy(&len).trim().parse().unwrap();
+        let mut msg = vec![0u8; n];
+        std::io::Read::read_exact(&mut reader, &mut msg).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&msg).unwrap();
+        found.push(format!(
+            "{} {} {} {} | {}",
+            v["rule"].as_str().unwrap(),
+            v["release"].as_str().unwrap(),
+            v["decision"].as_str().unwrap_or("-"),
+            v["approver"].as_str().unwrap_or("-"),
+            v["message"].as_str().unwrap(),
+        ));
+    }
+    found.sort();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("gate_bypass r1 approved 5b10ac8d | ")
+            && found[0].contains("self-approved"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("gate_bypass r2 rejected bob | ")
+            && found[1].contains("rejected by bob (jira)"),
+        "{found:?}"
+    );
+
+    // the history shows each decision with its approver
+    let h = get_json(agent.port, "/api/v1/releases/r2/history");
+    let rows: Vec<String> = h["events"]
+        .as_array()
+        .or_else(|| h.as_array())
+        .expect("history rows")
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["to"].as_str().unwrap(),
+                r["decision"].as_str().unwrap_or("-"),
+                r["approver"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert!(
+        rows.contains(&"approved approved carol".to_string()),
+        "{rows:?}"
+    );
+    assert!(
+        rows.contains(&"rejected rejected bob".to_string()),
+        "{rows:?}"
+    );
+    assert!(rows.contains(&"deployed - -".to_string()), "{rows:?}");
+
+    // `relstat status`: the ledger's last decision per gated key
+    let config = agent.config.to_str().unwrap().to_string();
+    let table = || {
+        let out = relstat(&["status", "-c", &config, "--environment", "production"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let want = |t: &str| {
+        assert!(t.contains("APPROVAL"), "{t}");
+        for (rel, approval) in [
+            ("r1", "approved:5b10ac8d"),
+            ("r2", "rejected:bob"),
+            ("r3", "approved:bob"),
+        ] {
+            assert!(
+                t.lines()
+                    .any(|l| l.starts_with(&format!("{rel} ")) && l.contains(approval)),
+                "{rel} {approval}:\n{t}"
+            );
+        }
+    };
+    want(&table());
+    assert_eq!(agent.signal("-TERM"), Some(0));
+    want(&table());
+}
+
+/// `Agent::new` writes the config before the directory is known to the
+/// caller: the jira source's path is patched in after.
+fn agent_dir_placeholder() -> String {
+    "@AGENT_DIR@".to_string()
+}
