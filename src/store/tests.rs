@@ -1140,3 +1140,29 @@ fn a_schema5_store_opens_and_its_gates_judge_as_before() {
         .unwrap();
     assert_eq!(v.value(), SCHEMA.to_string().as_bytes());
 }
+
+/// An undecodable `rollups_stuck` entry does not block the start: it is
+/// quarantined (a stuck rollup may then be reported once more).
+#[test]
+fn an_undecodable_stuck_rollups_entry_is_quarantined() {
+    let store = Store::in_memory().unwrap();
+    {
+        let tx = store.db.begin_write().unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert(ROLLUPS_STUCK, b"[[\"r1\"".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let report = store.check().unwrap();
+    let found: Vec<String> = report
+        .findings
+        .iter()
+        .map(|f| format!("{} {}", f.table, f.key()))
+        .collect();
+    assert_eq!(found, ["meta rollups_stuck"]);
+    let snap = store.load().unwrap();
+    assert!(snap.rollups_stuck.is_empty());
+    assert_eq!(snap.quarantined, 1);
+    assert!(store.check().unwrap().findings.is_empty());
+}

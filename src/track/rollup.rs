@@ -759,6 +759,43 @@ mod incremental_tests {
         }
     }
 
+    /// Names no key uses any more are dropped from the interner once it has
+    /// doubled, and the ones in use are kept.
+    #[test]
+    fn unused_names_are_dropped() {
+        let model = Model::builtin();
+        let cfg = RollupsConfig::default();
+        let mut index = Index::default();
+        let k = |i: usize| Key {
+            release: format!("r{i}"),
+            service: format!("s{i}"),
+            environment: "prod".into(),
+            site: String::new(),
+        };
+        for i in 0..500 {
+            index.note(&k(i), "deployed", i as TimeMs);
+        }
+        index.refresh(&model, &cfg);
+        let full = index.names.names.len();
+        assert!(full >= 1000, "{full}");
+        for i in 1..500 {
+            index.forget(&k(i));
+        }
+        index.refresh(&model, &cfg);
+        // Names come and go until the set has doubled since its last prune.
+        for i in 1000..1600 {
+            index.note(&k(i), "deployed", i as TimeMs);
+            index.forget(&k(i));
+            index.refresh(&model, &cfg);
+        }
+        let left = index.names.names.len();
+        assert!(left < 200, "{left} of {full} names kept");
+        // r0 and its names still work.
+        assert!(index.names.names.contains("r0") && index.names.names.contains("s0"));
+        let r0 = index.rollup("prod", "r0", &model, &cfg).unwrap();
+        assert_eq!(r0.targets[0].service, "s0");
+    }
+
     /// A refresh with nothing changed recomputes nothing and says so; a
     /// change to one release recomputes it and the release after it.
     #[test]
