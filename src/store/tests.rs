@@ -1046,8 +1046,10 @@ fn a_schema5_store_opens_and_its_gates_judge_as_before() {
 #[test]
 fn an_undecodable_ledger_row_is_quarantined_at_load() {
     let store = Store::in_memory().unwrap();
-    let mut batch = crate::track::Batch::default();
-    batch.approvals = vec![("r1".into(), "svc".into(), ledger_row())];
+    let batch = crate::track::Batch {
+        approvals: vec![("r1".into(), "svc".into(), ledger_row())],
+        ..Default::default()
+    };
     store.commit(&batch, &[], &BTreeMap::new()).unwrap();
     {
         let tx = store.db.begin_write().unwrap();
