@@ -739,6 +739,39 @@ mod tests {
         assert!(errs[0].message.contains("verifyed"));
     }
 
+    /// `[model.identities]`: `source:actor` first, then a bare actor; an
+    /// unmapped identity is itself; one identity under two persons is
+    /// refused.
+    #[test]
+    fn identities_map_tool_accounts_to_one_person() {
+        let parse = |t: &str| -> ModelConfig { toml::from_str(t).unwrap() };
+        let m = Model::from_config(&parse(
+            "[identities]\nalice = [\"jira:5b10ac8d\", \"ci:alice-ci\", \"al\"]\n",
+        ))
+        .unwrap();
+        assert_eq!(m.person("jira", "5b10ac8d"), "alice");
+        assert_eq!(m.person("ci", "alice-ci"), "alice");
+        assert_eq!(m.person("github", "al"), "alice");
+        // the identity is per tool: the same account name elsewhere is not her
+        assert_eq!(m.person("github", "5b10ac8d"), "5b10ac8d");
+        assert_eq!(m.person("ci", "bob"), "bob");
+        let errs = Model::from_config(&parse(
+            "[identities]\nalice = [\"ci:x\"]\nbob = [\"ci:x\", \"\"]\n",
+        ))
+        .unwrap_err();
+        let msgs: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{}: {}", e.key, e.message))
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                "model.identities.bob: \"ci:x\" is also an identity of \"alice\"",
+                "model.identities.bob: an empty identity",
+            ]
+        );
+    }
+
     #[test]
     fn promotion_problems_name_the_key() {
         let parse = |t: &str| -> ModelConfig { toml::from_str(t).unwrap() };

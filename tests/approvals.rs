@@ -201,3 +201,189 @@ fn decisions_and_four_eyes_show_in_history_status_and_siem() {
 fn agent_dir_placeholder() -> String {
     "@AGENT_DIR@".to_string()
 }
+
+/// A local ServiceNow answering the Table API as its documentation shows
+/// (`{"result": [...]}`): the real change request (tests/fixtures),
+/// renumbered per release, in the lifecycle state given.
+fn servicenow(changes: std::sync::Arc<std::sync::Mutex<Vec<(String, i64, String)>>>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let real: serde_json::Value =
+        serde_json::from_str(
+            &std::fs::read_to_string(root().join(
+                "tests/fixtures/servicenow/change_request.standard.new_approved.demisto.json",
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+            }
+            let offset_zero = line.contains("sysparm_offset=0");
+            let list: Vec<serde_json::Value> = if offset_zero {
+                changes
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(release, state, approval)| {
+                        let mut c = real["result"].clone();
+                        c["sys_id"] = serde_json::json!({"value": format!("sys-{release}")});
+                        c["u_release"] = serde_json::json!({"value": release});
+                        c["state"] = serde_json::json!({"value": state});
+                        c["approval"] = serde_json::json!({"value": approval});
+                        c["sys_updated_by"] = serde_json::json!({"value": "change-board"});
+                        c["sys_updated_on"] =
+                            serde_json::json!({"value": format!("{} 09:00:00", day())});
+                        c
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let body = serde_json::json!({ "result": list }).to_string();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// An agent no webhook reaches polls ServiceNow for its approvals: an
+/// authorized change opens the gate, a canceled one (approved, then
+/// canceled before the deploy) does not, and a change in review, not
+/// approved, is no release step at all.
+#[test]
+fn an_agent_polling_servicenow_sees_approvals_and_revocations() {
+    let changes = std::sync::Arc::new(std::sync::Mutex::new(vec![
+        ("r-ok".to_string(), -3, "requested".to_string()),
+        ("r-canceled".to_string(), 4, "approved".to_string()),
+        ("r-review".to_string(), 0, "not yet requested".to_string()),
+    ]));
+    let port = servicenow(changes.clone());
+    let mut agent = Agent::new(&format!(
+        "[[sources]]\nname = \"servicenow\"\ntype = \"poll\"\npreset = \"servicenow\"\n\
+         urls = [\"http://127.0.0.1:{port}\"]\ninterval = \"1s\"\n\
+         [sources.fields]\nrelease = \"u_release.value\"\n\n\
+         [model.gate]\nenvironments = [\"production\"]\napproval_sources = [\"servicenow\"]\n"
+    ));
+    append(
+        &agent.log("deploy.log"),
+        &[
+            line(
+                "d1",
+                "10:05",
+                "r-ok",
+                "api",
+                "production",
+                "deployed",
+                "deploy-bot",
+            ),
+            line(
+                "d2",
+                "10:05",
+                "r-canceled",
+                "web",
+                "production",
+                "deployed",
+                "deploy-bot",
+            ),
+            line(
+                "d3",
+                "10:05",
+                "r-review",
+                "db",
+                "production",
+                "deployed",
+                "deploy-bot",
+            ),
+        ]
+        .concat(),
+    );
+    agent.start();
+    let series = |m: &str, name: &str| sample(m, name).unwrap_or(0.0);
+    assert!(
+        wait_until(30, || series(
+            &agent.metrics(),
+            r#"relstat_anomalies_total{environment="production",rule="gate_bypass",severity="critical"}"#
+        ) >= 2.0),
+        "{}",
+        agent.metrics()
+    );
+    let m = agent.metrics();
+    assert_eq!(
+        series(
+            &m,
+            r#"relstat_events_total{result="accepted",source="servicenow"}"#
+        ),
+        2.0,
+        "the authorization and the cancellation"
+    );
+    assert_eq!(
+        series(
+            &m,
+            r#"relstat_events_total{result="unmapped",source="servicenow"}"#
+        ),
+        1.0,
+        "a change in review is no release step"
+    );
+    // the canceled change is in the history as a revocation
+    let h = get_json(agent.port, "/api/v1/releases/r-canceled/history");
+    let decisions: Vec<String> = h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| {
+            Some(format!(
+                "{} by {}",
+                r["decision"].as_str()?,
+                r["approver"].as_str()?
+            ))
+        })
+        .collect();
+    assert_eq!(decisions, ["revoked by change-board"]);
+    let config = agent.config.to_str().unwrap().to_string();
+    let out = relstat(&["status", "-c", &config, "--environment", "production"]);
+    let t = stdout(&out);
+    for (rel, approval) in [
+        ("r-ok", "approved:change-board"),
+        ("r-canceled", "revoked:change-board"),
+        ("r-review", " - "),
+    ] {
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with(&format!("{rel} ")) && l.contains(approval)),
+            "{rel} {approval}:\n{t}"
+        );
+    }
+    // nothing more once the polls go on: no third finding, no duplicate
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let m = agent.metrics();
+    assert_eq!(
+        series(
+            &m,
+            r#"relstat_anomalies_total{environment="production",rule="gate_bypass",severity="critical"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        series(
+            &m,
+            r#"relstat_events_total{result="duplicate",source="servicenow"}"#
+        ),
+        0.0
+    );
+    assert_eq!(agent.signal("-TERM"), Some(0));
+}

@@ -5,7 +5,7 @@
 //! redb's own integrity check and repair of the file.
 //!
 //! The agent quarantines what it meets at start (keys, the failing-targets
-//! list, pending imports); `store repair` does every table below.
+//! list, the approvals ledger, pending imports); `store repair` does every table below.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,16 +21,19 @@ pub enum Checked {
     ImportedBundles,
     /// The `failing` entry of `meta` (the forwarder's failing targets).
     Meta,
+    /// The gate's approvals ledger (schema 6).
+    Ledger,
 }
 
 impl Checked {
-    pub const ALL: [Checked; 6] = [
+    pub const ALL: [Checked; 7] = [
         Checked::Keys,
         Checked::History,
         Checked::Outbox,
         Checked::Pending,
         Checked::ImportedBundles,
         Checked::Meta,
+        Checked::Ledger,
     ];
 
     pub fn table(self) -> &'static str {
@@ -41,6 +44,7 @@ impl Checked {
             Checked::Pending => "pending_tracking",
             Checked::ImportedBundles => "imported_bundles",
             Checked::Meta => "meta",
+            Checked::Ledger => "approval_ledger",
         }
     }
 }
@@ -52,6 +56,7 @@ enum RowKey {
     Seq(u64),
     ReleaseSeq(String, u64),
     Name(String),
+    ReleaseService(String, String),
 }
 
 impl std::fmt::Display for RowKey {
@@ -61,6 +66,7 @@ impl std::fmt::Display for RowKey {
             RowKey::Seq(n) => write!(f, "{n}"),
             RowKey::ReleaseSeq(r, n) => write!(f, "{r}#{n}"),
             RowKey::Name(n) => write!(f, "{n}"),
+            RowKey::ReleaseService(r, s) => write!(f, "{r}/{s}"),
         }
     }
 }
@@ -208,6 +214,19 @@ impl Store {
                             .push(bad(t.table(), key, v.value(), e.to_string()));
                     }
                 }
+                Checked::Ledger => {
+                    for row in tx.open_table(LEDGER)?.iter()? {
+                        let (k, v) = row?;
+                        n += 1;
+                        if let Err(e) = serde_json::from_slice::<Vec<Ruling>>(v.value()) {
+                            let (r, s) = k.value();
+                            let key = RowKey::ReleaseService(r.to_string(), s.to_string());
+                            report
+                                .findings
+                                .push(bad(t.table(), key, v.value(), e.to_string()));
+                        }
+                    }
+                }
             }
             report.rows.push((t.table(), n));
         }
@@ -269,6 +288,10 @@ impl Store {
                         .remove(n.as_str())?
                         .is_some(),
                     (RowKey::Name(n), "meta") => meta.remove(n.as_str())?.is_some(),
+                    (RowKey::ReleaseService(r, s), "approval_ledger") => tx
+                        .open_table(LEDGER)?
+                        .remove((r.as_str(), s.as_str()))?
+                        .is_some(),
                     _ => false,
                 };
                 if !removed {

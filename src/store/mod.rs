@@ -403,7 +403,11 @@ impl Store {
     /// A record that cannot be decoded is moved to `quarantine` (and
     /// logged) rather than stopping the start: see [`check`].
     pub fn load(&self) -> Result<Snapshot, StoreError> {
-        let bad = self.quarantine_undecodable(&[check::Checked::Keys, check::Checked::Meta])?;
+        let bad = self.quarantine_undecodable(&[
+            check::Checked::Keys,
+            check::Checked::Meta,
+            check::Checked::Ledger,
+        ])?;
         let tx = self.db.begin_read()?;
         let mut snap = Snapshot::default();
         for row in tx.open_table(KEYS)?.iter()? {

@@ -1166,3 +1166,34 @@ fn an_undecodable_stuck_rollups_entry_is_quarantined() {
     assert_eq!(snap.quarantined, 1);
     assert!(store.check().unwrap().findings.is_empty());
 }
+
+/// An undecodable row of the approvals ledger is moved to the quarantine at
+/// load (the agent starts; the other rows stay), and `store check` sees it.
+#[test]
+fn an_undecodable_ledger_row_is_quarantined_at_load() {
+    let store = Store::in_memory().unwrap();
+    let batch = crate::track::Batch {
+        approvals: vec![("r1".into(), "svc".into(), ledger_row())],
+        ..Default::default()
+    };
+    store.commit(&batch, &[], &BTreeMap::new()).unwrap();
+    {
+        let tx = store.db.begin_write().unwrap();
+        tx.open_table(LEDGER)
+            .unwrap()
+            .insert(("r2", "-"), b"{not json".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let report = store.check().unwrap();
+    assert_eq!(report.findings.len(), 1);
+    assert_eq!(report.findings[0].key(), "r2/-");
+    let snap = store.load().unwrap();
+    assert_eq!(snap.quarantined, 1);
+    assert_eq!(
+        snap.approvals,
+        vec![("r1".into(), "svc".into(), ledger_row())]
+    );
+    let q = store.quarantined().unwrap();
+    assert_eq!(q[0].table, "approval_ledger");
+}
