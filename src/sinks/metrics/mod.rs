@@ -129,10 +129,12 @@ fn labels_id(values: &[&str]) -> u128 {
     h.digest128()
 }
 
-/// `shown` is `raw` itself, as [`LabelCaps::cap`] returns a value that
-/// passed both caps (nothing counted in `relstat_label_overflow_total`).
-fn kept(shown: &Cow<'_, str>, raw: &str) -> bool {
-    matches!(shown, Cow::Borrowed(v) if std::ptr::eq(v.as_ptr(), raw.as_ptr()) && v.len() == raw.len())
+/// `shown` is `raw` itself (the same bytes, not a copy), as
+/// [`LabelCaps::cap`] returns a value that passed both caps: nothing was
+/// counted in `relstat_label_overflow_total`. A shortened value is a new
+/// string and `other` a static one, so neither is `raw`.
+fn kept(shown: &str, raw: &str) -> bool {
+    std::ptr::eq(shown.as_ptr(), raw.as_ptr()) && shown.len() == raw.len()
 }
 
 /// Metric handles already looked up in their vector, by [`labels_id`] of
