@@ -79,15 +79,21 @@ struct Reader<'a> {
     lines: Box<dyn BufRead>,
     file: PathBuf,
     buf: Vec<u8>,
+    /// Its lines by where they landed (`InputResult::ALL`'s order), added
+    /// to the report's counts at the end: no source name copied and no
+    /// map searched per line.
+    counts: [u64; InputResult::ALL.len()],
+}
+
+impl Reader<'_> {
+    fn counted(&mut self, result: InputResult) {
+        self.counts[result as usize] += 1;
+    }
 }
 
 impl Reader<'_> {
     /// The next event of the file, counting every line that is not one.
-    fn next_event(
-        &mut self,
-        tracker: &mut Tracker,
-        counts: &mut BTreeMap<(String, InputResult), u64>,
-    ) -> Result<Option<Event>, ReplayError> {
+    fn next_event(&mut self, tracker: &mut Tracker) -> Result<Option<Event>, ReplayError> {
         loop {
             self.buf.clear();
             let n = self
@@ -111,7 +117,7 @@ impl Reader<'_> {
                 Parsed::Unmapped(_) => InputResult::Unmapped,
             };
             tracker.count(self.source, result);
-            *counts.entry((self.source.to_string(), result)).or_default() += 1;
+            self.counted(result);
         }
     }
 }
@@ -192,12 +198,12 @@ pub fn replay(loaded: &Loaded, opts: &Options) -> Result<Report, ReplayError> {
             lines: Box::new(BufReader::with_capacity(256 * 1024, f)),
             file: file.clone(),
             buf: Vec::with_capacity(1024),
+            counts: [0; InputResult::ALL.len()],
         });
     }
 
     let wall = now_ms();
     let mut clock: TimeMs = opts.now.unwrap_or(TimeMs::MIN);
-    let mut counts = BTreeMap::new();
     let mut anomalies = Vec::new();
     // The head event of every file, smallest event time first; ties by file
     // order then by sequence, so the merge is deterministic.
@@ -205,7 +211,7 @@ pub fn replay(loaded: &Loaded, opts: &Options) -> Result<Report, ReplayError> {
     let mut pending: Vec<Option<Event>> = Vec::with_capacity(readers.len());
     let mut seq = 0u64;
     for (i, r) in readers.iter_mut().enumerate() {
-        let e = r.next_event(&mut tracker, &mut counts)?;
+        let e = r.next_event(&mut tracker)?;
         if let Some(ev) = &e {
             heads.push(Reverse((ev.time, i, seq)));
             seq += 1;
@@ -224,16 +230,23 @@ pub fn replay(loaded: &Loaded, opts: &Options) -> Result<Report, ReplayError> {
             clock
         };
         metrics.source_event(&ev.source, ev.time);
-        let source = ev.source.clone();
         let result = tracker.apply(ev, now);
-        *counts.entry((source, result)).or_default() += 1;
+        readers[i].counted(result);
         drain(&mut tracker, &mut metrics, &mut anomalies);
-        let next = readers[i].next_event(&mut tracker, &mut counts)?;
+        let next = readers[i].next_event(&mut tracker)?;
         if let Some(ev) = &next {
             heads.push(Reverse((ev.time, i, seq)));
             seq += 1;
         }
         pending[i] = next;
+    }
+    let mut counts = BTreeMap::new();
+    for r in &readers {
+        for (result, n) in InputResult::ALL.into_iter().zip(r.counts) {
+            if n > 0 {
+                *counts.entry((r.source.to_string(), result)).or_default() += n;
+            }
+        }
     }
     let now = if clock == TimeMs::MIN { wall } else { clock };
     tracker.tick(now, true);
@@ -250,7 +263,7 @@ pub fn replay(loaded: &Loaded, opts: &Options) -> Result<Report, ReplayError> {
 }
 
 fn drain(tracker: &mut Tracker, metrics: &mut Metrics, anomalies: &mut Vec<Anomaly>) {
-    for e in tracker.take_effects() {
+    for e in tracker.drain_effects() {
         metrics.apply(&e);
         if let Effect::Anomaly(a) = e {
             anomalies.push(*a);

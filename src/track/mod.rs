@@ -450,6 +450,13 @@ impl Tracker {
         std::mem::take(&mut self.effects)
     }
 
+    /// Drains the effects produced since the last call, keeping their
+    /// vector's capacity: `replay` drains after every event, and a fresh
+    /// vector each time grew (reallocated) two or three times an event.
+    pub fn drain_effects(&mut self) -> std::vec::Drain<'_, Effect> {
+        self.effects.drain(..)
+    }
+
     /// Drains the store writes produced since the last call.
     pub fn take_batch(&mut self) -> Batch {
         let mut batch = std::mem::take(&mut self.batch);

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use foldhash::{HashMap, HashMapExt, HashSet};
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::TrackingConfig;
@@ -116,6 +116,63 @@ fn key_id(key: &Key) -> u128 {
         h.update(&[0]);
     }
     h.digest128()
+}
+
+/// The identity of a set of label values: xxh3-128 over them, each
+/// followed by 0x00 (which no label value from the parsers contains).
+fn labels_id(values: &[&str]) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    for v in values {
+        h.update(v.as_bytes());
+        h.update(&[0]);
+    }
+    h.digest128()
+}
+
+/// `shown` is `raw` itself (the same bytes, not a copy), as
+/// [`LabelCaps::cap`] returns a value that passed both caps: nothing was
+/// counted in `relstat_label_overflow_total`. A shortened value is a new
+/// string and `other` a static one, so neither is `raw`.
+fn kept(shown: &str, raw: &str) -> bool {
+    std::ptr::eq(shown.as_ptr(), raw.as_ptr()) && shown.len() == raw.len()
+}
+
+/// Metric handles already looked up in their vector, by [`labels_id`] of
+/// the raw label values. The hot effects (one input count, one delay and,
+/// per transition, one duration, one transition count and two gauge
+/// moves) then cost one short hash and one map lookup each instead of the
+/// caps' set lookups plus prometheus' own label hashing, read lock and
+/// handle clone. Only handles whose labels passed the caps unchanged are
+/// kept: a shortened or capped value is counted at every use, as before.
+/// At most one entry per series the vectors already hold.
+struct Handles<M>(HashMap<u128, M>);
+
+impl<M: Clone> Handles<M> {
+    fn new() -> Self {
+        Self(HashMap::new())
+    }
+
+    fn get(&self, id: u128) -> Option<&M> {
+        self.0.get(&id)
+    }
+
+    fn keep(&mut self, id: u128, m: &M) {
+        self.0.insert(id, m.clone());
+    }
+}
+
+/// The cached handles of [`Metrics`].
+struct Cached {
+    /// `relstat_events_total` by (source, result).
+    events: Handles<IntCounter>,
+    /// `relstat_event_delay_seconds` by (source, site).
+    delay: Handles<Histogram>,
+    /// `relstat_status_duration_seconds` by (service, environment, site, status).
+    duration: Handles<Histogram>,
+    /// `relstat_transitions_total` by (environment, from, to).
+    transitions: Handles<IntCounter>,
+    /// `relstat_releases_in_status` by its (already capped) labels.
+    in_status: Handles<IntGauge>,
 }
 
 /// Length and distinct-value caps for the labels that come from outside input.
@@ -237,6 +294,7 @@ pub struct Metrics {
     /// targets), labels already capped; at most `max_tracked` rollups.
     rollups: Vec<(String, String, String, u64)>,
     caps: LabelCaps,
+    cached: Cached,
     retention_ms: TimeMs,
     max_tracked: usize,
 }
@@ -539,6 +597,13 @@ impl Metrics {
                 seen: HashMap::new(),
                 statuses: HashSet::default(),
             },
+            cached: Cached {
+                events: Handles::new(),
+                delay: Handles::new(),
+                duration: Handles::new(),
+                transitions: Handles::new(),
+                in_status: Handles::new(),
+            },
             retention_ms: cfg.finished_retention.as_millis() as TimeMs,
             max_tracked: cfg.max_tracked,
         })
@@ -607,9 +672,14 @@ impl Metrics {
     pub fn apply(&mut self, effect: &Effect) {
         match effect {
             Effect::Input { source, result } => {
-                self.events
-                    .with_label_values(&[source, result.as_str()])
-                    .inc();
+                let id = labels_id(&[source, result.as_str()]);
+                if let Some(c) = self.cached.events.get(id) {
+                    c.inc();
+                } else {
+                    let c = self.events.with_label_values(&[source, result.as_str()]);
+                    c.inc();
+                    self.cached.events.keep(id, &c);
+                }
             }
             Effect::Status { key, status, since } => self.set_status(key, status, *since),
             Effect::Finished { key, at } => {
@@ -628,14 +698,37 @@ impl Metrics {
                 from,
                 to,
             } => {
-                let env = self.env_label(environment);
-                self.transitions.with_label_values(&[&*env, from, to]).inc();
+                let id = labels_id(&[environment, from, to]);
+                if let Some(c) = self.cached.transitions.get(id) {
+                    c.inc();
+                    return;
+                }
+                let env = self
+                    .caps
+                    .cap("environment", environment, &self.label_overflow);
+                let c = self.transitions.with_label_values(&[&*env, from, to]);
+                c.inc();
+                if kept(&env, environment) {
+                    self.cached.transitions.keep(id, &c);
+                }
             }
             Effect::Duration { key, status, secs } => {
-                let (s, e, site) = self.key_labels(key);
-                self.status_duration
-                    .with_label_values(&[&*s, &*e, &*site, status])
-                    .observe(*secs);
+                let id = labels_id(&[&key.service, &key.environment, &key.site, status]);
+                if let Some(h) = self.cached.duration.get(id) {
+                    h.observe(*secs);
+                    return;
+                }
+                let o = &self.label_overflow;
+                let s = self.caps.cap("service", &key.service, o);
+                let e = self.caps.cap("environment", &key.environment, o);
+                let site = self.caps.cap("site", &key.site, o);
+                let h = self
+                    .status_duration
+                    .with_label_values(&[&*s, &*e, &*site, status]);
+                h.observe(*secs);
+                if kept(&s, &key.service) && kept(&e, &key.environment) && kept(&site, &key.site) {
+                    self.cached.duration.keep(id, &h);
+                }
             }
             Effect::Resolution {
                 key,
@@ -679,11 +772,20 @@ impl Metrics {
                 event_time,
                 recorded_at,
             } => {
-                let site = self.caps.cap("site", site, &self.label_overflow);
                 let secs = (recorded_at - event_time).max(0) as f64 / 1000.0;
-                self.event_delay
-                    .with_label_values(&[source.as_str(), &*site])
-                    .observe(secs);
+                let id = labels_id(&[source, site]);
+                if let Some(h) = self.cached.delay.get(id) {
+                    h.observe(secs);
+                    return;
+                }
+                let shown = self.caps.cap("site", site, &self.label_overflow);
+                let h = self
+                    .event_delay
+                    .with_label_values(&[source.as_str(), &*shown]);
+                h.observe(secs);
+                if kept(&shown, site) {
+                    self.cached.delay.keep(id, &h);
+                }
             }
             Effect::SiteSync {
                 site,
@@ -749,25 +851,23 @@ impl Metrics {
             if &*old.status == status && old.since == since {
                 return;
             }
-            self.in_status
-                .with_label_values(&[&*old.environment, &*old.status])
-                .dec();
-            self.in_status
-                .with_label_values(&[&*old.environment, status])
-                .inc();
+            let (env, was) = (Arc::clone(&old.environment), Arc::clone(&old.status));
             old.status = self.caps.status(status);
             old.since = since;
+            self.in_status_gauge(&env, &was).dec();
+            self.in_status_gauge(&env, status).inc();
             return;
         }
         let o = &self.label_overflow;
         let service = self.caps.interned("service", &key.service, o);
         let environment = self.caps.interned("environment", &key.environment, o);
         let site = self.caps.interned("site", &key.site, o);
-        self.in_status
-            .with_label_values(&[&*environment, status])
-            .inc();
+        self.in_status_gauge(&environment, status).inc();
         self.declare_target(&service, &environment, &site);
-        let release = self.caps.shorten("release", &key.release, o).into();
+        let release = self
+            .caps
+            .shorten("release", &key.release, &self.label_overflow)
+            .into();
         let status = self.caps.status(status);
         self.exposed.insert(
             id,
@@ -800,10 +900,20 @@ impl Metrics {
 
     fn unexpose(&mut self, id: u128) {
         if let Some(e) = self.exposed.remove(&id) {
-            self.in_status
-                .with_label_values(&[&e.environment, &e.status])
-                .dec();
+            self.in_status_gauge(&e.environment, &e.status).dec();
         }
+    }
+
+    /// The `relstat_releases_in_status` gauge of these (already capped)
+    /// labels.
+    fn in_status_gauge(&mut self, environment: &str, status: &str) -> IntGauge {
+        let id = labels_id(&[environment, status]);
+        if let Some(g) = self.cached.in_status.get(id) {
+            return g.clone();
+        }
+        let g = self.in_status.with_label_values(&[environment, status]);
+        self.cached.in_status.keep(id, &g);
+        g
     }
 
     /// Removes the series of keys finished more than `finished_retention`

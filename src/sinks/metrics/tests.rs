@@ -255,3 +255,51 @@ fn exposed_keys_share_their_label_strings() {
     assert_eq!(&*m.exposed[&id].status, "deployed");
     assert_eq!(m.exposed_len(), 5);
 }
+
+/// The cached handles give the same series as the uncached path: repeated
+/// durations, transitions and delays add up in one series each, and a
+/// value over the cardinality cap keeps going to `other` and being counted
+/// at every use (it is never cached under its own labels).
+#[test]
+fn cached_handles_count_like_the_vectors_and_capped_values_count_every_use() {
+    let mut m = metrics(10, 1);
+    let (a, b) = (key("r1", "api", "prod"), key("r2", "web", "prod"));
+    for _ in 0..3 {
+        for k in [&a, &b] {
+            m.apply(&Effect::Duration {
+                key: k.clone(),
+                status: "in_progress".into(),
+                secs: 2.0,
+            });
+        }
+        m.apply(&Effect::Transition {
+            environment: "prod".into(),
+            from: "in_progress".into(),
+            to: "deployed".into(),
+        });
+        m.apply(&Effect::Delay {
+            source: "f".into(),
+            site: "s1".into(),
+            event_time: 0,
+            recorded_at: 3_000,
+        });
+        m.apply(&Effect::Input {
+            source: "f".into(),
+            result: InputResult::Accepted,
+        });
+    }
+    let out = m.render();
+    for line in [
+        r#"relstat_status_duration_seconds_count{environment="prod",service="api",site="",status="in_progress"} 3"#,
+        r#"relstat_status_duration_seconds_count{environment="prod",service="other",site="",status="in_progress"} 3"#,
+        r#"relstat_status_transitions_total{environment="prod",from="in_progress",to="deployed"} 3"#,
+        // The site "" took the one slot: s1 is other at every use.
+        r#"relstat_event_delay_seconds_count{site="other",source="f"} 3"#,
+        r#"relstat_label_overflow_total{label="site",reason="cardinality"} 3"#,
+        r#"relstat_events_total{result="accepted",source="f"} 3"#,
+        // web, three times (its durations).
+        r#"relstat_label_overflow_total{label="service",reason="cardinality"} 3"#,
+    ] {
+        assert!(out.contains(line), "{line} missing in\n{out}");
+    }
+}
