@@ -31,7 +31,7 @@ use crate::ingest::{Item, SourceBatch};
 use crate::sinks::metrics::Metrics;
 use crate::spool::outbox::Outbox;
 use crate::store::{OutboxStats, Store, StoreError};
-use crate::track::{Effect, Tracker};
+use crate::track::{Effect, Tracker, readiness};
 
 /// How often the periodic check runs (the stuck rule: at least every 15 s).
 pub const TICK: Duration = Duration::from_secs(5);
@@ -72,6 +72,33 @@ pub fn set_spool_gauges(m: &Metrics, stats: &OutboxStats, now: crate::event::Tim
             .oldest_detected_at
             .map_or(0.0, |t| ((now - t).max(0)) as f64 / 1000.0),
     );
+}
+
+/// The readiness answer from a tracker and the store it was built from
+/// (the running core's, or one rebuilt from a stopped agent's store).
+pub fn readiness_of(
+    tracker: &Tracker,
+    store: &Store,
+    ask: &readiness::Ask,
+    environments: Option<&[String]>,
+    shown: readiness::Shown,
+    now: crate::event::TimeMs,
+) -> Result<Option<readiness::Answer>, StoreError> {
+    let in_scope = |env: &str| environments.is_none_or(|es| es.iter().any(|e| e == env));
+    if !in_scope(&ask.environment) {
+        return Ok(None);
+    }
+    let history = store.history(&ask.release)?;
+    let visible = |k: &crate::event::Key| in_scope(&k.environment);
+    Ok(readiness::assess(
+        tracker,
+        tracker.readiness_config(),
+        ask,
+        &history,
+        &visible,
+        shown,
+        now,
+    ))
 }
 
 /// The core: tracker, store and the metrics it feeds. Only the core thread
@@ -189,6 +216,26 @@ impl Core {
                 }
                 r
             })
+    }
+
+    /// `relstat readiness` and `/api/v1/readiness` (docs/readiness.md):
+    /// the answer for `ask` now, in the view of `environments` (a
+    /// partner's scope; `None`: everything). `None`: the release is
+    /// unknown to the caller.
+    pub fn readiness(
+        &self,
+        ask: &readiness::Ask,
+        environments: Option<&[String]>,
+        shown: readiness::Shown,
+    ) -> Result<Option<readiness::Answer>, StoreError> {
+        readiness_of(
+            &self.tracker,
+            &self.store,
+            ask,
+            environments,
+            shown,
+            now_ms(),
+        )
     }
 
     pub fn tracker(&self) -> &Tracker {
