@@ -166,7 +166,7 @@ pub fn assess(
     let (freeze, freeze_ahead) = freeze(t, cfg, &ask.environment, now);
     let stage = previous_stage(t, ask, &services, previous.as_deref(), now);
     let anomalies = anomalies(t, cfg, ask, history, &wanted);
-    let prev_targets = previous_targets(t, ask, previous.as_deref(), &wanted);
+    let prev_targets = previous_targets(t, ask, previous.as_deref(), &wanted, now);
     let (cfr, unrestored) = failures(t, cfg, ask, &services);
 
     let checks = [approval, freeze, stage, anomalies, prev_targets, cfr];
@@ -516,8 +516,10 @@ fn previous_targets(
     ask: &Ask,
     previous: Option<&str>,
     wanted: &dyn Fn(&Key) -> bool,
+    now: TimeMs,
 ) -> Judged {
     let name = "previous_targets";
+    let model = t.model();
     let Some(prev) = previous else {
         return judged(
             name,
@@ -546,9 +548,17 @@ fn previous_targets(
             environment: prev.to_string(),
             site: target.site.clone(),
         };
-        let stuck = t
-            .get(&key)
-            .is_some_and(|ks| ks.memory.stuck_fired == Some(ks.entered_at));
+        // Past its status's stuck_after now, whether or not the periodic
+        // check has reported it yet.
+        let stuck = t.get(&key).is_some_and(|ks| {
+            ks.finished.is_none()
+                && (ks.memory.stuck_fired == Some(ks.entered_at)
+                    || model.index(&ks.status).is_some_and(|i| {
+                        model
+                            .stuck_after(i, prev)
+                            .is_some_and(|d| now - ks.entered_at > d.as_millis() as TimeMs)
+                    }))
+        });
         if matches!(target.status.as_str(), "failed" | "rolled_back") || stuck {
             let at = if target.site.is_empty() {
                 String::new()
@@ -969,6 +979,24 @@ max_change_failure_rate = 0.5
             .find(|s| s.name == "previous_targets")
             .unwrap();
         assert_eq!((s.value, s.points), (0.5, 5.0));
+    }
+
+    #[test]
+    fn a_stuck_target_in_the_previous_environment_is_no_go() {
+        // In progress in staging for 2h at the time asked: past the 1h.
+        let mut events = vec![ev("r2", "staging", "in_progress", BASE - 110 * MIN)];
+        events.push(approval("r2", "alice", BASE));
+        let (t, cfg) = tracker("", events);
+        let c = check(&answer(&t, &cfg, &ask("r2"), &[]), "previous_targets").clone();
+        assert_eq!(c.status, Status::Fail);
+        assert_eq!(c.reason, "in staging: payments stuck in in_progress");
+        let (t, cfg) = tracker("", ready());
+        let c = check(&answer(&t, &cfg, &ask("r2"), &[]), "previous_targets").clone();
+        assert_eq!(c.status, Status::Pass);
+        assert_eq!(
+            c.reason,
+            "1 target(s) in staging, none failed or stuck (deployed)"
+        );
     }
 
     #[test]
