@@ -181,13 +181,21 @@ fn default_readiness_freeze_horizon() -> Duration {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReadinessWeights {
+    /// The approval check fails.
     pub approval: f64,
+    /// A change-freeze window is open.
     pub change_freeze: f64,
+    /// The previous stage lacks the change.
     pub previous_stage: f64,
+    /// Open findings, a third each.
     pub anomalies: f64,
+    /// The share of bad targets in the previous environment.
     pub previous_targets: f64,
+    /// The change failure rate itself.
     pub change_failure_rate: f64,
+    /// A failure in the environment not yet restored.
     pub unrestored_failure: f64,
+    /// A freeze window opening within `freeze_horizon`.
     pub freeze_ahead: f64,
 }
 
