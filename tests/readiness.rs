@@ -243,6 +243,16 @@ fn readiness_cli_exit_codes_through_the_agent_and_from_its_store() {
         assert_eq!(code, 2, "{err}");
     };
     asks(&agent);
+    // r1 is deployed in staging, not in production: scored; r2 and r3
+    // never reached deployed anywhere.
+    let series =
+        r#"relstat_release_risk_score{environment="production",release="r1",service="api"}"#;
+    assert!(wait_until(20, || sample(&agent.metrics(), series) == Some(0.0)));
+    assert!(
+        !agent
+            .metrics()
+            .contains(r#"release_risk_score{environment="production",release="r2""#)
+    );
     assert_eq!(agent.signal("-TERM"), Some(0));
     assert!(
         !agent.dir.path().join("data/admin.sock").exists() || {

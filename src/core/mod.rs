@@ -122,7 +122,13 @@ pub struct Core {
     diverged: Option<String>,
     /// `[notify]`: which messages a commit queues (replaced on reload).
     notify: Option<crate::notifications::Router>,
+    /// When `relstat_release_risk_score` was last computed (agent's clock).
+    risk_at: crate::event::TimeMs,
 }
+
+/// How often `relstat_release_risk_score` is recomputed: each score reads
+/// its release's history, too much for every 5 s tick.
+const RISK_EVERY: crate::event::TimeMs = 60_000;
 
 impl Core {
     /// Builds the tracker and the metrics for `loaded` from what the store holds.
@@ -195,6 +201,7 @@ impl Core {
             bundles: crate::spool::Settings::from_config(&loaded.config),
             diverged: None,
             notify: crate::notifications::Router::from_config(&loaded.config),
+            risk_at: 0,
         }
     }
 
@@ -500,10 +507,55 @@ impl Core {
         if let Some(o) = &self.outbox {
             o.update(&stats);
         }
+        let risk = if now - self.risk_at >= RISK_EVERY {
+            self.risk_at = now;
+            Some(self.risk_scores(now)?)
+        } else {
+            None
+        };
         let mut m = self.metrics();
         set_spool_gauges(&m, &stats, now);
+        if let Some(r) = risk {
+            m.set_risk_scores(r);
+        }
         m.expire(now);
         Ok(())
+    }
+
+    /// The risk score of every release pending for an environment
+    /// (`readiness::pending`, at most max_tracked).
+    fn risk_scores(
+        &self,
+        now: crate::event::TimeMs,
+    ) -> Result<Vec<(String, String, String, f64)>, StoreError> {
+        let t = &self.tracker;
+        let mut out = Vec::new();
+        let mut history: Option<(String, Vec<crate::track::HistoryRecord>)> = None;
+        let mut pending = readiness::pending(t, t.settings().max_finished);
+        // One history read per release.
+        pending.sort();
+        for (release, service, environment) in pending {
+            if history.as_ref().is_none_or(|(r, _)| *r != release) {
+                history = Some((release.clone(), self.store.history(&release)?));
+            }
+            let h = history
+                .as_ref()
+                .map(|(_, h)| h.as_slice())
+                .unwrap_or_default();
+            let ask = readiness::Ask {
+                release: release.clone(),
+                environment: environment.clone(),
+                service: Some(service.clone()),
+                ..Default::default()
+            };
+            let shown = readiness::Shown::default();
+            if let Some(a) =
+                readiness::assess(t, t.readiness_config(), &ask, h, &|_| true, shown, now)
+            {
+                out.push((release, service, environment, a.risk_score));
+            }
+        }
+        Ok(out)
     }
 
     /// The core thread's loop.

@@ -702,6 +702,50 @@ fn failures(
     (cfr, unrestored)
 }
 
+/// What `relstat_release_risk_score` is about: (release, service,
+/// environment) where the release is `deployed` or `complete` for the
+/// service in an environment of the promotion order and has not been
+/// deployed in the next one yet; the most recently moved first, at most
+/// `limit`.
+pub fn pending(t: &Tracker, limit: usize) -> Vec<(String, String, String)> {
+    let Some(promo) = &t.model().promotion else {
+        return Vec::new();
+    };
+    let next = |env: &str| {
+        let pos = promo.order.iter().position(|e| e == env)?;
+        promo.order.get(pos + 1)
+    };
+    let mut found: std::collections::BTreeMap<(&str, &str, &str), TimeMs> = Default::default();
+    for (k, ks) in t.keys() {
+        if !matches!(ks.status.as_str(), "deployed" | "complete") {
+            continue;
+        }
+        let Some(env) = next(&k.environment) else {
+            continue;
+        };
+        let slot = found
+            .entry((k.release.as_str(), k.service.as_str(), env.as_str()))
+            .or_insert(ks.entered_at);
+        *slot = (*slot).max(ks.entered_at);
+    }
+    // Deployed there already (at any site): not pending.
+    for (k, ks) in t.keys() {
+        if ks.memory.has_passed("deployed") || ks.status == "complete" {
+            found.remove(&(
+                k.release.as_str(),
+                k.service.as_str(),
+                k.environment.as_str(),
+            ));
+        }
+    }
+    let mut out: Vec<_> = found.into_iter().collect();
+    out.sort_by_key(|(k, at)| (std::cmp::Reverse(*at), *k));
+    out.truncate(limit);
+    out.into_iter()
+        .map(|((r, s, e), _)| (r.to_string(), s.to_string(), e.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     //! One go and one no-go case per check, the score's breakdown, and
@@ -1038,6 +1082,25 @@ max_change_failure_rate = 0.5
         let c = check(&a, "change_failure_rate");
         assert_eq!(c.status, Status::Pass, "{}", c.reason);
         assert!(c.reason.contains("1 of the last 4"), "{}", c.reason);
+    }
+
+    #[test]
+    fn pending_releases_are_those_deployed_in_the_previous_stage_only() {
+        let mut events = ready();
+        events.push(ev("r1", "staging", "deployed", BASE - 60 * MIN));
+        events.push(ev("r1", "production", "in_progress", BASE - 50 * MIN));
+        events.push(ev("r1", "production", "deployed", BASE - 40 * MIN));
+        events.push(ev("r3", "staging", "deployed", BASE - 30 * MIN));
+        let (t, _) = tracker("", events);
+        let p = |r: &str| {
+            (
+                r.to_string(),
+                "payments".to_string(),
+                "production".to_string(),
+            )
+        };
+        assert_eq!(pending(&t, 10), vec![p("r2"), p("r3")]);
+        assert_eq!(pending(&t, 1), vec![p("r2")]);
     }
 
     #[test]
