@@ -2526,4 +2526,25 @@ allow = ["@release_managers", "@deployers"]
         assert_eq!(p[2].0, "notify.destinations[2].url_file");
         assert!(p[2].1.contains("not loopback"), "{p:?}");
     }
+
+    #[test]
+    fn readiness_names_known_rules_and_weights_of_at_most_100() {
+        let base = format!("{FILE}\n[readiness]\n");
+        assert_problems(&base, &[]);
+        assert_problems(
+            &format!(
+                "{base}rules = [\"stuck\", \"nope\"]\ndeployments = 0\n\
+                 max_change_failure_rate = 1.5\nfreeze_horizon = \"8d\"\n\n\
+                 [readiness.weights]\napproval = 90\nanomalies = -1\n"
+            ),
+            &[
+                ("readiness.rules[1]", 7, "unknown rule \"nope\""),
+                ("readiness.deployments", 8, "at least 1"),
+                ("readiness.max_change_failure_rate", 9, "from 0 to 1"),
+                ("readiness.freeze_horizon", 10, "at most 7d"),
+                ("readiness.weights", 12, "more than 100"),
+                ("readiness.weights.anomalies", 14, "0 or more"),
+            ],
+        );
+    }
 }
