@@ -92,7 +92,7 @@ pub fn readiness_of(
     let visible = |k: &crate::event::Key| in_scope(&k.environment);
     Ok(readiness::assess(
         tracker,
-        tracker.readiness_config(),
+        &readiness::Index::of(tracker),
         ask,
         &history,
         &visible,
@@ -532,6 +532,7 @@ impl Core {
         let mut out = Vec::new();
         let mut history: Option<(String, Vec<crate::track::HistoryRecord>)> = None;
         let mut pending = readiness::pending(t, t.settings().max_finished);
+        let ix = readiness::Index::of(t);
         // One history read per release.
         pending.sort();
         for (release, service, environment) in pending {
@@ -549,9 +550,7 @@ impl Core {
                 ..Default::default()
             };
             let shown = readiness::Shown::default();
-            if let Some(a) =
-                readiness::assess(t, t.readiness_config(), &ask, h, &|_| true, shown, now)
-            {
+            if let Some(a) = readiness::assess(t, &ix, &ask, h, &|_| true, shown, now) {
                 out.push((release, service, environment, a.risk_score));
             }
         }

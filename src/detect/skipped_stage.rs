@@ -104,29 +104,31 @@ impl Stages {
         self.at.is_empty()
     }
 
-    /// The latest deployment of `value` in `env` for `service` (at `site`,
-    /// or at any site) dated in (`since`, `until`]: what a deployment to the
-    /// next stage would be judged against (`relstat readiness`).
-    pub fn find(
+    /// The latest deployment of `value` in `env` for `service` at one of
+    /// `sites`, dated in (`since`, `until`]: what a deployment to the next
+    /// stage would be judged against (`relstat readiness`).
+    pub fn find<'a>(
         &self,
         env: &str,
         service: &str,
-        site: Option<&str>,
+        sites: impl IntoIterator<Item = &'a str>,
         value: &str,
         since: TimeMs,
         until: TimeMs,
     ) -> Option<TimeMs> {
-        self.at
-            .iter()
-            .filter(|((e, s, st, v), at)| {
-                e == env
-                    && s == service
-                    && site.is_none_or(|x| x == st)
-                    && v == value
-                    && **at > since
-                    && **at <= until
+        sites
+            .into_iter()
+            .filter_map(|site| {
+                self.at
+                    .get(&(
+                        env.to_string(),
+                        service.to_string(),
+                        site.to_string(),
+                        value.to_string(),
+                    ))
+                    .copied()
             })
-            .map(|(_, at)| *at)
+            .filter(|at| *at > since && *at <= until)
             .max()
     }
 

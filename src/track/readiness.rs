@@ -22,11 +22,11 @@
 //! - The score is the sum of each signal's points: its weight (points) times
 //!   its value (0 to 1), in tenths so the listed points add up exactly.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::{HistoryRecord, Outcome, Target, Tracker};
+use super::{HistoryRecord, KeyState, Outcome, Target, Tracker};
 use crate::config::ReadinessConfig;
 use crate::detect::{self, Standing};
 use crate::event::{Key, NO_SERVICE, TimeMs, format_rfc3339};
@@ -131,20 +131,22 @@ pub struct Shown {
 /// the release is unknown to the caller.
 pub fn assess(
     t: &Tracker,
-    cfg: &ReadinessConfig,
+    ix: &Index<'_>,
     ask: &Ask,
     history: &[HistoryRecord],
     visible: &dyn Fn(&Key) -> bool,
     shown: Shown,
     now: TimeMs,
 ) -> Option<Answer> {
+    let cfg = t.readiness_config();
     let wanted = |k: &Key| {
         k.release == ask.release
             && ask.service.as_ref().is_none_or(|s| *s == k.service)
             && ask.site.as_ref().is_none_or(|s| *s == k.site)
     };
-    let targets: BTreeSet<(String, String)> = t
-        .keys()
+    let targets: BTreeSet<(String, String)> = ix
+        .release(&ask.release)
+        .iter()
         .filter(|(k, _)| wanted(k) && visible(k))
         .map(|(k, _)| (k.service.clone(), k.site.clone()))
         .collect();
@@ -162,12 +164,12 @@ pub fn assess(
         (pos > 0).then(|| p.order[pos - 1].clone())
     });
 
-    let approval = approval(t, ask, &services, shown, now);
+    let approval = approval(t, ix, ask, &services, shown, now);
     let (freeze, freeze_ahead) = freeze(t, cfg, &ask.environment, now);
-    let stage = previous_stage(t, ask, &services, previous.as_deref(), now);
-    let anomalies = anomalies(t, cfg, ask, history, &wanted);
-    let prev_targets = previous_targets(t, ask, previous.as_deref(), &wanted, now);
-    let (cfr, unrestored) = failures(t, cfg, ask, &services);
+    let stage = previous_stage(t, ix, ask, &services, previous.as_deref(), now);
+    let anomalies = anomalies(t, ix, cfg, ask, history, &wanted);
+    let prev_targets = previous_targets(t, ix, ask, previous.as_deref(), &wanted, now);
+    let (cfr, unrestored) = failures(t, ix, cfg, ask, &services);
 
     let checks = [approval, freeze, stage, anomalies, prev_targets, cfr];
     let w = &cfg.weights;
@@ -228,6 +230,7 @@ pub fn assess(
 /// and the deployers of an attempt already under way as the deployers.
 fn approval(
     t: &Tracker,
+    ix: &Index<'_>,
     ask: &Ask,
     services: &BTreeSet<&str>,
     shown: Shown,
@@ -260,9 +263,8 @@ fn approval(
         if let Some(a) = &ask.actor {
             deployers.push((String::new(), a.clone()));
         }
-        for (k, ks) in t.keys() {
-            if k.release == key.release
-                && k.service == key.service
+        for (k, ks) in ix.release(&ask.release) {
+            if k.service == key.service
                 && k.environment == key.environment
                 && ask.site.as_ref().is_none_or(|s| *s == k.site)
             {
@@ -373,6 +375,7 @@ fn freeze(t: &Tracker, cfg: &ReadinessConfig, env: &str, now: TimeMs) -> (Judged
 /// within the promotion window.
 fn previous_stage(
     t: &Tracker,
+    ix: &Index<'_>,
     ask: &Ask,
     services: &BTreeSet<&str>,
     previous: Option<&str>,
@@ -400,9 +403,10 @@ fn previous_stage(
     for service in services {
         // The change this release carries for the service: the version
         // and commit of its latest report that names one, anywhere.
-        let value = t
-            .keys()
-            .filter(|(k, _)| k.release == ask.release && k.service == *service)
+        let value = ix
+            .release(&ask.release)
+            .iter()
+            .filter(|(k, _)| k.service == *service)
             .filter_map(|(k, ks)| {
                 detect::promotion_value(
                     promo.match_by,
@@ -422,14 +426,16 @@ fn previous_stage(
             ));
             continue;
         };
-        match t.stages().find(
-            prev,
-            service,
-            ask.site.as_deref(),
-            &value,
-            now - window,
-            now,
-        ) {
+        // The ledger is derived from the keys: the sites it can hold for
+        // the service there are those of its keys there.
+        let sites: BTreeSet<&str> = match &ask.site {
+            Some(s) => [s.as_str()].into(),
+            None => ix.sites(service, prev).iter().copied().collect(),
+        };
+        match t
+            .stages()
+            .find(prev, service, sites, &value, now - window, now)
+        {
             Some(at) => found.push(format!(
                 "{service}: {by} {value} deployed in {prev} at {}",
                 format_rfc3339(at)
@@ -451,6 +457,7 @@ fn previous_stage(
 /// open; the signal grows with their number (three or more: full).
 fn anomalies(
     t: &Tracker,
+    ix: &Index<'_>,
     cfg: &ReadinessConfig,
     ask: &Ask,
     history: &[HistoryRecord],
@@ -474,8 +481,9 @@ fn anomalies(
         }
     }
     if cfg.rules.iter().any(|r| r == "stuck") {
-        let envs: BTreeSet<&str> = t
-            .keys()
+        let envs: BTreeSet<&str> = ix
+            .release(&ask.release)
+            .iter()
             .filter(|(k, _)| wanted(k))
             .map(|(k, _)| k.environment.as_str())
             .collect();
@@ -513,6 +521,7 @@ fn anomalies(
 /// failed, rolled back or stuck. The signal is the share of bad targets.
 fn previous_targets(
     t: &Tracker,
+    ix: &Index<'_>,
     ask: &Ask,
     previous: Option<&str>,
     wanted: &dyn Fn(&Key) -> bool,
@@ -531,7 +540,12 @@ fn previous_targets(
             ),
         );
     };
-    let rollups = t.rollups(|k| k.environment == prev && wanted(k));
+    let rollups = super::rollup::compute(
+        ix.release(&ask.release).iter().copied(),
+        model,
+        t.rollups_config(),
+        |k| k.environment == prev && wanted(k),
+    );
     let Some(r) = rollups.first() else {
         return judged(
             name,
@@ -599,6 +613,7 @@ fn previous_targets(
 /// followed by a deployment (an open restore episode).
 fn failures(
     t: &Tracker,
+    ix: &Index<'_>,
     cfg: &ReadinessConfig,
     ask: &Ask,
     services: &BTreeSet<&str>,
@@ -608,21 +623,19 @@ fn failures(
     let mut parts = Vec::new();
     let mut unrestored = Vec::new();
     for service in services {
-        let mut deployments: Vec<(TimeMs, Outcome)> = t
-            .keys()
-            .filter(|(k, _)| {
-                k.service == *service
-                    && k.environment == ask.environment
-                    && ask.site.as_ref().is_none_or(|s| *s == k.site)
-            })
-            .filter_map(|(_, ks)| t.deployment_outcome(ks).map(|o| (ks.entered_at, o)))
+        // Newest first (the index's order): the first `deployments` that
+        // deployed.
+        let deployments: Vec<Outcome> = ix
+            .service_env(service, &ask.environment)
+            .iter()
+            .filter(|(k, _)| ask.site.as_ref().is_none_or(|s| *s == k.site))
+            .filter_map(|(_, ks)| t.deployment_outcome(ks))
+            .take(cfg.deployments)
             .collect();
-        deployments.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
-        deployments.truncate(cfg.deployments);
         if !deployments.is_empty() {
             let failed = deployments
                 .iter()
-                .filter(|(_, o)| *o != Outcome::Success)
+                .filter(|o| **o != Outcome::Success)
                 .count();
             let rate = failed as f64 / deployments.len() as f64;
             let text = format!(
@@ -637,26 +650,26 @@ fn failures(
             }
             parts.push(text);
         }
-        for (k, _) in t.keys() {
-            if k.service == *service && k.environment == ask.environment {
-                let target = Target::of(k);
-                if let Some(since) = t.failing_since(&target)
-                    && !unrestored.iter().any(|(s, _)| *s == target.site)
-                {
-                    unrestored.push((
-                        target.site.clone(),
-                        format!(
-                            "{service}{} failed in {} at {} and is not restored",
-                            if target.site.is_empty() {
-                                String::new()
-                            } else {
-                                format!(" at {}", target.site)
-                            },
-                            ask.environment,
-                            format_rfc3339(since)
-                        ),
-                    ));
-                }
+        for site in ix.sites(service, &ask.environment) {
+            if ask.site.as_ref().is_some_and(|s| s != site) {
+                continue;
+            }
+            let target = Target {
+                service: service.to_string(),
+                environment: ask.environment.clone(),
+                site: site.to_string(),
+            };
+            if let Some(since) = t.failing_since(&target) {
+                unrestored.push(format!(
+                    "{service}{} failed in {} at {} and is not restored",
+                    if site.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" at {site}")
+                    },
+                    ask.environment,
+                    format_rfc3339(since)
+                ));
             }
         }
     }
@@ -690,16 +703,78 @@ fn failures(
     let unrestored = if unrestored.is_empty() {
         (0.0, format!("no unrestored failure in {}", ask.environment))
     } else {
-        (
-            1.0,
-            unrestored
-                .into_iter()
-                .map(|(_, s)| s)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
+        (1.0, unrestored.join("; "))
     };
     (cfr, unrestored)
+}
+
+/// A tracked key with its state.
+type Entry<'a> = (&'a Key, &'a KeyState);
+
+/// The tracker's keys grouped the ways the checks look them up, built in
+/// one pass: an answer then reads its release's keys and its services'
+/// keys in the environments concerned, not every key once per check (the
+/// risk metric asks for up to max_tracked answers in a row).
+pub struct Index<'a> {
+    by_release: HashMap<&'a str, Vec<Entry<'a>>>,
+    /// service -> environment -> keys, newest status first.
+    by_service_env: HashMap<&'a str, HashMap<&'a str, Vec<Entry<'a>>>>,
+    /// service -> environment -> the sites of its keys.
+    sites: HashMap<&'a str, HashMap<&'a str, BTreeSet<&'a str>>>,
+}
+
+impl<'a> Index<'a> {
+    pub fn of(t: &'a Tracker) -> Self {
+        let mut by_release: HashMap<&str, Vec<Entry>> = HashMap::new();
+        let mut by_service_env: HashMap<&str, HashMap<&str, Vec<Entry>>> = HashMap::new();
+        for (k, ks) in t.keys() {
+            by_release.entry(&k.release).or_default().push((k, ks));
+            by_service_env
+                .entry(&k.service)
+                .or_default()
+                .entry(&k.environment)
+                .or_default()
+                .push((k, ks));
+        }
+        let mut sites: HashMap<&str, HashMap<&str, BTreeSet<&str>>> = HashMap::new();
+        for (service, envs) in &mut by_service_env {
+            for (env, entries) in envs.iter_mut() {
+                entries.sort_by_key(|(k, ks)| (std::cmp::Reverse(ks.entered_at), *k));
+                sites
+                    .entry(service)
+                    .or_default()
+                    .insert(env, entries.iter().map(|(k, _)| k.site.as_str()).collect());
+            }
+        }
+        Self {
+            by_release,
+            by_service_env,
+            sites,
+        }
+    }
+
+    fn sites(&self, service: &str, environment: &str) -> &BTreeSet<&'a str> {
+        static NONE: BTreeSet<&str> = BTreeSet::new();
+        self.sites
+            .get(service)
+            .and_then(|m| m.get(environment))
+            .unwrap_or(&NONE)
+    }
+
+    fn release(&self, release: &str) -> &[Entry<'a>] {
+        self.by_release
+            .get(release)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    fn service_env(&self, service: &str, environment: &str) -> &[Entry<'a>] {
+        self.by_service_env
+            .get(service)
+            .and_then(|m| m.get(environment))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
 }
 
 /// What `relstat_release_risk_score` is about: (release, service,
@@ -800,7 +875,7 @@ max_change_failure_rate = 0.5
         e
     }
 
-    fn tracker(extra: &str, events: Vec<Event>) -> (Tracker, ReadinessConfig) {
+    fn tracker(extra: &str, events: Vec<Event>) -> Tracker {
         let cfg: crate::config::Config =
             toml::from_str(&format!("{CONFIG}{extra}")).expect("test config parses");
         let mut t = Tracker::from_config(&cfg, true).expect("model is valid");
@@ -808,7 +883,7 @@ max_change_failure_rate = 0.5
             let at = e.time;
             t.apply(e, at + 1000);
         }
-        (t, cfg.readiness)
+        t
     }
 
     /// r2 deployed in staging and approved by alice: everything passes.
@@ -828,10 +903,10 @@ max_change_failure_rate = 0.5
         }
     }
 
-    fn answer(t: &Tracker, cfg: &ReadinessConfig, ask: &Ask, history: &[HistoryRecord]) -> Answer {
+    fn answer(t: &Tracker, ask: &Ask, history: &[HistoryRecord]) -> Answer {
         assess(
             t,
-            cfg,
+            &Index::of(t),
             ask,
             history,
             &|_| true,
@@ -847,8 +922,8 @@ max_change_failure_rate = 0.5
 
     #[test]
     fn every_check_passes_for_a_ready_release() {
-        let (t, cfg) = tracker("", ready());
-        let a = answer(&t, &cfg, &ask("r2"), &[]);
+        let t = tracker("", ready());
+        let a = answer(&t, &ask("r2"), &[]);
         assert!(a.go, "{a:#?}");
         assert_eq!(a.verdict, "go");
         let names: Vec<&str> = a.checks.iter().map(|c| c.name.as_str()).collect();
@@ -864,10 +939,10 @@ max_change_failure_rate = 0.5
 
     #[test]
     fn an_unknown_or_invisible_release_has_no_answer() {
-        let (t, cfg) = tracker("", ready());
+        let t = tracker("", ready());
         let now = BASE + 10 * MIN;
         let none = |ask: &Ask, visible: &dyn Fn(&Key) -> bool| {
-            assess(&t, &cfg, ask, &[], visible, Shown::default(), now).is_none()
+            assess(&t, &Index::of(&t), ask, &[], visible, Shown::default(), now).is_none()
         };
         assert!(none(&ask("nope"), &|_| true));
         assert!(none(&ask("r2"), &|k| k.environment == "qa"));
@@ -876,23 +951,23 @@ max_change_failure_rate = 0.5
 
     #[test]
     fn approval_missing_or_by_the_deployer_is_no_go() {
-        let (t, cfg) = tracker("", ready()[..2].to_vec());
-        let a = answer(&t, &cfg, &ask("r2"), &[]);
+        let t = tracker("", ready()[..2].to_vec());
+        let a = answer(&t, &ask("r2"), &[]);
         let c = check(&a, "approval");
         assert_eq!(c.status, Status::Fail);
         assert_eq!(c.reason, "payments: no approval from jira");
         assert!(!a.go);
 
-        let (t, cfg) = tracker("", ready());
+        let t = tracker("", ready());
         let mut by_alice = ask("r2");
         by_alice.actor = Some("alice".into());
-        let c = check(&answer(&t, &cfg, &by_alice, &[]), "approval").clone();
+        let c = check(&answer(&t, &by_alice, &[]), "approval").clone();
         assert_eq!(c.status, Status::Fail);
         assert!(c.reason.contains("self-approved by alice"), "{}", c.reason);
         // Without the names (a partner with actor redacted).
         let a = assess(
             &t,
-            &cfg,
+            &Index::of(&t),
             &by_alice,
             &[],
             &|_| true,
@@ -905,10 +980,10 @@ max_change_failure_rate = 0.5
 
     #[test]
     fn no_gate_for_the_environment_passes() {
-        let (t, cfg) = tracker("", ready()[..2].to_vec());
+        let t = tracker("", ready()[..2].to_vec());
         let mut a = ask("r2");
         a.environment = "staging".into();
-        let c = check(&answer(&t, &cfg, &a, &[]), "approval").clone();
+        let c = check(&answer(&t, &a, &[]), "approval").clone();
         assert_eq!(c.status, Status::Pass);
         assert_eq!(c.reason, "no gate applies to staging");
     }
@@ -924,8 +999,8 @@ max_change_failure_rate = 0.5
 
     #[test]
     fn an_open_freeze_window_is_no_go_and_one_ahead_adds_risk() {
-        let (t, cfg) = tracker(&freeze(BASE, BASE + 60 * MIN), ready());
-        let a = answer(&t, &cfg, &ask("r2"), &[]);
+        let t = tracker(&freeze(BASE, BASE + 60 * MIN), ready());
+        let a = answer(&t, &ask("r2"), &[]);
         let c = check(&a, "change_freeze");
         assert_eq!(c.status, Status::Fail);
         assert!(
@@ -937,8 +1012,8 @@ max_change_failure_rate = 0.5
         assert_eq!(a.risk_score, 15.0);
 
         // Opens in one hour of the default four: 3/4 of freeze_ahead's 5.
-        let (t, cfg) = tracker(&freeze(BASE + 70 * MIN, BASE + 200 * MIN), ready());
-        let a = answer(&t, &cfg, &ask("r2"), &[]);
+        let t = tracker(&freeze(BASE + 70 * MIN, BASE + 200 * MIN), ready());
+        let a = answer(&t, &ask("r2"), &[]);
         assert!(a.go);
         let s = a.risk.iter().find(|s| s.name == "freeze_ahead").unwrap();
         assert_eq!((s.value, s.points), (0.75, 3.8));
@@ -947,8 +1022,8 @@ max_change_failure_rate = 0.5
 
     #[test]
     fn a_release_not_deployed_in_the_previous_stage_is_no_go() {
-        let (t, cfg) = tracker("", vec![approval("r2", "alice", BASE)]);
-        let c = check(&answer(&t, &cfg, &ask("r2"), &[]), "previous_stage").clone();
+        let t = tracker("", vec![approval("r2", "alice", BASE)]);
+        let c = check(&answer(&t, &ask("r2"), &[]), "previous_stage").clone();
         assert_eq!(c.status, Status::Fail);
         // The approval carries no version: nothing to match.
         assert_eq!(
@@ -957,8 +1032,8 @@ max_change_failure_rate = 0.5
         );
         let mut events = vec![ev("r2", "staging", "in_progress", BASE)];
         events.push(approval("r2", "alice", BASE + MIN));
-        let (t, cfg) = tracker("", events);
-        let c = check(&answer(&t, &cfg, &ask("r2"), &[]), "previous_stage").clone();
+        let t = tracker("", events);
+        let c = check(&answer(&t, &ask("r2"), &[]), "previous_stage").clone();
         assert_eq!(c.status, Status::Fail);
         assert_eq!(
             c.reason,
@@ -980,20 +1055,15 @@ max_change_failure_rate = 0.5
 
     #[test]
     fn an_open_finding_of_a_configured_rule_is_no_go() {
-        let (t, cfg) = tracker("", ready());
+        let t = tracker("", ready());
         let staging = ev("r2", "staging", "deployed", BASE + MIN);
-        let a = answer(
-            &t,
-            &cfg,
-            &ask("r2"),
-            &[record(staging.clone(), &["flapping"])],
-        );
+        let a = answer(&t, &ask("r2"), &[record(staging.clone(), &["flapping"])]);
         assert_eq!(
             check(&a, "anomalies").status,
             Status::Pass,
             "not configured"
         );
-        let a = answer(&t, &cfg, &ask("r2"), &[record(staging, &["skipped_stage"])]);
+        let a = answer(&t, &ask("r2"), &[record(staging, &["skipped_stage"])]);
         let c = check(&a, "anomalies");
         assert_eq!(c.status, Status::Fail);
         assert_eq!(c.reason, "open: skipped_stage on payments in staging");
@@ -1012,8 +1082,8 @@ max_change_failure_rate = 0.5
         failed.site = "oslo".into();
         failed.id.push_str("oslo");
         events.extend([oslo, failed]);
-        let (t, cfg) = tracker("", events);
-        let a = answer(&t, &cfg, &ask("r2"), &[]);
+        let t = tracker("", events);
+        let a = answer(&t, &ask("r2"), &[]);
         let c = check(&a, "previous_targets");
         assert_eq!(c.status, Status::Fail);
         assert_eq!(c.reason, "in staging: payments at oslo failed");
@@ -1030,12 +1100,12 @@ max_change_failure_rate = 0.5
         // In progress in staging for 2h at the time asked: past the 1h.
         let mut events = vec![ev("r2", "staging", "in_progress", BASE - 110 * MIN)];
         events.push(approval("r2", "alice", BASE));
-        let (t, cfg) = tracker("", events);
-        let c = check(&answer(&t, &cfg, &ask("r2"), &[]), "previous_targets").clone();
+        let t = tracker("", events);
+        let c = check(&answer(&t, &ask("r2"), &[]), "previous_targets").clone();
         assert_eq!(c.status, Status::Fail);
         assert_eq!(c.reason, "in staging: payments stuck in in_progress");
-        let (t, cfg) = tracker("", ready());
-        let c = check(&answer(&t, &cfg, &ask("r2"), &[]), "previous_targets").clone();
+        let t = tracker("", ready());
+        let c = check(&answer(&t, &ask("r2"), &[]), "previous_targets").clone();
         assert_eq!(c.status, Status::Pass);
         assert_eq!(
             c.reason,
@@ -1055,8 +1125,8 @@ max_change_failure_rate = 0.5
             events.push(ev(&r, "production", "in_progress", at));
             events.push(ev(&r, "production", last, at + MIN));
         }
-        let (t, cfg) = tracker("", events.clone());
-        let a = answer(&t, &cfg, &ask("r2"), &[]);
+        let t = tracker("", events.clone());
+        let a = answer(&t, &ask("r2"), &[]);
         let c = check(&a, "change_failure_rate");
         assert_eq!(c.status, Status::Fail);
         assert_eq!(
@@ -1077,8 +1147,8 @@ max_change_failure_rate = 0.5
             events.push(ev(r, "production", "in_progress", at));
             events.push(ev(r, "production", "deployed", at + MIN));
         }
-        let (t, cfg) = tracker("", events);
-        let a = answer(&t, &cfg, &ask("r2"), &[]);
+        let t = tracker("", events);
+        let a = answer(&t, &ask("r2"), &[]);
         let c = check(&a, "change_failure_rate");
         assert_eq!(c.status, Status::Pass, "{}", c.reason);
         assert!(c.reason.contains("1 of the last 4"), "{}", c.reason);
@@ -1091,7 +1161,7 @@ max_change_failure_rate = 0.5
         events.push(ev("r1", "production", "in_progress", BASE - 50 * MIN));
         events.push(ev("r1", "production", "deployed", BASE - 40 * MIN));
         events.push(ev("r3", "staging", "deployed", BASE - 30 * MIN));
-        let (t, _) = tracker("", events);
+        let t = tracker("", events);
         let p = |r: &str| {
             (
                 r.to_string(),
@@ -1108,11 +1178,10 @@ max_change_failure_rate = 0.5
         let mut events = ready()[..2].to_vec();
         events.push(ev("r0", "production", "in_progress", BASE - 50 * MIN));
         events.push(ev("r0", "production", "failed", BASE - 49 * MIN));
-        let (t, cfg) = tracker(&freeze(BASE + 130 * MIN, BASE + 300 * MIN), events);
+        let t = tracker(&freeze(BASE + 130 * MIN, BASE + 300 * MIN), events);
         let staging = ev("r2", "staging", "deployed", BASE + MIN);
         let a = answer(
             &t,
-            &cfg,
             &ask("r2"),
             &[record(staging, &["stuck", "gate_bypass"])],
         );
@@ -1133,7 +1202,47 @@ max_change_failure_rate = 0.5
         // + freeze in 2h of 4h: half of 5.
         assert_eq!(a.risk_score, 20.0 + 10.0 + 10.0 + 10.0 + 2.5);
         let names: Vec<&str> = a.risk.iter().map(|s| s.name.as_str()).collect();
-        let weights: Vec<&str> = cfg.weights.named().iter().map(|(n, _)| *n).collect();
+        let weights: Vec<&str> = t
+            .readiness_config()
+            .weights
+            .named()
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
         assert_eq!(names, weights);
+    }
+
+    /// The cost of the risk metric's refresh at scale: `cargo test --lib
+    /// risk_refresh_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn risk_refresh_cost() {
+        let mut events = Vec::new();
+        for i in 0..5000 {
+            let r = format!("r{i}");
+            events.push(ev(&r, "staging", "deployed", BASE - i * MIN));
+            events.push(ev(&r, "qa", "deployed", BASE - i * MIN));
+        }
+        let t = tracker("", events);
+        let start = std::time::Instant::now();
+        let p = pending(&t, 10_000);
+        let listed = start.elapsed();
+        let start = std::time::Instant::now();
+        let ix = Index::of(&t);
+        for (r, s, e) in &p {
+            let ask = Ask {
+                release: r.clone(),
+                environment: e.clone(),
+                service: Some(s.clone()),
+                ..Ask::default()
+            };
+            assess(&t, &ix, &ask, &[], &|_| true, Shown::default(), BASE).unwrap();
+        }
+        eprintln!(
+            "{} keys, {} pending listed in {listed:?}; all assessed in {:?}",
+            t.len(),
+            p.len(),
+            start.elapsed()
+        );
     }
 }
