@@ -164,6 +164,20 @@ fn readiness_api_answers_go_and_no_go_within_a_partners_scope() {
     assert_eq!(s, 200, "{body}");
     assert!(!body.contains("alice"), "{body}");
     assert!(body.contains("\"verdict\":\"go\""), "{body}");
+    // r2's verdict is judged on staging too, but staging's details stay
+    // out of the partner's view.
+    let (s, body) = get(&acme, "release=r2&environment=production");
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["verdict"], "no-go");
+    for name in ["previous_stage", "previous_targets"] {
+        assert_eq!(check(&v, name)["status"], "fail", "{v}");
+        assert_eq!(
+            check(&v, name)["reason"],
+            "judged on staging, outside your view"
+        );
+    }
+    assert!(!body.contains("in_progress"), "{body}");
     for q in [
         "release=r3&environment=production",
         "release=r1&environment=staging",

@@ -90,7 +90,7 @@ pub fn readiness_of(
     }
     let history = store.history(&ask.release)?;
     let visible = |k: &crate::event::Key| in_scope(&k.environment);
-    Ok(readiness::assess(
+    let mut answer = readiness::assess(
         tracker,
         &readiness::Index::of(tracker),
         ask,
@@ -98,7 +98,11 @@ pub fn readiness_of(
         &visible,
         shown,
         now,
-    ))
+    );
+    if let (Some(a), Some(_)) = (&mut answer, environments) {
+        readiness::hide_outside(a, tracker, &in_scope);
+    }
+    Ok(answer)
 }
 
 /// The core: tracker, store and the metrics it feeds. Only the core thread

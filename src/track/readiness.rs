@@ -708,6 +708,46 @@ fn failures(
     (cfr, unrestored)
 }
 
+/// For a caller who sees only some environments (a partner): every check
+/// is still judged on all the agent knows (a partner scoped to production
+/// still needs staging's verdict), but a reason about an environment
+/// outside `in_scope` says only that, so no status, target or finding of
+/// an environment it cannot see is shown.
+pub fn hide_outside(a: &mut Answer, t: &Tracker, in_scope: &dyn Fn(&str) -> bool) {
+    let previous = t.model().promotion.as_ref().and_then(|p| {
+        let pos = p.order.iter().position(|e| *e == a.environment)?;
+        (pos > 0).then(|| p.order[pos - 1].clone())
+    });
+    let mut hidden: Vec<(&str, String)> = Vec::new();
+    if let Some(prev) = previous.filter(|p| !in_scope(p)) {
+        for name in ["previous_stage", "previous_targets"] {
+            hidden.push((name, format!("judged on {prev}, outside your view")));
+        }
+    }
+    // Findings are listed with their environment: show only their number
+    // when one is outside the view.
+    if let Some(c) = a.checks.iter().find(|c| c.name == "anomalies")
+        && c.status == Status::Fail
+        && c.reason
+            .split("; ")
+            .filter_map(|f| f.rsplit_once(" in ").map(|(_, e)| e))
+            .any(|e| !in_scope(e))
+    {
+        hidden.push((
+            "anomalies",
+            "open findings, some in environments outside your view".to_string(),
+        ));
+    }
+    for (name, reason) in hidden {
+        for c in a.checks.iter_mut().filter(|c| c.name == name) {
+            c.reason = reason.clone();
+        }
+        for r in a.risk.iter_mut().filter(|r| r.name == name) {
+            r.reason = reason.clone();
+        }
+    }
+}
+
 /// A tracked key with its state.
 type Entry<'a> = (&'a Key, &'a KeyState);
 
