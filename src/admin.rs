@@ -1,6 +1,6 @@
-//! The local admin socket (`relstat spool`, `relstat status`): while the agent runs it holds
-//! the store, so the CLI's `spool` and `status` commands talk to it through
-//! `<data_dir>/admin.sock` (mode 0600: only the agent's user); when it is
+//! The local admin socket (`relstat spool`, `relstat status`, `relstat readiness`): while the
+//! agent runs it holds the store, so the CLI's `spool`, `status` and `readiness` commands talk
+//! to it through `<data_dir>/admin.sock` (mode 0600: only the agent's user); when it is
 //! stopped they open the store directly.
 //!
 //! Protocol: one JSON object per line each way. A request is
