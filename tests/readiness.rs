@@ -267,6 +267,10 @@ fn readiness_cli_exit_codes_through_the_agent_and_from_its_store() {
             .metrics()
             .contains(r#"release_risk_score{environment="production",release="r2""#)
     );
+    if let Some(promtool) = peer("promtool") {
+        let (clean, findings) = promtool_check_metrics(&promtool, &agent.metrics());
+        assert!(clean, "{findings}");
+    }
     assert_eq!(agent.signal("-TERM"), Some(0));
     assert!(
         !agent.dir.path().join("data/admin.sock").exists() || {
