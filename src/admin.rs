@@ -1,6 +1,6 @@
-//! The local admin socket (`relstat spool`, `relstat status`): while the agent runs it holds
-//! the store, so the CLI's `spool` and `status` commands talk to it through
-//! `<data_dir>/admin.sock` (mode 0600: only the agent's user); when it is
+//! The local admin socket (`relstat spool`, `relstat status`, `relstat readiness`): while the
+//! agent runs it holds the store, so the CLI's `spool`, `status` and `readiness` commands talk
+//! to it through `<data_dir>/admin.sock` (mode 0600: only the agent's user); when it is
 //! stopped they open the store directly.
 //!
 //! Protocol: one JSON object per line each way. A request is
@@ -71,6 +71,9 @@ pub enum Request {
         #[serde(default)]
         axis: crate::api::view::Axis,
     },
+    /// `relstat readiness`: the go/no-go answer (full view); `null` for an
+    /// unknown release.
+    Readiness { ask: crate::track::readiness::Ask },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -133,6 +136,13 @@ fn handle(core: &mut Core, req: Request) -> Result<Value, String> {
         Request::DlqReplay { entries } => {
             let results = core.replay_dead(entries).map_err(|e| e.to_string())?;
             serde_json::to_value(results).map_err(|e| e.to_string())
+        }
+        Request::Readiness { ask } => {
+            let shown = crate::track::readiness::Shown { names: true };
+            let answer = core
+                .readiness(&ask, None, shown)
+                .map_err(|e| e.to_string())?;
+            serde_json::to_value(answer).map_err(|e| e.to_string())
         }
         Request::Status { filter, at, axis } => {
             let q = crate::api::Query { filter, at, axis };
@@ -204,6 +214,35 @@ pub fn status(
     rows = with_time_in_status(rows, q.at);
     crate::api::view::with_approvals(&mut rows, &model, &approvals);
     Ok((rows, store.pending_len()?))
+}
+
+/// `relstat readiness`: through the agent when it runs, else from the
+/// store, with a tracker rebuilt as the agent would start it (imported
+/// transitions still pending in a stopped agent's store are not applied).
+/// `None`: the release is unknown.
+pub fn readiness(
+    loaded: &crate::config::Loaded,
+    ask: crate::track::readiness::Ask,
+) -> Result<Option<crate::track::readiness::Answer>, AdminError> {
+    let data_dir = &loaded.config.agent.data_dir;
+    if let Some(v) = request(data_dir, &Request::Readiness { ask: ask.clone() })? {
+        return serde_json::from_value(v).map_err(|e| AdminError::Protocol(e.to_string()));
+    }
+    let mut tracker = crate::track::Tracker::from_config(&loaded.config, true)
+        .map_err(|_| AdminError::Remote("the model is invalid (run check-config)".into()))?;
+    let store = Store::open(data_dir)?;
+    let snap = store.load()?;
+    tracker.restore(snap.keys, snap.seen, snap.failing, snap.approvals);
+    tracker.restore_rollups_stuck(snap.rollups_stuck);
+    let shown = crate::track::readiness::Shown { names: true };
+    Ok(crate::core::readiness_of(
+        &tracker,
+        &store,
+        &ask,
+        None,
+        shown,
+        crate::event::now_ms(),
+    )?)
 }
 
 /// Serves the admin socket until the task is dropped.

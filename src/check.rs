@@ -72,6 +72,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
     v.spool();
     v.gate();
     v.anomalies();
+    v.readiness();
     if let Some(n) = &loaded.config.notify {
         v.notify(n, model.as_ref());
     }
@@ -1116,6 +1117,64 @@ impl Validator<'_> {
                     );
                 }
             }
+        }
+    }
+
+    /// `[readiness]`: known rules, a positive deployment count, a rate in
+    /// 0..=1, weights that are points adding up to at most 100.
+    fn readiness(&mut self) {
+        let r = &self.loaded.config.readiness;
+        let known: Vec<&str> = crate::detect::RuleId::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
+        for (i, rule) in r.rules.iter().enumerate() {
+            if !known.contains(&rule.as_str()) {
+                self.push(
+                    &format!("readiness.rules[{i}]"),
+                    format!("unknown rule {rule:?}; known: {}", known.join(", ")),
+                );
+            }
+        }
+        if r.deployments == 0 {
+            self.push(
+                "readiness.deployments",
+                "deployments must be at least 1 (the default is 10): the change failure rate \
+                 is taken over that many of the service's latest deployments",
+            );
+        }
+        if !(0.0..=1.0).contains(&r.max_change_failure_rate) {
+            self.push(
+                "readiness.max_change_failure_rate",
+                "max_change_failure_rate is a rate from 0 to 1, e.g. 0.3 for 30%",
+            );
+        }
+        if r.freeze_horizon > std::time::Duration::from_secs(7 * 86_400) {
+            self.push(
+                "readiness.freeze_horizon",
+                "freeze_horizon may be at most 7d (the default is 4h): it is how far ahead a \
+                 freeze about to open adds to the risk score",
+            );
+        }
+        let mut total = 0.0;
+        for (name, w) in r.weights.named() {
+            if !w.is_finite() || w < 0.0 {
+                self.push(
+                    &format!("readiness.weights.{name}"),
+                    format!("the weight of {name} must be a number of points, 0 or more"),
+                );
+            } else {
+                total += w;
+            }
+        }
+        if total > 100.0 {
+            self.push(
+                "readiness.weights",
+                format!(
+                    "the weights add up to {total}, more than 100: the risk score is the sum of \
+                     the points each signal adds, at most 100; lower some weights"
+                ),
+            );
         }
     }
 
@@ -2466,5 +2525,26 @@ allow = ["@release_managers", "@deployers"]
         assert!(p[1].1.contains("is empty"), "{p:?}");
         assert_eq!(p[2].0, "notify.destinations[2].url_file");
         assert!(p[2].1.contains("not loopback"), "{p:?}");
+    }
+
+    #[test]
+    fn readiness_names_known_rules_and_weights_of_at_most_100() {
+        let base = format!("{FILE}\n[readiness]\n");
+        assert_problems(&base, &[]);
+        assert_problems(
+            &format!(
+                "{base}rules = [\"stuck\", \"nope\"]\ndeployments = 0\n\
+                 max_change_failure_rate = 1.5\nfreeze_horizon = \"8d\"\n\n\
+                 [readiness.weights]\napproval = 90\nanomalies = -1\n"
+            ),
+            &[
+                ("readiness.rules[1]", 7, "unknown rule \"nope\""),
+                ("readiness.deployments", 8, "at least 1"),
+                ("readiness.max_change_failure_rate", 9, "from 0 to 1"),
+                ("readiness.freeze_horizon", 10, "at most 7d"),
+                ("readiness.weights", 12, "more than 100"),
+                ("readiness.weights.anomalies", 14, "0 or more"),
+            ],
+        );
     }
 }

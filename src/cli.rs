@@ -14,6 +14,8 @@ use crate::config::{self, ConfigError, Loaded};
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code of a usage or configuration error.
 pub const EXIT_USAGE: u8 = 2;
+/// `relstat readiness`: the release is not ready (a check failed).
+pub const EXIT_NO_GO: u8 = 3;
 
 /// Where the packages install the reference documents.
 pub const DOC_DIR: &str = "/usr/share/doc/relstat/";
@@ -55,6 +57,10 @@ const DOCS: &[(&str, &str)] = &[
     (
         "notifications.md",
         "Slack, Teams and webhook notifications; Alertmanager routes",
+    ),
+    (
+        "readiness.md",
+        "go/no-go before a deployment (relstat readiness) and the risk score; CI examples",
     ),
 ];
 
@@ -148,6 +154,30 @@ pub enum Command {
         #[arg(long, value_name = "E")]
         environment: Option<String>,
         /// Print JSON (the API's rows) instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Go/no-go before deploying a release to an environment: every check
+    /// with its reason and the risk score (through the running agent, or
+    /// from the store when it is stopped). Exit 0 go, 3 no-go, 1 error
+    /// (an unknown release too), 2 usage
+    Readiness {
+        /// The release about to be deployed
+        #[arg(long, value_name = "R")]
+        release: String,
+        /// The environment it is about to be deployed to
+        #[arg(long, value_name = "E")]
+        environment: String,
+        /// Only this service
+        #[arg(long, value_name = "S")]
+        service: Option<String>,
+        /// Only this site
+        #[arg(long, value_name = "X")]
+        site: Option<String>,
+        /// Who deploys (four eyes: their own approval does not count)
+        #[arg(long, value_name = "A")]
+        actor: Option<String>,
+        /// Print the answer as JSON (the API's) instead of text
         #[arg(long)]
         json: bool,
     },
@@ -610,6 +640,54 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             };
             written.map_err(Failure::runtime)
         }
+        Command::Readiness {
+            release,
+            environment,
+            service,
+            site,
+            actor,
+            json,
+        } => {
+            let loaded = load_config(cli.config.as_deref())?;
+            let ask = crate::track::readiness::Ask {
+                release,
+                environment,
+                service,
+                site,
+                actor,
+            };
+            let what = format!("release {:?} in {:?}", ask.release, ask.environment);
+            let answer = crate::admin::readiness(&loaded, ask)
+                .map_err(Failure::runtime)?
+                .ok_or_else(|| {
+                    Failure::runtime(anyhow::anyhow!(
+                        "unknown {what}: no key of this release is tracked (check the name, \
+                         and that the agent has seen it)"
+                    ))
+                })?;
+            let mut out = std::io::stdout().lock();
+            let written = if json {
+                serde_json::to_writer_pretty(&mut out, &answer)
+                    .map_err(std::io::Error::other)
+                    .and_then(|_| out.write_all(b"\n"))
+            } else {
+                out.write_all(readiness_text(&answer).as_bytes())
+            };
+            written.map_err(Failure::runtime)?;
+            if answer.go {
+                Ok(())
+            } else {
+                let failed = answer
+                    .checks
+                    .iter()
+                    .filter(|c| c.status == crate::track::readiness::Status::Fail)
+                    .count();
+                Err(Failure {
+                    code: EXIT_NO_GO,
+                    error: anyhow::anyhow!("no-go: {failed} check(s) failed"),
+                })
+            }
+        }
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "relstat", &mut std::io::stdout());
@@ -631,6 +709,40 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .map_err(Failure::runtime)
         }
     }
+}
+
+/// `relstat readiness`'s text: the verdict, one line per check, the score
+/// and its breakdown.
+fn readiness_text(a: &crate::track::readiness::Answer) -> String {
+    use crate::track::readiness::Status;
+    let mut s = format!(
+        "{}: release {} to {}",
+        a.verdict.to_uppercase(),
+        a.release,
+        a.environment
+    );
+    if let Some(x) = &a.service {
+        s.push_str(&format!(" (service {x})"));
+    }
+    if let Some(x) = &a.site {
+        s.push_str(&format!(" (site {x})"));
+    }
+    s.push('\n');
+    for c in &a.checks {
+        let mark = match c.status {
+            Status::Pass => "pass",
+            Status::Fail => "FAIL",
+        };
+        s.push_str(&format!("  {mark}  {:<20} {}\n", c.name, c.reason));
+    }
+    s.push_str(&format!("risk score: {}/100\n", a.risk_score));
+    for r in a.risk.iter().filter(|r| r.points > 0.0) {
+        s.push_str(&format!(
+            "  +{:<5} {:<20} {} x {} ({})\n",
+            r.points, r.name, r.weight, r.value, r.reason
+        ));
+    }
+    s
 }
 
 /// A duration in its two largest units: `11d 4h`, `3m 20s`.

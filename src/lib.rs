@@ -22,7 +22,8 @@
 //! - [`core`]: the core thread, sole owner of the tracker and the store:
 //!   applies and commits batches (group commit), the periodic tick;
 //!   [`core::CoreHandle`] is the way in for the API, webhooks and the admin socket.
-//! - [`track`]: the tracker: per-key state, durations, MTTSR, DORA.
+//! - [`track`]: the tracker: per-key state, durations, MTTSR, DORA;
+//!   [`track::readiness`]: the go/no-go checks and risk score before a deployment.
 //! - [`detect`]: anomaly rules, called by the tracker on every change.
 //! - [`store`]: the embedded store: one atomic transaction per input batch.
 //! - [`dlq`]: dead letters: payloads that did not map, kept for `relstat dlq replay`.

@@ -22,6 +22,7 @@ mod ops;
 mod packaging;
 mod poll;
 mod prometheus;
+mod readiness;
 mod replay;
 mod rsyslog;
 mod run;

@@ -13,6 +13,11 @@
 //!   release. Only the `release` and `environment` filters apply; a
 //!   partner's rollups are computed from the keys in its scope.
 //!
+//! - `readiness?release=R&environment=E[&service=S][&site=X][&actor=A]`:
+//!   the go/no-go answer before a deployment (`track::readiness`,
+//!   docs/readiness.md); 200 for go and no-go alike (the `verdict` says),
+//!   404 for a release the caller cannot see.
+//!
 //! Query: `release`, `service`, `environment`, `status`, `site` filters;
 //! `at=RFC3339` answers from the history as it stood then, `axis=recorded`
 //! (default: what relstat knew at `at`) or `axis=event` (what is known now
@@ -464,6 +469,10 @@ pub async fn serve(core: &CoreHandle, path: &str, req: Request<Bytes>) -> Respon
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
+    if path == "readiness" {
+        let user = req.extensions().get::<AuthUser>().map(|u| u.0.clone());
+        return readiness(core, user, req.uri().query()).await;
+    }
     let Some(route) = route(path) else {
         return json_error(StatusCode::NOT_FOUND, "no such API path; see docs/api.md");
     };
@@ -518,6 +527,81 @@ pub async fn serve(core: &CoreHandle, path: &str, req: Request<Bytes>) -> Respon
         HeaderValue::from_static("application/json"),
     );
     set_validator(&mut r, &tag);
+    r
+}
+
+/// Parses the readiness query: `release` and `environment` required.
+pub fn readiness_ask(query: Option<&str>) -> Result<crate::track::readiness::Ask, ApiError> {
+    let mut ask = crate::track::readiness::Ask::default();
+    let mut seen: Vec<String> = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (decode(k)?, decode(v)?);
+        if seen.contains(&k) {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter {k:?} is given twice"
+            )));
+        }
+        seen.push(k.clone());
+        match k.as_str() {
+            "release" => ask.release = v,
+            "environment" => ask.environment = v,
+            "service" => ask.service = Some(v),
+            "site" => ask.site = Some(v),
+            "actor" => ask.actor = Some(v),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter {k:?}; known: release, environment, service, \
+                     site, actor"
+                )));
+            }
+        }
+    }
+    if ask.release.is_empty() || ask.environment.is_empty() {
+        return Err(ApiError::BadRequest(
+            "readiness needs release=R and environment=E".into(),
+        ));
+    }
+    Ok(ask)
+}
+
+/// `GET /api/v1/readiness`: computed on the core thread (the release's
+/// history is one range read of the store).
+async fn readiness(core: &CoreHandle, user: Option<String>, query: Option<&str>) -> Response<Body> {
+    let ask = match readiness_ask(query) {
+        Ok(a) => a,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let answer = core
+        .call(move |c| {
+            let scope = Scope::of(user.as_deref().and_then(|u| c.partners().get(u)));
+            let shown = crate::track::readiness::Shown {
+                names: !scope.redact.actor,
+            };
+            c.readiness(&ask, scope.environments.as_deref(), shown)
+        })
+        .await;
+    let answer = match answer {
+        Ok(Ok(Some(a))) => a,
+        Ok(Ok(None)) => return release_not_found(),
+        Ok(Err(e)) => {
+            tracing::error!("api: {e}");
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the store could not be read",
+            );
+        }
+        Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    let mut body = serde_json::to_vec(&answer).unwrap_or_default();
+    body.push(b'\n');
+    let mut r = Response::new(Body::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 

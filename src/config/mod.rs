@@ -114,6 +114,120 @@ pub struct Config {
     /// `[rollups]`: what a release must reach in each environment.
     #[serde(default)]
     pub rollups: RollupsConfig,
+    /// `[readiness]`: the go/no-go checks and the risk score's weights.
+    #[serde(default)]
+    pub readiness: ReadinessConfig,
+}
+
+/// `[readiness]`: what `relstat readiness` and `/api/v1/readiness` check,
+/// and the weights of the risk score (docs/readiness.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessConfig {
+    /// Anomaly rules whose open findings on the release make it no-go.
+    #[serde(default = "default_readiness_rules")]
+    pub rules: Vec<String>,
+    /// How many of the service's latest deployments in the environment the
+    /// change failure rate is taken over.
+    #[serde(default = "default_readiness_deployments")]
+    pub deployments: usize,
+    /// The change failure rate (0 to 1) at or above which the check fails.
+    #[serde(default = "default_readiness_max_failure_rate")]
+    pub max_change_failure_rate: f64,
+    /// How far ahead a freeze window about to open adds to the risk.
+    #[serde(default = "default_readiness_freeze_horizon", with = "humantime_serde")]
+    pub freeze_horizon: Duration,
+    /// `[readiness.weights]`: the points each signal adds at most.
+    #[serde(default)]
+    pub weights: ReadinessWeights,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        Self {
+            rules: default_readiness_rules(),
+            deployments: default_readiness_deployments(),
+            max_change_failure_rate: default_readiness_max_failure_rate(),
+            freeze_horizon: default_readiness_freeze_horizon(),
+            weights: ReadinessWeights::default(),
+        }
+    }
+}
+
+fn default_readiness_rules() -> Vec<String> {
+    [
+        "gate_bypass",
+        "emergency_change",
+        "skipped_stage",
+        "status_conflict",
+        "stuck",
+        "unauthorized_actor",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_readiness_deployments() -> usize {
+    10
+}
+fn default_readiness_max_failure_rate() -> f64 {
+    0.3
+}
+fn default_readiness_freeze_horizon() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+
+/// `[readiness.weights]`: points (at most 100 in all) each signal adds to
+/// the risk score when it is fully present; a signal is 0 to 1.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadinessWeights {
+    /// The approval check fails.
+    pub approval: f64,
+    /// A change-freeze window is open.
+    pub change_freeze: f64,
+    /// The previous stage lacks the change.
+    pub previous_stage: f64,
+    /// Open findings, a third each.
+    pub anomalies: f64,
+    /// The share of bad targets in the previous environment.
+    pub previous_targets: f64,
+    /// The change failure rate itself.
+    pub change_failure_rate: f64,
+    /// A failure in the environment not yet restored.
+    pub unrestored_failure: f64,
+    /// A freeze window opening within `freeze_horizon`.
+    pub freeze_ahead: f64,
+}
+
+impl Default for ReadinessWeights {
+    fn default() -> Self {
+        Self {
+            approval: 20.0,
+            change_freeze: 15.0,
+            previous_stage: 15.0,
+            anomalies: 15.0,
+            previous_targets: 10.0,
+            change_failure_rate: 10.0,
+            unrestored_failure: 10.0,
+            freeze_ahead: 5.0,
+        }
+    }
+}
+
+impl ReadinessWeights {
+    /// (name, weight) of every signal, in the answer's order.
+    pub fn named(&self) -> [(&'static str, f64); 8] {
+        [
+            ("approval", self.approval),
+            ("change_freeze", self.change_freeze),
+            ("previous_stage", self.previous_stage),
+            ("anomalies", self.anomalies),
+            ("previous_targets", self.previous_targets),
+            ("change_failure_rate", self.change_failure_rate),
+            ("unrestored_failure", self.unrestored_failure),
+            ("freeze_ahead", self.freeze_ahead),
+        ]
+    }
 }
 
 /// `[rollups]`: per release and environment, the targets (service, site)

@@ -31,7 +31,7 @@ use crate::ingest::{Item, SourceBatch};
 use crate::sinks::metrics::Metrics;
 use crate::spool::outbox::Outbox;
 use crate::store::{OutboxStats, Store, StoreError};
-use crate::track::{Effect, Tracker};
+use crate::track::{Effect, Tracker, readiness};
 
 /// How often the periodic check runs (the stuck rule: at least every 15 s).
 pub const TICK: Duration = Duration::from_secs(5);
@@ -74,6 +74,37 @@ pub fn set_spool_gauges(m: &Metrics, stats: &OutboxStats, now: crate::event::Tim
     );
 }
 
+/// The readiness answer from a tracker and the store it was built from
+/// (the running core's, or one rebuilt from a stopped agent's store).
+pub fn readiness_of(
+    tracker: &Tracker,
+    store: &Store,
+    ask: &readiness::Ask,
+    environments: Option<&[String]>,
+    shown: readiness::Shown,
+    now: crate::event::TimeMs,
+) -> Result<Option<readiness::Answer>, StoreError> {
+    let in_scope = |env: &str| environments.is_none_or(|es| es.iter().any(|e| e == env));
+    if !in_scope(&ask.environment) {
+        return Ok(None);
+    }
+    let history = store.history(&ask.release)?;
+    let visible = |k: &crate::event::Key| in_scope(&k.environment);
+    let mut answer = readiness::assess(
+        tracker,
+        &readiness::Index::of(tracker),
+        ask,
+        &history,
+        &visible,
+        shown,
+        now,
+    );
+    if let (Some(a), Some(_)) = (&mut answer, environments) {
+        readiness::hide_outside(a, tracker, &in_scope);
+    }
+    Ok(answer)
+}
+
 /// The core: tracker, store and the metrics it feeds. Only the core thread
 /// touches it; other threads go through [`CoreHandle`].
 pub struct Core {
@@ -95,7 +126,13 @@ pub struct Core {
     diverged: Option<String>,
     /// `[notify]`: which messages a commit queues (replaced on reload).
     notify: Option<crate::notifications::Router>,
+    /// When `relstat_release_risk_score` was last computed (agent's clock).
+    risk_at: crate::event::TimeMs,
 }
+
+/// How often `relstat_release_risk_score` is recomputed: each score reads
+/// its release's history, too much for every 5 s tick.
+const RISK_EVERY: crate::event::TimeMs = 60_000;
 
 impl Core {
     /// Builds the tracker and the metrics for `loaded` from what the store holds.
@@ -168,6 +205,7 @@ impl Core {
             bundles: crate::spool::Settings::from_config(&loaded.config),
             diverged: None,
             notify: crate::notifications::Router::from_config(&loaded.config),
+            risk_at: 0,
         }
     }
 
@@ -189,6 +227,26 @@ impl Core {
                 }
                 r
             })
+    }
+
+    /// `relstat readiness` and `/api/v1/readiness` (docs/readiness.md):
+    /// the answer for `ask` now, in the view of `environments` (a
+    /// partner's scope; `None`: everything). `None`: the release is
+    /// unknown to the caller.
+    pub fn readiness(
+        &self,
+        ask: &readiness::Ask,
+        environments: Option<&[String]>,
+        shown: readiness::Shown,
+    ) -> Result<Option<readiness::Answer>, StoreError> {
+        readiness_of(
+            &self.tracker,
+            &self.store,
+            ask,
+            environments,
+            shown,
+            now_ms(),
+        )
     }
 
     pub fn tracker(&self) -> &Tracker {
@@ -453,10 +511,54 @@ impl Core {
         if let Some(o) = &self.outbox {
             o.update(&stats);
         }
+        let risk = if now - self.risk_at >= RISK_EVERY {
+            self.risk_at = now;
+            Some(self.risk_scores(now)?)
+        } else {
+            None
+        };
         let mut m = self.metrics();
         set_spool_gauges(&m, &stats, now);
+        if let Some(r) = risk {
+            m.set_risk_scores(r);
+        }
         m.expire(now);
         Ok(())
+    }
+
+    /// The risk score of every release pending for an environment
+    /// (`readiness::pending`, at most max_tracked).
+    fn risk_scores(
+        &self,
+        now: crate::event::TimeMs,
+    ) -> Result<Vec<(String, String, String, f64)>, StoreError> {
+        let t = &self.tracker;
+        let mut out = Vec::new();
+        let mut history: Option<(String, Vec<crate::track::HistoryRecord>)> = None;
+        let mut pending = readiness::pending(t, t.settings().max_finished);
+        let ix = readiness::Index::of(t);
+        // One history read per release.
+        pending.sort();
+        for (release, service, environment) in pending {
+            if history.as_ref().is_none_or(|(r, _)| *r != release) {
+                history = Some((release.clone(), self.store.history(&release)?));
+            }
+            let h = history
+                .as_ref()
+                .map(|(_, h)| h.as_slice())
+                .unwrap_or_default();
+            let ask = readiness::Ask {
+                release: release.clone(),
+                environment: environment.clone(),
+                service: Some(service.clone()),
+                ..Default::default()
+            };
+            let shown = readiness::Shown::default();
+            if let Some(a) = readiness::assess(t, &ix, &ask, h, &|_| true, shown, now) {
+                out.push((release, service, environment, a.risk_score));
+            }
+        }
+        Ok(out)
     }
 
     /// The core thread's loop.

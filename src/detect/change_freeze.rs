@@ -149,6 +149,37 @@ impl Window {
     }
 }
 
+impl Window {
+    /// How messages and answers name the window.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+/// The first of `windows` that applies to `environment` and contains `t`
+/// (what the rule judges a deployment against; `relstat readiness` asks it
+/// of the agent's clock).
+pub fn open_at<'a>(windows: &'a [Window], environment: &str, t: TimeMs) -> Option<&'a Window> {
+    windows
+        .iter()
+        .find(|w| w.applies_to(environment) && w.contains(t))
+}
+
+/// The first instant after `t`, within `horizon` ms, at which a window of
+/// `environment` is open, with that window: a freeze about to start (found
+/// a minute late at most: `horizon` is walked in minute steps).
+pub fn next_open<'a>(
+    windows: &'a [Window],
+    environment: &str,
+    t: TimeMs,
+    horizon: TimeMs,
+) -> Option<(TimeMs, &'a Window)> {
+    const MINUTE: TimeMs = 60_000;
+    (1..=horizon / MINUTE)
+        .map(|i| t + i * MINUTE)
+        .find_map(|at| open_at(windows, environment, at).map(|w| (at, w)))
+}
+
 /// The instant of a local date and time in `tz`: the earlier of an
 /// ambiguous pair, the first valid instant after a skipped one.
 fn local_ms(tz: &Tz, day: NaiveDate, time: NaiveTime) -> TimeMs {
@@ -179,11 +210,7 @@ pub(super) fn check(
     if ch.kind == ChangeKind::Rereport || to == "paused" || mem.freeze_fired {
         return;
     }
-    let Some(w) = d
-        .freeze_windows
-        .iter()
-        .find(|w| w.applies_to(&ch.key.environment) && w.contains(ch.order_time))
-    else {
+    let Some(w) = open_at(&d.freeze_windows, &ch.key.environment, ch.order_time) else {
         return;
     };
     mem.freeze_fired = true;

@@ -27,10 +27,13 @@ mod stuck;
 mod unauthorized_actor;
 
 pub use anomaly::{Anomaly, AnomalyRef, RuleId};
+pub use change_freeze::{
+    Window as FreezeWindow, next_open as freeze_next_open, open_at as freeze_open_at,
+};
 pub use gate::{
     Approvals, Attempt, Decision, Ruling, Standing, add_ruling, last_decision, standing,
 };
-pub use skipped_stage::Stages;
+pub use skipped_stage::{Stages, matched as promotion_value, short as short_duration};
 pub(crate) use what_of as what;
 
 use std::collections::BTreeMap;

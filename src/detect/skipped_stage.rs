@@ -37,7 +37,7 @@ pub struct Stages {
 }
 
 /// The value `match` compares for a key.
-fn matched<'a>(
+pub fn matched<'a>(
     by: PromotionMatch,
     key: &'a Key,
     version: Option<&'a str>,
@@ -104,6 +104,34 @@ impl Stages {
         self.at.is_empty()
     }
 
+    /// The latest deployment of `value` in `env` for `service` at one of
+    /// `sites`, dated in (`since`, `until`]: what a deployment to the next
+    /// stage would be judged against (`relstat readiness`).
+    pub fn find<'a>(
+        &self,
+        env: &str,
+        service: &str,
+        sites: impl IntoIterator<Item = &'a str>,
+        value: &str,
+        since: TimeMs,
+        until: TimeMs,
+    ) -> Option<TimeMs> {
+        sites
+            .into_iter()
+            .filter_map(|site| {
+                self.at
+                    .get(&(
+                        env.to_string(),
+                        service.to_string(),
+                        site.to_string(),
+                        value.to_string(),
+                    ))
+                    .copied()
+            })
+            .filter(|at| *at > since && *at <= until)
+            .max()
+    }
+
     fn get(&self, env: &str, key: &Key, v: &str) -> Option<TimeMs> {
         // Borrowed lookups of a tuple key need owned parts; this runs once
         // per deployment run, not per event.
@@ -119,7 +147,7 @@ impl Stages {
 }
 
 /// "14d", "36h", "90m", "45s".
-fn short(d: std::time::Duration) -> String {
+pub fn short(d: std::time::Duration) -> String {
     let s = d.as_secs();
     if s.is_multiple_of(86_400) {
         format!("{}d", s / 86_400)

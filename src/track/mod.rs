@@ -19,6 +19,7 @@
 //! environment; a rejection or revocation never moves a key unless the
 //! model has such a state.
 
+pub mod readiness;
 pub mod rollup;
 mod state;
 
@@ -266,6 +267,26 @@ impl Known {
     fn is(s: Option<StateIdx>, i: StateIdx) -> bool {
         s == Some(i)
     }
+
+    /// The DORA outcome of a move `from` -> `to`, if it counts as one
+    /// (docs/metrics.md, relstat_deployments_total).
+    fn outcome(&self, from: StateIdx, to: StateIdx) -> Option<Outcome> {
+        if Self::is(self.deployed, to) {
+            return Some(Outcome::Success);
+        }
+        if !(Self::is(self.failed, to) || Self::is(self.rolled_back, to)) {
+            return None;
+        }
+        if Self::is(self.in_progress, from) || Self::is(self.paused, from) {
+            Some(Outcome::Failure)
+        } else if Self::is(self.deployed, from) || Self::is(self.complete, from) {
+            Some(Outcome::Rollback)
+        } else {
+            // failed -> rolled_back remediates a counted failure; other
+            // starts (scheduled -> failed) never reached the environment.
+            None
+        }
+    }
 }
 
 pub struct Tracker {
@@ -294,6 +315,8 @@ pub struct Tracker {
     stages: Stages,
     /// `[rollups]`.
     rollups: crate::config::RollupsConfig,
+    /// `[readiness]`.
+    readiness: crate::config::ReadinessConfig,
     /// The rollups, kept as keys change.
     rollup_index: rollup::Index,
     /// Rollups (release, environment) whose `stuck` finding was made and
@@ -327,6 +350,7 @@ impl Tracker {
             approvals: Approvals::new(),
             stages: Stages::default(),
             rollups: Default::default(),
+            readiness: Default::default(),
             rollup_index: rollup::Index::default(),
             rollups_stuck: HashSet::new(),
             rollups_stuck_dirty: false,
@@ -347,6 +371,7 @@ impl Tracker {
         let detect = Detectors::new(&cfg.anomalies, &host);
         let mut t = Self::new(model, detect, Settings::from_config(cfg, persist));
         t.rollups = cfg.rollups.clone();
+        t.readiness = cfg.readiness.clone();
         Ok(t)
     }
 
@@ -401,6 +426,53 @@ impl Tracker {
             .extend(stuck.into_iter().map(|(r, e)| (Arc::from(r), Arc::from(e))));
     }
 
+    /// The anomaly rules and their settings.
+    pub fn detectors(&self) -> &Detectors {
+        &self.detect
+    }
+
+    /// skipped_stage's ledger of deployments per stage.
+    pub fn stages(&self) -> &Stages {
+        &self.stages
+    }
+
+    /// When the open restore episode of `target` began: a failure not yet
+    /// followed by a deployment.
+    pub fn failing_since(&self, target: &Target) -> Option<TimeMs> {
+        self.failing.get(target).copied()
+    }
+
+    /// Whether the rollup (release, environment) was reported `stuck` and
+    /// was not complete since.
+    pub fn rollup_stuck(&self, release: &str, environment: &str) -> bool {
+        self.rollups_stuck
+            .iter()
+            .any(|(r, e)| &**r == release && &**e == environment)
+    }
+
+    /// The DORA outcome a key's deployment ended in so far, from its
+    /// current status and the statuses it passed (the outcome its last
+    /// counted transition had): `None` for a key that never deployed.
+    pub fn deployment_outcome(&self, ks: &KeyState) -> Option<Outcome> {
+        let to = self.model.index(&ks.status)?;
+        let passed =
+            |s: Option<StateIdx>| s.is_some_and(|i| ks.memory.has_passed(self.model.id(i)));
+        let k = self.known;
+        let from = if passed(k.deployed) || passed(k.complete) {
+            k.deployed
+        } else if passed(k.in_progress) || passed(k.paused) {
+            k.in_progress
+        } else {
+            None
+        };
+        match self.known.outcome(from.unwrap_or(to), to) {
+            Some(o) => Some(o),
+            // Still deployed, or complete after deploying.
+            None if Known::is(k.complete, to) && passed(k.deployed) => Some(Outcome::Success),
+            None => None,
+        }
+    }
+
     /// The gate's ledger.
     pub fn approvals(&self) -> &Approvals {
         &self.approvals
@@ -426,6 +498,11 @@ impl Tracker {
     /// `[rollups]`.
     pub fn rollups_config(&self) -> &crate::config::RollupsConfig {
         &self.rollups
+    }
+
+    /// `[readiness]`.
+    pub fn readiness_config(&self) -> &crate::config::ReadinessConfig {
+        &self.readiness
     }
 
     /// The rollups of the keys `keep` chooses, now.
@@ -848,22 +925,13 @@ impl Tracker {
 
     /// DORA outcomes of a transition (docs/metrics.md, relstat_deployments_total).
     fn dora_transition(&mut self, key: &Key, ev: &Event, from: StateIdx, to: StateIdx, at: TimeMs) {
-        let k = self.known;
-        if Known::is(k.deployed, to) {
-            self.dora_deployed(key, ev, at);
-            return;
-        }
-        if !(Known::is(k.failed, to) || Known::is(k.rolled_back, to)) {
-            return;
-        }
-        let outcome = if Known::is(k.in_progress, from) || Known::is(k.paused, from) {
-            Outcome::Failure
-        } else if Known::is(k.deployed, from) || Known::is(k.complete, from) {
-            Outcome::Rollback
-        } else {
-            // failed -> rolled_back remediates a counted failure; other
-            // starts (scheduled -> failed) never reached the environment.
-            return;
+        let outcome = match self.known.outcome(from, to) {
+            None => return,
+            Some(Outcome::Success) => {
+                self.dora_deployed(key, ev, at);
+                return;
+            }
+            Some(o) => o,
         };
         self.effects.push(Effect::Deployment {
             key: key.clone(),

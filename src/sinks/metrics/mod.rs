@@ -293,6 +293,9 @@ pub struct Metrics {
     /// `relstat_release_rollup_status`: (release, environment, status,
     /// targets), labels already capped; at most `max_tracked` rollups.
     rollups: Vec<(String, String, String, u64)>,
+    /// `relstat_release_risk_score`: (release, service, environment,
+    /// score), labels already capped; at most `max_tracked`.
+    risk: Vec<(String, String, String, f64)>,
     caps: LabelCaps,
     cached: Cached,
     retention_ms: TimeMs,
@@ -591,6 +594,7 @@ impl Metrics {
             site_newest_event,
             exposed: HashMap::new(),
             rollups: Vec::new(),
+            risk: Vec::new(),
             caps: LabelCaps {
                 max: cfg.max_label_values,
                 max_bytes: cfg.label_value_max_bytes,
@@ -814,6 +818,26 @@ impl Metrics {
     /// Replaces the rollup series: the `max_tracked` most recently changed
     /// rollups (ties by environment and release), one series per status
     /// with targets in it.
+    /// `relstat_release_risk_score`: replaces the scores (at most
+    /// `max_tracked` kept, in the order given).
+    pub fn set_risk_scores(&mut self, scores: Vec<(String, String, String, f64)>) {
+        let mut out = Vec::new();
+        for (release, service, env, score) in scores.into_iter().take(self.max_tracked) {
+            let release = self
+                .caps
+                .shorten("release", &release, &self.label_overflow)
+                .into_owned();
+            let service = self
+                .caps
+                .shorten("service", &service, &self.label_overflow)
+                .into_owned();
+            let env = self.env_label(&env).into_owned();
+            out.push((release, service, env, score));
+        }
+        out.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+        self.risk = out;
+    }
+
     fn set_rollups(&mut self, rollups: &[std::sync::Arc<crate::track::rollup::Summary>]) {
         let mut recent: Vec<&crate::track::rollup::Summary> =
             rollups.iter().map(|r| &**r).collect();
@@ -990,6 +1014,7 @@ impl Metrics {
         let mut out = String::from_utf8(buf).unwrap_or_default();
         self.render_per_release(&mut out);
         self.render_rollups(&mut out);
+        self.render_risk(&mut out);
         out
     }
 
@@ -1045,6 +1070,22 @@ impl Metrics {
                 Esc(env),
                 Esc(release),
                 Esc(status)
+            );
+        }
+    }
+
+    /// `relstat_release_risk_score`, from the last scores computed.
+    fn render_risk(&self, out: &mut String) {
+        use std::fmt::Write;
+        out.push_str("# HELP relstat_release_risk_score Risk score (0-100) of deploying a release of a service to an environment it has not reached yet (relstat readiness).\n");
+        out.push_str("# TYPE relstat_release_risk_score gauge\n");
+        for (release, service, env, score) in &self.risk {
+            let _ = writeln!(
+                out,
+                "relstat_release_risk_score{{environment=\"{}\",release=\"{}\",service=\"{}\"}} {score}",
+                Esc(env),
+                Esc(release),
+                Esc(service)
             );
         }
     }

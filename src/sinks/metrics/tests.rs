@@ -303,3 +303,38 @@ fn cached_handles_count_like_the_vectors_and_capped_values_count_every_use() {
         assert!(out.contains(line), "{line} missing in\n{out}");
     }
 }
+
+#[test]
+fn risk_scores_are_bounded_by_max_tracked_and_replaced() {
+    let mut m = metrics(2, 10);
+    let s = |r: &str, score: f64| {
+        (
+            r.to_string(),
+            "api".to_string(),
+            "production".to_string(),
+            score,
+        )
+    };
+    // The first max_tracked given (the core passes the newest first).
+    m.set_risk_scores(vec![s("r3", 42.5), s("r2", 0.0), s("r1", 99.0)]);
+    let out = m.render();
+    let series: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("relstat_release_risk_score{"))
+        .collect();
+    assert_eq!(
+        series,
+        [
+            r#"relstat_release_risk_score{environment="production",release="r2",service="api"} 0"#,
+            r#"relstat_release_risk_score{environment="production",release="r3",service="api"} 42.5"#,
+        ]
+    );
+    // Deployed since: gone at the next refresh.
+    m.set_risk_scores(vec![s("r3", 40.0)]);
+    let out = m.render();
+    assert!(!out.contains(r#"release="r2",service="api"}"#), "{out}");
+    assert!(
+        out.contains("# TYPE relstat_release_risk_score gauge"),
+        "{out}"
+    );
+}
