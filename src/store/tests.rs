@@ -1072,6 +1072,33 @@ fn write_schema5_store_fixture() {
         .unwrap();
 }
 
+/// Writes the schema-6 upgrade fixture (run by hand with the relstat of
+/// schema 6: `RELSTAT_WRITE_STORE_FIXTURE=<dir> cargo test --lib
+/// write_schema6_store_fixture -- --ignored`): the upgrade events in two
+/// batches, so the history's global sequence interleaves releases.
+#[test]
+#[ignore]
+fn write_schema6_store_fixture() {
+    let dir = std::env::var("RELSTAT_WRITE_STORE_FIXTURE").expect("target directory");
+    let store = Store::open(Path::new(&dir)).unwrap();
+    let cfg = upgrade_gate_config();
+    let mut tr = upgrade_tracker(&cfg);
+    let events = upgrade_events();
+    let (first, second) = events.split_at(5);
+    for ev in first {
+        tr.apply(ev.clone(), 1_000_000);
+    }
+    store
+        .commit(&tr.take_batch(), &[], &BTreeMap::new())
+        .unwrap();
+    for ev in second {
+        tr.apply(ev.clone(), 1_000_500);
+    }
+    store
+        .commit(&tr.take_batch(), &[], &BTreeMap::new())
+        .unwrap();
+}
+
 /// A store written by the relstat of schema 5 (tests/fixtures/store/
 /// schema5, written by [`write_schema5_store_fixture`]) opens, and its gates
 /// judge as before: approvals per service and release-wide, in any
