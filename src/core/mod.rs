@@ -118,6 +118,13 @@ impl Core {
         }
         drain_pending(cfg, &mut tracker, &mut metrics, store)?;
         store.set_dlq_limits((&cfg.dlq).into());
+        // The site key signs the audit chain's retention checkpoints and
+        // exports; check-config reports a key that does not load.
+        store.set_audit_key(cfg.spool.signing_key_file.as_deref().and_then(|p| {
+            crate::spool::keys::load_signing(p)
+                .map_err(|e| tracing::warn!("audit checkpoints are not signed: {e}"))
+                .ok()
+        }));
         for ((source, result), n) in store.dlq_counts()? {
             metrics
                 .dlq_payloads
