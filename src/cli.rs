@@ -44,6 +44,10 @@ const DOCS: &[(&str, &str)] = &[
     ),
     ("bundles.md", "air-gapped sync: spool export and import"),
     (
+        "audit.md",
+        "the hash-chained audit trail: relstat audit verify and export",
+    ),
+    (
         "dlq.md",
         "dead letters: payloads that did not map, and relstat dlq replay",
     ),

@@ -317,7 +317,7 @@ pub struct TrackingConfig {
     /// A key with no event for this long is finished.
     #[serde(default = "default_stale_after", with = "humantime_serde")]
     pub stale_after: Duration,
-    /// How long the tracker keeps finished keys and the audit trail.
+    /// How long the store keeps history rows (the audit trail).
     #[serde(default = "default_history_retention", with = "humantime_serde")]
     pub history_retention: Duration,
     /// How long an event id is remembered for duplicate detection.
@@ -369,7 +369,7 @@ fn default_stale_after() -> Duration {
     Duration::from_secs(30 * DAY)
 }
 fn default_history_retention() -> Duration {
-    Duration::from_secs(30 * DAY)
+    Duration::from_secs(400 * DAY)
 }
 fn default_dedupe_window() -> Duration {
     Duration::from_secs(7 * DAY)
