@@ -233,3 +233,152 @@ fn verify_export_refuses_hostile_files_with_a_clear_error_and_bounded_memory() {
         assert!(peak_kib < 40 * 1024, "{name}: peak RSS {peak_kib} KiB");
     }
 }
+
+/// A real rsyslog receives `anchor` records in each format: the chain's
+/// head sequence and hash, and the series follow.
+#[test]
+fn anchors_reach_a_real_rsyslog_in_every_format() {
+    use crate::rsyslog::*;
+    let Some((bin, _serial)) = rsyslogd() else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    write_certs(certs.path());
+    let d = certs.path().display().to_string();
+    for (format, want) in [
+        ("rfc5424", "anchor [relstat@32473 rule=\"anchor\""),
+        (
+            "cef",
+            "relstatRelstatAuditSequence=3 relstatRelstatAuditHash=",
+        ),
+        ("leef", "audit_sequence=3"),
+        ("json", "\"audit_sequence\":3,"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "server.pem", "server.key"] {
+            std::fs::copy(certs.path().join(f), dir.path().join(f)).unwrap();
+        }
+        let rs = Rsyslog::new(
+            bin.clone(),
+            dir.path(),
+            Input::Tls {
+                cert: "server",
+                mtls: false,
+            },
+            false,
+        );
+        let mut a = Agent::new(&format!(
+            "[tracking]\nanchor_interval = \"1s\"\n\n[siem]\ntransport = \"tls\"\n\
+             address = \"127.0.0.1:{}\"\nca_file = \"{d}/ca.pem\"\nserver_name = \"localhost\"\n\
+             format = \"{format}\"\n",
+            rs.port
+        ));
+        append_lines(&a.log("a.log"), 1, 3);
+        a.start();
+        let anchored = |rs: &Rsyslog| {
+            rs.lines()
+                .into_iter()
+                .find(|l| l.contains(want) && l.contains("audit") && l.contains('3'))
+        };
+        assert!(
+            wait_until(40, || anchored(&rs).is_some()),
+            "{format}: no anchor of sequence 3 received: {:#?}",
+            rs.lines()
+        );
+        let line = anchored(&rs).unwrap();
+        if format == "rfc5424" {
+            assert!(line.starts_with("anchor\t"), "{line}");
+            assert!(line.contains("\"audit_sequence\": \"3\""), "{line}");
+            assert!(line.contains("\"audit_hash\": \""), "{line}");
+        }
+        // no hash in a label: the series are plain numbers
+        let m = a.metrics();
+        assert_eq!(sample(&m, "relstat_audit_sequence"), Some(3.0), "{format}");
+        let at = sample(&m, "relstat_audit_last_anchor_timestamp_seconds").unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            at > now - 120.0 && at <= now + 1.0,
+            "{format}: {at} vs {now}"
+        );
+        assert_eq!(a.signal("-TERM"), Some(0));
+    }
+}
+
+/// A site without a SIEM: its anchors wait in the spool and travel in a
+/// bundle to the relay, whose outbox then holds them for its SIEM.
+#[test]
+fn anchors_travel_in_bundles_from_a_site_without_a_siem() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path());
+    let trusted = keys.path().join("trusted");
+    std::fs::create_dir_all(&trusted).unwrap();
+    std::fs::copy(&public, trusted.join("t.pub")).unwrap();
+    let mut site = Agent::new(&format!(
+        "[tracking]\nanchor_interval = \"1s\"\n\n[spool]\nenabled = true\n\
+         signing_key_file = \"{}\"\n",
+        key.display()
+    ));
+    append_lines(&site.log("a.log"), 1, 4);
+    site.start();
+    assert!(
+        wait_until(30, || sample(&site.metrics(), "relstat_audit_sequence")
+            == Some(4.0)
+            && sample(
+                &site.metrics(),
+                "relstat_audit_last_anchor_timestamp_seconds"
+            )
+            .is_some_and(|t| t > 0.0)),
+        "{}",
+        site.metrics()
+    );
+    // one more tick: an anchor of the head with all four rows
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let bundle = keys.path().join("t.bundle");
+    let o = relstat(&[
+        "-c",
+        cfg(&site),
+        "spool",
+        "export",
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(site.signal("-TERM"), Some(0));
+    let relay = Agent::new(&format!(
+        "[spool]\nenabled = true\ntrusted_keys_dir = \"{}\"\n",
+        trusted.display()
+    ));
+    let o = relstat(&[
+        "-c",
+        cfg(&relay),
+        "spool",
+        "import",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let store = relstat::store::Store::open(&relay.dir.path().join("data")).unwrap();
+    let anchors: Vec<_> = store
+        .outbox_read(0, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| r.rule == "anchor")
+        .collect();
+    assert!(!anchors.is_empty(), "no anchor reached the relay");
+    let last = anchors.last().unwrap();
+    assert_eq!(last.audit_sequence, Some(4));
+    assert_eq!(last.site, "t");
+    assert_eq!(last.audit_hash.as_ref().map(String::len), Some(64));
+    // the site's chain head, as the site's store says
+    let head = relstat::store::Store::open(&site.dir.path().join("data"))
+        .unwrap()
+        .audit_head()
+        .unwrap();
+    assert_eq!(
+        last.audit_hash.as_deref(),
+        Some(relstat::store::audit::hex(&head.hash).as_str())
+    );
+}

@@ -95,6 +95,11 @@ pub struct Core {
     diverged: Option<String>,
     /// `[notify]`: which messages a commit queues (replaced on reload).
     notify: Option<crate::notifications::Router>,
+    /// `[tracking] anchor_interval` (None: 0, anchors off).
+    anchor_every: Option<Duration>,
+    /// When the next `anchor` record is due (the first one interval after
+    /// the start).
+    next_anchor: Instant,
 }
 
 impl Core {
@@ -175,6 +180,8 @@ impl Core {
             bundles: crate::spool::Settings::from_config(&loaded.config),
             diverged: None,
             notify: crate::notifications::Router::from_config(&loaded.config),
+            anchor_every: anchor_every(&loaded.config),
+            next_anchor: Instant::now() + anchor_every(&loaded.config).unwrap_or_default(),
         }
     }
 
@@ -456,6 +463,7 @@ impl Core {
         let caught_up = self.caught_up.values().all(|c| *c) && !full;
         self.tracker.tick(now, caught_up);
         self.commit(&[])?;
+        self.anchor(now)?;
         let stats = self.store.outbox_stats()?;
         if let Some(o) = &self.outbox {
             o.update(&stats);
@@ -463,6 +471,26 @@ impl Core {
         let mut m = self.metrics();
         set_spool_gauges(&m, &stats, now);
         m.expire(now);
+        Ok(())
+    }
+
+    /// The audit chain's head into the series and, when due and there is an
+    /// outbox (SIEM or bundles) to carry it, into an `anchor` record.
+    fn anchor(&mut self, now: crate::event::TimeMs) -> Result<(), StoreError> {
+        let due = Instant::now() >= self.next_anchor;
+        let head = match self.anchor_every {
+            Some(every) if due && self.outbox.is_some() => {
+                let (host, site) = (&self.bundles.host, &self.bundles.site);
+                let head = self
+                    .store
+                    .audit_anchor(|h| crate::store::audit::anchor_record(h, host, site, now))?;
+                self.next_anchor = Instant::now() + every;
+                self.metrics().audit_last_anchor.set(now as f64 / 1000.0);
+                head
+            }
+            _ => self.store.audit_head()?,
+        };
+        self.metrics().audit_sequence.set(head.sequence as i64);
         Ok(())
     }
 
@@ -513,6 +541,7 @@ impl Core {
                             self.partners = loaded.config.http.partners.clone();
                             self.bundles = crate::spool::Settings::from_config(&loaded.config);
                             self.notify = crate::notifications::Router::from_config(&loaded.config);
+                            self.anchor_every = anchor_every(&loaded.config);
                             let _ = reply.send(Ok(checkpoints));
                         }
                         Err(e) => {
@@ -533,6 +562,10 @@ impl Core {
             }
         }
     }
+}
+
+fn anchor_every(cfg: &config::Config) -> Option<Duration> {
+    Some(cfg.tracking.anchor_interval).filter(|d| !d.is_zero())
 }
 
 /// Applies the transitions imported while the agent was stopped, before

@@ -383,6 +383,8 @@ impl Detectors {
             change_class: None,
             approver: None,
             decision: None,
+            audit_sequence: None,
+            audit_hash: None,
             host: self.host.clone(),
             message,
         }

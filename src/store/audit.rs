@@ -416,6 +416,40 @@ pub(super) fn purge(
     Ok(n)
 }
 
+/// The `anchor` record of `head`, written at `now` by `host` of `site`.
+pub fn anchor_record(head: Head, host: &str, site: &str, now: TimeMs) -> crate::detect::Anomaly {
+    crate::detect::Anomaly {
+        rule: "anchor".into(),
+        severity: crate::config::Severity::Info,
+        release: String::new(),
+        service: String::new(),
+        environment: String::new(),
+        site: site.to_string(),
+        from: None,
+        to: String::new(),
+        actor: "relstat".into(),
+        actor_type: crate::event::ActorType::Automation,
+        source: "audit".into(),
+        event_id: format!("anchor-{host}-{}-{now}", head.sequence),
+        event_time: now,
+        detected_at: now,
+        reason: None,
+        version: None,
+        commit: None,
+        change_class: None,
+        approver: None,
+        decision: None,
+        audit_sequence: Some(head.sequence),
+        audit_hash: Some(hex(&head.hash)),
+        host: host.to_string(),
+        message: format!(
+            "audit chain head: sequence {} hash {}",
+            head.sequence,
+            hex(&head.hash)
+        ),
+    }
+}
+
 /// A history row with its place in the chain (`relstat audit export`).
 #[derive(Debug, Clone)]
 pub struct ChainedRow {
@@ -442,6 +476,29 @@ impl Store {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Appends an `anchor` record (made by `make` from the chain's head) to
+    /// the outbox, in one transaction with the head it names: it leaves the
+    /// host through the SIEM or a bundle like any record.
+    pub fn audit_anchor(
+        &self,
+        make: impl FnOnce(Head) -> crate::detect::Anomaly,
+    ) -> Result<Head, StoreError> {
+        let tx = self.db.begin_write()?;
+        let head;
+        {
+            let mut meta = tx.open_table(META)?;
+            head = read_head(&meta)?;
+            let v = serde_json::to_vec(&make(head)).map_err(|e| corrupt("outbox", e))?;
+            let seq = super::read_u64(&meta, "outbox_seq")? + 1;
+            let bytes = super::read_u64(&meta, "outbox_bytes")? + v.len() as u64;
+            tx.open_table(super::OUTBOX)?.insert(seq, v.as_slice())?;
+            meta.insert("outbox_seq", seq.to_be_bytes().as_slice())?;
+            meta.insert("outbox_bytes", bytes.to_be_bytes().as_slice())?;
+        }
+        tx.commit()?;
+        Ok(head)
     }
 
     /// The newest row's sequence and hash.

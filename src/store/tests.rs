@@ -88,6 +88,8 @@ fn batch(i: u64) -> (Batch, Checkpoints, Counters) {
             change_class: None,
             approver: None,
             decision: None,
+            audit_sequence: None,
+            audit_hash: None,
             host: "h".into(),
             message: "m".into(),
         }],
