@@ -15,6 +15,7 @@
 //! | `counters` | "source\0result" | u64 | input accounting (`relstat_events_total`) |
 //! | `outbox` | seq | JSON [`Anomaly`] | SIEM records waiting for delivery |
 //! | `approval_ledger` | (release, service) | JSON [`Ruling`] list | the gate's ledger: the decisions (approved, rejected, revoked) of approval sources, each with its environment, approver, source and time, in time order (service `-`: the whole release; schema 6) |
+//! | `audit_chain` | seq | 32-byte hash, recorded_at, release | the hash chain over `history` in sequence order ([`audit`]; schema 7); its head and checkpoint are in `meta` (`audit_head`, `audit_checkpoint`) |
 //! | `meta` | name | bytes | sequence numbers, outbox byte total, the dropped-records ledger (`outbox_dropped`), restore episodes, the rollups reported `stuck` (`rollups_stuck`: not reported again after a restart), schema version |
 //! | `imported_bundles` | bundle id | JSON [`ImportedBundle`] | the ledger of imported bundles (`spool import`), kept forever |
 //! | `imported_records` | xxh3-128 of `event_id \0 rule` | imported_at ms | identities of imported records, kept forever (outlives `dedupe_window`); a batch's outbox record with an identity found here is not enqueued (a relay re-judging imported events does not duplicate the sites' records) |
@@ -28,7 +29,9 @@
 //! `notify_queue`; 5 -> 6 replaced `approvals` ((release, service) ->
 //! earliest approval ms) by `approval_ledger`: each old row became one
 //! approval for environment `-` (every environment, as schema 5 judged it)
-//! with no approver or source. Older stores are migrated at open, in one
+//! with no approver or source; 6 -> 7 added `audit_chain` and chained the
+//! history found, in sequence order, from a `migration` checkpoint
+//! ([`audit`]). Older stores are migrated at open, in one
 //! transaction; a store of a newer schema is refused (a newer relstat
 //! wrote it).
 //!
@@ -39,9 +42,11 @@
 //! either wholly visible after a crash or not at all: the source resumes from
 //! the checkpoint committed with the state it produced.
 //!
-//! Retention: history rows recorded before `now - history_retention` and seen
-//! ids recorded before `now - dedupe_window` are purged inside the batch that
-//! carries the purge bound (the tracker sets it on its periodic tick).
+//! Retention: history rows at the start of the chain recorded before `now -
+//! history_retention` (stopping at the first one recorded later, leaving a
+//! checkpoint) and seen ids recorded before `now - dedupe_window` are purged
+//! inside the batch that carries the purge bound (the tracker sets it on its
+//! periodic tick).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
