@@ -48,6 +48,8 @@ fn record(i: usize) -> Anomaly {
         change_class: None,
         approver: None,
         decision: None,
+        audit_sequence: None,
+        audit_hash: None,
         host: "web-1".into(),
         message: format!("r{i}: complete -> deployed is not an allowed transition"),
     }

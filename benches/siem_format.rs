@@ -35,6 +35,8 @@ fn record(i: usize) -> Anomaly {
         change_class: None,
         approver: None,
         decision: None,
+        audit_sequence: None,
+        audit_hash: None,
         host: "web-1".into(),
         message: format!(
             "2026.11.{i} svc-{} production: in_progress -> deployed",

@@ -42,6 +42,8 @@ fn main() {
                 change_class: None,
                 approver: None,
                 decision: None,
+                audit_sequence: None,
+                audit_hash: None,
                 host: "site-a-host".into(),
                 message: format!(
                     "2026.11.{i} entered deployed in production during a change freeze"

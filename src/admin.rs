@@ -62,6 +62,13 @@ pub enum Request {
     DlqReplay {
         entries: Vec<crate::dlq::ReplayEntry>,
     },
+    /// `relstat audit verify`: the agent walks the audit chain.
+    AuditVerify,
+    /// `relstat audit export`: the agent writes the export (path absolute).
+    AuditExport {
+        out: PathBuf,
+        select: crate::audit::Select,
+    },
     /// `relstat status`: the rows of the release status API (full view).
     Status {
         #[serde(default)]
@@ -143,6 +150,16 @@ fn handle(core: &mut Core, req: Request) -> Result<Value, String> {
                 .readiness(&ask, None, shown)
                 .map_err(|e| e.to_string())?;
             serde_json::to_value(answer).map_err(|e| e.to_string())
+        }
+        Request::AuditVerify => {
+            let v = core.store().audit_verify().map_err(|e| e.to_string())?;
+            serde_json::to_value(v).map_err(|e| e.to_string())
+        }
+        Request::AuditExport { out, select } => {
+            let key = core.store().audit_signing_key();
+            let r = crate::audit::export(core.store(), &select, key.as_ref(), &out)
+                .map_err(|e| e.to_string())?;
+            serde_json::to_value(r).map_err(|e| e.to_string())
         }
         Request::Status { filter, at, axis } => {
             let q = crate::api::Query { filter, at, axis };
@@ -367,6 +384,38 @@ pub fn spool_inspect(data_dir: &Path) -> Result<SpoolSummary, AdminError> {
         store.outbox_stats()?,
         crate::event::now_ms(),
     ))
+}
+
+/// `relstat audit verify`: through the agent when it runs, else from the
+/// store.
+pub fn audit_verify(data_dir: &Path) -> Result<crate::store::audit::Verified, AdminError> {
+    if let Some(v) = request(data_dir, &Request::AuditVerify)? {
+        return serde_json::from_value(v).map_err(|e| AdminError::Protocol(e.to_string()));
+    }
+    Ok(Store::open(data_dir)?.audit_verify()?)
+}
+
+/// `relstat audit export`: through the agent when it runs, else from the
+/// store, signed with `[spool] signing_key_file` when configured.
+pub fn audit_export(
+    loaded: &crate::config::Loaded,
+    select: &crate::audit::Select,
+    out: &Path,
+) -> Result<crate::audit::Exported, anyhow::Error> {
+    let data_dir = &loaded.config.agent.data_dir;
+    let req = Request::AuditExport {
+        out: absolute(out)?,
+        select: select.clone(),
+    };
+    if let Some(v) = request(data_dir, &req)? {
+        return serde_json::from_value(v).map_err(|e| AdminError::Protocol(e.to_string()).into());
+    }
+    let key = match &loaded.config.spool.signing_key_file {
+        Some(p) => Some(crate::spool::keys::load_signing(p)?),
+        None => None,
+    };
+    let store = Store::open(data_dir)?;
+    Ok(crate::audit::export(&store, select, key.as_ref(), out)?)
 }
 
 /// Makes a CLI path absolute: the agent's working directory is not the CLI's.

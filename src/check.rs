@@ -2302,8 +2302,9 @@ web_config_file = "/etc/relstat/web-config.yml"   # exporter-toolkit format: tls
 [tracking]
 finished_retention = "1h"   # per-release series of finished keys leave the exposition after this
 max_tracked = 10000         # per-release series cap; oldest finished first
-stale_after = "30d"
-history_retention = "30d"   # the tracker keeps finished keys this long (id_reuse, late, duplicates)
+stale_after = "30d"         # also how long finished keys are kept (id_reuse, late, duplicates)
+history_retention = "400d"  # history rows (the hash-chained audit trail) are kept this long
+anchor_interval = "1h"      # the chain's head to the SIEM (or bundles) as an anchor record
 dedupe_window = "7d"
 max_future = "5m"
 max_label_values = 200      # per label (service, environment, site); beyond: value "other", counted

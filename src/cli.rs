@@ -46,6 +46,10 @@ const DOCS: &[(&str, &str)] = &[
     ),
     ("bundles.md", "air-gapped sync: spool export and import"),
     (
+        "audit.md",
+        "the hash-chained audit trail: relstat audit verify and export",
+    ),
+    (
         "dlq.md",
         "dead letters: payloads that did not map, and relstat dlq replay",
     ),
@@ -137,6 +141,9 @@ pub enum Command {
     /// Chat notifications ([notify])
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// The audit trail's hash chain: verify it, export it for retention
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Release status: the current view, or the history as it stood at a
     /// time (through the running agent, or from the store when it is stopped)
     Status {
@@ -294,6 +301,42 @@ pub enum StoreCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the history's hash chain (through the running agent, or from
+    /// the store when it is stopped) and name the first broken row; or,
+    /// with --export, check an export offline. Exit 1 when broken
+    Verify {
+        /// An export file (relstat audit export) to check instead of the store
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+        /// The site's public key (relstat keygen's PREFIX.pub): the
+        /// signature of the export, or of the store's retention checkpoint,
+        /// must verify with it
+        #[arg(long, value_name = "SITE.pub")]
+        key: Option<PathBuf>,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write history rows with their chain hashes as NDJSON, signed with
+    /// [spool] signing_key_file when configured
+    Export {
+        /// Only rows recorded at or after this time (RFC 3339)
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Only rows recorded at or before this time (RFC 3339)
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+        /// Only this environment's rows
+        #[arg(long, value_name = "E")]
+        environment: Option<String>,
+        /// The export file (written as FILE.tmp, then renamed)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum NotifyCommand {
     /// Send a sample message to a destination and print its answer; exit 1
     /// when it is not delivered
@@ -410,6 +453,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             let loaded = load_config(cli.config.as_deref())?;
             dlq_command(&loaded, cmd)
         }
+        Command::Audit(cmd) => audit_command(cli.config.as_deref(), cmd),
         Command::Notify(NotifyCommand::Test { name }) => {
             let loaded = load_config(cli.config.as_deref())?;
             notify_test(&loaded, &name)
@@ -961,6 +1005,154 @@ fn dlq_command(loaded: &Loaded, cmd: DlqCommand) -> Result<(), Failure> {
             println!(
                 "replayed {}, skipped {skipped} replayed before (--again replays them)",
                 done.len()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn rfc3339_arg(flag: &str, t: Option<String>) -> Result<Option<crate::event::TimeMs>, Failure> {
+    t.map(|t| {
+        crate::event::parse_rfc3339(&t).ok_or_else(|| {
+            Failure::usage(anyhow::anyhow!(
+                "{flag} {t:?} is not an RFC 3339 time, e.g. 2026-11-03T10:00:00Z"
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// `relstat audit verify|export`.
+fn audit_command(config: Option<&Path>, cmd: AuditCommand) -> Result<(), Failure> {
+    let pubkey = |p: &Option<PathBuf>| -> Result<_, Failure> {
+        p.as_deref()
+            .map(crate::spool::keys::load_verifying)
+            .transpose()
+            .map_err(Failure::usage)
+    };
+    match cmd {
+        AuditCommand::Verify {
+            export: Some(file),
+            key,
+            json,
+        } => {
+            let key = pubkey(&key)?;
+            let r = crate::audit::verify_export(&file, key.as_ref()).map_err(Failure::runtime)?;
+            if json {
+                println!("{}", serde_json::to_string(&r).map_err(Failure::runtime)?);
+            } else {
+                println!("rows: {}\nsignature: {}", r.rows, r.signature);
+            }
+            match r.broken {
+                Some(b) => Err(Failure::runtime(anyhow::anyhow!(
+                    "{}: broken at line {}{}: {}",
+                    file.display(),
+                    b.line,
+                    b.sequence
+                        .map_or(String::new(), |s| format!(" (sequence {s})")),
+                    b.problem
+                ))),
+                None => {
+                    if !json {
+                        println!("{}: ok", file.display());
+                    }
+                    Ok(())
+                }
+            }
+        }
+        AuditCommand::Verify {
+            export: None,
+            key,
+            json,
+        } => {
+            let loaded = load_config(config)?;
+            let key = match pubkey(&key)? {
+                Some(k) => Some(k),
+                None => match &loaded.config.spool.signing_key_file {
+                    Some(p) => Some(
+                        crate::spool::keys::load_signing(p)
+                            .map_err(Failure::runtime)?
+                            .verifying_key(),
+                    ),
+                    None => None,
+                },
+            };
+            let dir = &loaded.config.agent.data_dir;
+            let v = crate::admin::audit_verify(dir).map_err(Failure::runtime)?;
+            let cp = &v.checkpoint;
+            let sig = match (
+                cp.signature.is_some(),
+                key.as_ref().and_then(|k| cp.verify(k)),
+            ) {
+                (false, _) => "unsigned",
+                (true, None) => "not checked (no key)",
+                (true, Some(true)) => "valid",
+                (true, Some(false)) => "invalid",
+            };
+            if json {
+                let mut j = serde_json::to_value(&v).map_err(Failure::runtime)?;
+                j["checkpoint_signature"] = sig.into();
+                println!("{j}");
+            } else {
+                println!(
+                    "checkpoint: {} at sequence {} ({}){}\ncheckpoint signature: {sig}\n\
+                     rows: {}\nhead: sequence {} hash {}",
+                    cp.reason,
+                    cp.sequence,
+                    crate::event::format_rfc3339(cp.time),
+                    cp.rows
+                        .map_or(String::new(), |n| format!(", {n} rows chained then")),
+                    v.rows,
+                    v.head_sequence,
+                    v.head_hash
+                );
+            }
+            if let Some(b) = v.broken {
+                return Err(Failure::runtime(anyhow::anyhow!(
+                    "the audit chain breaks at sequence {} (key {}, recorded {}): {}",
+                    b.sequence,
+                    if b.key.is_empty() { "-" } else { &b.key },
+                    if b.recorded_at > 0 {
+                        crate::event::format_rfc3339(b.recorded_at)
+                    } else {
+                        "-".into()
+                    },
+                    b.problem
+                )));
+            }
+            if sig == "invalid" {
+                return Err(Failure::runtime(anyhow::anyhow!(
+                    "the checkpoint's signature does not verify with the site's key"
+                )));
+            }
+            if !json {
+                println!("ok");
+            }
+            Ok(())
+        }
+        AuditCommand::Export {
+            since,
+            until,
+            environment,
+            out,
+        } => {
+            let loaded = load_config(config)?;
+            let select = crate::audit::Select {
+                since: rfc3339_arg("--since", since)?,
+                until: rfc3339_arg("--until", until)?,
+                environment,
+            };
+            let r = crate::admin::audit_export(&loaded, &select, &out).map_err(Failure::runtime)?;
+            eprintln!(
+                "exported {} rows ({} bytes) to {}; {}",
+                r.rows,
+                r.bytes,
+                out.display(),
+                if r.signed {
+                    "signed with the site key"
+                } else {
+                    "unsigned ([spool] signing_key_file is not set)"
+                }
             );
             Ok(())
         }

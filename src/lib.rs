@@ -61,6 +61,7 @@ pub mod agent;
 pub mod api;
 #[cfg(test)]
 mod architecture;
+pub mod audit;
 pub mod check;
 pub mod cli;
 pub mod config;

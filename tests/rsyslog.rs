@@ -1,6 +1,7 @@
 //! A real rsyslog for the SIEM tests (started here with its own config and
 //! work directory on 127.0.0.1, TLS or RELP input, what it received written
-//! one line per message with its parsed structured data), and the rcgen
+//! one line per message with the raw message and its parsed structured
+//! data), and the rcgen
 //! certificates it and the agents use. Shared by `siem` and `bundles`.
 
 use std::collections::BTreeMap;
@@ -148,7 +149,7 @@ impl Rsyslog {
             "global(workDirectory=\"{d}/work\")\n{input_conf}\
              module(load=\"mmpstrucdata\")\n\
              template(name=\"line\" type=\"string\" \
-             string=\"%msgid%\\t%hostname%\\t%app-name%\\t%timestamp:::date-rfc3339%\\t%$!%\\n\")\n\
+             string=\"%msgid%\\t%hostname%\\t%app-name%\\t%timestamp:::date-rfc3339%\\t%rawmsg%\\t%$!%\\n\")\n\
              ruleset(name=\"in\" {queue}) {{\n\
                action(type=\"mmpstrucdata\")\n\
                action(type=\"omfile\" file=\"{d}/received.log\" template=\"line\")\n\

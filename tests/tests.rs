@@ -7,6 +7,7 @@ mod util;
 mod anomalies;
 mod api;
 mod approvals;
+mod audit;
 mod bench_scripts;
 mod bundles;
 mod cli;

@@ -431,9 +431,13 @@ pub struct TrackingConfig {
     /// A key with no event for this long is finished.
     #[serde(default = "default_stale_after", with = "humantime_serde")]
     pub stale_after: Duration,
-    /// How long the tracker keeps finished keys and the audit trail.
+    /// How long the store keeps history rows (the audit trail).
     #[serde(default = "default_history_retention", with = "humantime_serde")]
     pub history_retention: Duration,
+    /// How often the audit chain's head goes to the outbox as an `anchor`
+    /// record (SIEM or bundles); 0 turns anchors off.
+    #[serde(default = "default_anchor_interval", with = "humantime_serde")]
+    pub anchor_interval: Duration,
     /// How long an event id is remembered for duplicate detection.
     #[serde(default = "default_dedupe_window", with = "humantime_serde")]
     pub dedupe_window: Duration,
@@ -461,6 +465,7 @@ impl Default for TrackingConfig {
             max_tracked: default_max_tracked(),
             stale_after: default_stale_after(),
             history_retention: default_history_retention(),
+            anchor_interval: default_anchor_interval(),
             dedupe_window: default_dedupe_window(),
             max_future: default_max_future(),
             max_label_values: default_max_label_values(),
@@ -483,7 +488,10 @@ fn default_stale_after() -> Duration {
     Duration::from_secs(30 * DAY)
 }
 fn default_history_retention() -> Duration {
-    Duration::from_secs(30 * DAY)
+    Duration::from_secs(400 * DAY)
+}
+fn default_anchor_interval() -> Duration {
+    Duration::from_secs(HOUR)
 }
 fn default_dedupe_window() -> Duration {
     Duration::from_secs(7 * DAY)

@@ -128,6 +128,11 @@ pub struct Core {
     notify: Option<crate::notifications::Router>,
     /// When `relstat_release_risk_score` was last computed (agent's clock).
     risk_at: crate::event::TimeMs,
+    /// `[tracking] anchor_interval` (None: 0, anchors off).
+    anchor_every: Option<Duration>,
+    /// When the next `anchor` record is due (the first one interval after
+    /// the start).
+    next_anchor: Instant,
 }
 
 /// How often `relstat_release_risk_score` is recomputed: each score reads
@@ -155,6 +160,13 @@ impl Core {
         }
         drain_pending(cfg, &mut tracker, &mut metrics, store)?;
         store.set_dlq_limits((&cfg.dlq).into());
+        // The site key signs the audit chain's retention checkpoints and
+        // exports; check-config reports a key that does not load.
+        store.set_audit_key(cfg.spool.signing_key_file.as_deref().and_then(|p| {
+            crate::spool::keys::load_signing(p)
+                .map_err(|e| tracing::warn!("audit checkpoints are not signed: {e}"))
+                .ok()
+        }));
         for ((source, result), n) in store.dlq_counts()? {
             metrics
                 .dlq_payloads
@@ -206,6 +218,8 @@ impl Core {
             diverged: None,
             notify: crate::notifications::Router::from_config(&loaded.config),
             risk_at: 0,
+            anchor_every: anchor_every(&loaded.config),
+            next_anchor: Instant::now() + anchor_every(&loaded.config).unwrap_or_default(),
         }
     }
 
@@ -507,6 +521,7 @@ impl Core {
         let caught_up = self.caught_up.values().all(|c| *c) && !full;
         self.tracker.tick(now, caught_up);
         self.commit(&[])?;
+        self.anchor(now)?;
         let stats = self.store.outbox_stats()?;
         if let Some(o) = &self.outbox {
             o.update(&stats);
@@ -561,6 +576,26 @@ impl Core {
         Ok(out)
     }
 
+    /// The audit chain's head into the series and, when due and there is an
+    /// outbox (SIEM or bundles) to carry it, into an `anchor` record.
+    fn anchor(&mut self, now: crate::event::TimeMs) -> Result<(), StoreError> {
+        let due = Instant::now() >= self.next_anchor;
+        let head = match self.anchor_every {
+            Some(every) if due && self.outbox.is_some() => {
+                let (host, site) = (&self.bundles.host, &self.bundles.site);
+                let head = self
+                    .store
+                    .audit_anchor(|h| crate::store::audit::anchor_record(h, host, site, now))?;
+                self.next_anchor = Instant::now() + every;
+                self.metrics().audit_last_anchor.set(now as f64 / 1000.0);
+                head
+            }
+            _ => self.store.audit_head()?,
+        };
+        self.metrics().audit_sequence.set(head.sequence as i64);
+        Ok(())
+    }
+
     /// The core thread's loop.
     fn run(mut self, Inbox(rx): Inbox) -> Result<(), CoreError> {
         let mut next_tick = Instant::now() + TICK;
@@ -608,6 +643,7 @@ impl Core {
                             self.partners = loaded.config.http.partners.clone();
                             self.bundles = crate::spool::Settings::from_config(&loaded.config);
                             self.notify = crate::notifications::Router::from_config(&loaded.config);
+                            self.anchor_every = anchor_every(&loaded.config);
                             let _ = reply.send(Ok(checkpoints));
                         }
                         Err(e) => {
@@ -628,6 +664,10 @@ impl Core {
             }
         }
     }
+}
+
+fn anchor_every(cfg: &config::Config) -> Option<Duration> {
+    Some(cfg.tracking.anchor_interval).filter(|d| !d.is_zero())
 }
 
 /// Applies the transitions imported while the agent was stopped, before

@@ -103,6 +103,12 @@ pub struct Anomaly {
     pub approver: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<String>,
+    /// `anchor` records: the audit chain's head, its sequence and hash
+    /// (hex), when the record was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_sequence: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_hash: Option<String>,
     pub host: String,
     pub message: String,
 }
@@ -150,6 +156,10 @@ pub struct AnomalyRef<'a> {
     pub approver: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "opt_cow")]
     pub decision: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub audit_sequence: Option<u64>,
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
+    pub audit_hash: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub host: Cow<'a, str>,
     #[serde(borrow)]
@@ -189,6 +199,8 @@ impl<'a> From<&'a Anomaly> for AnomalyRef<'a> {
             change_class: a.change_class,
             approver: a.approver.as_ref().map(b),
             decision: a.decision.as_ref().map(b),
+            audit_sequence: a.audit_sequence,
+            audit_hash: a.audit_hash.as_ref().map(b),
             host: b(&a.host),
             message: b(&a.message),
         }
@@ -222,6 +234,8 @@ mod ref_tests {
             change_class: escapes.then_some(ChangeClass::Emergency),
             approver: None,
             decision: None,
+            audit_sequence: None,
+            audit_hash: None,
             host: "web-1".into(),
             message: format!("complete -> deployed{x}"),
         }

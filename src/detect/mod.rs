@@ -386,6 +386,8 @@ impl Detectors {
             change_class: None,
             approver: None,
             decision: None,
+            audit_sequence: None,
+            audit_hash: None,
             host: self.host.clone(),
             message,
         }

@@ -63,6 +63,8 @@ fn anomaly(rule: &str, env: &str) -> crate::detect::Anomaly {
         change_class: None,
         approver: None,
         decision: None,
+        audit_sequence: None,
+        audit_hash: None,
         host: "h".into(),
         message: "no approval".into(),
     }

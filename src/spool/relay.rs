@@ -332,6 +332,8 @@ mod tests {
             change_class: Some(crate::event::ChangeClass::Emergency),
             approver: None,
             decision: None,
+            audit_sequence: None,
+            audit_hash: None,
             host: "host-a".into(),
             message: "moved".into(),
         }

@@ -15,6 +15,7 @@
 //! | `counters` | "source\0result" | u64 | input accounting (`relstat_events_total`) |
 //! | `outbox` | seq | JSON [`Anomaly`] | SIEM records waiting for delivery |
 //! | `approval_ledger` | (release, service) | JSON [`Ruling`] list | the gate's ledger: the decisions (approved, rejected, revoked) of approval sources, each with its environment, approver, source and time, in time order (service `-`: the whole release; schema 6) |
+//! | `audit_chain` | seq | 32-byte hash, recorded_at, release | the hash chain over `history` in sequence order ([`audit`]; schema 7); its head and checkpoint are in `meta` (`audit_head`, `audit_checkpoint`) |
 //! | `meta` | name | bytes | sequence numbers, outbox byte total, the dropped-records ledger (`outbox_dropped`), restore episodes, the rollups reported `stuck` (`rollups_stuck`: not reported again after a restart), schema version |
 //! | `imported_bundles` | bundle id | JSON [`ImportedBundle`] | the ledger of imported bundles (`spool import`), kept forever |
 //! | `imported_records` | xxh3-128 of `event_id \0 rule` | imported_at ms | identities of imported records, kept forever (outlives `dedupe_window`); a batch's outbox record with an identity found here is not enqueued (a relay re-judging imported events does not duplicate the sites' records) |
@@ -28,7 +29,9 @@
 //! `notify_queue`; 5 -> 6 replaced `approvals` ((release, service) ->
 //! earliest approval ms) by `approval_ledger`: each old row became one
 //! approval for environment `-` (every environment, as schema 5 judged it)
-//! with no approver or source. Older stores are migrated at open, in one
+//! with no approver or source; 6 -> 7 added `audit_chain` and chained the
+//! history found, in sequence order, from a `migration` checkpoint
+//! ([`audit`]). Older stores are migrated at open, in one
 //! transaction; a store of a newer schema is refused (a newer relstat
 //! wrote it).
 //!
@@ -39,9 +42,11 @@
 //! either wholly visible after a crash or not at all: the source resumes from
 //! the checkpoint committed with the state it produced.
 //!
-//! Retention: history rows recorded before `now - history_retention` and seen
-//! ids recorded before `now - dedupe_window` are purged inside the batch that
-//! carries the purge bound (the tracker sets it on its periodic tick).
+//! Retention: history rows at the start of the chain recorded before `now -
+//! history_retention` (stopping at the first one recorded later, leaving a
+//! checkpoint) and seen ids recorded before `now - dedupe_window` are purged
+//! inside the batch that carries the purge bound (the tracker sets it on its
+//! periodic tick).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,7 +87,7 @@ const NOTIFY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("notify
 pub(super) const ROLLUPS_STUCK: &str = "rollups_stuck";
 
 /// The schema this relstat writes; it migrates every older one at open.
-const SCHEMA: u32 = 6;
+const SCHEMA: u32 = 7;
 
 /// redb's page cache. Its default (1 GiB, filled as pages are written) made
 /// an agent with 10,000 keys sit at ~85 MiB RSS; the working set of one batch
@@ -264,6 +269,8 @@ pub struct Store {
     db: Database,
     path: Option<PathBuf>,
     dlq: dlq::DlqState,
+    /// Signs retention checkpoints of the audit chain.
+    audit_key: std::sync::RwLock<Option<ed25519_dalek::SigningKey>>,
 }
 
 impl Store {
@@ -305,6 +312,7 @@ impl Store {
             db,
             path: Some(path),
             dlq: Default::default(),
+            audit_key: Default::default(),
         };
         store.init()?;
         Ok(store)
@@ -322,6 +330,7 @@ impl Store {
             db,
             path: None,
             dlq: Default::default(),
+            audit_key: Default::default(),
         };
         store.init()?;
         Ok(store)
@@ -329,6 +338,7 @@ impl Store {
 
     fn init(&self) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
+        let found_version: Option<u32>;
         {
             tx.open_table(KEYS)?;
             tx.open_table(HISTORY)?;
@@ -344,6 +354,7 @@ impl Store {
             tx.open_table(QUARANTINE)?;
             tx.open_table(dlq::DEAD_LETTERS)?;
             tx.open_table(NOTIFY)?;
+            tx.open_table(audit::CHAIN)?;
             let mut meta = tx.open_table(META)?;
             let found = meta.get("schema")?.map(|v| v.value().to_vec());
             let version = match &found {
@@ -357,6 +368,7 @@ impl Store {
                         found: String::from_utf8_lossy(v).into_owned(),
                     })?,
             };
+            found_version = found.is_some().then_some(version);
             if version < 2 {
                 // 1 -> 2: the seen ids keyed by time.
                 let mut seen = tx.open_table(SEEN)?;
@@ -394,6 +406,14 @@ impl Store {
             if found.is_none() || version < SCHEMA {
                 meta.insert("schema", SCHEMA.to_string().as_bytes())?;
             }
+        }
+        let now = crate::event::now_ms();
+        match &found_version {
+            None => audit::init_created(&tx, now)?,
+            // 6 -> 7: the history found is chained from a `migration`
+            // checkpoint.
+            Some(v) if *v < 7 => audit::migrate(&tx, now)?,
+            Some(_) => {}
         }
         tx.commit()?;
         Ok(())
@@ -519,7 +539,14 @@ impl Store {
         max_queued: u64,
     ) -> Result<(DlqDelta, BTreeMap<String, u64>), StoreError> {
         let tx = self.db.begin_write()?;
-        write_batch(&tx, batch, checkpoints, counters, None)?;
+        write_batch(
+            &tx,
+            batch,
+            checkpoints,
+            counters,
+            None,
+            self.audit_key().as_ref(),
+        )?;
         let purge = now > 0 && self.dlq_purge_due(now);
         let delta = dlq::write(&tx, dead, self.dlq_limits(), now, purge)?;
         let dropped = if notes.is_empty() {
@@ -874,7 +901,14 @@ impl Store {
         }
         if let Some(track) = track {
             let t = track(&new);
-            write_batch(&tx, &t.batch, &[], &t.counters, Some(now))?;
+            write_batch(
+                &tx,
+                &t.batch,
+                &[],
+                &t.counters,
+                Some(now),
+                self.audit_key().as_ref(),
+            )?;
             warn_notes_dropped(&write_notes(&tx, &t.notes, t.notes_max)?);
             if !t.pending.is_empty() {
                 let mut pending = tx.open_table(PENDING)?;
@@ -952,7 +986,14 @@ impl Store {
         max_queued: u64,
     ) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
-        write_batch(&tx, batch, &[], counters, Some(at))?;
+        write_batch(
+            &tx,
+            batch,
+            &[],
+            counters,
+            Some(at),
+            self.audit_key().as_ref(),
+        )?;
         warn_notes_dropped(&write_notes(&tx, notes, max_queued)?);
         tx.open_table(PENDING)?.retain_in(..=upto, |_, _| false)?;
         tx.commit()?;
@@ -997,6 +1038,7 @@ fn write_batch(
     checkpoints: &[(String, Vec<u8>)],
     counters: &BTreeMap<(String, InputResult), u64>,
     register: Option<TimeMs>,
+    audit_key: Option<&ed25519_dalek::SigningKey>,
 ) -> Result<(), StoreError> {
     let mut keys = tx.open_table(KEYS)?;
     for (key, state) in &batch.keys {
@@ -1008,24 +1050,25 @@ fn write_batch(
     }
     let mut meta = tx.open_table(META)?;
     let mut seq = read_u64(&meta, "history_seq")?;
-    let mut history = tx.open_table(HISTORY)?;
-    let mut by_time = tx.open_table(HISTORY_BY_TIME)?;
-    for rec in &batch.history {
-        seq += 1;
-        let v = serde_json::to_vec(rec).map_err(|e| corrupt("history", e))?;
-        history.insert((rec.event.release.as_str(), seq), v.as_slice())?;
-        by_time.insert((rec.recorded_at, seq), rec.event.release.as_str())?;
-    }
-    meta.insert("history_seq", seq.to_be_bytes().as_slice())?;
-    if let Some(before) = batch.history_purge_before {
-        let old: Vec<((i64, u64), String)> = by_time
-            .range(..(before, 0))?
-            .map(|r| r.map(|(k, v)| (k.value(), v.value().to_string())))
-            .collect::<Result<_, _>>()?;
-        for ((at, s), release) in old {
-            history.remove((release.as_str(), s))?;
-            by_time.remove((at, s))?;
+    if !batch.history.is_empty() {
+        let mut history = tx.open_table(HISTORY)?;
+        let mut by_time = tx.open_table(HISTORY_BY_TIME)?;
+        let mut chain = tx.open_table(audit::CHAIN)?;
+        let mut appender = audit::Appender::start(&meta)?;
+        for rec in &batch.history {
+            seq += 1;
+            let v = serde_json::to_vec(rec).map_err(|e| corrupt("history", e))?;
+            history.insert((rec.event.release.as_str(), seq), v.as_slice())?;
+            by_time.insert((rec.recorded_at, seq), rec.event.release.as_str())?;
+            appender.append(&mut chain, seq, rec)?;
         }
+        appender.finish(&mut meta)?;
+        meta.insert("history_seq", seq.to_be_bytes().as_slice())?;
+    }
+    if let Some(before) = batch.history_purge_before {
+        drop(meta);
+        audit::purge(tx, before, audit_key, crate::event::now_ms())?;
+        meta = tx.open_table(META)?;
     }
     let mut seen = tx.open_table(SEEN)?;
     for (h, at) in &batch.seen {
@@ -1186,6 +1229,7 @@ fn open_cause(path: &Path, e: &redb::DatabaseError) -> String {
     }
 }
 
+pub mod audit;
 pub mod check;
 pub mod dlq;
 

@@ -88,6 +88,8 @@ fn batch(i: u64) -> (Batch, Checkpoints, Counters) {
             change_class: None,
             approver: None,
             decision: None,
+            audit_sequence: None,
+            audit_hash: None,
             host: "h".into(),
             message: "m".into(),
         }],
@@ -1066,6 +1068,33 @@ fn write_schema5_store_fixture() {
     let mut tr = upgrade_tracker(&cfg);
     for ev in upgrade_events() {
         tr.apply(ev, 1_000_000);
+    }
+    store
+        .commit(&tr.take_batch(), &[], &BTreeMap::new())
+        .unwrap();
+}
+
+/// Writes the schema-6 upgrade fixture (run by hand with the relstat of
+/// schema 6: `RELSTAT_WRITE_STORE_FIXTURE=<dir> cargo test --lib
+/// write_schema6_store_fixture -- --ignored`): the upgrade events in two
+/// batches, so the history's global sequence interleaves releases.
+#[test]
+#[ignore]
+fn write_schema6_store_fixture() {
+    let dir = std::env::var("RELSTAT_WRITE_STORE_FIXTURE").expect("target directory");
+    let store = Store::open(Path::new(&dir)).unwrap();
+    let cfg = upgrade_gate_config();
+    let mut tr = upgrade_tracker(&cfg);
+    let events = upgrade_events();
+    let (first, second) = events.split_at(5);
+    for ev in first {
+        tr.apply(ev.clone(), 1_000_000);
+    }
+    store
+        .commit(&tr.take_batch(), &[], &BTreeMap::new())
+        .unwrap();
+    for ev in second {
+        tr.apply(ev.clone(), 1_000_500);
     }
     store
         .commit(&tr.take_batch(), &[], &BTreeMap::new())

@@ -185,7 +185,7 @@ pub struct Settings {
     pub history_retention: TimeMs,
     /// Finished keys kept in memory (and in the store's key table): beyond
     /// this the ones finished longest ago are forgotten at the next check,
-    /// whatever `history_retention` says (`[tracking] max_tracked`), so
+    /// whatever `stale_after` says (`[tracking] max_tracked`), so
     /// releases flowing to `complete` do not grow the agent. Unlimited in
     /// `replay`.
     pub max_finished: usize,
@@ -994,9 +994,9 @@ impl Tracker {
     }
 
     /// The `n` keys finished longest ago (ties by key), among those still
-    /// within `history_retention`: what `max_finished` forgets first.
+    /// within `stale_after`: what `max_finished` forgets first.
     fn oldest_finished(&self, n: usize, now: TimeMs) -> Vec<Key> {
-        let retention = self.settings.history_retention;
+        let retention = self.settings.stale_after;
         let mut done: Vec<(TimeMs, &Key)> = self
             .keys
             .iter()
@@ -1213,7 +1213,9 @@ impl Tracker {
                 self.dirty.insert(key.clone());
             }
             if let Some(f) = &ks.finished {
-                if now - f.at > self.settings.history_retention {
+                // Finished keys stay `stale_after` (memory, the API);
+                // history rows stay `history_retention` (the store only).
+                if now - f.at > self.settings.stale_after {
                     forget.push(key.clone());
                 } else {
                     finished += 1;

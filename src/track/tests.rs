@@ -43,13 +43,13 @@ fn secs(at: TimeMs) -> i64 {
     (at - BASE) / 1000
 }
 
-/// The config defaults (5m, 7d, 30d, 30d), persisting, no outbox.
+/// The config defaults (5m, 7d, 30d, 400d), persisting, no outbox.
 fn settings() -> Settings {
     Settings {
         max_future: 5 * M * 1000,
         dedupe_window: 7 * D * 1000,
         stale_after: 30 * D * 1000,
-        history_retention: 30 * D * 1000,
+        history_retention: 400 * D * 1000,
         max_finished: 10_000,
         max_seen: 10_000 * SEEN_PER_KEY,
         persist: true,
@@ -1717,7 +1717,7 @@ fn lifecycle() {
             ..Case::default()
         },
         Case {
-            name: "finished keys are forgotten after history_retention (from finishing)",
+            name: "finished keys are forgotten after stale_after (from finishing), not history_retention",
             steps: vec![
                 at(t(0), p("r1", "cancelled", t(0)), Accepted),
                 at(t(0), p("r2", "scheduled", t(0)), Accepted),
@@ -1740,7 +1740,7 @@ fn lifecycle() {
             written: Some(&[]),
             removed: Some(&["r1/svc/prod", "r2/svc/prod"]),
             // The seen bound is set by the first check of a batch that purges.
-            purge: Some("seen<1987200 history<2592002"),
+            purge: Some("seen<1987200 history<-29375998"),
             ..Case::default()
         },
         Case {
@@ -1883,7 +1883,7 @@ fn batches() {
                 "transition r1/svc/prod in_progress by deploy-bot (automation) via ci v2.0",
                 "stuck r1/svc/prod in_progress->in_progress by carol (human) via jenkins v2.0",
             ]),
-            purge: Some("seen<-597600 history<-2584800"),
+            purge: Some("seen<-597600 history<-34552800"),
             ..Case::default()
         },
         Case {

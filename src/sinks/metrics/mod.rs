@@ -275,6 +275,10 @@ pub struct Metrics {
     pub notify_failing: IntGaugeVec,
     /// Records kept aside in the store's quarantine table (running agent).
     pub store_quarantined: IntGauge,
+    /// The audit chain's head sequence.
+    pub audit_sequence: IntGauge,
+    /// When the last `anchor` record was written (seconds).
+    pub audit_last_anchor: prometheus::Gauge,
     /// Dead letters held in the store, by source and result (running agent).
     pub dlq_payloads: IntGaugeVec,
     /// Dead letters dropped for a `[dlq]` limit or retention.
@@ -514,6 +518,14 @@ impl Metrics {
             "Store records that could not be decoded, kept aside in the quarantine table \
              (relstat store check lists them).",
         )?;
+        let audit_sequence = IntGauge::new(
+            "relstat_audit_sequence",
+            "The audit chain's head: the sequence number of the newest history row.",
+        )?;
+        let audit_last_anchor = prometheus::Gauge::new(
+            "relstat_audit_last_anchor_timestamp_seconds",
+            "When the last anchor record (the audit chain's head) was written to the outbox.",
+        )?;
         let dlq_payloads = IntGaugeVec::new(
             prometheus::Opts::new(
                 "relstat_dlq_payloads",
@@ -533,6 +545,8 @@ impl Metrics {
             ))?;
             // The running agent's store only: a replay has none.
             registry.register(Box::new(store_quarantined.clone()))?;
+            registry.register(Box::new(audit_sequence.clone()))?;
+            registry.register(Box::new(audit_last_anchor.clone()))?;
             registry.register(Box::new(dlq_payloads.clone()))?;
             registry.register(Box::new(dlq_dropped.clone()))?;
         }
@@ -583,6 +597,8 @@ impl Metrics {
             notify_oldest_age,
             notify_failing,
             store_quarantined,
+            audit_sequence,
+            audit_last_anchor,
             dlq_payloads,
             dlq_dropped,
             evictions,

@@ -539,6 +539,8 @@ pub fn dropped_summary(l: &DroppedLedger, host: &str, site: &str, now: TimeMs) -
         change_class: None,
         approver: None,
         decision: None,
+        audit_sequence: None,
+        audit_hash: None,
         host: host.to_string(),
         message: format!(
             "{} SIEM events were dropped from the full spool{span}",

@@ -31,6 +31,8 @@ fn record(i: u64, rule: &str) -> Anomaly {
         change_class: None,
         approver: None,
         decision: None,
+        audit_sequence: None,
+        audit_hash: None,
         host: "host-a".into(),
         message: format!("r{i} moved"),
     }

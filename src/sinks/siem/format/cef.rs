@@ -93,6 +93,12 @@ pub(super) fn write(ctx: &FormatContext, a: &AnomalyRef<'_>, out: &mut Vec<u8>) 
     if let Some(v) = &a.decision {
         ext(b"relstatRelstatDecision", v);
     }
+    if let Some(n) = a.audit_sequence {
+        ext(b"relstatRelstatAuditSequence", &n.to_string());
+    }
+    if let Some(v) = &a.audit_hash {
+        ext(b"relstatRelstatAuditHash", v);
+    }
 }
 
 /// Header fields: `\` and `|` escaped; a newline cannot be held, it becomes

@@ -12,6 +12,12 @@ pub(super) fn write(a: &AnomalyRef<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(if first { b"{\"" } else { b",\"" });
         first = false;
         out.extend_from_slice(k.as_bytes());
+        // The one number: serde writes it unquoted.
+        if k == "audit_sequence" {
+            out.extend_from_slice(b"\":");
+            out.extend_from_slice(v.as_bytes());
+            return;
+        }
         out.extend_from_slice(b"\":\"");
         escape_into(v, out, escape);
         out.push(b'"');
@@ -20,6 +26,12 @@ pub(super) fn write(a: &AnomalyRef<'_>, out: &mut Vec<u8>) {
     field("actor_type", a.actor_type.as_str());
     if let Some(v) = &a.approver {
         field("approver", v);
+    }
+    if let Some(v) = &a.audit_hash {
+        field("audit_hash", v);
+    }
+    if let Some(n) = a.audit_sequence {
+        field("audit_sequence", &n.to_string());
     }
     if let Some(c) = a.change_class {
         field("change_class", c.as_str());

@@ -106,6 +106,12 @@ pub(crate) fn for_each_field(a: &AnomalyRef<'_>, mut f: impl FnMut(&'static str,
     if let Some(v) = &a.decision {
         f("decision", v);
     }
+    if let Some(n) = a.audit_sequence {
+        f("audit_sequence", &n.to_string());
+    }
+    if let Some(v) = &a.audit_hash {
+        f("audit_hash", v);
+    }
     f("host", &a.host);
 }
 
@@ -172,6 +178,8 @@ pub(crate) mod tests {
             change_class: None,
             approver: None,
             decision: None,
+            audit_sequence: None,
+            audit_hash: None,
             host: "web-1".into(),
             message: "complete -> deployed | not allowed\nsecond line".into(),
         }
@@ -237,6 +245,8 @@ pub(crate) mod tests {
             change_class: None,
             approver: None,
             decision: None,
+            audit_sequence: None,
+            audit_hash: None,
             host: "web-1".into(),
             message: "production deploy of 2026.11.16/payments by jdoe without prior approval \
                       (no approval from jira)"
@@ -325,5 +335,50 @@ pub(crate) mod tests {
         ] {
             assert!(!render(f, &documented()).contains("approver"), "{f:?}");
         }
+    }
+
+    /// The audit chain's `anchor` record carries its sequence and head hash
+    /// in every format (the sequence a number in JSON).
+    #[test]
+    fn anchor_records_carry_the_sequence_and_the_head_hash() {
+        let head = crate::store::audit::Head {
+            sequence: 4242,
+            hash: [0xab; 32],
+        };
+        let a = crate::store::audit::anchor_record(head, "web-1", "dc-east", 1_794_819_725_000);
+        let h = "ab".repeat(32);
+        let want = [
+            (
+                SiemFormat::Rfc5424,
+                "relstat 4242 anchor [relstat@32473 rule=\"anchor\" severity=\"info\"".to_string(),
+            ),
+            (
+                SiemFormat::Rfc5424,
+                format!("audit_sequence=\"4242\" audit_hash=\"{h}\" host=\"web-1\"]"),
+            ),
+            (
+                SiemFormat::Cef,
+                format!("relstatRelstatAuditSequence=4242 relstatRelstatAuditHash={h}"),
+            ),
+            (SiemFormat::Cef, "CEF:0|relstat|relstat|".to_string()),
+            (
+                SiemFormat::Leef,
+                format!("audit_sequence=4242\taudit_hash={h}\thost=web-1"),
+            ),
+            (
+                SiemFormat::Json,
+                format!("\"audit_hash\":\"{h}\",\"audit_sequence\":4242,"),
+            ),
+        ];
+        for (f, part) in want {
+            let line = render(f, &a);
+            assert!(line.contains(&part), "{f:?}: {part}\n{line}");
+        }
+        let json: serde_json::Value = serde_json::from_str(&render(SiemFormat::Json, &a)).unwrap();
+        assert_eq!(json["rule"], "anchor");
+        assert_eq!(json["audit_sequence"], 4242);
+        // the outbox's own encoding round-trips it
+        let back: Anomaly = serde_json::from_slice(&serde_json::to_vec(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
     }
 }

@@ -1,0 +1,354 @@
+//! `relstat audit export` and `relstat audit verify --export`: the audit
+//! chain's rows written as NDJSON for long retention outside the host, with
+//! each row's chain hashes, and checked offline.
+//!
+//! # Export format
+//!
+//! One JSON object per line:
+//! - first, `{"type":"header","format":"relstat-audit-export","version":1,
+//!   ...}` with the selection, the store's checkpoint and head;
+//! - then one `{"type":"row","sequence":N,"prev":HEX,"hash":HEX,"row":{..}}`
+//!   per history row, in chain order, `row` in its canonical form;
+//! - last, `{"type":"end","rows":N,"sha256":HEX,"signature":B64}`: the
+//!   SHA-256 of every byte before that line and, with a site key, the
+//!   Ed25519 signature of `relstat-audit-export-v1\0` followed by those 32
+//!   bytes.
+//!
+//! The reader ([`verify_export`]) reads one line at a time, at most
+//! [`MAX_LINE`] bytes each, so a hostile file costs bounded memory.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::event::{TimeMs, format_rfc3339};
+use crate::store::audit::{Hash, canonical, canonical_value, hex, row_hash, unhex};
+use crate::store::{Store, StoreError};
+
+/// The longest line an export may have (a row is a few KiB at most: its
+/// fields are capped at ingestion).
+pub const MAX_LINE: usize = 1024 * 1024;
+
+const FORMAT: &str = "relstat-audit-export";
+const SIGNED_PREFIX: &[u8] = b"relstat-audit-export-v1\0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: line {line}: {detail}: not a relstat audit export, or damaged")]
+    Malformed {
+        path: PathBuf,
+        line: u64,
+        detail: String,
+    },
+}
+
+/// Which rows an export holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Select {
+    /// Recorded at or after (ms).
+    pub since: Option<TimeMs>,
+    /// Recorded at or before (ms).
+    pub until: Option<TimeMs>,
+    pub environment: Option<String>,
+}
+
+impl Select {
+    fn is_all(&self) -> bool {
+        self.since.is_none() && self.until.is_none() && self.environment.is_none()
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exported {
+    pub rows: u64,
+    pub bytes: u64,
+    pub signed: bool,
+    pub head_sequence: u64,
+}
+
+/// Writes the rows `select` keeps to `out` (as `out.tmp`, then renamed).
+pub fn export(
+    store: &Store,
+    select: &Select,
+    key: Option<&ed25519_dalek::SigningKey>,
+    out: &Path,
+) -> Result<Exported, AuditError> {
+    let tmp = out.with_extension("tmp");
+    let io = |source| AuditError::Io {
+        path: tmp.clone(),
+        source,
+    };
+    let file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut w = HashingWriter {
+        inner: std::io::BufWriter::new(file),
+        hash: Sha256::new(),
+        bytes: 0,
+    };
+    let checkpoint = store.audit_checkpoint()?;
+    let head = store.audit_head()?;
+    let header = json!({
+        "type": "header",
+        "format": FORMAT,
+        "version": 1,
+        "exported_at": format_rfc3339(crate::event::now_ms()),
+        "since": select.since.map(format_rfc3339),
+        "until": select.until.map(format_rfc3339),
+        "environment": select.environment,
+        "contiguous": select.is_all(),
+        "checkpoint": checkpoint,
+        "head_sequence": head.sequence,
+        "head_hash": hex(&head.hash),
+    });
+    line(&mut w, &header).map_err(io)?;
+    let mut rows = 0u64;
+    let mut failed: Option<std::io::Error> = None;
+    store.audit_rows(select.since, select.until, |r| {
+        if select
+            .environment
+            .as_ref()
+            .is_some_and(|e| *e != r.record.event.environment)
+            || failed.is_some()
+        {
+            return Ok(());
+        }
+        let row: Value = serde_json::from_slice(&canonical(&r.record)).unwrap_or(Value::Null);
+        let v = json!({
+            "type": "row",
+            "sequence": r.sequence,
+            "prev": hex(&r.prev),
+            "hash": hex(&r.hash),
+            "row": row,
+        });
+        match line(&mut w, &v) {
+            Ok(()) => rows += 1,
+            Err(e) => failed = Some(e),
+        }
+        Ok(())
+    })?;
+    if let Some(e) = failed {
+        return Err(io(e));
+    }
+    let digest: [u8; 32] = w.hash.clone().finalize().into();
+    let signature = key.map(|k| {
+        use ed25519_dalek::Signer;
+        let mut msg = SIGNED_PREFIX.to_vec();
+        msg.extend_from_slice(&digest);
+        STANDARD.encode(k.sign(&msg).to_bytes())
+    });
+    let end = json!({
+        "type": "end",
+        "rows": rows,
+        "sha256": hex(&digest),
+        "signature": signature,
+    });
+    line(&mut w, &end).map_err(io)?;
+    let bytes = w.bytes;
+    let file = w.inner.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, out).map_err(|source| AuditError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    Ok(Exported {
+        rows,
+        bytes,
+        signed: key.is_some(),
+        head_sequence: head.sequence,
+    })
+}
+
+struct HashingWriter<W: Write> {
+    inner: W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+fn line<W: Write>(w: &mut HashingWriter<W>, v: &Value) -> std::io::Result<()> {
+    let mut b = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+    b.push(b'\n');
+    w.hash.update(&b);
+    w.bytes += b.len() as u64;
+    w.inner.write_all(&b)
+}
+
+/// What `relstat audit verify --export` found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportReport {
+    pub rows: u64,
+    /// `valid`, `not checked (no --key)` or `unsigned`.
+    pub signature: String,
+    /// The first problem: (line, sequence, what).
+    pub broken: Option<ExportBroken>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportBroken {
+    pub line: u64,
+    pub sequence: Option<u64>,
+    pub problem: String,
+}
+
+/// Checks an export offline: every row's hash, the links between rows of
+/// an unfiltered export, the row count, the digest and, with `key`, the
+/// signature.
+pub fn verify_export(
+    path: &Path,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+) -> Result<ExportReport, AuditError> {
+    let file = std::fs::File::open(path).map_err(|source| AuditError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut r = BufReader::new(file);
+    let bad = |line: u64, detail: String| AuditError::Malformed {
+        path: path.to_path_buf(),
+        line,
+        detail,
+    };
+    let mut hash = Sha256::new();
+    let mut buf = Vec::new();
+    let mut n = 0u64;
+    let mut rows = 0u64;
+    let mut contiguous = false;
+    let mut last: Option<(u64, Hash)> = None;
+    let mut broken: Option<ExportBroken> = None;
+    let mut end: Option<Value> = None;
+    loop {
+        buf.clear();
+        let got = (&mut r)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| AuditError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if got == 0 {
+            break;
+        }
+        n += 1;
+        if buf.len() > MAX_LINE {
+            return Err(bad(n, format!("longer than {MAX_LINE} bytes")));
+        }
+        if end.is_some() {
+            return Err(bad(n, "data after the end line".into()));
+        }
+        let v: Value =
+            serde_json::from_slice(&buf).map_err(|e| bad(n, format!("not a JSON object ({e})")))?;
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or_default();
+        match (n, kind) {
+            (1, "header") => {
+                if v.get("format").and_then(Value::as_str) != Some(FORMAT) {
+                    return Err(bad(n, format!("the header's format is not {FORMAT:?}")));
+                }
+                if v.get("version").and_then(Value::as_u64) != Some(1) {
+                    return Err(bad(n, "unknown version (a newer relstat wrote it?)".into()));
+                }
+                contiguous = v.get("contiguous").and_then(Value::as_bool) == Some(true);
+            }
+            (1, _) => return Err(bad(n, "the first line is not the header".into())),
+            (_, "row") => {
+                rows += 1;
+                let seq = v.get("sequence").and_then(Value::as_u64);
+                let prev = v.get("prev").and_then(Value::as_str).and_then(unhex);
+                let stored = v.get("hash").and_then(Value::as_str).and_then(unhex);
+                let row = v.get("row").filter(|r| r.is_object());
+                let (Some(seq), Some(prev), Some(stored), Some(row)) = (seq, prev, stored, row)
+                else {
+                    return Err(bad(n, "a row needs sequence, prev, hash and row".into()));
+                };
+                if broken.is_none() {
+                    let problem = if row_hash(&prev, seq, &canonical_value(row)) != stored {
+                        Some("its hash does not match its content (edited)")
+                    } else if contiguous && last.is_some_and(|(_, h)| h != prev) {
+                        Some("it does not follow the row before it (a row removed or moved)")
+                    } else if last.is_some_and(|(s, _)| seq <= s) {
+                        Some("its sequence is not after the row before it (moved)")
+                    } else {
+                        None
+                    };
+                    if let Some(p) = problem {
+                        broken = Some(ExportBroken {
+                            line: n,
+                            sequence: Some(seq),
+                            problem: p.into(),
+                        });
+                    }
+                }
+                last = Some((seq, stored));
+            }
+            (_, "end") => {
+                end = Some(v);
+                continue;
+            }
+            _ => return Err(bad(n, format!("unknown line type {kind:?}"))),
+        }
+        hash.update(&buf);
+    }
+    let Some(end) = end else {
+        return Err(bad(n, "no end line: the export is truncated".into()));
+    };
+    let digest: [u8; 32] = hash.finalize().into();
+    let mut problem = None;
+    if end.get("rows").and_then(Value::as_u64) != Some(rows) {
+        problem = Some(format!(
+            "the end line counts {} rows, the file has {rows} (rows removed or added)",
+            end.get("rows").unwrap_or(&Value::Null)
+        ));
+    } else if end.get("sha256").and_then(Value::as_str) != Some(hex(&digest).as_str()) {
+        problem = Some("the file's SHA-256 is not the end line's (edited)".into());
+    }
+    let sig = end.get("signature").and_then(Value::as_str);
+    let signature = match (key, sig) {
+        (None, Some(_)) => "not checked (no --key)".to_string(),
+        (_, None) => "unsigned".to_string(),
+        (Some(k), Some(s)) => {
+            let mut msg = SIGNED_PREFIX.to_vec();
+            msg.extend_from_slice(&digest);
+            let ok = STANDARD
+                .decode(s)
+                .ok()
+                .and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok())
+                .is_some_and(|sig| k.verify_strict(&msg, &sig).is_ok());
+            if ok {
+                "valid".to_string()
+            } else {
+                problem.get_or_insert_with(|| {
+                    "the signature does not verify with the given key (edited, or another \
+                     site's key)"
+                        .into()
+                });
+                "invalid".to_string()
+            }
+        }
+    };
+    if key.is_some() && sig.is_none() {
+        problem.get_or_insert_with(|| "the export is not signed, and --key was given".into());
+    }
+    if broken.is_none()
+        && let Some(p) = problem
+    {
+        broken = Some(ExportBroken {
+            line: n,
+            sequence: None,
+            problem: p,
+        });
+    }
+    Ok(ExportReport {
+        rows,
+        signature,
+        broken,
+    })
+}
