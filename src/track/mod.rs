@@ -718,6 +718,16 @@ impl Tracker {
         if !self.rollups_deferred {
             self.rollup_index.note(key, model.id(to), since);
         }
+        // A terminal status finishes the key here, not through a second
+        // look-up at the end: until then only `supersede` (for `deployed`)
+        // may finish it, and nothing reads whether it is finished.
+        let finish_now = model.is_terminal(to) && !Known::is(known.deployed, to);
+        if finish_now {
+            ks.finished = Some(Finished {
+                at: now,
+                reason: FinishReason::Terminal,
+            });
+        }
 
         match kind {
             ChangeKind::Rereport => {
@@ -793,7 +803,9 @@ impl Tracker {
                 }
             }
         }
-        if model.is_terminal(to) {
+        if finish_now {
+            self.finished(key, now);
+        } else if model.is_terminal(to) {
             self.finish(key, now, FinishReason::Terminal);
         } else if reopened_from.is_some()
             && kind == ChangeKind::Rereport
@@ -802,8 +814,8 @@ impl Tracker {
             // A superseded or stale deployed key reported deployed again: it
             // reached deployed when it entered it, not when re-reported, so
             // the outcome does not depend on which report arrived first.
-            let entered_at = self.keys.get(key).map_or(order_time, |ks| ks.entered_at);
-            self.supersede(key, &target, entered_at, now);
+            // (A re-report keeps the key's entry time: `since`.)
+            self.supersede(key, &target, since, now);
         }
         (false, false, from_status)
     }
@@ -855,6 +867,14 @@ impl Tracker {
         if !self.rollups_deferred {
             self.rollup_index.note(key, &ks.status, order_time);
         }
+        // Finished before it is stored when terminal (see `advance`).
+        let finish_now = model.is_terminal(to) && !Known::is(known.deployed, to);
+        if finish_now {
+            ks.finished = Some(Finished {
+                at: now,
+                reason: FinishReason::Terminal,
+            });
+        }
         self.keys.insert(key.clone(), Box::new(ks));
         if self.settings.outbox == OutboxMode::All {
             self.batch
@@ -865,7 +885,9 @@ impl Tracker {
             self.dora_deployed(key, ev, order_time);
             self.supersede(key, &target, order_time, now);
         }
-        if model.is_terminal(to) {
+        if finish_now {
+            self.finished(key, now);
+        } else if model.is_terminal(to) {
             self.finish(key, now, FinishReason::Terminal);
         }
     }
@@ -963,17 +985,23 @@ impl Tracker {
             && ks.finished.is_none()
         {
             ks.finished = Some(Finished { at: now, reason });
-            if self.settings.persist {
-                self.dirty.insert(key.clone());
-            }
-            self.effects.push(Effect::Finished {
-                key: key.clone(),
-                at: now,
-            });
-            let t = Target::of(key);
-            if self.deployed.get(&t).is_some_and(|k| k == key) {
-                self.deployed.remove(&t);
-            }
+            self.finished(key, now);
+        }
+    }
+
+    /// What follows a key's finishing at `now`: stored, its series expire
+    /// later, and it no longer rests in `deployed`.
+    fn finished(&mut self, key: &Key, now: TimeMs) {
+        if self.settings.persist {
+            self.dirty.insert(key.clone());
+        }
+        self.effects.push(Effect::Finished {
+            key: key.clone(),
+            at: now,
+        });
+        let t = Target::of(key);
+        if self.deployed.get(&t).is_some_and(|k| k == key) {
+            self.deployed.remove(&t);
         }
     }
 
