@@ -641,11 +641,14 @@ impl Tracker {
             return (false, false, None);
         };
         let late = to.is_some()
-            && (order_time, to.map_or(0, |to| self.model.state(to).rank), ev.id.as_str())
-                <= (ks.max_time, ks.max_rank, ks.max_id.as_str());
+            && (
+                order_time,
+                to.map_or(0, |to| self.model.state(to).rank),
+                ev.id.as_str(),
+            ) <= (ks.max_time, ks.max_rank, ks.max_id.as_str());
         let from_status = self.settings.persist.then(|| ks.status.clone());
-        let hold = deciding
-            && (ks.memory.has_passed("in_progress") || ks.memory.has_passed("deployed"));
+        let hold =
+            deciding && (ks.memory.has_passed("in_progress") || ks.memory.has_passed("deployed"));
         let Some(to) = to.filter(|_| !late && !hold) else {
             return (late, hold, from_status);
         };
