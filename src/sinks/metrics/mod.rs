@@ -65,6 +65,10 @@ pub enum MetricsError {
     Register(#[from] prometheus::Error),
 }
 
+/// One `relstat_release_rollup_status` series: its release, environment
+/// and status label values, and its number of targets.
+type RollupSeries = (Arc<str>, Arc<str>, Arc<str>, u64);
+
 /// A label value escaped for the text format (`\\`, `\"`, `\n`).
 struct Esc<'a>(&'a str);
 
@@ -294,7 +298,7 @@ pub struct Metrics {
     /// targets), labels already capped; at most `max_tracked` rollups. The
     /// names are the tracker's (shared, not copied) unless a cap changed
     /// them.
-    rollups: Vec<(Arc<str>, Arc<str>, Arc<str>, u64)>,
+    rollups: Vec<RollupSeries>,
     caps: LabelCaps,
     cached: Cached,
     retention_ms: TimeMs,
