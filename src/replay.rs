@@ -166,6 +166,8 @@ fn source_for<'a>(
 pub fn replay(loaded: &Loaded, opts: &Options) -> Result<Report, ReplayError> {
     let cfg = &loaded.config;
     let mut tracker = Tracker::from_config(cfg, false).map_err(|_| ReplayError::Model)?;
+    // One check, at the end: the rollups are computed then, from the keys.
+    tracker.defer_rollups();
     let model = tracker.model_arc();
     let mut metrics = Metrics::new(&cfg.tracking, false)?;
 

@@ -319,6 +319,9 @@ pub struct Tracker {
     readiness: crate::config::ReadinessConfig,
     /// The rollups, kept as keys change.
     rollup_index: rollup::Index,
+    /// The index is filled from the keys at the next check instead of as
+    /// events arrive ([`Tracker::defer_rollups`]).
+    rollups_deferred: bool,
     /// Rollups (release, environment) whose `stuck` finding was made and
     /// that were not complete since: once per episode, remembered across
     /// restarts (the store's `meta`).
@@ -352,6 +355,7 @@ impl Tracker {
             rollups: Default::default(),
             readiness: Default::default(),
             rollup_index: rollup::Index::default(),
+            rollups_deferred: false,
             rollups_stuck: HashSet::new(),
             rollups_stuck_dirty: false,
             dirty: HashSet::new(),
@@ -418,6 +422,15 @@ impl Tracker {
         self.failing.extend(failing);
         self.approvals
             .extend(approvals.into_iter().map(|(r, s, list)| ((r, s), list)));
+    }
+
+    /// Keeps no rollups as events arrive: the next periodic check computes
+    /// them from the keys, in one pass, and keeps them from then on.
+    /// `replay` checks once, at the end, and shows the rollups of the keys
+    /// as they are then; noting every event's key in the rollups was work
+    /// nothing read.
+    pub fn defer_rollups(&mut self) {
+        self.rollups_deferred = true;
     }
 
     /// Loads the rollups reported stuck (read back from the store).
@@ -606,36 +619,29 @@ impl Tracker {
         }
         let skewed = ev.time > now + self.settings.max_future;
         let order_time = if skewed { now } else { ev.time };
-        let rank = to.map_or(0, |to| self.model.state(to).rank);
         let key = ev.key();
         let mut anomalies = Vec::new();
         if skewed {
             self.detect.on_received(&ev, &key, now, &mut anomalies);
         }
 
-        let prev = self.keys.get(&key);
-        let late = to.is_some()
-            && prev.is_some_and(|ks| {
-                (order_time, rank, ev.id.as_str()) <= (ks.max_time, ks.max_rank, ks.max_id.as_str())
-            });
-        let from_status = prev.map(|ks| ks.status.clone());
-        let hold = decision.is_some()
-            && prev.is_some_and(|ks| {
-                ks.memory.has_passed("in_progress") || ks.memory.has_passed("deployed")
-            });
         if let Some(decision) = decision {
             self.note_decision(&ev, decision, order_time);
         }
-        let result = match to {
-            _ if late => InputResult::Late,
-            Some(to) if !hold => {
-                self.advance(&key, &ev, to, order_time, now, skewed, &mut anomalies);
-                if let Some(ks) = self.keys.get(&key) {
-                    self.rollup_index.note(&key, &ks.status, ks.entered_at);
-                }
-                InputResult::Accepted
-            }
-            _ => InputResult::Accepted,
+        let (late, hold, from_status) = self.advance(
+            &key,
+            &ev,
+            to,
+            decision.is_some(),
+            order_time,
+            now,
+            skewed,
+            &mut anomalies,
+        );
+        let result = if late {
+            InputResult::Late
+        } else {
+            InputResult::Accepted
         };
         let hold = hold || to.is_none();
 
@@ -687,18 +693,42 @@ impl Tracker {
         }
     }
 
-    /// Applies a report that sorts after the key's current one.
+    /// Applies a report to its key, looked up once: says whether it sorts
+    /// before the key's current one (`late`), whether it is an approval
+    /// held back (the key is past it), and the key's status before (kept in
+    /// the history, so only when persisting); otherwise, with a status, it
+    /// moves the key.
     #[allow(clippy::too_many_arguments)]
     fn advance(
         &mut self,
         key: &Key,
         ev: &Event,
-        to: StateIdx,
+        to: Option<StateIdx>,
+        deciding: bool,
         order_time: TimeMs,
         now: TimeMs,
         skewed: bool,
         anomalies: &mut Vec<Anomaly>,
-    ) {
+    ) -> (bool, bool, Option<String>) {
+        let Some(ks) = self.keys.get_mut(key) else {
+            // A new key: nothing to be late for or held by.
+            if let Some(to) = to {
+                self.first(key, ev, to, order_time, now, skewed, anomalies);
+            }
+            return (false, false, None);
+        };
+        let late = to.is_some()
+            && (
+                order_time,
+                to.map_or(0, |to| self.model.state(to).rank),
+                ev.id.as_str(),
+            ) <= (ks.max_time, ks.max_rank, ks.max_id.as_str());
+        let from_status = self.settings.persist.then(|| ks.status.clone());
+        let hold =
+            deciding && (ks.memory.has_passed("in_progress") || ks.memory.has_passed("deployed"));
+        let Some(to) = to.filter(|_| !late && !hold) else {
+            return (late, hold, from_status);
+        };
         let model = Arc::clone(&self.model);
         let known = self.known;
         let rank = model.state(to).rank;
@@ -706,49 +736,6 @@ impl Tracker {
         if self.settings.persist {
             self.dirty.insert(key.clone());
         }
-
-        let Some(ks) = self.keys.get_mut(key) else {
-            // The first status of a key: not a transition.
-            let mut ks = KeyState::first(ev, model.id(to), rank, order_time);
-            let ch = Change {
-                event: ev,
-                key,
-                from: None,
-                to,
-                kind: ChangeKind::First,
-                order_time,
-                skewed,
-                reopened_from: None,
-                prev_version: None,
-                prev_commit: None,
-                now,
-            };
-            self.detect
-                .on_change(&model, &ch, &mut ks.memory, anomalies);
-            self.detect
-                .on_promotion(&model, &ch, &mut ks.memory, &self.stages, anomalies);
-            self.stages
-                .note(&model, key, &ks.last, model.id(to), order_time);
-            self.effects.push(Effect::Status {
-                key: key.clone(),
-                status: ks.status.clone(),
-                since: order_time,
-            });
-            self.keys.insert(key.clone(), Box::new(ks));
-            if self.settings.outbox == OutboxMode::All {
-                self.batch
-                    .outbox
-                    .push(self.transition_record(key, ev, None, to, now));
-            }
-            if Known::is(known.deployed, to) {
-                self.dora_deployed(key, ev, order_time);
-                self.supersede(key, &target, order_time, now);
-            }
-            if model.is_terminal(to) {
-                self.finish(key, now, FinishReason::Terminal);
-            }
-            return;
-        };
 
         let reopened_from = ks.finished.take().map(|f| f.reason);
         if reopened_from.is_some() {
@@ -806,6 +793,21 @@ impl Tracker {
             order_time
         };
         self.stages.note(&model, key, &ks.last, model.id(to), since);
+        // What the key holds once moved (a re-report keeps its status and
+        // entry time): the rollups need no second look at the key.
+        if !self.rollups_deferred {
+            self.rollup_index.note(key, model.id(to), since);
+        }
+        // A terminal status finishes the key here, not through a second
+        // look-up at the end: until then only `supersede` (for `deployed`)
+        // may finish it, and nothing reads whether it is finished.
+        let finish_now = model.is_terminal(to) && !Known::is(known.deployed, to);
+        if finish_now {
+            ks.finished = Some(Finished {
+                at: now,
+                reason: FinishReason::Terminal,
+            });
+        }
 
         match kind {
             ChangeKind::Rereport => {
@@ -881,7 +883,9 @@ impl Tracker {
                 }
             }
         }
-        if model.is_terminal(to) {
+        if finish_now {
+            self.finished(key, now);
+        } else if model.is_terminal(to) {
             self.finish(key, now, FinishReason::Terminal);
         } else if reopened_from.is_some()
             && kind == ChangeKind::Rereport
@@ -890,8 +894,81 @@ impl Tracker {
             // A superseded or stale deployed key reported deployed again: it
             // reached deployed when it entered it, not when re-reported, so
             // the outcome does not depend on which report arrived first.
-            let entered_at = self.keys.get(key).map_or(order_time, |ks| ks.entered_at);
-            self.supersede(key, &target, entered_at, now);
+            // (A re-report keeps the key's entry time: `since`.)
+            self.supersede(key, &target, since, now);
+        }
+        (false, false, from_status)
+    }
+
+    /// The first status of a key: not a transition.
+    #[allow(clippy::too_many_arguments)]
+    fn first(
+        &mut self,
+        key: &Key,
+        ev: &Event,
+        to: StateIdx,
+        order_time: TimeMs,
+        now: TimeMs,
+        skewed: bool,
+        anomalies: &mut Vec<Anomaly>,
+    ) {
+        let model = Arc::clone(&self.model);
+        let known = self.known;
+        let rank = model.state(to).rank;
+        let target = Target::of(key);
+        if self.settings.persist {
+            self.dirty.insert(key.clone());
+        }
+        let mut ks = KeyState::first(ev, model.id(to), rank, order_time);
+        let ch = Change {
+            event: ev,
+            key,
+            from: None,
+            to,
+            kind: ChangeKind::First,
+            order_time,
+            skewed,
+            reopened_from: None,
+            prev_version: None,
+            prev_commit: None,
+            now,
+        };
+        self.detect
+            .on_change(&model, &ch, &mut ks.memory, anomalies);
+        self.detect
+            .on_promotion(&model, &ch, &mut ks.memory, &self.stages, anomalies);
+        self.stages
+            .note(&model, key, &ks.last, model.id(to), order_time);
+        self.effects.push(Effect::Status {
+            key: key.clone(),
+            status: ks.status.clone(),
+            since: order_time,
+        });
+        if !self.rollups_deferred {
+            self.rollup_index.note(key, &ks.status, order_time);
+        }
+        // Finished before it is stored when terminal (see `advance`).
+        let finish_now = model.is_terminal(to) && !Known::is(known.deployed, to);
+        if finish_now {
+            ks.finished = Some(Finished {
+                at: now,
+                reason: FinishReason::Terminal,
+            });
+        }
+        self.keys.insert(key.clone(), Box::new(ks));
+        if self.settings.outbox == OutboxMode::All {
+            self.batch
+                .outbox
+                .push(self.transition_record(key, ev, None, to, now));
+        }
+        if Known::is(known.deployed, to) {
+            self.dora_deployed(key, ev, order_time);
+            self.supersede(key, &target, order_time, now);
+        }
+        if finish_now {
+            self.finished(key, now);
+        } else if model.is_terminal(to) {
+            self.finish(key, now, FinishReason::Terminal);
         }
     }
 
@@ -979,17 +1056,23 @@ impl Tracker {
             && ks.finished.is_none()
         {
             ks.finished = Some(Finished { at: now, reason });
-            if self.settings.persist {
-                self.dirty.insert(key.clone());
-            }
-            self.effects.push(Effect::Finished {
-                key: key.clone(),
-                at: now,
-            });
-            let t = Target::of(key);
-            if self.deployed.get(&t).is_some_and(|k| k == key) {
-                self.deployed.remove(&t);
-            }
+            self.finished(key, now);
+        }
+    }
+
+    /// What follows a key's finishing at `now`: stored, its series expire
+    /// later, and it no longer rests in `deployed`.
+    fn finished(&mut self, key: &Key, now: TimeMs) {
+        if self.settings.persist {
+            self.dirty.insert(key.clone());
+        }
+        self.effects.push(Effect::Finished {
+            key: key.clone(),
+            at: now,
+        });
+        let t = Target::of(key);
+        if self.deployed.get(&t).is_some_and(|k| k == key) {
+            self.deployed.remove(&t);
         }
     }
 
@@ -1048,6 +1131,11 @@ impl Tracker {
     /// stuck_after` (agent's clock since its first target completed, by
     /// event time), once until it is complete (or wholly incomplete) again.
     fn check_rollups(&mut self, now: TimeMs, caught_up: bool) {
+        if std::mem::take(&mut self.rollups_deferred) {
+            for (key, ks) in &self.keys {
+                self.rollup_index.note(key, &ks.status, ks.entered_at);
+            }
+        }
         let changed = self.rollup_index.refresh(&self.model, &self.rollups);
         if changed && !self.rollups_stuck.is_empty() {
             // A rollup gone (its keys forgotten) is not remembered.

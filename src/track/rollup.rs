@@ -123,55 +123,93 @@ pub fn compute<'a>(
         .map(|((env, rel), (members, _))| {
             let prev = previous
                 .get(&(*env, *rel))
-                .map(|p| groups[&(*env, *p)].0.as_slice());
-            build(env, rel, members, prev, model, cfg)
+                .map(|p| groups[&(*env, *p)].0.iter().copied());
+            evaluate(env, members.iter().copied(), prev, model, cfg).to_rollup(env, rel)
         })
         .collect()
 }
 
-/// The target (service, site) pairs a group's keys make, with their status.
-fn targets_of(members: &[MemberRef<'_>]) -> BTreeMap<(String, String), String> {
-    let has_services = members.iter().any(|m| m.service != NO_SERVICE);
+/// The target (service, site) pairs a group's keys make, with their
+/// status, borrowed from the keys (nothing is copied to compute a rollup).
+fn targets_of<'a>(
+    members: impl Iterator<Item = MemberRef<'a>> + Clone,
+) -> BTreeMap<(&'a str, &'a str), &'a str> {
+    let has_services = members.clone().any(|m| m.service != NO_SERVICE);
     members
-        .iter()
         .filter(|m| !has_services || m.service != NO_SERVICE)
-        .map(|m| {
-            (
-                (m.service.to_string(), m.site.to_string()),
-                m.status.to_string(),
-            )
-        })
+        .map(|m| ((m.service, m.site), m.status))
         .collect()
+}
+
+/// A rollup as computed, its names borrowed from the keys and the
+/// configuration: made into a [`Rollup`] (the API) or a [`Summary`] (the
+/// periodic check) without a transient copy of every name.
+struct Evaluated<'a> {
+    targets: BTreeMap<(&'a str, &'a str), &'a str>,
+    expected_from: ExpectedFrom,
+    counts: BTreeMap<&'a str, u64>,
+    status: &'a str,
+    complete: bool,
+    changed_at: TimeMs,
+    first_complete_at: Option<TimeMs>,
+}
+
+impl Evaluated<'_> {
+    fn to_rollup(&self, env: &str, rel: &str) -> Rollup {
+        Rollup {
+            release: rel.to_string(),
+            environment: env.to_string(),
+            status: self.status.to_string(),
+            complete: self.complete,
+            counts: self
+                .counts
+                .iter()
+                .map(|(s, n)| (s.to_string(), *n))
+                .collect(),
+            expected_from: self.expected_from,
+            targets: self
+                .targets
+                .iter()
+                .map(|((service, site), status)| RollupTarget {
+                    service: service.to_string(),
+                    site: site.to_string(),
+                    status: status.to_string(),
+                })
+                .collect(),
+            changed_at: self.changed_at,
+            first_complete_at: self.first_complete_at,
+        }
+    }
 }
 
 /// The rollup of one group, given the group before it in its environment.
-fn build(
+fn evaluate<'a, I>(
     env: &str,
-    rel: &str,
-    members: &[MemberRef<'_>],
-    prev: Option<&[MemberRef<'_>]>,
+    members: I,
+    prev: Option<I>,
     model: &Model,
-    cfg: &RollupsConfig,
-) -> Rollup {
-    let mut targets = targets_of(members);
+    cfg: &'a RollupsConfig,
+) -> Evaluated<'a>
+where
+    I: Iterator<Item = MemberRef<'a>> + Clone,
+{
+    let mut targets = targets_of(members.clone());
     let expected_from = if let Some(e) = cfg.environments.get(env) {
-        let reported_services: BTreeSet<String> = targets.keys().map(|(s, _)| s.clone()).collect();
-        let reported_sites: BTreeSet<String> = targets.keys().map(|(_, s)| s.clone()).collect();
-        let services: Vec<String> = if e.services.is_empty() {
+        let reported_services: BTreeSet<&str> = targets.keys().map(|(s, _)| *s).collect();
+        let reported_sites: BTreeSet<&str> = targets.keys().map(|(_, s)| *s).collect();
+        let services: Vec<&str> = if e.services.is_empty() {
             reported_services.into_iter().collect()
         } else {
-            e.services.clone()
+            e.services.iter().map(String::as_str).collect()
         };
-        let sites: Vec<String> = if e.sites.is_empty() {
+        let sites: Vec<&str> = if e.sites.is_empty() {
             reported_sites.into_iter().collect()
         } else {
-            e.sites.clone()
+            e.sites.iter().map(String::as_str).collect()
         };
-        for s in &services {
-            for site in &sites {
-                targets
-                    .entry((s.clone(), site.clone()))
-                    .or_insert_with(|| MISSING.to_string());
+        for &s in &services {
+            for &site in &sites {
+                targets.entry((s, site)).or_insert(MISSING);
             }
         }
         ExpectedFrom::Config
@@ -179,45 +217,36 @@ fn build(
         match prev {
             Some(prev) => {
                 for t in targets_of(prev).into_keys() {
-                    targets.entry(t).or_insert_with(|| MISSING.to_string());
+                    targets.entry(t).or_insert(MISSING);
                 }
                 ExpectedFrom::PreviousRelease
             }
             None => ExpectedFrom::Reported,
         }
     };
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     for st in targets.values() {
-        *counts.entry(st.clone()).or_default() += 1;
+        *counts.entry(st).or_default() += 1;
     }
     let rank = |s: &str| model.index(s).map_or(0, |i| model.state(i).rank + 1);
     let status = targets
         .values()
-        .min_by_key(|s| (rank(s), s.as_str()))
-        .cloned()
-        .unwrap_or_else(|| MISSING.to_string());
-    let complete = targets.values().all(|s| s == "complete");
+        .copied()
+        .min_by_key(|s| (rank(s), *s))
+        .unwrap_or(MISSING);
+    let complete = targets.values().all(|s| *s == "complete");
     let first_complete_at = members
-        .iter()
+        .clone()
         .filter(|m| m.status == "complete")
         .map(|m| m.entered_at)
         .min();
-    Rollup {
-        release: rel.to_string(),
-        environment: env.to_string(),
+    Evaluated {
+        targets,
+        expected_from,
+        counts,
         status,
         complete,
-        counts,
-        expected_from,
-        targets: targets
-            .into_iter()
-            .map(|((service, site), status)| RollupTarget {
-                service,
-                site,
-                status,
-            })
-            .collect(),
-        changed_at: members.iter().map(|m| m.entered_at).max().unwrap_or(0),
+        changed_at: members.map(|m| m.entered_at).max().unwrap_or(0),
         first_complete_at,
     }
 }
@@ -446,15 +475,18 @@ impl Index {
                     .range(..(earliest, Arc::clone(&rel)))
                     .next_back()
                     .and_then(|(_, p)| env.groups.get(&**p));
-                let members: Vec<MemberRef<'_>> = g.members.iter().map(Member::as_ref).collect();
-                let prev: Option<Vec<MemberRef<'_>>> =
-                    prev.map(|p| p.members.iter().map(Member::as_ref).collect());
-                let r = build(&env_name, &rel, &members, prev.as_deref(), model, cfg);
+                let r = evaluate(
+                    &env_name,
+                    g.members.iter().map(Member::as_ref),
+                    prev.map(|p| p.members.iter().map(Member::as_ref)),
+                    model,
+                    cfg,
+                );
                 let names = &mut self.names;
                 let summary = Summary {
                     release: Arc::clone(&rel),
                     environment: Arc::clone(&env_name),
-                    status: names.get(&r.status),
+                    status: names.get(r.status),
                     complete: r.complete,
                     counts: r.counts.iter().map(|(s, n)| (names.get(s), *n)).collect(),
                     targets: r.targets.len() as u64,
@@ -501,21 +533,20 @@ impl Index {
         let env = self.envs.get(environment)?;
         let (rel, g) = env.groups.get_key_value(release)?;
         let earliest = g.placed?;
-        let members: Vec<MemberRef<'_>> = g.members.iter().map(Member::as_ref).collect();
-        let prev: Option<Vec<MemberRef<'_>>> = env
+        let prev = env
             .order
             .range(..(earliest, Arc::clone(rel)))
             .next_back()
             .and_then(|(_, p)| env.groups.get(&**p))
-            .map(|p| p.members.iter().map(Member::as_ref).collect());
-        Some(build(
+            .map(|p| p.members.iter().map(Member::as_ref));
+        let r = evaluate(
             environment,
-            release,
-            &members,
-            prev.as_deref(),
+            g.members.iter().map(Member::as_ref),
+            prev,
             model,
             cfg,
-        ))
+        );
+        Some(r.to_rollup(environment, release))
     }
 
     /// Every rollup in full, sorted by (environment, release), as of the

@@ -65,6 +65,10 @@ pub enum MetricsError {
     Register(#[from] prometheus::Error),
 }
 
+/// One `relstat_release_rollup_status` series: its release, environment
+/// and status label values, and its number of targets.
+type RollupSeries = (Arc<str>, Arc<str>, Arc<str>, u64);
+
 /// A label value escaped for the text format (`\\`, `\"`, `\n`).
 struct Esc<'a>(&'a str);
 
@@ -295,8 +299,10 @@ pub struct Metrics {
     /// Relays: event time of the newest event imported per site.
     site_newest_event: GaugeVec,
     /// `relstat_release_rollup_status`: (release, environment, status,
-    /// targets), labels already capped; at most `max_tracked` rollups.
-    rollups: Vec<(String, String, String, u64)>,
+    /// targets), labels already capped; at most `max_tracked` rollups. The
+    /// names are the tracker's (shared, not copied) unless a cap changed
+    /// them.
+    rollups: Vec<RollupSeries>,
     /// `relstat_release_risk_score`: (release, service, environment,
     /// score), labels already capped; at most `max_tracked`.
     risk: Vec<(String, String, String, f64)>,
@@ -870,15 +876,27 @@ impl Metrics {
         }
         // The order the old sorted list had (labels are capped first come).
         recent.sort_unstable_by_key(newest_first);
-        let mut out = Vec::new();
+        // Keep what the caps return as the tracker's name when it is that
+        // name unchanged (the usual case): one pointer, no copy.
+        let shared = |shown: Cow<'_, str>, raw: &Arc<str>| match shown {
+            Cow::Borrowed(s) if s.len() == raw.len() => Arc::clone(raw),
+            other => Arc::from(other.as_ref()),
+        };
+        let mut out = Vec::with_capacity(recent.iter().map(|r| r.counts.len()).sum());
         for r in recent {
-            let release = self
-                .caps
-                .shorten("release", &r.release, &self.label_overflow)
-                .into_owned();
-            let env = self.env_label(&r.environment).into_owned();
+            let release = shared(
+                self.caps
+                    .shorten("release", &r.release, &self.label_overflow),
+                &r.release,
+            );
+            let env = shared(self.env_label(&r.environment), &r.environment);
             for (status, n) in &r.counts {
-                out.push((release.clone(), env.clone(), status.to_string(), *n));
+                out.push((
+                    Arc::clone(&release),
+                    Arc::clone(&env),
+                    Arc::clone(status),
+                    *n,
+                ));
             }
         }
         out.sort();
