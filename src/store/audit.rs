@@ -664,28 +664,15 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::event::{ActorType, Event};
+    use crate::event::Event;
     use crate::track::Batch;
 
     fn rec(i: u64, release: &str, recorded_at: TimeMs) -> HistoryRecord {
         HistoryRecord {
             event: Event {
-                id: format!("id-{i}"),
                 time: recorded_at - 10,
                 release: release.into(),
-                service: "svc".into(),
-                environment: "production".into(),
-                site: String::new(),
-                status: "deployed".into(),
-                actor: "bot".into(),
-                actor_type: ActorType::Automation,
-                source: "s".into(),
-                reason: None,
-                version: None,
-                commit: None,
-                artifact: None,
-                commit_time: None,
-                change_class: None,
+                ..crate::store::tests::event(i)
             },
             recorded_at,
             order_time: recorded_at - 10,

@@ -579,7 +579,7 @@ mod tests {
         }
     }
 
-    fn state(status: &str, at: TimeMs) -> KeyState {
+    pub(super) fn state(status: &str, at: TimeMs) -> KeyState {
         KeyState {
             status: status.into(),
             entered_at: at,
@@ -665,23 +665,9 @@ mod incremental_tests {
 
     use proptest::prelude::*;
 
+    use super::tests::state;
     use super::*;
     use crate::config::RollupEnvironmentConfig;
-    use crate::detect::LastReport;
-
-    fn state(status: &str, at: TimeMs) -> KeyState {
-        KeyState {
-            status: status.into(),
-            entered_at: at,
-            max_time: at,
-            max_rank: 0,
-            max_id: String::new(),
-            last: LastReport::default(),
-            finished: None,
-            conflict_since: None,
-            memory: Default::default(),
-        }
-    }
 
     /// One change to the keys: `None` status forgets the key.
     type Op = (u8, u8, u8, u8, Option<u8>, i64, bool);
