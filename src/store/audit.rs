@@ -28,9 +28,14 @@ use super::{HISTORY, META, Store, StoreError, corrupt};
 use crate::event::{Key, TimeMs};
 use crate::track::HistoryRecord;
 
+mod canonical;
+pub use canonical::Canonical;
+
 pub(super) const CHAIN: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_chain");
 const HEAD: &str = "audit_head";
 const CHECKPOINT: &str = "audit_checkpoint";
+/// When the last `anchor` record was written (ms, 8 bytes big-endian).
+const LAST_ANCHOR: &str = "audit_last_anchor";
 
 /// A hash of the chain.
 pub type Hash = [u8; 32];
@@ -125,9 +130,17 @@ pub struct Head {
 }
 
 /// The canonical form of a row: its JSON with object keys sorted, null
-/// members left out, no whitespace.
+/// members left out, no whitespace (what [`canonical_value`] makes of
+/// `serde_json::to_value(rec)`, written without the `Value`). A loop over
+/// rows keeps one [`Canonical`] instead, for its buffers.
 pub fn canonical(rec: &HistoryRecord) -> Vec<u8> {
-    canonical_value(&serde_json::to_value(rec).unwrap_or(serde_json::Value::Null))
+    Canonical::default().write(rec).to_vec()
+}
+
+/// The canonical form through a `serde_json::Value`: the definition the
+/// direct route ([`Canonical`]) reproduces, and its fallback.
+fn canonical_via_value<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
+    canonical_value(&serde_json::to_value(v).unwrap_or(serde_json::Value::Null))
 }
 
 /// [`canonical`] of any JSON value (an exported row, read back).
@@ -206,10 +219,15 @@ fn key_of(rec: &HistoryRecord) -> String {
 
 fn chain_value(hash: &Hash, recorded_at: TimeMs, release: &str) -> Vec<u8> {
     let mut v = Vec::with_capacity(40 + release.len());
+    chain_value_into(&mut v, hash, recorded_at, release);
+    v
+}
+
+fn chain_value_into(v: &mut Vec<u8>, hash: &Hash, recorded_at: TimeMs, release: &str) {
+    v.clear();
     v.extend_from_slice(hash);
     v.extend_from_slice(&recorded_at.to_be_bytes());
     v.extend_from_slice(release.as_bytes());
-    v
 }
 
 /// (hash, recorded_at, release) of a chain entry.
@@ -306,17 +324,20 @@ pub(super) fn migrate(tx: &redb::WriteTransaction, now: TimeMs) -> Result<(), St
         sequence: start,
         hash: [0; 32],
     };
+    let mut canon = Canonical::default();
     for (seq, release) in &rows {
         let Some(v) = history.get((release.as_str(), *seq))? else {
             continue;
         };
         // A row that does not decode is chained over its bytes as stored:
         // `store repair` may quarantine it later, which verify reports.
-        let (bytes, at) = match serde_json::from_slice::<HistoryRecord>(v.value()) {
-            Ok(rec) => (canonical(&rec), rec.recorded_at),
-            Err(_) => (v.value().to_vec(), 0),
+        let (hash, at) = match serde_json::from_slice::<HistoryRecord>(v.value()) {
+            Ok(rec) => (
+                row_hash(&head.hash, *seq, canon.write(&rec)),
+                rec.recorded_at,
+            ),
+            Err(_) => (row_hash(&head.hash, *seq, v.value()), 0),
         };
-        let hash = row_hash(&head.hash, *seq, &bytes);
         chain.insert(*seq, chain_value(&hash, at, release).as_slice())?;
         head = Head {
             sequence: *seq,
@@ -338,6 +359,10 @@ pub(super) fn migrate(tx: &redb::WriteTransaction, now: TimeMs) -> Result<(), St
 /// Chains a batch's new history rows (already given their sequence).
 pub(super) struct Appender {
     head: Head,
+    /// The canonical form's and the chain entry's buffers, reused from row
+    /// to row.
+    canon: Canonical,
+    entry: Vec<u8>,
 }
 
 impl Appender {
@@ -346,6 +371,8 @@ impl Appender {
     ) -> Result<Self, StoreError> {
         Ok(Appender {
             head: read_head(meta)?,
+            canon: Canonical::default(),
+            entry: Vec::new(),
         })
     }
 
@@ -355,11 +382,9 @@ impl Appender {
         seq: u64,
         rec: &HistoryRecord,
     ) -> Result<(), StoreError> {
-        let hash = row_hash(&self.head.hash, seq, &canonical(rec));
-        chain.insert(
-            seq,
-            chain_value(&hash, rec.recorded_at, &rec.event.release).as_slice(),
-        )?;
+        let hash = row_hash(&self.head.hash, seq, self.canon.write(rec));
+        chain_value_into(&mut self.entry, &hash, rec.recorded_at, &rec.event.release);
+        chain.insert(seq, self.entry.as_slice())?;
         self.head = Head {
             sequence: seq,
             hash,
@@ -459,6 +484,13 @@ pub struct ChainedRow {
     pub record: HistoryRecord,
 }
 
+/// What [`Store::audit_walk`] visits: first the chain's checkpoint and
+/// head, then its rows.
+pub enum Walked<'a> {
+    Start(&'a Checkpoint, Head),
+    Row(ChainedRow),
+}
+
 impl Store {
     /// The site key that signs retention checkpoints (`[spool]
     /// signing_key_file`).
@@ -480,9 +512,11 @@ impl Store {
 
     /// Appends an `anchor` record (made by `make` from the chain's head) to
     /// the outbox, in one transaction with the head it names: it leaves the
-    /// host through the SIEM or a bundle like any record.
+    /// host through the SIEM or a bundle like any record. Its time, `at`, is
+    /// kept as the last anchor's ([`Store::audit_last_anchor`]).
     pub fn audit_anchor(
         &self,
+        at: TimeMs,
         make: impl FnOnce(Head) -> crate::detect::Anomaly,
     ) -> Result<Head, StoreError> {
         let tx = self.db.begin_write()?;
@@ -490,6 +524,7 @@ impl Store {
         {
             let mut meta = tx.open_table(META)?;
             head = read_head(&meta)?;
+            meta.insert(LAST_ANCHOR, at.to_be_bytes().as_slice())?;
             let v = serde_json::to_vec(&make(head)).map_err(|e| corrupt("outbox", e))?;
             let seq = super::read_u64(&meta, "outbox_seq")? + 1;
             let bytes = super::read_u64(&meta, "outbox_bytes")? + v.len() as u64;
@@ -499,6 +534,19 @@ impl Store {
         }
         tx.commit()?;
         Ok(head)
+    }
+
+    /// When the last `anchor` record was written (None: never), so a
+    /// restarted agent keeps the interval.
+    pub fn audit_last_anchor(&self) -> Result<Option<TimeMs>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let v = meta.get(LAST_ANCHOR)?;
+        match v.as_ref().map(|v| <[u8; 8]>::try_from(v.value())) {
+            None => Ok(None),
+            Some(Ok(b)) => Ok(Some(TimeMs::from_be_bytes(b))),
+            Some(Err(_)) => Err(corrupt("meta", LAST_ANCHOR)),
+        }
     }
 
     /// The newest row's sequence and hash.
@@ -529,6 +577,7 @@ impl Store {
         let mut last_seq = checkpoint.sequence;
         let mut rows = 0u64;
         let mut broken = None;
+        let mut canon = Canonical::default();
         for row in chain.iter()? {
             let (k, v) = row?;
             let seq = k.value();
@@ -559,7 +608,7 @@ impl Store {
                 broken = Some(brk(key, "its sequence is not after the checkpoint's"));
                 break;
             }
-            let computed = row_hash(&prev, seq, &canonical(&rec));
+            let computed = row_hash(&prev, seq, canon.write(&rec));
             if computed != stored {
                 let problem = "its hash does not match: the row was edited, or a row before it \
                                was removed or moved";
@@ -631,9 +680,25 @@ impl Store {
         until: Option<TimeMs>,
         mut visit: impl FnMut(ChainedRow) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
+        self.audit_walk(since, until, |w| match w {
+            Walked::Start(..) => Ok(()),
+            Walked::Row(r) => visit(r),
+        })
+    }
+
+    /// [`Store::audit_rows`], first telling `visit` the checkpoint and head
+    /// of the same read transaction (an export's header names the chain its
+    /// rows are from, while the agent goes on committing).
+    pub fn audit_walk(
+        &self,
+        since: Option<TimeMs>,
+        until: Option<TimeMs>,
+        mut visit: impl FnMut(Walked<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let tx = self.db.begin_read()?;
         let meta = tx.open_table(META)?;
         let checkpoint = read_checkpoint(&meta)?;
+        visit(Walked::Start(&checkpoint, read_head(&meta)?))?;
         let chain = tx.open_table(CHAIN)?;
         let history = tx.open_table(HISTORY)?;
         let mut prev = unhex(&checkpoint.hash).ok_or_else(|| corrupt("meta", CHECKPOINT))?;
@@ -645,12 +710,12 @@ impl Store {
             if keep && let Some(h) = history.get((release.as_str(), seq))? {
                 let record =
                     serde_json::from_slice(h.value()).map_err(|e| corrupt("history", e))?;
-                visit(ChainedRow {
+                visit(Walked::Row(ChainedRow {
                     sequence: seq,
                     prev,
                     hash,
                     record,
-                })?;
+                }))?;
             }
             prev = hash;
         }
@@ -921,6 +986,123 @@ mod tests {
         edit(&s, 3, |r| r.event.status = "failed".into());
         let b = s.audit_verify().unwrap().broken.unwrap();
         assert_eq!((b.sequence, b.key.as_str()), (3, "r2/svc/production"));
+    }
+
+    /// `audit verify --export --key` checks the signature of a retention
+    /// checkpoint carried in the export's header: a store whose checkpoint
+    /// was edited after the purge signed it gives an export whose own
+    /// signature is valid (made later, with the key) but whose checkpoint
+    /// is refused, with a message that says so.
+    #[test]
+    fn an_export_from_an_edited_signed_checkpoint_fails_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        s.set_audit_key(Some(key.clone()));
+        let b = Batch {
+            history_purge_before: Some(3500),
+            ..Default::default()
+        };
+        s.commit(&b, &[], &BTreeMap::new()).unwrap();
+        let out = dir.path().join("audit.ndjson");
+        let export = |s: &Store| {
+            crate::audit::export(s, &crate::audit::Select::default(), Some(&key), &out).unwrap()
+        };
+        export(&s);
+        let public = key.verifying_key();
+        let r = crate::audit::verify_export(&out, Some(&public)).unwrap();
+        assert_eq!(r.broken, None);
+        assert_eq!((r.rows, r.signature.as_str()), (3, "valid"));
+        assert_eq!(r.checkpoint_signature, "valid");
+        let r = crate::audit::verify_export(&out, None).unwrap();
+        assert_eq!(r.checkpoint_signature, "not checked (no --key)");
+        assert_eq!(r.broken, None);
+        // the checkpoint's time moved in the store: the chain still walks
+        let tx = s.db.begin_write().unwrap();
+        {
+            let mut meta = tx.open_table(META).unwrap();
+            let mut cp = read_checkpoint(&meta).unwrap();
+            cp.time += 1;
+            write_checkpoint(&mut meta, &cp).unwrap();
+        }
+        tx.commit().unwrap();
+        assert_eq!(s.audit_verify().unwrap().broken, None);
+        export(&s);
+        let r = crate::audit::verify_export(&out, Some(&public)).unwrap();
+        assert_eq!(r.signature, "valid");
+        assert_eq!(r.checkpoint_signature, "invalid");
+        let b = r.broken.unwrap();
+        assert_eq!((b.line, b.sequence), (1, Some(3)));
+        assert!(b.problem.contains("purge checkpoint's signature"), "{}", b.problem);
+        // another site's key: its checkpoint is refused first
+        let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]).verifying_key();
+        let r = crate::audit::verify_export(&out, Some(&other)).unwrap();
+        assert!(r.broken.unwrap().problem.contains("checkpoint's signature"));
+        // the header's checkpoint hash edited in an unsigned export: the
+        // first row does not follow it
+        crate::audit::export(&s, &crate::audit::Select::default(), None, &out).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        let (header, rest) = text.split_once('\n').unwrap();
+        let mut h: serde_json::Value = serde_json::from_str(header).unwrap();
+        h["checkpoint"]["hash"] = hex(&[9; 32]).into();
+        h["checkpoint"]["signature"] = serde_json::Value::Null;
+        std::fs::write(&out, format!("{h}\n{rest}")).unwrap();
+        let r = crate::audit::verify_export(&out, None).unwrap();
+        assert_eq!(r.checkpoint_signature, "unsigned");
+        let b = r.broken.unwrap();
+        assert_eq!((b.line, b.sequence), (2, Some(4)));
+        assert!(b.problem.contains("does not follow the header's checkpoint"), "{}", b.problem);
+    }
+
+    /// The last anchor's time is kept in the store (a restarted agent
+    /// keeps the interval).
+    #[test]
+    fn the_last_anchor_time_is_kept_across_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        assert_eq!(s.audit_last_anchor().unwrap(), None);
+        let head = s
+            .audit_anchor(123_456, |h| anchor_record(h, "web-1", "", 123_456))
+            .unwrap();
+        assert_eq!(head.sequence, 6);
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.audit_last_anchor().unwrap(), Some(123_456));
+    }
+
+    /// The hashes of rows already written do not change: a store whose
+    /// chain was hashed through `serde_json::Value` (the relstat of
+    /// aff345e; tests/fixtures/store/schema7-chain, its SOURCES.md entry)
+    /// verifies with the direct route, to the head that relstat reported.
+    #[test]
+    fn a_chain_hashed_through_the_value_route_still_verifies() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store/schema7-chain");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            src.join(super::super::STORE_FILE),
+            dir.path().join(super::super::STORE_FILE),
+        )
+        .unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let v = s.audit_verify().unwrap();
+        assert_eq!(v.broken, None);
+        assert_eq!((v.checkpoint.reason.as_str(), v.rows), ("migration", 14));
+        assert_eq!(
+            v.head_hash,
+            "b284bf8a64b5d87bd919324cf410262e2304f34800c5d1abb12db9e3b638494d"
+        );
+        // its rows hold what the direct route has to get right
+        let mut rows = Vec::new();
+        s.audit_rows(None, None, |r| {
+            rows.push(r.record);
+            Ok(())
+        })
+        .unwrap();
+        assert!(rows.iter().any(|r| r.decision.is_some()));
+        assert!(rows.iter().any(|r| r.late));
+        assert!(rows.iter().any(|r| r.event.reason.as_deref().is_some_and(|t| {
+            t.contains('\u{2028}') && t.contains('\u{1}') && t.contains('\\')
+        })));
     }
 
     #[test]
