@@ -9,6 +9,7 @@
 //! requests; the agent answers them in order.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -151,16 +152,8 @@ fn handle(core: &mut Core, req: Request) -> Result<Value, String> {
                 .map_err(|e| e.to_string())?;
             serde_json::to_value(answer).map_err(|e| e.to_string())
         }
-        Request::AuditVerify => {
-            let v = core.store().audit_verify().map_err(|e| e.to_string())?;
-            serde_json::to_value(v).map_err(|e| e.to_string())
-        }
-        Request::AuditExport { out, select } => {
-            let key = core.store().audit_signing_key();
-            let r = crate::audit::export(core.store(), &select, key.as_ref(), &out)
-                .map_err(|e| e.to_string())?;
-            serde_json::to_value(r).map_err(|e| e.to_string())
-        }
+        // `serve` answers these off the core ([`off_core`]).
+        Request::AuditVerify | Request::AuditExport { .. } => off_core(core.store(), req),
         Request::Status { filter, at, axis } => {
             let q = crate::api::Query { filter, at, axis };
             let t = core.tracker();
@@ -177,6 +170,30 @@ fn handle(core: &mut Core, req: Request) -> Result<Value, String> {
             crate::api::view::with_approvals(&mut rows, t.model(), t.approvals());
             serde_json::to_value(rows).map_err(|e| e.to_string())
         }
+    }
+}
+
+/// Whether `req` is answered from the store alone ([`off_core`]).
+fn is_off_core(req: &Request) -> bool {
+    matches!(req, Request::AuditVerify | Request::AuditExport { .. })
+}
+
+/// Answers a request that reads the store only, in its own read transaction
+/// on a blocking thread (redb's readers run beside the core's writes): a
+/// walk of the whole audit chain must not hold up event processing.
+fn off_core(store: &Store, req: Request) -> Result<Value, String> {
+    match req {
+        Request::AuditVerify => {
+            let v = store.audit_verify().map_err(|e| e.to_string())?;
+            serde_json::to_value(v).map_err(|e| e.to_string())
+        }
+        Request::AuditExport { out, select } => {
+            let key = store.audit_signing_key();
+            let r = crate::audit::export(store, &select, key.as_ref(), &out)
+                .map_err(|e| e.to_string())?;
+            serde_json::to_value(r).map_err(|e| e.to_string())
+        }
+        _ => Err("not a store request".into()),
     }
 }
 
@@ -262,8 +279,13 @@ pub fn readiness(
     )?)
 }
 
-/// Serves the admin socket until the task is dropped.
-pub async fn serve(data_dir: &Path, core: CoreHandle) -> Result<(), AdminError> {
+/// Serves the admin socket until the task is dropped: requests go to the
+/// core thread, except the audit chain's walks, read from `store` beside it.
+pub async fn serve(
+    data_dir: &Path,
+    core: CoreHandle,
+    store: Arc<Store>,
+) -> Result<(), AdminError> {
     use std::os::unix::fs::PermissionsExt;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let path = data_dir.join(SOCKET);
@@ -280,6 +302,7 @@ pub async fn serve(data_dir: &Path, core: CoreHandle) -> Result<(), AdminError> 
     loop {
         let (stream, _) = listener.accept().await.map_err(io)?;
         let core = core.clone();
+        let store = store.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut r = BufReader::new(r);
@@ -313,7 +336,7 @@ pub async fn serve(data_dir: &Path, core: CoreHandle) -> Result<(), AdminError> 
                         result: None,
                         error: Some(format!("bad request: {e}")),
                     },
-                    Ok(req) => match core.call(move |c| handle(c, req)).await {
+                    Ok(req) => match answer(&core, &store, req).await {
                         Ok(Ok(v)) => Answer {
                             ok: true,
                             result: Some(v),
@@ -339,6 +362,21 @@ pub async fn serve(data_dir: &Path, core: CoreHandle) -> Result<(), AdminError> 
             }
         });
     }
+}
+
+/// The answer to `req`: from the core thread, or from the store off it.
+async fn answer(
+    core: &CoreHandle,
+    store: &Arc<Store>,
+    req: Request,
+) -> Result<Result<Value, String>, crate::core::CoreError> {
+    if is_off_core(&req) {
+        let store = store.clone();
+        return tokio::task::spawn_blocking(move || off_core(&store, req))
+            .await
+            .map_err(|_| crate::core::CoreError::Gone);
+    }
+    core.call(move |c| handle(c, req)).await
 }
 
 /// Removes the socket file (on shutdown).
@@ -601,3 +639,66 @@ pub fn dlq_replay(
 /// The most bytes of entries one replay request carries (the socket reads
 /// at most [`MAX_REQUEST`] a line).
 const REPLAY_CHUNK: usize = (MAX_REQUEST / 2) as usize;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// `audit verify` and `audit export` through the agent are answered
+    /// beside the core thread, not by it: here there is no core thread at
+    /// all (its inbox is never read), so a request for the core waits,
+    /// while the audit requests are answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn audit_requests_are_answered_while_the_core_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let (core, inbox) = crate::core::channel();
+        let server = {
+            let (dir, store) = (dir.path().to_path_buf(), store.clone());
+            tokio::spawn(async move { serve(&dir, core, store).await })
+        };
+        let d = dir.path().to_path_buf();
+        let asked = tokio::task::spawn_blocking(move || {
+            for _ in 0..400 {
+                if d.join(SOCKET).exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let v = audit_verify(&d).unwrap();
+            let out = d.join("audit.ndjson");
+            let req = Request::AuditExport {
+                out: out.clone(),
+                select: Default::default(),
+            };
+            let e = request(&d, &req).unwrap().expect("answered by the agent");
+            (v, e, crate::audit::verify_export(&out, None).unwrap())
+        });
+        let (v, e, r) = tokio::time::timeout(Duration::from_secs(20), asked)
+            .await
+            .expect("answered without the core")
+            .unwrap();
+        assert_eq!((v.broken, v.checkpoint.reason.as_str()), (None, "created"));
+        assert_eq!(e["rows"], 0);
+        assert_eq!(r.broken, None);
+        // the premise: a request for the core waits for it
+        let d = dir.path().to_path_buf();
+        let ping = tokio::task::spawn_blocking(move || request(&d, &Request::Ping));
+        tokio::pin!(ping);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), &mut ping)
+                .await
+                .is_err()
+        );
+        // no core: the waiting request is answered with an error
+        drop(inbox);
+        let answer = tokio::time::timeout(Duration::from_secs(20), ping)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(answer.is_err());
+        server.abort();
+    }
+}

@@ -328,7 +328,7 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
             n.stop();
         }
     };
-    let core = Core::new(&loaded, tracker, store, outbox.clone(), sink, metrics);
+    let core = Core::new(&loaded, tracker, store.clone(), outbox.clone(), sink, metrics);
     let core_thread = core.spawn(inbox, health).map_err(AgentError::Runtime)?;
     let sources = Sources::start(&loaded, &checkpoints, &core_handle, once, outbox.clone())?;
     shared.ready.store(true, Ordering::Relaxed);
@@ -355,6 +355,7 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
         sources,
         core_handle.clone(),
         outbox,
+        store,
     ));
     core_handle.shutdown();
     drop(core_handle);
@@ -383,6 +384,7 @@ async fn serve(
     mut sources: Sources,
     core: CoreHandle,
     outbox: Option<Arc<Outbox>>,
+    store: Arc<Store>,
 ) -> Result<(), AgentError> {
     use tokio::signal::unix::{SignalKind, signal};
     let http_cfg = &loaded.config.http;
@@ -395,7 +397,7 @@ async fn serve(
     let admin = {
         let (dir, core) = (data_dir.clone(), shared.core.clone());
         tokio::spawn(async move {
-            if let Err(e) = crate::admin::serve(&dir, core).await {
+            if let Err(e) = crate::admin::serve(&dir, core, store).await {
                 tracing::error!("admin socket stopped: {e}");
             }
         })

@@ -130,8 +130,9 @@ pub struct Core {
     risk_at: crate::event::TimeMs,
     /// `[tracking] anchor_interval` (None: 0, anchors off).
     anchor_every: Option<Duration>,
-    /// When the next `anchor` record is due (the first one interval after
-    /// the start).
+    /// When the next `anchor` record is due: one interval after the last
+    /// one, kept in the store across restarts (the first one interval
+    /// after the store's first start).
     next_anchor: Instant,
 }
 
@@ -188,6 +189,9 @@ impl Core {
             metrics.apply(&e);
         }
         metrics.expire(now);
+        if let Some(at) = store.audit_last_anchor()? {
+            metrics.audit_last_anchor.set(at as f64 / 1000.0);
+        }
         Ok((tracker, metrics, snap.checkpoints))
     }
 
@@ -200,6 +204,7 @@ impl Core {
         sink: &'static str,
         metrics: Arc<Mutex<Metrics>>,
     ) -> Core {
+        let next_anchor = next_anchor(&store, anchor_every(&loaded.config));
         Core {
             tracker,
             store,
@@ -219,7 +224,7 @@ impl Core {
             notify: crate::notifications::Router::from_config(&loaded.config),
             risk_at: 0,
             anchor_every: anchor_every(&loaded.config),
-            next_anchor: Instant::now() + anchor_every(&loaded.config).unwrap_or_default(),
+            next_anchor,
         }
     }
 
@@ -583,9 +588,9 @@ impl Core {
         let head = match self.anchor_every {
             Some(every) if due && self.outbox.is_some() => {
                 let (host, site) = (&self.bundles.host, &self.bundles.site);
-                let head = self
-                    .store
-                    .audit_anchor(|h| crate::store::audit::anchor_record(h, host, site, now))?;
+                let head = self.store.audit_anchor(now, |h| {
+                    crate::store::audit::anchor_record(h, host, site, now)
+                })?;
                 self.next_anchor = Instant::now() + every;
                 self.metrics().audit_last_anchor.set(now as f64 / 1000.0);
                 head
@@ -644,6 +649,7 @@ impl Core {
                             self.bundles = crate::spool::Settings::from_config(&loaded.config);
                             self.notify = crate::notifications::Router::from_config(&loaded.config);
                             self.anchor_every = anchor_every(&loaded.config);
+                            self.next_anchor = next_anchor(&self.store, self.anchor_every);
                             let _ = reply.send(Ok(checkpoints));
                         }
                         Err(e) => {
@@ -668,6 +674,25 @@ impl Core {
 
 fn anchor_every(cfg: &config::Config) -> Option<Duration> {
     Some(cfg.tracking.anchor_interval).filter(|d| !d.is_zero())
+}
+
+/// When the next `anchor` record is due: `every` after the last one the
+/// store remembers (at once when that is past), or `every` from now when
+/// there was none (or it cannot be read).
+fn next_anchor(store: &Store, every: Option<Duration>) -> Instant {
+    let every = every.unwrap_or_default();
+    let last = store.audit_last_anchor().unwrap_or_else(|e| {
+        tracing::warn!("cannot read the last anchor's time: {e}");
+        None
+    });
+    let wait = match last {
+        Some(at) => {
+            let since = Duration::from_millis(now_ms().saturating_sub(at).max(0) as u64);
+            every.saturating_sub(since)
+        }
+        None => every,
+    };
+    Instant::now() + wait
 }
 
 /// Applies the transitions imported while the agent was stopped, before
@@ -700,4 +725,39 @@ fn drain_pending(
         crate::spool::relay::drain_pending_notify(tracker, store, &mut committed, router.as_ref())?;
     tracing::info!("tracked {n} transitions imported while the agent was stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due_in(store: &Store, every: Duration) -> Duration {
+        next_anchor(store, Some(every)).saturating_duration_since(Instant::now())
+    }
+
+    /// A restarted agent anchors one interval after the last anchor the
+    /// store remembers: not at once, not a full interval after its start.
+    #[test]
+    fn the_next_anchor_is_one_interval_after_the_last_one_kept() {
+        let store = Store::in_memory().unwrap();
+        let hour = Duration::from_secs(3600);
+        let anchor = |at: crate::event::TimeMs| {
+            store
+                .audit_anchor(at, |h| crate::store::audit::anchor_record(h, "h", "", at))
+                .unwrap();
+        };
+        // never anchored: one interval from now
+        assert!(due_in(&store, hour) > hour - Duration::from_secs(60));
+        anchor(now_ms() - 20 * 60_000);
+        let d = due_in(&store, hour);
+        assert!(
+            d > Duration::from_secs(39 * 60) && d <= Duration::from_secs(40 * 60),
+            "{d:?}"
+        );
+        anchor(now_ms() - 2 * 3_600_000);
+        assert_eq!(due_in(&store, hour), Duration::ZERO);
+        // a clock set back since the last anchor: at most one interval
+        anchor(now_ms() + 5 * 3_600_000);
+        assert!(due_in(&store, hour) <= hour);
+    }
 }
