@@ -27,7 +27,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::event::{TimeMs, format_rfc3339};
-use crate::store::audit::{Hash, canonical, canonical_value, hex, row_hash, unhex};
+use crate::store::audit::{
+    Canonical, Checkpoint, Hash, Walked, canonical_value, hex, row_hash, unhex,
+};
 use crate::store::{Store, StoreError};
 
 /// The longest line an export may have (a row is a few KiB at most: its
@@ -97,44 +99,53 @@ pub fn export(
         hash: Sha256::new(),
         bytes: 0,
     };
-    let checkpoint = store.audit_checkpoint()?;
-    let head = store.audit_head()?;
-    let header = json!({
-        "type": "header",
-        "format": FORMAT,
-        "version": 1,
-        "exported_at": format_rfc3339(crate::event::now_ms()),
-        "since": select.since.map(format_rfc3339),
-        "until": select.until.map(format_rfc3339),
-        "environment": select.environment,
-        "contiguous": select.is_all(),
-        "checkpoint": checkpoint,
-        "head_sequence": head.sequence,
-        "head_hash": hex(&head.hash),
-    });
-    line(&mut w, &header).map_err(io)?;
     let mut rows = 0u64;
+    let mut head_sequence = 0;
     let mut failed: Option<std::io::Error> = None;
-    store.audit_rows(select.since, select.until, |r| {
-        if select
-            .environment
-            .as_ref()
-            .is_some_and(|e| *e != r.record.event.environment)
-            || failed.is_some()
-        {
-            return Ok(());
-        }
-        let row: Value = serde_json::from_slice(&canonical(&r.record)).unwrap_or(Value::Null);
-        let v = json!({
-            "type": "row",
-            "sequence": r.sequence,
-            "prev": hex(&r.prev),
-            "hash": hex(&r.hash),
-            "row": row,
-        });
-        match line(&mut w, &v) {
-            Ok(()) => rows += 1,
-            Err(e) => failed = Some(e),
+    let mut canon = Canonical::default();
+    // The header and the rows from one read transaction: the running agent
+    // goes on committing meanwhile.
+    store.audit_walk(select.since, select.until, |walked| {
+        let v = match walked {
+            _ if failed.is_some() => return Ok(()),
+            Walked::Start(checkpoint, head) => {
+                head_sequence = head.sequence;
+                json!({
+                    "type": "header",
+                    "format": FORMAT,
+                    "version": 1,
+                    "exported_at": format_rfc3339(crate::event::now_ms()),
+                    "since": select.since.map(format_rfc3339),
+                    "until": select.until.map(format_rfc3339),
+                    "environment": select.environment,
+                    "contiguous": select.is_all(),
+                    "checkpoint": checkpoint,
+                    "head_sequence": head.sequence,
+                    "head_hash": hex(&head.hash),
+                })
+            }
+            Walked::Row(r) => {
+                if select
+                    .environment
+                    .as_ref()
+                    .is_some_and(|e| *e != r.record.event.environment)
+                {
+                    return Ok(());
+                }
+                let row: Value =
+                    serde_json::from_slice(canon.write(&r.record)).unwrap_or(Value::Null);
+                rows += 1;
+                json!({
+                    "type": "row",
+                    "sequence": r.sequence,
+                    "prev": hex(&r.prev),
+                    "hash": hex(&r.hash),
+                    "row": row,
+                })
+            }
+        };
+        if let Err(e) = line(&mut w, &v) {
+            failed = Some(e);
         }
         Ok(())
     })?;
@@ -166,7 +177,7 @@ pub fn export(
         rows,
         bytes,
         signed: key.is_some(),
-        head_sequence: head.sequence,
+        head_sequence,
     })
 }
 
@@ -190,6 +201,11 @@ pub struct ExportReport {
     pub rows: u64,
     /// `valid`, `not checked (no --key)` or `unsigned`.
     pub signature: String,
+    /// The header's checkpoint's (a retention purge's is signed with the
+    /// site key): `valid`, `invalid`, `not checked (no --key)` or
+    /// `unsigned`.
+    #[serde(default)]
+    pub checkpoint_signature: String,
     /// The first problem: (line, sequence, what).
     pub broken: Option<ExportBroken>,
 }
@@ -202,8 +218,9 @@ pub struct ExportBroken {
 }
 
 /// Checks an export offline: every row's hash, the links between rows of
-/// an unfiltered export, the row count, the digest and, with `key`, the
-/// signature.
+/// an unfiltered export (the first row to the header's checkpoint), the row
+/// count, the digest and, with `key`, the export's signature and the
+/// checkpoint's when it is signed.
 pub fn verify_export(
     path: &Path,
     key: Option<&ed25519_dalek::VerifyingKey>,
@@ -226,6 +243,8 @@ pub fn verify_export(
     let mut last: Option<(u64, Hash)> = None;
     let mut broken: Option<ExportBroken> = None;
     let mut end: Option<Value> = None;
+    let mut checkpoint: Option<Checkpoint> = None;
+    let mut checkpoint_signature = "unsigned";
     loop {
         buf.clear();
         let got = (&mut r)
@@ -257,6 +276,30 @@ pub fn verify_export(
                     return Err(bad(n, "unknown version (a newer relstat wrote it?)".into()));
                 }
                 contiguous = v.get("contiguous").and_then(Value::as_bool) == Some(true);
+                // relstat writes one; without it the rows are checked alone
+                if let Some(cp) = v.get("checkpoint") {
+                    let cp = serde_json::from_value::<Checkpoint>(cp.clone())
+                        .map_err(|e| bad(n, format!("the header's checkpoint: {e}")))?;
+                    checkpoint_signature = match (&cp.signature, key.map(|k| cp.verify(k))) {
+                        (None, _) => "unsigned",
+                        (Some(_), None) => "not checked (no --key)",
+                        (Some(_), Some(Some(true))) => "valid",
+                        (Some(_), Some(_)) => {
+                            broken.get_or_insert(ExportBroken {
+                                line: n,
+                                sequence: Some(cp.sequence),
+                                problem: format!(
+                                    "the {} checkpoint's signature does not verify with the given \
+                                     key (the checkpoint was edited, or signed with another \
+                                     site's key)",
+                                    cp.reason
+                                ),
+                            });
+                            "invalid"
+                        }
+                    };
+                    checkpoint = Some(cp);
+                }
             }
             (1, _) => return Err(bad(n, "the first line is not the header".into())),
             (_, "row") => {
@@ -274,6 +317,15 @@ pub fn verify_export(
                         Some("its hash does not match its content (edited)")
                     } else if contiguous && last.is_some_and(|(_, h)| h != prev) {
                         Some("it does not follow the row before it (a row removed or moved)")
+                    } else if contiguous
+                        && last.is_none()
+                        && checkpoint
+                            .as_ref()
+                            .is_some_and(|c| unhex(&c.hash) != Some(prev) || seq <= c.sequence)
+                    {
+                        Some(
+                            "it does not follow the header's checkpoint (the checkpoint was                              edited, or rows removed after it)",
+                        )
                     } else if last.is_some_and(|(s, _)| seq <= s) {
                         Some("its sequence is not after the row before it (moved)")
                     } else {
@@ -349,6 +401,7 @@ pub fn verify_export(
     Ok(ExportReport {
         rows,
         signature,
+        checkpoint_signature: checkpoint_signature.into(),
         broken,
     })
 }

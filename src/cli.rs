@@ -1041,7 +1041,10 @@ fn audit_command(config: Option<&Path>, cmd: AuditCommand) -> Result<(), Failure
             if json {
                 println!("{}", serde_json::to_string(&r).map_err(Failure::runtime)?);
             } else {
-                println!("rows: {}\nsignature: {}", r.rows, r.signature);
+                println!(
+                    "rows: {}\nsignature: {}\ncheckpoint signature: {}",
+                    r.rows, r.signature, r.checkpoint_signature
+                );
             }
             match r.broken {
                 Some(b) => Err(Failure::runtime(anyhow::anyhow!(
