@@ -382,3 +382,42 @@ fn anchors_travel_in_bundles_from_a_site_without_a_siem() {
         Some(relstat::store::audit::hex(&head.hash).as_str())
     );
 }
+
+/// The anchor interval runs on across restarts: the last anchor's time is
+/// kept in the store, `relstat_audit_last_anchor_timestamp_seconds` shows
+/// it from the start, and the next anchor comes one interval after it: not
+/// at the start when the interval has not passed, at once when it has.
+#[test]
+fn the_anchor_interval_runs_on_across_restarts() {
+    let mut a = Agent::new("[tracking]\nanchor_interval = \"1h\"\n\n[spool]\nenabled = true\n");
+    let data = a.dir.path().join("data");
+    let anchored_at = |at: i64| {
+        let s = relstat::store::Store::open(&data).unwrap();
+        s.audit_anchor(at, |h| relstat::store::audit::anchor_record(h, "h", "", at))
+            .unwrap();
+    };
+    let last = |a: &Agent| sample(&a.metrics(), "relstat_audit_last_anchor_timestamp_seconds");
+    let near = |x: Option<f64>, at: i64| x.is_some_and(|x| (x - at as f64 / 1000.0).abs() < 0.01);
+    // 20 minutes ago: the next one is due in 40 minutes
+    let t1 = relstat::event::now_ms() - 20 * 60_000;
+    anchored_at(t1);
+    a.start();
+    assert!(wait_until(20, || near(last(&a), t1)), "{}", a.metrics());
+    // a tick (5 s) later: still the same anchor
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    assert!(near(last(&a), t1), "{}", a.metrics());
+    assert_eq!(a.signal("-TERM"), Some(0));
+    // two hours ago: due at once, on the first tick
+    let t2 = relstat::event::now_ms() - 2 * 3_600_000;
+    anchored_at(t2);
+    a.start();
+    let now = relstat::event::now_ms();
+    assert!(
+        wait_until(20, || last(&a).is_some_and(|x| x * 1000.0 >= now as f64 - 1000.0)),
+        "{}",
+        a.metrics()
+    );
+    assert_eq!(a.signal("-TERM"), Some(0));
+    let s = relstat::store::Store::open(&data).unwrap();
+    assert!(s.audit_last_anchor().unwrap().unwrap() >= now - 1000);
+}
