@@ -281,11 +281,7 @@ pub fn readiness(
 
 /// Serves the admin socket until the task is dropped: requests go to the
 /// core thread, except the audit chain's walks, read from `store` beside it.
-pub async fn serve(
-    data_dir: &Path,
-    core: CoreHandle,
-    store: Arc<Store>,
-) -> Result<(), AdminError> {
+pub async fn serve(data_dir: &Path, core: CoreHandle, store: Arc<Store>) -> Result<(), AdminError> {
     use std::os::unix::fs::PermissionsExt;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let path = data_dir.join(SOCKET);

@@ -328,7 +328,14 @@ pub fn run(config_path: Option<PathBuf>, loaded: Loaded, once: bool) -> Result<(
             n.stop();
         }
     };
-    let core = Core::new(&loaded, tracker, store.clone(), outbox.clone(), sink, metrics);
+    let core = Core::new(
+        &loaded,
+        tracker,
+        store.clone(),
+        outbox.clone(),
+        sink,
+        metrics,
+    );
     let core_thread = core.spawn(inbox, health).map_err(AgentError::Runtime)?;
     let sources = Sources::start(&loaded, &checkpoints, &core_handle, once, outbox.clone())?;
     shared.ready.store(true, Ordering::Relaxed);

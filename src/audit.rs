@@ -405,3 +405,144 @@ pub fn verify_export(
         broken,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::event::Event;
+    use crate::track::{Batch, HistoryRecord};
+
+    fn rec(i: u64) -> HistoryRecord {
+        let at = 1000 * i as i64;
+        HistoryRecord {
+            event: Event {
+                id: format!("id-{i}"),
+                time: at - 10,
+                release: format!("r{}", i % 3),
+                service: "svc".into(),
+                environment: "production".into(),
+                site: String::new(),
+                status: "deployed".into(),
+                actor: "bot".into(),
+                actor_type: crate::event::ActorType::Automation,
+                source: "s".into(),
+                reason: None,
+                version: None,
+                commit: None,
+                artifact: None,
+                commit_time: None,
+                change_class: None,
+            },
+            recorded_at: at,
+            order_time: at - 10,
+            from: None,
+            late: false,
+            anomalies: Vec::new(),
+            decision: None,
+        }
+    }
+
+    /// A file store with 6 rows recorded at 1000..6000 ms.
+    fn store(dir: &Path) -> Store {
+        let s = Store::open(dir).unwrap();
+        let b = Batch {
+            history: (1..=6).map(rec).collect(),
+            ..Default::default()
+        };
+        s.commit(&b, &[], &BTreeMap::new()).unwrap();
+        s
+    }
+
+    /// Edits the stopped store's checkpoint (someone with the file), and
+    /// opens it again.
+    fn edit_checkpoint(s: Store, dir: &Path, f: impl FnOnce(&mut Value)) -> Store {
+        use redb::ReadableTable;
+        const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+        drop(s);
+        let db = redb::Database::open(dir.join(crate::store::STORE_FILE)).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut meta = tx.open_table(META).unwrap();
+            let mut cp: Value =
+                serde_json::from_slice(meta.get("audit_checkpoint").unwrap().unwrap().value())
+                    .unwrap();
+            f(&mut cp);
+            let v = serde_json::to_vec(&cp).unwrap();
+            meta.insert("audit_checkpoint", v.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+        drop(db);
+        Store::open(dir).unwrap()
+    }
+
+    /// `audit verify --export --key` checks the signature of a retention
+    /// checkpoint carried in the export's header: a store whose checkpoint
+    /// was edited after the purge signed it gives an export whose own
+    /// signature is valid (made later, with the key) but whose checkpoint
+    /// is refused, with a message that says so.
+    #[test]
+    fn an_export_from_an_edited_signed_checkpoint_fails_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        s.set_audit_key(Some(key.clone()));
+        let b = Batch {
+            history_purge_before: Some(3500),
+            ..Default::default()
+        };
+        s.commit(&b, &[], &BTreeMap::new()).unwrap();
+        let out = dir.path().join("audit.ndjson");
+        let signed_export = |s: &Store| export(s, &Select::default(), Some(&key), &out).unwrap();
+        signed_export(&s);
+        let public = key.verifying_key();
+        let r = verify_export(&out, Some(&public)).unwrap();
+        assert_eq!(r.broken, None);
+        assert_eq!((r.rows, r.signature.as_str()), (3, "valid"));
+        assert_eq!(r.checkpoint_signature, "valid");
+        let r = verify_export(&out, None).unwrap();
+        assert_eq!(r.checkpoint_signature, "not checked (no --key)");
+        assert_eq!(r.broken, None);
+        // the checkpoint's time moved in the store: the chain still walks
+        let s = edit_checkpoint(s, dir.path(), |cp| {
+            cp["time"] = (cp["time"].as_i64().unwrap() + 1).into()
+        });
+        assert_eq!(s.audit_verify().unwrap().broken, None);
+        signed_export(&s);
+        let r = verify_export(&out, Some(&public)).unwrap();
+        assert_eq!(r.signature, "valid");
+        assert_eq!(r.checkpoint_signature, "invalid");
+        let b = r.broken.unwrap();
+        assert_eq!((b.line, b.sequence), (1, Some(3)));
+        assert!(
+            b.problem.contains("purge checkpoint's signature"),
+            "{}",
+            b.problem
+        );
+        // another site's key: its checkpoint is refused first
+        let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]).verifying_key();
+        let r = verify_export(&out, Some(&other)).unwrap();
+        assert!(r.broken.unwrap().problem.contains("checkpoint's signature"));
+        // the header's checkpoint hash edited in an unsigned export: the
+        // first row does not follow it
+        export(&s, &Select::default(), None, &out).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        let (header, rest) = text.split_once('\n').unwrap();
+        let mut h: serde_json::Value = serde_json::from_str(header).unwrap();
+        h["checkpoint"]["hash"] = hex(&[9; 32]).into();
+        h["checkpoint"]["signature"] = serde_json::Value::Null;
+        std::fs::write(&out, format!("{h}\n{rest}")).unwrap();
+        let r = verify_export(&out, None).unwrap();
+        assert_eq!(r.checkpoint_signature, "unsigned");
+        let b = r.broken.unwrap();
+        assert_eq!((b.line, b.sequence), (2, Some(4)));
+        assert!(
+            b.problem
+                .contains("does not follow the header's checkpoint"),
+            "{}",
+            b.problem
+        );
+    }
+}

@@ -413,7 +413,8 @@ fn the_anchor_interval_runs_on_across_restarts() {
     a.start();
     let now = relstat::event::now_ms();
     assert!(
-        wait_until(20, || last(&a).is_some_and(|x| x * 1000.0 >= now as f64 - 1000.0)),
+        wait_until(20, || last(&a)
+            .is_some_and(|x| x * 1000.0 >= now as f64 - 1000.0)),
         "{}",
         a.metrics()
     );

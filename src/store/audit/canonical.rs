@@ -59,7 +59,7 @@ struct Member {
     end: usize,
 }
 
-fn key_of<'k>(keys: &'k str, k: KeyRef) -> &'k str {
+fn key_of(keys: &str, k: KeyRef) -> &str {
     match k {
         KeyRef::Static(s) => s,
         KeyRef::Owned(a, b) => &keys[a..b],
@@ -758,19 +758,16 @@ mod tests {
             proptest::option::of(0..3u8),
         )
             .prop_map(
-                |(event, recorded_at, order_time, from, late, anomalies, decision)| {
-                    HistoryRecord {
-                        event,
-                        recorded_at,
-                        order_time,
-                        from,
-                        late,
-                        anomalies,
-                        decision: decision.map(|d| {
-                            [Decision::Approved, Decision::Rejected, Decision::Revoked]
-                                [d as usize]
-                        }),
-                    }
+                |(event, recorded_at, order_time, from, late, anomalies, decision)| HistoryRecord {
+                    event,
+                    recorded_at,
+                    order_time,
+                    from,
+                    late,
+                    anomalies,
+                    decision: decision.map(|d| {
+                        [Decision::Approved, Decision::Rejected, Decision::Revoked][d as usize]
+                    }),
                 },
             )
     }
@@ -845,6 +842,8 @@ mod tests {
     #[derive(Serialize)]
     struct Meters(f32);
 
+    type Nested = Vec<Option<Vec<BTreeMap<String, Option<u8>>>>>;
+
     #[derive(Serialize)]
     struct Wide {
         z: Vec<Shape>,
@@ -861,7 +860,7 @@ mod tests {
         #[serde(skip_serializing_if = "Option::is_none")]
         skipped: Option<u8>,
         none: Option<u8>,
-        nested: Vec<Option<Vec<BTreeMap<String, Option<u8>>>>>,
+        nested: Nested,
     }
 
     fn wide() -> Wide {
@@ -882,7 +881,12 @@ mod tests {
                 },
             ],
             shapes: [("b".into(), Shape::Unit), ("a".into(), Shape::New(None))].into(),
-            by_number: [(10, Some("ten".into())), (-2, None), (9, Some("nine".into()))].into(),
+            by_number: [
+                (10, Some("ten".into())),
+                (-2, None),
+                (9, Some("nine".into())),
+            ]
+            .into(),
             by_variant: [(Decision::Revoked, 1), (Decision::Approved, 2)].into(),
             c: '\u{1}',
             t: (7, None, Unit),
@@ -893,7 +897,10 @@ mod tests {
             ubig: 1 << 70,
             skipped: None,
             none: None,
-            nested: vec![None, Some(vec![[("k".into(), None), ("j".into(), Some(1))].into()])],
+            nested: vec![
+                None,
+                Some(vec![[("k".into(), None), ("j".into(), Some(1))].into()]),
+            ],
         }
     }
 
@@ -915,9 +922,15 @@ mod tests {
         assert!(s.contains(r#"{"Struct":{"a":"é\""}}"#), "{s}");
         // sorted as strings; the None member left out
         assert!(s.contains(r#""by_number":{"10":"ten","9":"nine"}"#), "{s}");
-        assert!(s.contains(r#""New":"x""#) && s.contains(r#"{},{"New""#), "{s}");
+        assert!(
+            s.contains(r#""New":"x""#) && s.contains(r#"{},{"New""#),
+            "{s}"
+        );
         assert!(s.contains(r#""g":[1.5,null,-0.0,1e+300,3.0]"#), "{s}");
-        assert!(s.contains(r#""t":[7,null,null]"#) && !s.contains("\"none\""), "{s}");
+        assert!(
+            s.contains(r#""t":[7,null,null]"#) && !s.contains("\"none\""),
+            "{s}"
+        );
         assert!(s.contains(r#""Tuple":[1,null,null]"#), "{s}");
         // a map key the direct route leaves to the `Value` route
         let by_bool: BTreeMap<bool, Option<u8>> = [(true, Some(1)), (false, None)].into();
