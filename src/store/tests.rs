@@ -1101,6 +1101,99 @@ fn write_schema6_store_fixture() {
         .unwrap();
 }
 
+/// The events of the schema-7 fixture beyond the upgrade events: every
+/// optional field of an event set, a site, a human actor, a status
+/// conflict, a terminal status and a rejection.
+fn schema7_extra_events() -> Vec<Event> {
+    let full = Event {
+        id: "f1".into(),
+        time: 30_000,
+        release: "r6".into(),
+        service: "api".into(),
+        environment: "production".into(),
+        site: "eu-1".into(),
+        status: "in_progress".into(),
+        actor: "alice".into(),
+        actor_type: ActorType::Human,
+        source: "ci".into(),
+        reason: Some("hotfix \"é\" 😀".into()),
+        version: Some("1.2.3".into()),
+        commit: Some("abc123".into()),
+        artifact: Some("oci://r/api:1.2.3".into()),
+        commit_time: Some(25_000),
+        change_class: Some(crate::event::ChangeClass::Emergency),
+    };
+    vec![
+        full.clone(),
+        Event {
+            id: "f2".into(),
+            time: 40_000,
+            status: "deployed".into(),
+            actor: "argo".into(),
+            actor_type: ActorType::Automation,
+            ..full.clone()
+        },
+        Event {
+            id: "f3".into(),
+            time: 50_000,
+            status: "in_progress".into(),
+            ..full.clone()
+        },
+        Event {
+            id: "f4".into(),
+            time: 60_000,
+            status: "failed".into(),
+            reason: None,
+            change_class: None,
+            ..full.clone()
+        },
+        Event {
+            id: "x1".into(),
+            time: 35_000,
+            release: "r6".into(),
+            service: "-".into(),
+            environment: "-".into(),
+            site: String::new(),
+            status: "rejected".into(),
+            source: "jira".into(),
+            actor: "bob".into(),
+            ..full
+        },
+    ]
+}
+
+/// Writes the schema-7 upgrade fixture (run by hand with the relstat of
+/// schema 7: `RELSTAT_WRITE_STORE_FIXTURE=<dir> cargo test --lib
+/// write_schema7_store_fixture -- --ignored`): the schema-6 fixture's two
+/// batches, a third with every optional field, then a periodic check that
+/// judges the gates (key memory with attempts, anomalies in the history).
+#[test]
+#[ignore]
+fn write_schema7_store_fixture() {
+    let dir = std::env::var("RELSTAT_WRITE_STORE_FIXTURE").expect("target directory");
+    let store = Store::open(Path::new(&dir)).unwrap();
+    let cfg = upgrade_gate_config();
+    let mut tr = upgrade_tracker(&cfg);
+    let events = upgrade_events();
+    let (first, second) = events.split_at(5);
+    for (batch, at) in [
+        (first.to_vec(), 1_000_000),
+        (second.to_vec(), 1_000_500),
+        (schema7_extra_events(), 1_001_000),
+    ] {
+        for ev in batch {
+            tr.apply(ev, at);
+        }
+        store
+            .commit(&tr.take_batch(), &[], &BTreeMap::new())
+            .unwrap();
+    }
+    tr.tick(2_000_000, true);
+    store
+        .commit(&tr.take_batch(), &[], &BTreeMap::new())
+        .unwrap();
+}
+
 /// A store written by the relstat of schema 5 (tests/fixtures/store/
 /// schema5, written by [`write_schema5_store_fixture`]) opens, and its gates
 /// judge as before: approvals per service and release-wide, in any
