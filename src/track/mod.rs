@@ -19,6 +19,7 @@
 //! environment; a rejection or revocation never moves a key unless the
 //! model has such a state.
 
+pub mod codec;
 pub mod readiness;
 pub mod rollup;
 mod state;
