@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 
 use crate::detect::{Attempt, Decision, FinishReason, KeyMemory, LastReport};
-use crate::event::{ActorType, ChangeClass, Event, TimeMs};
+use crate::event::{ActorType, ChangeClass, Event, Key, TimeMs};
 use crate::track::{Finished, HistoryRecord, KeyState};
 
 /// The format byte of this layout. A JSON row starts with `{` (0x7b).
@@ -209,6 +209,60 @@ pub fn decode_history(b: &[u8]) -> Result<HistoryRecord, DecodeError> {
             Ok(h)
         }
         Some(&f) => Err(DecodeError::Format(f)),
+    }
+}
+
+/// Key states as the store writes them: each key's bytes
+/// ([`Key::encode`]) and its state's ([`encode_key_state`]), in one buffer.
+/// The tracker encodes its dirty keys straight from its table when it hands
+/// a batch over: no copy of a state (a dozen strings and the rules' memory)
+/// to make, carry and drop per dirty key.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KeyRows {
+    buf: Vec<u8>,
+    /// (start of the key, start of the state) in `buf`; each row ends where
+    /// the next starts.
+    rows: Vec<(usize, usize)>,
+}
+
+impl KeyRows {
+    pub fn push(&mut self, key: &Key, state: &KeyState) {
+        let k = self.buf.len();
+        key.encode_into(&mut self.buf);
+        let s = self.buf.len();
+        encode_key_state(state, &mut self.buf);
+        self.rows.push((k, s));
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// (key bytes, state bytes) of each row, in the order pushed.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.rows.iter().enumerate().map(|(i, &(k, s))| {
+            let end = self.rows.get(i + 1).map_or(self.buf.len(), |r| r.0);
+            (&self.buf[k..s], &self.buf[s..end])
+        })
+    }
+
+    /// The keys, decoded.
+    pub fn keys(&self) -> Vec<Key> {
+        self.iter().filter_map(|(k, _)| Key::decode(k)).collect()
+    }
+}
+
+impl FromIterator<(Key, KeyState)> for KeyRows {
+    fn from_iter<I: IntoIterator<Item = (Key, KeyState)>>(iter: I) -> Self {
+        let mut rows = KeyRows::default();
+        for (k, s) in iter {
+            rows.push(&k, &s);
+        }
+        rows
     }
 }
 
