@@ -157,6 +157,12 @@ impl Key {
         let mut out = Vec::with_capacity(
             self.release.len() + self.service.len() + self.environment.len() + self.site.len() + 3,
         );
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// [`Key::encode`], appended to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         for (i, part) in [&self.release, &self.service, &self.environment, &self.site]
             .into_iter()
             .enumerate()
@@ -166,7 +172,6 @@ impl Key {
             }
             out.extend_from_slice(part.as_bytes());
         }
-        out
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Key> {

@@ -53,13 +53,12 @@ fn tamper(data_dir: &Path, seq: u64) -> String {
             .find(|(_, s)| *s == seq)
             .map(|((r, v), _)| (r, v))
             .expect("a row with that sequence");
-        let mut row: serde_json::Value = serde_json::from_slice(&v).unwrap();
-        row["event"]["actor"] = "mallory".into();
-        t.insert(
-            (k.as_str(), seq),
-            serde_json::to_vec(&row).unwrap().as_slice(),
-        )
-        .unwrap();
+        // the store's binary form (schema 8): decoded, edited, encoded again
+        let mut row = relstat::track::codec::decode_history(&v).unwrap();
+        row.event.actor = "mallory".into();
+        let mut edited = Vec::new();
+        relstat::track::codec::encode_history(&row, &mut edited);
+        t.insert((k.as_str(), seq), edited.as_slice()).unwrap();
         release = k;
     }
     tx.commit().unwrap();

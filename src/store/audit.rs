@@ -331,7 +331,7 @@ pub(super) fn migrate(tx: &redb::WriteTransaction, now: TimeMs) -> Result<(), St
         };
         // A row that does not decode is chained over its bytes as stored:
         // `store repair` may quarantine it later, which verify reports.
-        let (hash, at) = match serde_json::from_slice::<HistoryRecord>(v.value()) {
+        let (hash, at) = match super::codec::decode_history(v.value()) {
             Ok(rec) => (
                 row_hash(&head.hash, *seq, canon.write(&rec)),
                 rec.recorded_at,
@@ -598,7 +598,7 @@ impl Store {
                 ));
                 break;
             };
-            let rec: HistoryRecord = match serde_json::from_slice(h.value()) {
+            let rec: HistoryRecord = match super::codec::decode_history(h.value()) {
                 Ok(r) => r,
                 Err(_) => {
                     broken = Some(brk(release, "the row does not decode (edited or damaged)"));
@@ -651,7 +651,7 @@ impl Store {
             }
             if let Some((sequence, release)) = first {
                 let (key, recorded_at) = match history.get((release.as_str(), sequence))? {
-                    Some(v) => match serde_json::from_slice::<HistoryRecord>(v.value()) {
+                    Some(v) => match super::codec::decode_history(v.value()) {
                         Ok(r) => (key_of(&r), r.recorded_at),
                         Err(_) => (release, 0),
                     },
@@ -711,7 +711,7 @@ impl Store {
             let keep = since.is_none_or(|s| at >= s) && until.is_none_or(|u| at <= u);
             if keep && let Some(h) = history.get((release.as_str(), seq))? {
                 let record =
-                    serde_json::from_slice(h.value()).map_err(|e| corrupt("history", e))?;
+                    super::codec::decode_history(h.value()).map_err(|e| corrupt("history", e))?;
                 visit(Walked::Row(ChainedRow {
                     sequence: seq,
                     prev,
@@ -779,11 +779,13 @@ mod tests {
                 .zip(h.iter().unwrap().map(|r| r.unwrap().0.value().1))
                 .find(|(_, s)| *s == seq)
                 .unwrap();
-            let mut r: HistoryRecord =
-                serde_json::from_slice(h.get((key.0.as_str(), seq)).unwrap().unwrap().value())
-                    .unwrap();
+            let mut r = super::super::codec::decode_history(
+                h.get((key.0.as_str(), seq)).unwrap().unwrap().value(),
+            )
+            .unwrap();
             f(&mut r);
-            let v = serde_json::to_vec(&r).unwrap();
+            let mut v = Vec::new();
+            super::super::codec::encode_history(&r, &mut v);
             h.insert((key.0.as_str(), seq), v.as_slice()).unwrap();
         }
         tx.commit().unwrap();

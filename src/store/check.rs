@@ -137,7 +137,7 @@ impl Store {
                         let err = if Key::decode(k.value()).is_none() {
                             Some("undecodable key".to_string())
                         } else {
-                            serde_json::from_slice::<KeyState>(v.value())
+                            codec::decode_key_state(v.value())
                                 .err()
                                 .map(|e| e.to_string())
                         };
@@ -151,7 +151,7 @@ impl Store {
                     for row in tx.open_table(HISTORY)?.iter()? {
                         let (k, v) = row?;
                         n += 1;
-                        if let Err(e) = serde_json::from_slice::<HistoryRecord>(v.value()) {
+                        if let Err(e) = codec::decode_history(v.value()) {
                             let (r, s) = k.value();
                             let key = RowKey::ReleaseSeq(r.to_string(), s);
                             report

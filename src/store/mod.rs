@@ -7,8 +7,8 @@
 //!
 //! | table | key | value | what |
 //! |---|---|---|---|
-//! | `keys` | key bytes (release 0 service 0 environment 0 site) | JSON [`KeyState`] | tracker state per key, incl. the rules' per-key memory ("already fired" flags) |
-//! | `history` | (release, seq) | JSON [`HistoryRecord`] | the audit trail: event time and recorded time |
+//! | `keys` | key bytes (release 0 service 0 environment 0 site) | binary [`KeyState`] ([`codec`]; JSON before schema 8) | tracker state per key, incl. the rules' per-key memory ("already fired" flags) |
+//! | `history` | (release, seq) | binary [`HistoryRecord`] ([`codec`]; JSON before schema 8) | the audit trail: event time and recorded time |
 //! | `history_by_time` | (recorded_at ms, seq) | release | index for retention purges |
 //! | `seen_by_time` | (recorded_at ms, xxh3-128 of the event id) | () | duplicate detection within `dedupe_window`; keyed by time so that each batch appends (a hash key scattered every insert over the whole table: 27% of `run --once`'s CPU) and the purge is a range delete. Lookups are in memory (loaded at start) |
 //! | `checkpoints` | source-defined name | bytes | file offsets, API cursors |
@@ -31,7 +31,10 @@
 //! approval for environment `-` (every environment, as schema 5 judged it)
 //! with no approver or source; 6 -> 7 added `audit_chain` and chained the
 //! history found, in sequence order, from a `migration` checkpoint
-//! ([`audit`]). Older stores are migrated at open, in one
+//! ([`audit`]); 7 -> 8 rewrote the key states and history rows from JSON
+//! in the binary form of [`codec`] (a quarter of the store's CPU in `run
+//! --once` was JSON, and the rows are about half the size; a row that did
+//! not decode is left for the quarantine). Older stores are migrated at open, in one
 //! transaction; a store of a newer schema is refused (a newer relstat
 //! wrote it).
 //!
@@ -55,6 +58,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use crate::detect::{Anomaly, Decision, Ruling};
 use crate::event::{Event, InputResult, Key, TimeMs};
+use crate::track::codec;
 use crate::track::{Batch, HistoryRecord, KeyState, Target};
 
 pub use self::dlq::{DlqDelta, DlqFilter, DlqLimits};
@@ -87,7 +91,7 @@ const NOTIFY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("notify
 pub(super) const ROLLUPS_STUCK: &str = "rollups_stuck";
 
 /// The schema this relstat writes; it migrates every older one at open.
-const SCHEMA: u32 = 7;
+const SCHEMA: u32 = 8;
 
 /// redb's page cache. Its default (1 GiB, filled as pages are written) made
 /// an agent with 10,000 keys sit at ~85 MiB RSS; the working set of one batch
@@ -403,6 +407,11 @@ impl Store {
                 drop(ledger);
                 tx.delete_table(APPROVALS_V5)?;
             }
+            if found.is_some() && version < 8 {
+                // 7 -> 8: key states and history rows from JSON to the
+                // binary form ([`codec`]).
+                migrate_to_binary(&tx)?;
+            }
             if found.is_none() || version < SCHEMA {
                 meta.insert("schema", SCHEMA.to_string().as_bytes())?;
             }
@@ -433,8 +442,7 @@ impl Store {
         for row in tx.open_table(KEYS)?.iter()? {
             let (k, v) = row?;
             let key = Key::decode(k.value()).ok_or_else(|| corrupt("keys", "undecodable key"))?;
-            let state: KeyState =
-                serde_json::from_slice(v.value()).map_err(|e| corrupt("keys", e))?;
+            let state = codec::decode_key_state(v.value()).map_err(|e| corrupt("keys", e))?;
             snap.keys.push((key, state));
         }
         snap.quarantined = bad;
@@ -605,7 +613,7 @@ impl Store {
         let mut out = Vec::new();
         for row in table.range((release, 0)..=(release, u64::MAX))? {
             let (_, v) = row?;
-            out.push(serde_json::from_slice(v.value()).map_err(|e| corrupt("history", e))?);
+            out.push(codec::decode_history(v.value()).map_err(|e| corrupt("history", e))?);
         }
         Ok(out)
     }
@@ -624,7 +632,7 @@ impl Store {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(HISTORY)?;
         let decode = |v: &[u8]| -> Result<HistoryRecord, StoreError> {
-            serde_json::from_slice(v).map_err(|e| corrupt("history", e))
+            codec::decode_history(v).map_err(|e| corrupt("history", e))
         };
         match recorded_until {
             None => {
@@ -1041,9 +1049,8 @@ fn write_batch(
     audit_key: Option<&ed25519_dalek::SigningKey>,
 ) -> Result<(), StoreError> {
     let mut keys = tx.open_table(KEYS)?;
-    for (key, state) in &batch.keys {
-        let v = serde_json::to_vec(state).map_err(|e| corrupt("keys", e))?;
-        keys.insert(key.encode().as_slice(), v.as_slice())?;
+    for (key, state) in batch.keys.iter() {
+        keys.insert(key, state)?;
     }
     for key in &batch.removed_keys {
         keys.remove(key.encode().as_slice())?;
@@ -1055,9 +1062,11 @@ fn write_batch(
         let mut by_time = tx.open_table(HISTORY_BY_TIME)?;
         let mut chain = tx.open_table(audit::CHAIN)?;
         let mut appender = audit::Appender::start(&meta)?;
+        let mut v = Vec::with_capacity(256);
         for rec in &batch.history {
             seq += 1;
-            let v = serde_json::to_vec(rec).map_err(|e| corrupt("history", e))?;
+            v.clear();
+            codec::encode_history(rec, &mut v);
             history.insert((rec.event.release.as_str(), seq), v.as_slice())?;
             by_time.insert((rec.recorded_at, seq), rec.event.release.as_str())?;
             appender.append(&mut chain, seq, rec)?;
@@ -1124,6 +1133,61 @@ fn write_batch(
         ctr.insert(name.as_str(), old + delta)?;
     }
     Ok(())
+}
+
+/// Schema 7 -> 8: every key state and history row in JSON is rewritten in
+/// the binary form. A row that does not decode is left as it is: it stays
+/// undecodable, and is quarantined like any other (`store repair`, or the
+/// agent's load for keys). The audit chain hashes a canonical form of the
+/// decoded row, so it verifies as before.
+fn migrate_to_binary(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut keys = tx.open_table(KEYS)?;
+    let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for row in keys.iter()? {
+        let (k, v) = row?;
+        if v.value().first() == Some(&b'{')
+            && let Ok(state) = codec::decode_key_state(v.value())
+        {
+            let mut b = Vec::new();
+            codec::encode_key_state(&state, &mut b);
+            rows.push((k.value().to_vec(), b));
+        }
+    }
+    for (k, v) in &rows {
+        keys.insert(k.as_slice(), v.as_slice())?;
+    }
+    // The history in chunks: its rows re-encoded are held in memory
+    // between the read and the write, a long history's would not fit.
+    const CHUNK: usize = 10_000;
+    let mut history = tx.open_table(HISTORY)?;
+    let mut after: Option<(String, u64)> = None;
+    loop {
+        let mut rows: Vec<((String, u64), Vec<u8>)> = Vec::new();
+        let mut last = None;
+        let range = match &after {
+            None => history.range::<(&str, u64)>(..)?,
+            Some((release, seq)) => history.range((release.as_str(), seq + 1)..)?,
+        };
+        for row in range.take(CHUNK) {
+            let (k, v) = row?;
+            let (release, seq) = k.value();
+            last = Some((release.to_string(), seq));
+            if v.value().first() == Some(&b'{')
+                && let Ok(rec) = codec::decode_history(v.value())
+            {
+                let mut b = Vec::new();
+                codec::encode_history(&rec, &mut b);
+                rows.push(((release.to_string(), seq), b));
+            }
+        }
+        for ((release, seq), v) in &rows {
+            history.insert((release.as_str(), *seq), v.as_slice())?;
+        }
+        match last {
+            Some(l) => after = Some(l),
+            None => return Ok(()),
+        }
+    }
 }
 
 /// Imports have no metrics at hand: what a full queue lost is logged.

@@ -19,6 +19,7 @@
 //! environment; a rejection or revocation never moves a key unless the
 //! model has such a state.
 
+pub mod codec;
 pub mod readiness;
 pub mod rollup;
 mod state;
@@ -155,7 +156,8 @@ pub enum Effect {
 /// Writes for the store, all in one transaction with the input that caused them.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub keys: Vec<(Key, KeyState)>,
+    /// The dirty keys' states, encoded for the store.
+    pub keys: codec::KeyRows,
     pub removed_keys: Vec<Key>,
     pub history: Vec<HistoryRecord>,
     /// Seen event ids (128-bit hashes) with the agent time they were seen.
@@ -550,11 +552,11 @@ impl Tracker {
     /// Drains the store writes produced since the last call.
     pub fn take_batch(&mut self) -> Batch {
         let mut batch = std::mem::take(&mut self.batch);
-        batch.keys = self
-            .dirty
-            .drain()
-            .filter_map(|k| self.keys.get(&k).map(|s| (k, (**s).clone())))
-            .collect();
+        for k in self.dirty.drain() {
+            if let Some(s) = self.keys.get(&k) {
+                batch.keys.push(&k, s);
+            }
+        }
         if std::mem::take(&mut self.rollups_stuck_dirty) && self.settings.persist {
             let mut stuck: Vec<(String, String)> = self
                 .rollups_stuck

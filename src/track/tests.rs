@@ -450,7 +450,7 @@ fn run(case: Case) -> Vec<String> {
         diff(&mut problems, "history", &got, &lines(want));
     }
     if let Some(want) = case.written {
-        let mut got: Vec<String> = batch.keys.iter().map(|(k, _)| k.to_string()).collect();
+        let mut got: Vec<String> = batch.keys.keys().iter().map(Key::to_string).collect();
         got.sort();
         diff(&mut problems, "written keys", &got, &lines(want));
     }

@@ -338,3 +338,34 @@ fn risk_scores_are_bounded_by_max_tracked_and_replaced() {
         "{out}"
     );
 }
+
+/// The one-shot hash of the label values is the streaming hash of the same
+/// bytes, whether they fit the stack buffer or not, and the separators
+/// keep ("ab", "c") apart from ("a", "bc").
+#[test]
+fn labels_id_is_xxh3_of_the_values_each_followed_by_nul() {
+    let streamed = |values: &[&str]| {
+        let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+        for v in values {
+            h.update(v.as_bytes());
+            h.update(&[0]);
+        }
+        h.digest128()
+    };
+    let long = "x".repeat(300);
+    for values in [
+        &["r1", "svc", "production", ""][..],
+        &[][..],
+        &["", ""][..],
+        &[long.as_str(), "svc"][..],
+        &["a".repeat(254).as_str(), "b"][..],
+        &["a".repeat(255).as_str()][..],
+        &["a".repeat(256).as_str()][..],
+    ] {
+        assert_eq!(super::labels_id(values), streamed(values), "{values:?}");
+    }
+    assert_ne!(
+        super::labels_id(&["ab", "c"]),
+        super::labels_id(&["a", "bc"])
+    );
+}
