@@ -29,9 +29,9 @@
 //! logfmt and regex keys are flat. Strings, numbers and bools are accepted,
 //! numbers and bools as their JSON text. The JSON reader never builds a value
 //! tree: it keeps borrowed slices of the needed keys and skips the rest, in
-//! one pass over the bytes ([`super::jsonpick`]); a line that pass does not
-//! take (invalid, escaped keys, deep nesting) is read by serde_json, which
-//! gives the same slices or the error.
+//! one pass over the bytes (the private `sources::jsonpick`); a line that
+//! pass does not take (invalid, escaped keys, deep nesting) is read by
+//! serde_json, which gives the same slices or the error.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -388,7 +388,7 @@ impl<'de, K: AsRef<str>> Visitor<'de> for Pick<'_, '_, 'de, K> {
 }
 
 /// The raw text of `keys`' values in the JSON object `line`, read by
-/// serde_json: the reference the fast reader ([`jsonpick`]) agrees with,
+/// serde_json: the reference the fast reader (`jsonpick`) agrees with,
 /// and its fallback, whose errors are the messages of invalid lines.
 fn serde_pick<'a, K: AsRef<str>>(
     line: &'a str,
