@@ -247,22 +247,37 @@ impl Event {
         // xxh3-128 over the NUL-separated fields: stable across versions
         // and platforms, and ~20x cheaper than SHA-256 on this hot path
         // (an id-less line pays it once). Not a security boundary: an id
-        // only has to tell events apart.
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for part in [release, service, environment, site, status] {
-            h.update(part.as_bytes());
-            h.update(&[0u8]);
-        }
-        h.update(&time.to_be_bytes());
-        let digest = h.digest128().to_be_bytes();
+        // only has to tell events apart. Fields that fit a stack buffer
+        // (nearly all) are hashed in one shot, which gives the streaming
+        // hasher's digest without its 600-byte state.
+        let parts = [release, service, environment, site, status];
+        let len: usize = parts.iter().map(|p| p.len() + 1).sum::<usize>() + 8;
+        let digest = if len <= 256 {
+            let mut buf = [0u8; 256];
+            let mut at = 0;
+            for part in parts {
+                buf[at..at + part.len()].copy_from_slice(part.as_bytes());
+                at += part.len() + 1; // the NUL is already there
+            }
+            buf[at..at + 8].copy_from_slice(&time.to_be_bytes());
+            xxhash_rust::xxh3::xxh3_128(&buf[..len])
+        } else {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            for part in parts {
+                h.update(part.as_bytes());
+                h.update(&[0u8]);
+            }
+            h.update(&time.to_be_bytes());
+            h.digest128()
+        };
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(34);
-        s.push_str("h:");
-        for b in digest {
-            s.push(HEX[(b >> 4) as usize] as char);
-            s.push(HEX[(b & 15) as usize] as char);
+        let mut s = *b"h:00000000000000000000000000000000";
+        for (i, b) in digest.to_be_bytes().into_iter().enumerate() {
+            s[2 + 2 * i] = HEX[(b >> 4) as usize];
+            s[3 + 2 * i] = HEX[(b & 15) as usize];
         }
-        s
+        // Only ASCII was written.
+        String::from_utf8(s.to_vec()).unwrap_or_default()
     }
 }
 
@@ -369,6 +384,38 @@ mod tests {
             Event::stable_id("a", "bc", "e", "x", "deployed", 1)
         );
         assert!(base.starts_with("h:") && base.len() == 34);
+    }
+
+    /// The one-shot hash over the stack buffer is the streaming hash the
+    /// ids were always made with (ids are stored: they must not change),
+    /// across xxh3's length classes and the buffer's edge.
+    #[test]
+    fn stable_id_is_the_streaming_hash_of_its_fields() {
+        let streaming = |parts: [&str; 5], time: TimeMs| {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            for part in parts {
+                h.update(part.as_bytes());
+                h.update(&[0u8]);
+            }
+            h.update(&time.to_be_bytes());
+            format!("h:{:032x}", h.digest128())
+        };
+        let text = "r\u{e9}lease-2026.11.3/\u{1f680}".repeat(40);
+        for len in (0..=text.len()).filter(|l| text.is_char_boundary(*l)) {
+            let r = &text[..len];
+            for (parts, time) in [
+                ([r, "-", "production", "", "deployed"], 1_793_696_400_000),
+                (["2026.11.3", r, "e", "dc-east", "failed"], -1),
+                (["", "", "", "", r], i64::MAX),
+            ] {
+                let [a, b, c, d, e] = parts;
+                assert_eq!(
+                    Event::stable_id(a, b, c, d, e, time),
+                    streaming(parts, time),
+                    "{len}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -18,8 +18,9 @@
 //! `unmapped` even when it lacks a release or an environment.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
+
+use foldhash::HashMap;
 
 use super::timefmt::TimeFormat;
 use crate::config::SourceConfig;
@@ -202,7 +203,8 @@ pub struct Mapping {
     /// Indexed by `Field as usize`; empty defaults are `None`.
     defaults: [Option<Box<str>>; N_FIELDS],
     /// Raw status -> state id: the model's ids map to themselves unless
-    /// `status_map` says otherwise, so one lookup decides.
+    /// `status_map` says otherwise, so one lookup decides. foldhash, not
+    /// SipHash: it is looked up once a line, and only the config inserts.
     status: HashMap<Box<str>, Box<str>>,
     /// The status is mapped before the other required fields are checked
     /// (presets: a payload that is no release step is `unmapped`, not
@@ -293,14 +295,22 @@ impl Mapping {
     /// Applies defaults, validation and the status mapping to raw values by
     /// canonical field.
     pub fn map(&self, raw: RawFields<'_>) -> Parsed {
+        // Shortened to this call, so the defaults can be borrowed into it.
+        let mut raw: RawFields<'_> = raw;
+        self.map_mut(&mut raw)
+    }
+
+    /// [`Mapping::map`] on a record the caller keeps (defaults are filled
+    /// into it): the line parsers' hot path, which does not move it.
+    pub(crate) fn map_mut<'a>(&'a self, raw: &mut RawFields<'a>) -> Parsed {
         match self.build(raw) {
             Ok(event) => Parsed::Event(event),
             Err(outcome) => outcome,
         }
     }
 
-    fn build(&self, raw: RawFields<'_>) -> Result<Box<Event>, Parsed> {
-        let mut values: [Option<Cow<'_, str>>; N_FIELDS] = raw.0;
+    fn build<'a>(&'a self, raw: &mut RawFields<'a>) -> Result<Box<Event>, Parsed> {
+        let values = &mut raw.0;
         for (field, value) in Field::ALL.into_iter().zip(values.iter_mut()) {
             if value.as_deref().is_none_or(str::is_empty) {
                 *value = self.defaults[field as usize].as_deref().map(Cow::Borrowed);

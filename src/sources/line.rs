@@ -28,7 +28,10 @@
 //! objects (a top-level key that itself contains a dot cannot be named); in
 //! logfmt and regex keys are flat. Strings, numbers and bools are accepted,
 //! numbers and bools as their JSON text. The JSON reader never builds a value
-//! tree: it keeps borrowed slices of the needed keys and skips the rest.
+//! tree: it keeps borrowed slices of the needed keys and skips the rest, in
+//! one pass over the bytes (the private `sources::jsonpick`); a line that
+//! pass does not take (invalid, escaped keys, deep nesting) is read by
+//! serde_json, which gives the same slices or the error.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -39,6 +42,7 @@ use serde_json::value::RawValue;
 
 pub use super::fields::{Field, Parsed, RawFields};
 use super::fields::{Mapping, MappingError, N_FIELDS};
+use super::jsonpick;
 use super::timefmt::TimeFormat;
 use crate::config::{LineFormat, SourceConfig};
 use crate::model::Model;
@@ -219,13 +223,16 @@ impl LineParser {
         {
             return Parsed::Skipped;
         }
+        // Filled in place and mapped by reference: the record is 15
+        // `Option<Cow<str>>`s, which moving by value copies at every step.
+        let mut raw = RawFields::default();
         let record = match self.format {
-            LineFormat::Json => self.read_json(line),
-            LineFormat::Logfmt => self.read_logfmt(line),
-            LineFormat::Regex => self.read_regex(line),
+            LineFormat::Json => self.read_json(line, &mut raw),
+            LineFormat::Logfmt => self.read_logfmt(line, &mut raw),
+            LineFormat::Regex => self.read_regex(line, &mut raw),
         };
         match record {
-            Ok(raw) => self.map_fields(raw),
+            Ok(()) => self.mapping.map_mut(&mut raw),
             Err(reason) => Parsed::Invalid(reason),
         }
     }
@@ -254,23 +261,24 @@ impl LineParser {
         self
     }
 
-    fn read_json<'a>(&self, line: &'a str) -> Result<RawFields<'a>, String> {
-        let mut slots: [Option<&'a RawValue>; N_FIELDS] = [None; N_FIELDS];
-        let mut de = serde_json::Deserializer::from_str(line);
-        let picked = Pick {
-            keys: &self.keys,
-            slots: &mut slots[..self.keys.len()],
+    fn read_json<'a>(&self, line: &'a str, raw: &mut RawFields<'a>) -> Result<(), String> {
+        let n = self.keys.len();
+        let mut slots: [Option<&'a str>; N_FIELDS] = [None; N_FIELDS];
+        if jsonpick::pick(line, &self.keys, &mut slots[..n]).is_none() {
+            // Whatever the fast reader does not take, serde_json decides:
+            // the same members, or the error message.
+            slots = [None; N_FIELDS];
+            serde_pick(line, &self.keys, &mut slots[..n])?;
         }
-        .deserialize(&mut de)
-        .and_then(|()| de.end());
-        if let Err(e) = picked {
-            return Err(if line.starts_with('{') {
-                format!("bad JSON: {e}")
-            } else {
-                "not a JSON object".to_string()
-            });
-        }
-        let mut raw = RawFields::default();
+        self.json_fields(&slots, raw)
+    }
+
+    /// The canonical fields from the raw text of each key's value.
+    fn json_fields<'a>(
+        &self,
+        slots: &[Option<&'a str>; N_FIELDS],
+        raw: &mut RawFields<'a>,
+    ) -> Result<(), String> {
         for (field, spec) in Field::ALL.into_iter().zip(&self.specs) {
             let mut value = slots[spec.slot];
             for segment in &spec.rest {
@@ -289,36 +297,34 @@ impl LineParser {
                 raw.put(field, value);
             }
         }
-        Ok(raw)
+        Ok(())
     }
 
-    fn read_logfmt<'a>(&self, line: &'a str) -> Result<RawFields<'a>, String> {
+    fn read_logfmt<'a>(&self, line: &'a str, raw: &mut RawFields<'a>) -> Result<(), String> {
         let mut slots: [Option<Cow<'a, str>>; N_FIELDS] = Default::default();
         logfmt_pairs(line, |key, value| {
             if let Some(i) = self.keys.iter().position(|k| **k == *key) {
                 slots[i] = Some(value);
             }
         })?;
-        let mut raw = RawFields::default();
         for (field, spec) in Field::ALL.into_iter().zip(&self.specs) {
             raw.put(field, slots[spec.slot].clone());
         }
-        Ok(raw)
+        Ok(())
     }
 
-    fn read_regex<'a>(&self, line: &'a str) -> Result<RawFields<'a>, String> {
+    fn read_regex<'a>(&self, line: &'a str, raw: &mut RawFields<'a>) -> Result<(), String> {
         let Some(re) = &self.pattern else {
             return Err("no pattern".to_string()); // unreachable: `new` requires one
         };
         let caps = re.captures(line).ok_or("line does not match pattern")?;
-        let mut raw = RawFields::default();
         for (field, spec) in Field::ALL.into_iter().zip(&self.specs) {
             let value = self.groups[spec.slot]
                 .and_then(|g| caps.get(g))
                 .map(|m| Cow::Borrowed(m.as_str()));
             raw.put(field, value);
         }
-        Ok(raw)
+        Ok(())
     }
 }
 
@@ -381,32 +387,57 @@ impl<'de, K: AsRef<str>> Visitor<'de> for Pick<'_, '_, 'de, K> {
     }
 }
 
+/// The raw text of `keys`' values in the JSON object `line`, read by
+/// serde_json: the reference the fast reader (`jsonpick`) agrees with,
+/// and its fallback, whose errors are the messages of invalid lines.
+fn serde_pick<'a, K: AsRef<str>>(
+    line: &'a str,
+    keys: &[K],
+    slots: &mut [Option<&'a str>],
+) -> Result<(), String> {
+    let mut raw: [Option<&'a RawValue>; N_FIELDS] = [None; N_FIELDS];
+    let mut de = serde_json::Deserializer::from_str(line);
+    let picked = Pick {
+        keys,
+        slots: &mut raw[..keys.len()],
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    if let Err(e) = picked {
+        return Err(if line.starts_with('{') {
+            format!("bad JSON: {e}")
+        } else {
+            "not a JSON object".to_string()
+        });
+    }
+    for (slot, v) in slots.iter_mut().zip(raw) {
+        *slot = v.map(RawValue::get);
+    }
+    Ok(())
+}
+
 /// The member `key` of `v` if `v` is an object that has it.
-fn member<'a>(v: &'a RawValue, key: &str) -> Option<&'a RawValue> {
-    if !v.get().starts_with('{') {
+fn member<'a>(v: &'a str, key: &str) -> Option<&'a str> {
+    if !v.starts_with('{') {
         return None;
     }
     let mut slot = [None];
-    let mut de = serde_json::Deserializer::from_str(v.get());
-    // `v` was checked as part of the whole line: this cannot fail.
-    Pick {
-        keys: &[key],
-        slots: &mut slot,
+    if jsonpick::pick(v, &[key], &mut slot).is_none() {
+        // `v` was checked as part of the whole line: this cannot fail.
+        slot = [None];
+        serde_pick(v, &[key], &mut slot).ok()?;
     }
-    .deserialize(&mut de)
-    .ok()?;
     slot[0]
 }
 
 /// A JSON scalar as text: strings unescaped, numbers and bools as written,
 /// `null` as absent. Objects and arrays are an error naming their kind.
-fn scalar(v: &RawValue) -> Result<Option<Cow<'_, str>>, &'static str> {
-    let text = v.get();
+fn scalar(text: &str) -> Result<Option<Cow<'_, str>>, &'static str> {
     match text.as_bytes().first() {
         Some(b'"') if !text.contains('\\') => Ok(Some(Cow::Borrowed(&text[1..text.len() - 1]))),
         Some(b'"') => match serde_json::from_str::<Str<'_>>(text) {
             Ok(Str(s)) => Ok(Some(s)),
-            Err(_) => Err("a bad string"), // unreachable: checked with the line
+            Err(_) => Err("a bad string"), // a lone surrogate: checked, not decoded
         },
         Some(b'{') => Err("an object"),
         Some(b'[') => Err("an array"),
@@ -1074,6 +1105,308 @@ actor_type = "human""#;
             .prop_map(|m| serde_json::to_string(&m).unwrap())
     }
 
+    /// The JSON path before the fast reader: serde_json reads every line
+    /// and every nested path. The reference the fast path must agree with,
+    /// event for event and rejection for rejection.
+    fn reference_parse(p: &LineParser, line: &str) -> Parsed {
+        let line = line.trim();
+        if line.is_empty() {
+            return Parsed::Skipped;
+        }
+        if let Some(re) = &p.prefilter
+            && !re.is_match(line)
+        {
+            return Parsed::Skipped;
+        }
+        let mut slots = [None; N_FIELDS];
+        if let Err(e) = serde_pick(line, &p.keys, &mut slots[..p.keys.len()]) {
+            return Parsed::Invalid(e);
+        }
+        let mut raw = RawFields::default();
+        for (field, spec) in Field::ALL.into_iter().zip(&p.specs) {
+            let mut value = slots[spec.slot];
+            for segment in &spec.rest {
+                value = match value {
+                    Some(v) if v.starts_with('{') => {
+                        let mut slot = [None];
+                        serde_pick(v, &[&**segment], &mut slot).unwrap();
+                        slot[0]
+                    }
+                    _ => None,
+                };
+            }
+            if let Some(v) = value {
+                match scalar(v) {
+                    Ok(value) => raw.put(field, value),
+                    Err(kind) => {
+                        return Parsed::Invalid(format!(
+                            "field {field} ({}) is {kind}; expected a string, number or bool",
+                            spec.key
+                        ));
+                    }
+                }
+            }
+        }
+        p.map_fields(raw)
+    }
+
+    /// The JSON sources of the tests: canonical keys, nested paths and a
+    /// prefilter, each time format.
+    fn json_parsers() -> &'static [LineParser] {
+        static PARSERS: std::sync::LazyLock<Vec<LineParser>> = std::sync::LazyLock::new(|| {
+            [JSON, MAPPED, EPOCH_S, EPOCH_MS, NGINX, NAIVE]
+                .map(parser)
+                .to_vec()
+        });
+        &PARSERS
+    }
+
+    /// A JSON string as written in a line: escapes of every kind (a lone
+    /// surrogate and an escaped NUL are valid JSON), raw unicode, the
+    /// values a line carries, values over the field cap.
+    fn json_string_text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            8 => "[a-z0-9 .:+_-]{0,8}",
+            3 => prop::sample::select(vec![
+                r#"\""#, r"\\", r"\/", r"\b", r"\f", r"\n", r"\r", r"\t", r"\u00e9",
+                r"\u0000", r"\ud83d\ude80", r"\ud800", r"\udc00", r"\uD83D", r"\u0065",
+                "é", "🚀", "\u{7f}", "\u{a0}", "\u{2028}",
+            ]).prop_map(String::from),
+            1 => (1020usize..1030).prop_map(|n| "x".repeat(n)),
+            1 => Just("y".repeat(70_000)),
+        ];
+        prop::collection::vec(piece, 0..4).prop_map(|p| format!("\"{}\"", p.concat()))
+    }
+
+    /// A member key: the canonical names, the keys the mapped source reads
+    /// (some written with escapes, which name the same key: serde_json
+    /// decides those), any string.
+    fn json_key_text() -> impl Strategy<Value = String> {
+        let mut names: Vec<&str> = Field::ALL.map(Field::name).to_vec();
+        names.extend(["rel", "deploy", "result", "env", "svc", "name", "x", ""]);
+        prop_oneof![
+            8 => prop::sample::select(names).prop_map(|k| format!("\"{k}\"")),
+            1 => prop::sample::select(vec![
+                r#""rel\u0065ase""#, r#""st\u0061tus""#, r#""\u0072el""#, r#""env\ud800""#,
+                r#""time\"""#, r#""deplo\u0079""#,
+            ]).prop_map(String::from),
+            1 => json_string_text(),
+        ]
+    }
+
+    /// The values the parsers read: good and bad statuses, times in each
+    /// source's format (and near misses), names.
+    fn known_value() -> impl Strategy<Value = String> {
+        prop_oneof![time_value(), status_value(), name_value()]
+    }
+
+    fn time_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(vec![
+                "\"2026-11-03T09:00:00Z\"", "\"2026-11-03T10:00:00.25+01:00\"",
+                "\"2026-11-03T09:00:00.123456789-00:30\"", "\"2026-11-03 09:00:00Z\"",
+                "\"03/Nov/2026:10:00:00 +0100\"", "\"2026-11-03 09:00:00\"", "1793696400",
+                "\"1793696400.25\"", "1793696400250", "1.7936964e9",
+            ]),
+            1 => prop::sample::select(vec![
+                "\"2026-12-31T23:59:60Z\"", "\"2026-02-30T09:00:00Z\"", "\" 2026-11-03T09:00:00Z\"",
+                "\"2026-11-03T09:00:00\"", "\"yesterday\"", "-1", "\"\"", "null", "true",
+                "\"2026-11-03T09:00:00.1234567891Z\"", "9223372036854775807",
+            ]),
+        ]
+        .prop_map(String::from)
+    }
+
+    fn status_value() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "\"deployed\"",
+            "\"complete\"",
+            "\"SUCCESS\"",
+            "200",
+            "\"200\"",
+            "\"failed\"",
+            "\"In Review\"",
+            "\"\"",
+            "null",
+            "\"human\"",
+            "\"normal\"",
+        ])
+        .prop_map(String::from)
+    }
+
+    fn name_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => prop::sample::select(vec![
+                "\"r1\"", "\"prod\"", "\"api\"", "\"2026.11.3\"", "\"r\\u00e9l\\n\"", "\"é🚀\"",
+                "7", "-0.5e3", "false", "\"human\"", "\"robot\"", "\"emergency\"",
+            ]).prop_map(String::from),
+            1 => prop::sample::select(vec!["\"nul\\u0000\"", "\"\"", "null", "[]", "{}"])
+                .prop_map(String::from),
+            1 => json_string_text(),
+        ]
+    }
+
+    /// A valid JSON value as written in a line: numbers in every form,
+    /// literals, strings, nested arrays and objects.
+    fn json_value_text() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            6 => known_value(),
+            4 => json_string_text(),
+            2 => prop::sample::select(vec![
+                "0", "-0", "1", "12.5", "1e999", "-1.5E-7", "2E+3", "0.0", "false",
+            ]).prop_map(String::from),
+            1 => any::<i64>().prop_map(|n| n.to_string()),
+            1 => any::<f64>().prop_map(|f| serde_json::to_string(&f).unwrap()),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((json_key_text(), inner), 0..4).prop_map(|v| {
+                    let m: Vec<String> = v.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    format!("{{{}}}", m.join(","))
+                }),
+            ]
+        })
+    }
+
+    /// JSON's whitespace between tokens, or none.
+    fn gap() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            4 => Just(""),
+            1 => prop::sample::select(vec![" ", "\t", "\r\n ", "  \n"]),
+        ]
+    }
+
+    /// A valid JSON object line, mostly with the members the test sources
+    /// read (with good and bad values), in any order, keys repeated, any
+    /// other members; now and then deep nesting.
+    fn valid_json_line() -> impl Strategy<Value = String> {
+        let member = |key: BoxedStrategy<String>, value: BoxedStrategy<String>| {
+            (gap(), key, gap(), gap(), value, gap())
+                .prop_map(|(a, k, b, c, v, d)| format!("{a}{k}{b}:{c}{v}{d}"))
+                .boxed()
+        };
+        let needed = |k: &'static str, v: BoxedStrategy<String>| {
+            prop::option::weighted(0.95, member(Just(format!("\"{k}\"")).boxed(), v)).boxed()
+        };
+        let deploy = (name_value(), name_value(), known_value())
+            .prop_map(|(e, n, x)| format!(r#"{{"env":{e},"svc":{{"name":{n}}},"x":{x}}}"#));
+        let deep =
+            (1usize..200, prop::sample::select(vec!["[", "{\"a\":"])).prop_map(|(n, open)| {
+                let close = if open == "[" { "]" } else { "}" };
+                format!("\"x\":{}1{}", open.repeat(n), close.repeat(n))
+            });
+        // A vector of strategies is a strategy of vectors: no deep tuple
+        // types (their value trees overflow a test thread's stack in debug).
+        let members: Vec<BoxedStrategy<Option<String>>> = vec![
+            needed("time", time_value().boxed()),
+            needed("release", name_value().boxed()),
+            needed("environment", name_value().boxed()),
+            needed("status", status_value().boxed()),
+            needed("rel", name_value().boxed()),
+            needed("result", status_value().boxed()),
+            needed("deploy", deploy.boxed()),
+            prop::option::weighted(0.1, deep).boxed(),
+            prop::option::weighted(
+                0.5,
+                member(json_key_text().boxed(), json_value_text().boxed()),
+            )
+            .boxed(),
+            prop::option::weighted(
+                0.3,
+                member(json_key_text().boxed(), json_value_text().boxed()),
+            )
+            .boxed(),
+        ];
+        members
+            .prop_flat_map(|m| Just(m.into_iter().flatten().collect::<Vec<_>>()).prop_shuffle())
+            .prop_map(|m| format!("{{{}}}", m.join(",")))
+    }
+
+    /// A valid line broken once: cut short, or a byte or token that JSON
+    /// does not allow there put in (bad escapes and numbers, control
+    /// bytes, non-JSON whitespace, trailing text), or not an object.
+    fn broken_json_line() -> impl Strategy<Value = String> {
+        let insert = prop::sample::select(vec![
+            "{", "}", "[", "]", ",", ":", "\"", "\\", " ", "x", "0", "\u{0}", "\u{1f}", "é",
+            r"\u12", r"\q", "01", "1.", ".5", "-", "+1", "1e", "NaN", "tru", "'a'", "\u{a0}",
+            "\u{b}", ",}", " x", "{}", "}}",
+        ]);
+        prop_oneof![
+            2 => (valid_json_line(), any::<prop::sample::Index>(), prop::option::of(insert))
+                .prop_map(|(mut line, at, insert)| {
+                    let bounds: Vec<usize> =
+                        (0..=line.len()).filter(|i| line.is_char_boundary(*i)).collect();
+                    let i = bounds[at.index(bounds.len())];
+                    match insert {
+                        Some(t) => line.insert_str(i, t),
+                        None => line.truncate(i),
+                    }
+                    line
+                }),
+            1 => valid_json_line().prop_map(|l| format!("[{l}]")),
+            1 => (valid_json_line(), prop::sample::select(vec![",", "}", " x", "{}", "\"\""]))
+                .prop_map(|(l, t)| l + t),
+        ]
+    }
+
+    /// Lines for the JSON path: mostly valid, a quarter broken.
+    fn json_line() -> impl Strategy<Value = String> {
+        prop_oneof![3 => valid_json_line(), 1 => broken_json_line()]
+    }
+
+    /// The fast reader answers for ordinary lines (so the property tests
+    /// below compare it, not only its fallback) and leaves the rest to
+    /// serde_json.
+    #[test]
+    fn the_fast_json_reader_takes_ordinary_lines() {
+        let p = parser(JSON);
+        let keys = &p.keys;
+        for line in [
+            canon(""),
+            canon(r#","reason":"a \"quoted\" word\n","x":[1,{"y":null}],"commit_time":1.5e9"#),
+            r#"{ "release" : "r1" , "deploy": { "env": [ -0.5e+3, true, false, "\ud800" ] } }"#
+                .to_string(),
+            "{}".to_string(),
+        ] {
+            let mut slots = [None; N_FIELDS];
+            assert!(
+                jsonpick::pick(&line, keys, &mut slots[..keys.len()]).is_some(),
+                "{line}"
+            );
+            if line == "{}" {
+                assert_eq!(slots.iter().flatten().count(), 0);
+            }
+        }
+        let mut slots = [None; N_FIELDS];
+        let line = canon(r#","reason":"a \"quoted\" word\n","release":7"#);
+        jsonpick::pick(&line, keys, &mut slots[..keys.len()]).unwrap();
+        let got = |f: Field| slots[p.specs[f as usize].slot];
+        assert_eq!(got(Field::Reason), Some(r#""a \"quoted\" word\n""#));
+        assert_eq!(got(Field::Release), Some("7"), "the last of a repeated key");
+        assert_eq!(got(Field::Time), Some("\"2026-11-03T10:00:00+01:00\""));
+        for line in [
+            r#"{"rel\u0065ase":"r1"}"#.to_string(),
+            format!(r#"{{"x":{}{}}}"#, "[".repeat(65), "]".repeat(65)),
+            r#"{"a":1,}"#.to_string(),
+            r#"{"a":01}"#.to_string(),
+            "{\"a\":\"\u{1}\"}".to_string(),
+            r#"{"a":1} x"#.to_string(),
+            r#"[{"a":1}]"#.to_string(),
+            r#"{"a":"\q"}"#.to_string(),
+        ] {
+            let mut slots = [None; N_FIELDS];
+            assert!(
+                jsonpick::pick(&line, keys, &mut slots[..keys.len()]).is_none(),
+                "{line}"
+            );
+        }
+        // Deep nesting the fast reader leaves to serde_json still parses.
+        let deep = canon(&format!(r#","x":{}{}"#, "[".repeat(500), "]".repeat(500)));
+        assert_eq!(p.parse(&deep), p.parse(&canon("")));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -1100,6 +1433,36 @@ actor_type = "human""#;
                     }
                     prop_assert!(!e.release.is_empty() && !e.environment.is_empty());
                 }
+            }
+        }
+
+        /// The fast JSON path gives the old path's event or rejection, for
+        /// every JSON source, over adversarial lines.
+        #[test]
+        fn the_fast_json_path_agrees_with_serde_json(line in json_line()) {
+            for p in json_parsers() {
+                prop_assert_eq!(p.parse(&line), reference_parse(p, &line), "{}", line);
+            }
+        }
+
+        #[test]
+        fn the_fast_json_path_agrees_on_json_ish_text(line in json_ish()) {
+            for p in json_parsers() {
+                prop_assert_eq!(p.parse(&line), reference_parse(p, &line));
+            }
+        }
+
+        #[test]
+        fn the_fast_json_path_agrees_on_records(line in json_record()) {
+            for p in json_parsers() {
+                prop_assert_eq!(p.parse(&line), reference_parse(p, &line));
+            }
+        }
+
+        #[test]
+        fn the_fast_json_path_agrees_on_any_string(line in any::<String>()) {
+            for p in json_parsers() {
+                prop_assert_eq!(p.parse(&line), reference_parse(p, &line));
             }
         }
 

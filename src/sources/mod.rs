@@ -13,6 +13,7 @@
 
 pub mod fields;
 pub mod file;
+mod jsonpick;
 pub mod kubernetes;
 pub mod line;
 pub mod poll;
