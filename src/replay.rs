@@ -11,7 +11,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -20,6 +20,7 @@ use crate::config::{Loaded, SourceConfig, SourceType};
 use crate::detect::Anomaly;
 use crate::event::{Event, InputResult, TimeMs, format_rfc3339, now_ms};
 use crate::sinks::metrics::Metrics;
+use crate::sources::file::tail::MAX_LINE;
 use crate::sources::line::{LineParser, Parsed};
 use crate::track::{Effect, Tracker};
 
@@ -96,19 +97,29 @@ impl Reader<'_> {
     fn next_event(&mut self, tracker: &mut Tracker) -> Result<Option<Event>, ReplayError> {
         loop {
             self.buf.clear();
-            let n = self
-                .lines
+            let read = |e| ReplayError::Read {
+                file: self.file.clone(),
+                source: e,
+            };
+            // At most MAX_LINE bytes of a line are held, as the file
+            // source does: a longer line is skipped to its end and
+            // counted invalid.
+            let cap = MAX_LINE as u64 + 1;
+            let n = (&mut self.lines)
+                .take(cap)
                 .read_until(b'\n', &mut self.buf)
-                .map_err(|source| ReplayError::Read {
-                    file: self.file.clone(),
-                    source,
-                })?;
+                .map_err(read)?;
             if n == 0 {
                 return Ok(None);
             }
-            let parsed = match std::str::from_utf8(&self.buf) {
-                Ok(line) => self.parser.parse(line.trim_end_matches(['\n', '\r'])),
-                Err(_) => Parsed::Invalid("line is not UTF-8".into()),
+            let parsed = if self.buf.len() > MAX_LINE {
+                skip_line(&mut self.lines).map_err(read)?;
+                Parsed::Invalid(format!("line is longer than {MAX_LINE} bytes"))
+            } else {
+                match std::str::from_utf8(&self.buf) {
+                    Ok(line) => self.parser.parse(line.trim_end_matches(['\n', '\r'])),
+                    Err(_) => Parsed::Invalid("line is not UTF-8".into()),
+                }
             };
             let result = match parsed {
                 Parsed::Event(e) => return Ok(Some(*e)),
@@ -118,6 +129,27 @@ impl Reader<'_> {
             };
             tracker.count(self.source, result);
             self.counted(result);
+        }
+    }
+}
+
+/// Reads past the rest of a line (to its newline or the end of the input)
+/// without holding it.
+fn skip_line(r: &mut dyn BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                r.consume(n);
+            }
         }
     }
 }

@@ -141,3 +141,49 @@ fn a_file_no_source_claims_is_a_usage_error() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Hostile input: a 128 MiB line with no newline in a replayed file is held
+/// only up to the 1 MiB line cap, skipped to its end and counted invalid;
+/// the lines around it are read as usual.
+#[test]
+fn a_line_over_the_cap_is_counted_invalid_without_being_held() {
+    use std::io::Write;
+    let first = std::fs::read_to_string(root().join("examples/logs/deploy.ndjson")).unwrap();
+    let first = first.lines().next().unwrap().to_string();
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("huge.ndjson");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    writeln!(f, "{first}").unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    f.write_all(b"{\"a\":\"").unwrap();
+    for _ in 0..128 {
+        f.write_all(&chunk).unwrap();
+    }
+    f.write_all(b"\"}\n").unwrap();
+    // The same event again: a duplicate, so the reader went on after the cut.
+    writeln!(f, "{first}").unwrap();
+    drop(f);
+    let (o, peak_kib) = relstat_peak(
+        &[
+            "replay",
+            "-c",
+            "examples/quickstart.toml",
+            "--source",
+            "deploy-json",
+            "--output",
+            "json",
+            path.to_str().unwrap(),
+        ],
+        120,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let json = &v["events"]["deploy-json"];
+    assert_eq!(json["accepted"], 1, "{json}");
+    assert_eq!(json["invalid"], 1, "{json}");
+    assert_eq!(json["duplicate"], 1, "{json}");
+    assert!(
+        peak_kib < 48 * 1024,
+        "replay held the 128 MiB line: peak {peak_kib} KiB"
+    );
+}
