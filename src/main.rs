@@ -1,14 +1,16 @@
 //! The `relstat` binary: everything lives in the library; see `relstat::cli`.
 
-/// mimalloc instead of glibc's malloc: 18-28 % less CPU on replay and
-/// `run --once` (malloc and free were ~30 % of `run --once`'s samples), and,
-/// tuned below, no more idle memory (BENCHMARKS.md, issue 23, step 6).
+/// mimalloc instead of glibc's malloc: ~25 % less CPU on replay and ~20 %
+/// on `run --once` (malloc and free were ~30 % of `run --once`'s samples),
+/// and, tuned below, ~2 MiB less idle memory (BENCHMARKS.md, issue 23,
+/// step 6).
 /// Transparent huge pages are off (the crate's `no_thp` feature): with them
 /// an agent idle with 10,000 keys held twice its heap.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (mimalloc.h, v3): 15.
+/// mimalloc's `mi_option_purge_delay` (mimalloc.h, v3): 15. libmimalloc-sys
+/// has no constant for it; check the enum when updating that crate.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn main() -> std::process::ExitCode {
