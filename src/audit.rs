@@ -419,22 +419,9 @@ mod tests {
         let at = 1000 * i as i64;
         HistoryRecord {
             event: Event {
-                id: format!("id-{i}"),
                 time: at - 10,
                 release: format!("r{}", i % 3),
-                service: "svc".into(),
-                environment: "production".into(),
-                site: String::new(),
-                status: "deployed".into(),
-                actor: "bot".into(),
-                actor_type: crate::event::ActorType::Automation,
-                source: "s".into(),
-                reason: None,
-                version: None,
-                commit: None,
-                artifact: None,
-                commit_time: None,
-                change_class: None,
+                ..crate::store::tests::event(i)
             },
             recorded_at: at,
             order_time: at - 10,

@@ -1298,4 +1298,4 @@ pub mod check;
 pub mod dlq;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

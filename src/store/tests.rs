@@ -14,7 +14,7 @@ fn key(i: u64) -> Key {
     }
 }
 
-pub(super) fn event(i: u64) -> Event {
+pub(crate) fn event(i: u64) -> Event {
     Event {
         id: format!("id-{i}"),
         time: 1_000 * i as i64,

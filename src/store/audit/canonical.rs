@@ -681,96 +681,7 @@ mod tests {
     use super::super::{canonical, canonical_value, canonical_via_value};
     use super::*;
     use crate::detect::Decision;
-    use crate::event::{ActorType, ChangeClass, Event};
-    use crate::track::HistoryRecord;
-
-    /// Strings with what escaping has to get right: quotes, backslashes,
-    /// control characters, U+2028/9, non-ASCII, and anything at all.
-    fn text() -> impl Strategy<Value = String> {
-        prop_oneof![
-            "[a-z0-9._/-]{0,12}",
-            "[\"\\\\\u{0}-\u{1f}\u{7f}\u{80}\u{2028}\u{2029}\u{fffd}é中😀 a]{0,10}",
-            any::<String>(),
-        ]
-    }
-
-    fn opt_text() -> impl Strategy<Value = Option<String>> {
-        proptest::option::of(text())
-    }
-
-    fn event() -> impl Strategy<Value = Event> {
-        (
-            (text(), any::<i64>(), text(), text(), text(), text()),
-            (text(), text(), any::<bool>(), text()),
-            (
-                opt_text(),
-                opt_text(),
-                opt_text(),
-                opt_text(),
-                proptest::option::of(any::<i64>()),
-                proptest::option::of(0..3u8),
-            ),
-        )
-            .prop_map(
-                |(
-                    (id, time, release, service, environment, site),
-                    (status, actor, human, source),
-                    (reason, version, commit, artifact, commit_time, class),
-                )| Event {
-                    id,
-                    time,
-                    release,
-                    service,
-                    environment,
-                    site,
-                    status,
-                    actor,
-                    actor_type: if human {
-                        ActorType::Human
-                    } else {
-                        ActorType::Automation
-                    },
-                    source,
-                    reason,
-                    version,
-                    commit,
-                    artifact,
-                    commit_time,
-                    change_class: class.map(|c| {
-                        [
-                            ChangeClass::Standard,
-                            ChangeClass::Normal,
-                            ChangeClass::Emergency,
-                        ][c as usize]
-                    }),
-                },
-            )
-    }
-
-    fn record() -> impl Strategy<Value = HistoryRecord> {
-        (
-            event(),
-            any::<i64>(),
-            any::<i64>(),
-            opt_text(),
-            any::<bool>(),
-            proptest::collection::vec(text(), 0..4),
-            proptest::option::of(0..3u8),
-        )
-            .prop_map(
-                |(event, recorded_at, order_time, from, late, anomalies, decision)| HistoryRecord {
-                    event,
-                    recorded_at,
-                    order_time,
-                    from,
-                    late,
-                    anomalies,
-                    decision: decision.map(|d| {
-                        [Decision::Approved, Decision::Rejected, Decision::Revoked][d as usize]
-                    }),
-                },
-            )
-    }
+    use crate::track::codec::tests::{history, text};
 
     /// Any JSON document (a `Value` serializes as maps, arrays and
     /// scalars: the direct route's generic paths).
@@ -799,7 +710,7 @@ mod tests {
         /// give the `Value` route's (which wrote every hash before it), and
         /// an exported row read back must give them again.
         #[test]
-        fn a_history_row_is_the_same_bytes_both_ways(rec in record()) {
+        fn a_history_row_is_the_same_bytes_both_ways(rec in history()) {
             let direct = canonical(&rec);
             prop_assert_eq!(&direct, &canonical_via_value(&rec));
             // (not by the fallback)
@@ -812,7 +723,7 @@ mod tests {
         /// One `Canonical` over many rows (its buffers reused) gives each
         /// row's bytes.
         #[test]
-        fn reused_buffers_give_each_rows_bytes(recs in proptest::collection::vec(record(), 1..5)) {
+        fn reused_buffers_give_each_rows_bytes(recs in proptest::collection::vec(history(), 1..5)) {
             let mut c = Canonical::default();
             for rec in &recs {
                 let reference = canonical_via_value(rec);
