@@ -46,12 +46,7 @@ fn line(id: &str, time: &str, release: &str, env: &str, status: &str, actor: &st
 }
 
 fn append(agent: &Agent, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(agent.log("a.log"))
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
+    append_text(&agent.log("a.log"), text);
 }
 
 fn wait_events(agent: &Agent, result: &str, n: f64) {
@@ -323,26 +318,10 @@ fn all_keys(v: &serde_json::Value, out: &mut Vec<String>) {
 
 #[test]
 fn api_partner_sees_its_environments_and_never_a_redacted_field() {
-    let hash = |p: &str| bcrypt::hash(p, 4).unwrap();
     let mut agent = Agent::new(
         "[http.partners.acme]\nenvironments = [\"staging\"]\nredact = [\"actor\", \"reason\"]\n",
     );
-    let web = agent.dir.path().join("web.yml");
-    std::fs::write(
-        &web,
-        format!(
-            "basic_auth_users:\n  ops: {}\n  acme: {}\n",
-            hash("ops-pw"),
-            hash("acme-pw")
-        ),
-    )
-    .unwrap();
-    // web_config_file belongs in [http], which Agent::new writes first.
-    let cfg = std::fs::read_to_string(&agent.config).unwrap().replace(
-        "[http]\n",
-        &format!("[http]\nweb_config_file = \"{}\"\n", web.display()),
-    );
-    std::fs::write(&agent.config, cfg).unwrap();
+    set_web_users(&agent, &[("ops", "ops-pw"), ("acme", "acme-pw")]);
     append(
         &agent,
         &[
@@ -496,21 +475,7 @@ fn check_config_refuses_a_bad_partner() {
 /// relstat.toml has `extra` after [http].
 fn agent_with_users(users: &[(&str, &str)], extra: &str) -> Agent {
     let agent = Agent::new(extra);
-    let web = agent.dir.path().join("web.yml");
-    let mut yaml = String::from(if users.is_empty() {
-        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
-    } else {
-        "basic_auth_users:\n"
-    });
-    for (u, p) in users {
-        yaml.push_str(&format!("  {u}: {}\n", bcrypt::hash(p, 4).unwrap()));
-    }
-    std::fs::write(&web, yaml).unwrap();
-    let cfg = std::fs::read_to_string(&agent.config).unwrap().replace(
-        "[http]\n",
-        &format!("[http]\nweb_config_file = \"{}\"\n", web.display()),
-    );
-    std::fs::write(&agent.config, cfg).unwrap();
+    set_web_users(&agent, users);
     agent
 }
 

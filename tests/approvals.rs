@@ -4,7 +4,7 @@
 //! status` (through the agent and from the stopped agent's store) and the
 //! SIEM record of `gate_bypass` (json over tcp to a local listener).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 
 use crate::util::*;
@@ -17,15 +17,6 @@ fn line(id: &str, hm: &str, rel: &str, svc: &str, env: &str, status: &str, who: 
          \"actor\":\"{who}\",\"actor_type\":\"human\"}}\n",
         day = day()
     )
-}
-
-fn append(path: &std::path::Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 fn get_json(port: u16, path: &str) -> serde_json::Value {
@@ -56,7 +47,7 @@ fn decisions_and_four_eyes_show_in_history_status_and_siem() {
     // r1: alice approves in Jira (as her accountId) and deploys: self-approved
     // r2: approved by carol, rejected by bob before the deploy: no approval
     // r3: approved by bob, deployed by alice: clean
-    append(
+    append_text(
         &jira,
         &[
             line("j1", "10:00", "r1", "-", "-", "approved", "5b10ac8d"),
@@ -66,7 +57,7 @@ fn decisions_and_four_eyes_show_in_history_status_and_siem() {
         ]
         .concat(),
     );
-    append(
+    append_text(
         &agent.log("deploy.log"),
         &[
             line(
@@ -216,47 +207,29 @@ fn servicenow(changes: std::sync::Arc<std::sync::Mutex<Vec<(String, i64, String)
             .unwrap(),
         )
         .unwrap();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                    break;
-                }
-            }
-            let offset_zero = line.contains("sysparm_offset=0");
-            let list: Vec<serde_json::Value> = if offset_zero {
-                changes
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .map(|(release, state, approval)| {
-                        let mut c = real["result"].clone();
-                        c["sys_id"] = serde_json::json!({"value": format!("sys-{release}")});
-                        c["u_release"] = serde_json::json!({"value": release});
-                        c["state"] = serde_json::json!({"value": state});
-                        c["approval"] = serde_json::json!({"value": approval});
-                        c["sys_updated_by"] = serde_json::json!({"value": "change-board"});
-                        c["sys_updated_on"] =
-                            serde_json::json!({"value": format!("{} 09:00:00", day())});
-                        c
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let body = serde_json::json!({ "result": list }).to_string();
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-        }
+    serve_http(l, move |line| {
+        let offset_zero = line.contains("sysparm_offset=0");
+        let list: Vec<serde_json::Value> = if offset_zero {
+            changes
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(release, state, approval)| {
+                    let mut c = real["result"].clone();
+                    c["sys_id"] = serde_json::json!({"value": format!("sys-{release}")});
+                    c["u_release"] = serde_json::json!({"value": release});
+                    c["state"] = serde_json::json!({"value": state});
+                    c["approval"] = serde_json::json!({"value": approval});
+                    c["sys_updated_by"] = serde_json::json!({"value": "change-board"});
+                    c["sys_updated_on"] =
+                        serde_json::json!({"value": format!("{} 09:00:00", day())});
+                    c
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        json_200(&serde_json::json!({ "result": list }).to_string())
     });
     port
 }
@@ -279,7 +252,7 @@ fn an_agent_polling_servicenow_sees_approvals_and_revocations() {
          [sources.fields]\nrelease = \"u_release.value\"\n\n\
          [model.gate]\nenvironments = [\"production\"]\napproval_sources = [\"servicenow\"]\n"
     ));
-    append(
+    append_text(
         &agent.log("deploy.log"),
         &[
             line(

@@ -5,24 +5,13 @@
 //! `audit verify --export --key` offline, a tampered export and a wrong key
 //! refused; hostile files given to `verify --export`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::util::*;
 
-fn cfg(a: &Agent) -> &str {
-    a.config.to_str().unwrap()
-}
-
-fn keygen(dir: &Path) -> (PathBuf, PathBuf) {
-    let prefix = dir.join("site");
-    let o = relstat(&["keygen", "--out", prefix.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    (dir.join("site.key"), dir.join("site.pub"))
-}
-
 /// An agent with a site key whose store holds `n` history rows (run --once).
 fn agent_with_history(keys: &Path, n: usize) -> Agent {
-    let (key, _) = keygen(keys);
+    let (key, _) = keygen(keys, "site");
     let a = Agent::new(&format!(
         "[spool]\nsigning_key_file = \"{}\"\n",
         key.display()
@@ -158,7 +147,7 @@ fn a_signed_export_verifies_offline_and_a_tampered_one_does_not() {
     assert!(stderr(&o).contains("removed or moved"), "{}", stderr(&o));
     // another site's key
     let other = tempfile::tempdir().unwrap();
-    let (_, other_pub) = keygen(other.path());
+    let (_, other_pub) = keygen(other.path(), "site");
     let o = verify(&out, &other_pub);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -311,7 +300,7 @@ fn anchors_reach_a_real_rsyslog_in_every_format() {
 #[test]
 fn anchors_travel_in_bundles_from_a_site_without_a_siem() {
     let keys = tempfile::tempdir().unwrap();
-    let (key, public) = keygen(keys.path());
+    let (key, public) = keygen(keys.path(), "site");
     let trusted = keys.path().join("trusted");
     std::fs::create_dir_all(&trusted).unwrap();
     std::fs::copy(&public, trusted.join("t.pub")).unwrap();
@@ -336,27 +325,13 @@ fn anchors_travel_in_bundles_from_a_site_without_a_siem() {
     // one more tick: an anchor of the head with all four rows
     std::thread::sleep(std::time::Duration::from_secs(6));
     let bundle = keys.path().join("t.bundle");
-    let o = relstat(&[
-        "-c",
-        cfg(&site),
-        "spool",
-        "export",
-        "--out",
-        bundle.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    spool_export(&site, &bundle);
     assert_eq!(site.signal("-TERM"), Some(0));
     let relay = Agent::new(&format!(
         "[spool]\nenabled = true\ntrusted_keys_dir = \"{}\"\n",
         trusted.display()
     ));
-    let o = relstat(&[
-        "-c",
-        cfg(&relay),
-        "spool",
-        "import",
-        bundle.to_str().unwrap(),
-    ]);
+    let o = spool_import(&relay, &bundle);
     assert!(o.status.success(), "{}", stderr(&o));
     let store = relstat::store::Store::open(&relay.dir.path().join("data")).unwrap();
     let anchors: Vec<_> = store

@@ -24,35 +24,35 @@ fn freeze() -> String {
     )
 }
 
-fn cfg(a: &Agent) -> &str {
-    a.config.to_str().unwrap()
-}
-
 fn live_spool(a: &Agent) -> Value {
     let o = relstat(&["-c", cfg(a), "spool", "inspect", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     serde_json::from_str(&stdout(&o)).unwrap()
 }
 
-/// `relstat keygen --out DIR/NAME`; the public key copied to `trusted/SITE.pub`.
-fn keygen(dir: &Path, name: &str, site: &str) -> PathBuf {
-    let prefix = dir.join(name);
-    let o = relstat(&["keygen", "--out", prefix.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+/// `relstat keygen --out DIR/NAME`, the public key copied to
+/// `trusted/SITE.pub`; the private key's path.
+fn trusted_keygen(dir: &Path, name: &str, site: &str) -> PathBuf {
+    let (key, public) = keygen(dir, name);
     let trusted = dir.join("trusted");
     std::fs::create_dir_all(&trusted).unwrap();
-    std::fs::copy(
-        dir.join(format!("{name}.pub")),
-        trusted.join(format!("{site}.pub")),
+    std::fs::copy(public, trusted.join(format!("{site}.pub"))).unwrap();
+    key
+}
+
+/// A `[siem]` that takes every transition (`forward = "all"`) to a closed
+/// loopback port: the outbox keeps them all, to be counted or exported.
+fn siem_forward_all_unreachable() -> String {
+    format!(
+        "[siem]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{}\"\nforward = \"all\"\n",
+        free_port()
     )
-    .unwrap();
-    dir.join(format!("{name}.key"))
 }
 
 /// A site agent that accumulated `n` records, and the bundle it exported
 /// while running.
 fn site_bundle(keys: &Path, n: usize) -> (Agent, PathBuf) {
-    let key = keygen(keys, "site-t", "t");
+    let key = trusted_keygen(keys, "site-t", "t");
     let mut a = Agent::new(&format!(
         "{}\n[spool]\nenabled = true\nsigning_key_file = \"{}\"\n",
         freeze(),
@@ -66,15 +66,7 @@ fn site_bundle(keys: &Path, n: usize) -> (Agent, PathBuf) {
         live_spool(&a)
     );
     let out = keys.join("site-t.bundle");
-    let o = relstat(&[
-        "-c",
-        cfg(&a),
-        "spool",
-        "export",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = spool_export(&a, &out);
     assert!(
         stderr(&o).contains(&format!("exported {n} events")),
         "{}",
@@ -108,13 +100,7 @@ fn bundle_exported_by_a_running_site_imports_once_into_a_relay_stopped_or_runnin
         keys.path().join("trusted").display()
     ));
     // Stopped: the store is opened directly.
-    let o = relstat(&[
-        "-c",
-        cfg(&relay),
-        "spool",
-        "import",
-        bundle.to_str().unwrap(),
-    ]);
+    let o = spool_import(&relay, &bundle);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("40 events, 40 enqueued, 0 already imported"),
@@ -149,7 +135,7 @@ fn a_tampered_bundle_is_refused_with_exit_1_and_the_reason() {
         keys.path().join("trusted").display()
     ));
     relay.start();
-    let o = relstat(&["-c", cfg(&relay), "spool", "import", cut.to_str().unwrap()]);
+    let o = spool_import(&relay, &cut);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("damaged or truncated bundle"),
@@ -159,13 +145,7 @@ fn a_tampered_bundle_is_refused_with_exit_1_and_the_reason() {
     assert_eq!(live_spool(&relay)["events"], 0);
     // A relay that trusts nobody.
     let lonely = Agent::new("[spool]\nenabled = true\n");
-    let o = relstat(&[
-        "-c",
-        cfg(&lonely),
-        "spool",
-        "import",
-        bundle.to_str().unwrap(),
-    ]);
+    let o = spool_import(&lonely, &bundle);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("trusted_keys_dir is not set"),
@@ -213,7 +193,7 @@ fn site_with_unreachable_siem_exports_and_relay_forwards_every_event_once_to_rsy
     let want = 2 * n;
     let keys = tempfile::tempdir().unwrap();
     // Site A: its SIEM is a closed port; the outbox accumulates.
-    let key = keygen(keys.path(), "site-a", "site-a");
+    let key = trusted_keygen(keys.path(), "site-a", "site-a");
     let closed = free_port();
     let mut a = Agent::new(&format!(
         "{}\n[spool]\nsigning_key_file = \"{}\"\n\n\
@@ -235,15 +215,7 @@ fn site_with_unreachable_siem_exports_and_relay_forwards_every_event_once_to_rsy
         "site A's SIEM must be unreachable"
     );
     let bundle = keys.path().join("site-a.bundle");
-    let o = relstat(&[
-        "-c",
-        cfg(&a),
-        "spool",
-        "export",
-        "--out",
-        bundle.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = spool_export(&a, &bundle);
     assert!(
         stderr(&o).contains(&format!("exported {want} events")),
         "{}",
@@ -283,7 +255,7 @@ fn site_with_unreachable_siem_exports_and_relay_forwards_every_event_once_to_rsy
     );
     assert!(rs.lines().is_empty(), "the relay has nothing of its own");
     let import = || {
-        let o = relstat(&["-c", cfg(&b), "spool", "import", bundle.to_str().unwrap()]);
+        let o = spool_import(&b, &bundle);
         assert!(o.status.success(), "{}", stderr(&o));
         stderr(&o)
     };
@@ -438,16 +410,12 @@ fn history_series(exposition: &str, counters: bool) -> Vec<String> {
 #[test]
 fn relay_tracks_a_forward_all_sites_history_from_its_bundle_stopped_or_running() {
     let keys = tempfile::tempdir().unwrap();
-    let key = keygen(keys.path(), "site-a", "site-a");
+    let key = trusted_keygen(keys.path(), "site-a", "site-a");
     let start = (relstat::event::now_ms() / 60_000 - 12 * 60) * 60_000;
-    // Site A: forward = "all", its SIEM a closed port.
-    let siem = |port: u16| {
-        format!("[siem]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\nforward = \"all\"\n")
-    };
     let mut a = Agent::new(&format!(
         "[spool]\nsigning_key_file = \"{}\"\n\n{}",
         key.display(),
-        siem(free_port())
+        siem_forward_all_unreachable()
     ));
     set_site_and_host(&a, "site-a", "host-a");
     write_history(&a.log("deploy.log"), start);
@@ -470,15 +438,7 @@ fn relay_tracks_a_forward_all_sites_history_from_its_bundle_stopped_or_running()
         "{site_series:#?}"
     );
     let bundle = keys.path().join("site-a.bundle");
-    let o = relstat(&[
-        "-c",
-        cfg(&a),
-        "spool",
-        "export",
-        "--out",
-        bundle.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    spool_export(&a, &bundle);
     assert_eq!(a.signal("-TERM"), Some(0));
 
     // Relays: a [siem] (unreachable, so the outbox can be counted), no sources.
@@ -486,14 +446,14 @@ fn relay_tracks_a_forward_all_sites_history_from_its_bundle_stopped_or_running()
         let b = Agent::new(&format!(
             "[spool]\ntrusted_keys_dir = \"{}\"\n\n{}",
             keys.path().join("trusted").display(),
-            siem(free_port())
+            siem_forward_all_unreachable()
         ));
         set_site_and_host(&b, "relay", "relay-host");
         without_sources(&b);
         b
     };
     let import = |b: &Agent| {
-        let o = relstat(&["-c", cfg(b), "spool", "import", bundle.to_str().unwrap()]);
+        let o = spool_import(b, &bundle);
         assert!(o.status.success(), "{}", stderr(&o));
         stderr(&o)
     };
@@ -826,7 +786,7 @@ fn short(s: &str) -> String {
 #[test]
 fn bomb_bundles_are_refused_by_import_and_inspect_with_bounded_memory() {
     let keys = tempfile::tempdir().unwrap();
-    let key = keygen(keys.path(), "site-t", "t");
+    let key = trusted_keygen(keys.path(), "site-t", "t");
     let trusted = keys.path().join("trusted");
     let relay_cfg = format!(
         "[spool]\nenabled = true\ntrusted_keys_dir = \"{}\"\n",
@@ -914,24 +874,12 @@ fn bomb_bundles_are_refused_by_import_and_inspect_with_bounded_memory() {
     // A running relay: the import happens in the agent (admin socket).
     let mut running = Agent::new(&relay_cfg);
     running.start();
-    let o = relstat(&[
-        "-c",
-        cfg(&running),
-        "spool",
-        "import",
-        first_path.to_str().unwrap(),
-    ]);
+    let o = spool_import(&running, &first_path);
     assert!(o.status.success(), "{}", stderr(&o));
     let pid = running.pid();
     let before = vm_hwm(pid).unwrap();
     for (what, path, says, _) in &made {
-        let o = relstat(&[
-            "-c",
-            cfg(&running),
-            "spool",
-            "import",
-            path.to_str().unwrap(),
-        ]);
+        let o = spool_import(&running, path);
         let said = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{what}: {}", short(&said));
         assert!(said.contains(says), "{what}: {}", short(&said));
@@ -1021,16 +969,13 @@ fn prod_rollup(a: &Agent, release: &str) -> (String, bool) {
 #[test]
 fn a_rollup_completes_when_the_air_gapped_sites_bundle_arrives_and_the_relay_judges_stages_alike() {
     let keys = tempfile::tempdir().unwrap();
-    let key = keygen(keys.path(), "oslo", "oslo");
+    let key = trusted_keygen(keys.path(), "oslo", "oslo");
     let start = (relstat::event::now_ms() / 60_000 - 3 * 60) * 60_000;
-    let siem = |port: u16| {
-        format!("[siem]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\nforward = \"all\"\n")
-    };
     // Oslo, air-gapped: r1 promoted cleanly, r2 (2.0) straight to prod.
     let mut oslo = Agent::new(&format!(
         "[spool]\nsigning_key_file = \"{}\"\n\n{}\n{PROMOTION}",
         key.display(),
-        siem(free_port())
+        siem_forward_all_unreachable()
     ));
     set_site_and_host(&oslo, "oslo", "host-oslo");
     let oslo_lines = [
@@ -1065,22 +1010,14 @@ fn a_rollup_completes_when_the_air_gapped_sites_bundle_arrives_and_the_relay_jud
     assert_eq!(sample(&m, skipped), Some(1.0), "{m}");
     assert_eq!(sample(&m, emergency), Some(1.0), "{m}");
     let bundle = keys.path().join("oslo.bundle");
-    let o = relstat(&[
-        "-c",
-        cfg(&oslo),
-        "spool",
-        "export",
-        "--out",
-        bundle.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    spool_export(&oslo, &bundle);
     assert_eq!(oslo.signal("-TERM"), Some(0));
 
     // Zurich, the relay: its own r1, promoted cleanly.
     let mut zurich = Agent::new(&format!(
         "[spool]\ntrusted_keys_dir = \"{}\"\n\n{}\n{PROMOTION}",
         keys.path().join("trusted").display(),
-        siem(free_port())
+        siem_forward_all_unreachable()
     ));
     set_site_and_host(&zurich, "zurich", "host-zurich");
     promotion_lines(
@@ -1119,13 +1056,7 @@ fn a_rollup_completes_when_the_air_gapped_sites_bundle_arrives_and_the_relay_jud
         "zurich promoted cleanly"
     );
 
-    let o = relstat(&[
-        "-c",
-        cfg(&zurich),
-        "spool",
-        "import",
-        bundle.to_str().unwrap(),
-    ]);
+    let o = spool_import(&zurich, &bundle);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(prod_rollup(&zurich, "r1"), ("complete".into(), true));
     // Freshness of what the relay knows about oslo.
@@ -1222,15 +1153,12 @@ fn the_fleet_recording_rules_give_the_relays_rollup_on_a_real_prometheus() {
         return;
     };
     let keys = tempfile::tempdir().unwrap();
-    let key = keygen(keys.path(), "oslo", "oslo");
+    let key = trusted_keygen(keys.path(), "oslo", "oslo");
     let start = (relstat::event::now_ms() / 60_000 - 3 * 60) * 60_000;
-    let siem = |port: u16| {
-        format!("[siem]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\nforward = \"all\"\n")
-    };
     let mut oslo = Agent::new(&format!(
         "[spool]\nsigning_key_file = \"{}\"\n\n{}",
         key.display(),
-        siem(free_port())
+        siem_forward_all_unreachable()
     ));
     set_site_and_host(&oslo, "oslo", "host-oslo");
     promotion_lines(
@@ -1244,15 +1172,7 @@ fn the_fleet_recording_rules_give_the_relays_rollup_on_a_real_prometheus() {
     oslo.start();
     assert!(wait_until(20, || live_spool(&oslo)["events"] == 2));
     let bundle = keys.path().join("oslo.bundle");
-    let o = relstat(&[
-        "-c",
-        cfg(&oslo),
-        "spool",
-        "export",
-        "--out",
-        bundle.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    spool_export(&oslo, &bundle);
 
     // Zurich, the relay: its own r1 deployed, oslo's imported.
     let mut zurich = Agent::new(&format!(
@@ -1266,13 +1186,7 @@ fn the_fleet_recording_rules_give_the_relays_rollup_on_a_real_prometheus() {
         &[("r1", "prod", "deployed", 25, "1.4")],
     );
     zurich.start();
-    let o = relstat(&[
-        "-c",
-        cfg(&zurich),
-        "spool",
-        "import",
-        bundle.to_str().unwrap(),
-    ]);
+    let o = spool_import(&zurich, &bundle);
     assert!(o.status.success(), "{}", stderr(&o));
     let (status, body) = http_get(zurich.port, "/api/v1/releases/r1/rollup").unwrap();
     assert_eq!(status, 200, "{body}");

@@ -3,38 +3,14 @@
 //! application that does not map is kept once; after the configuration is
 //! fixed, `relstat dlq replay` applies them once.
 
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::util::{Agent, relstat, sample, stderr, stdout, wait_until};
+use crate::util::{
+    Agent, http_server, json_200, post_hook, relstat, sample, stderr, stdout, wait_until,
+};
 
 const SECRET: &str = "dlq-s3cret-for-tests";
-
-/// POSTs `body` to `/hooks/{source}`; the status code and the answer.
-fn post(port: u16, source: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let mut req = format!(
-        "POST /hooks/{source} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, out)
-}
 
 fn counted(a: &Agent, result: &str) -> f64 {
     sample(
@@ -79,7 +55,7 @@ fn an_unmapped_payload_is_kept_and_replayed_once_after_the_fix() {
         ("X-Atlassian-Webhook-Identifier", "delivery-77".to_string()),
         ("User-Agent", "Atlassian Webhook HTTP Client".to_string()),
     ];
-    let (code, answer) = post(a.port, "jira", &headers, &body);
+    let (code, answer) = post_hook(a.port, "jira", &headers, &body);
     assert_eq!(code, 202, "{answer}");
     assert!(wait_until(5, || counted(&a, "unmapped") == 1.0));
     assert_eq!(
@@ -181,29 +157,10 @@ fn an_unmapped_payload_is_kept_and_replayed_once_after_the_fix() {
 /// Serves `body` (JSON) to every request on a free 127.0.0.1 port,
 /// counting the requests in `hits`.
 fn serve_json(body: String, hits: Arc<AtomicUsize>) -> u16 {
-    use std::io::BufRead;
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut r = std::io::BufReader::new(conn.try_clone().unwrap());
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                    break;
-                }
-            }
-            hits.fetch_add(1, Ordering::SeqCst);
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    port
+    http_server(move |_| {
+        hits.fetch_add(1, Ordering::SeqCst);
+        json_200(&body)
+    })
 }
 
 /// A poll source's object that does not map (a real Argo CD application,

@@ -34,12 +34,7 @@ fn line(id: &str, release: &str, service: &str, status: &str) -> String {
 }
 
 fn append(agent: &Agent, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(agent.log("a.log"))
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
+    append_text(&agent.log("a.log"), text);
 }
 
 /// POSTs a signed body to `/hooks/hook`; the status code.

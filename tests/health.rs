@@ -261,7 +261,6 @@ impl Drop for Tmpfs {
 /// Appends canonical lines for releases `from..to` (one `deployed` each),
 /// timed from yesterday on, one second apart.
 fn append_recent(path: &std::path::Path, from: usize, to: usize) {
-    use std::io::Write;
     let start = chrono::Utc::now() - chrono::Duration::days(1);
     let mut buf = String::new();
     for i in from..to {
@@ -272,12 +271,7 @@ fn append_recent(path: &std::path::Path, from: usize, to: usize) {
             i % 7
         ));
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(buf.as_bytes()).unwrap();
+    append_text(path, &buf);
 }
 
 /// Regression: after a commit failed on a full disk, the core thread was

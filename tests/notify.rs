@@ -294,12 +294,7 @@ fn fail(path: &Path, from: usize, to: usize, rollback: bool) {
             ));
         }
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(buf.as_bytes()).unwrap();
+    append_text(path, &buf);
 }
 
 /// Events of yesterday: a backlog, not notified.

@@ -4,13 +4,12 @@
 //! nothing before it again (no duplicate). Also measures the requests a
 //! poller makes at rest.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::util::{Agent, sample, wait_until};
+use crate::util::{Agent, json_200, sample, serve_http, wait_until};
 
 /// A Jenkins job answering with the builds in `builds` (build objects of
 /// tests/fixtures/jenkins/build.lastBuild.success.json, renumbered).
@@ -24,40 +23,24 @@ fn jenkins(builds: Arc<Mutex<Vec<u32>>>, hits: Arc<AtomicUsize>) -> u16 {
         .unwrap(),
     )
     .unwrap();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                    break;
-                }
-            }
-            hits.fetch_add(1, Ordering::SeqCst);
-            let list: Vec<serde_json::Value> = builds
-                .lock()
-                .unwrap()
-                .iter()
-                .rev()
-                .map(|n| {
-                    let mut b = fixture.clone();
-                    b["number"] = (*n).into();
-                    b["url"] = format!("http://127.0.0.1:{port}/job/fish/{n}/").into();
-                    b["timestamp"] = (1_700_000_000_000i64 + *n as i64 * 60_000).into();
-                    b
-                })
-                .collect();
-            let body = serde_json::json!({"name": "fish", "inQueue": false, "nextBuildNumber": 99, "builds": list})
+    serve_http(l, move |_| {
+        hits.fetch_add(1, Ordering::SeqCst);
+        let list: Vec<serde_json::Value> = builds
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|n| {
+                let mut b = fixture.clone();
+                b["number"] = (*n).into();
+                b["url"] = format!("http://127.0.0.1:{port}/job/fish/{n}/").into();
+                b["timestamp"] = (1_700_000_000_000i64 + *n as i64 * 60_000).into();
+                b
+            })
+            .collect();
+        let body = serde_json::json!({"name": "fish", "inQueue": false, "nextBuildNumber": 99, "builds": list})
                 .to_string();
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-        }
+        json_200(&body)
     });
     port
 }

@@ -75,25 +75,10 @@ fn adds_up(answer: &serde_json::Value) {
 
 #[test]
 fn readiness_api_answers_go_and_no_go_within_a_partners_scope() {
-    let hash = |p: &str| bcrypt::hash(p, 4).unwrap();
     let agent = Agent::new(&format!(
         "{CONFIG}\n[http.partners.acme]\nenvironments = [\"production\"]\nredact = [\"actor\"]\n"
     ));
-    let web = agent.dir.path().join("web.yml");
-    std::fs::write(
-        &web,
-        format!(
-            "basic_auth_users:\n  ops: {}\n  acme: {}\n",
-            hash("ops-pw"),
-            hash("acme-pw")
-        ),
-    )
-    .unwrap();
-    let cfg = std::fs::read_to_string(&agent.config).unwrap().replace(
-        "[http]\n",
-        &format!("[http]\nweb_config_file = \"{}\"\n", web.display()),
-    );
-    std::fs::write(&agent.config, cfg).unwrap();
+    set_web_users(&agent, &[("ops", "ops-pw"), ("acme", "acme-pw")]);
     feed(&agent);
     let mut agent = agent;
     agent.start();

@@ -163,36 +163,15 @@ fn dropped(a: &Agent) -> f64 {
 
 /// A plain HTTP server on 127.0.0.1 answering every request with
 /// `answer(n, target)` (n counts the requests from 0), then closing.
-fn http_server(
+fn counting_server(
     answer: impl Fn(usize, &str) -> String + Send + 'static,
 ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{BufRead, BufReader, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
     let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let h = hits.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            loop {
-                let mut head = String::new();
-                if r.read_line(&mut head).unwrap_or(0) == 0 || head.trim().is_empty() {
-                    break;
-                }
-            }
-            let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            let n = h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let body = answer(n, &target);
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-        }
+    let port = http_server(move |line| {
+        let target = line.split_whitespace().nth(1).unwrap_or("");
+        let n = h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        json_200(&answer(n, target))
     });
     (port, hits)
 }
@@ -208,7 +187,7 @@ fn json_fixture(path: &str) -> serde_json::Value {
 fn jenkins(builds: Arc<Mutex<u32>>) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
     let fixture = json_fixture("jenkins/build.lastBuild.success.json");
     let yesterday = chrono::Utc::now().timestamp_millis() - 86_400_000;
-    http_server(move |_, _| {
+    counting_server(move |_, _| {
         let list: Vec<serde_json::Value> = (1..=*builds.lock().unwrap())
             .rev()
             .map(|n| {
@@ -243,7 +222,7 @@ fn kubernetes() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
         }
         d
     };
-    http_server(move |n, target| {
+    counting_server(move |n, target| {
         if target.contains("watch=1") {
             serde_json::json!({"type": "MODIFIED", "object": deployment(n + 1)}).to_string() + "\n"
         } else {
@@ -377,7 +356,7 @@ fn kubernetes_sources_pause_under_block_and_go_on_under_drop_oldest() {
 /// and the oldest records dropped (drop_oldest).
 #[test]
 fn webhooks_answer_503_under_block_and_202_under_drop_oldest() {
-    use crate::webhooks::{SECRET, auth, post_full};
+    use crate::webhooks::{SECRET, auth};
     for when_full in ["block", "drop_oldest"] {
         let mut a = Agent::new(&format!(
             "[[sources]]\nname = \"hook\"\ntype = \"webhook\"\npreset = \"generic\"\n\
@@ -396,7 +375,7 @@ fn webhooks_answer_503_under_block_and_202_under_drop_oldest() {
                 r#"{{"time":"{}T10:00:{i:02}Z","release":"r{i}","environment":"prod","status":"deployed"}}"#,
                 day()
             );
-            post_full(a.port, "hook", &auth("generic", b.as_bytes()), b.as_bytes())
+            post_hook(a.port, "hook", &auth("generic", b.as_bytes()), b.as_bytes())
         };
         assert_eq!(post(1).0, 202, "{when_full}");
         let (status, answer) = post(2);

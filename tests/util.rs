@@ -286,12 +286,6 @@ impl Drop for Agent {
 
 /// Appends canonical lines for releases `from..=to` (one `deployed` each).
 pub fn append_lines(path: &Path, from: usize, to: usize) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
     let day = day();
     let mut buf = String::new();
     for i in from..=to {
@@ -304,7 +298,154 @@ pub fn append_lines(path: &Path, from: usize, to: usize) {
             i % 7
         ));
     }
-    f.write_all(buf.as_bytes()).unwrap();
+    append_text(path, &buf);
+}
+
+/// Appends `text` to the file at `path` (created if missing).
+pub fn append_text(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// The path of an agent's config, as `-c` takes it.
+pub fn cfg(a: &Agent) -> &str {
+    a.config.to_str().unwrap()
+}
+
+/// `relstat keygen --out DIR/NAME`: the paths of NAME.key and NAME.pub.
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let prefix = dir.join(name);
+    let o = relstat(&["keygen", "--out", prefix.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    )
+}
+
+/// `relstat -c CFG spool export --out OUT` (through the agent's admin
+/// socket while it runs); asserts it succeeded, and returns its output.
+pub fn spool_export(a: &Agent, out: &Path) -> Output {
+    let o = relstat(&[
+        "-c",
+        cfg(a),
+        "spool",
+        "export",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    o
+}
+
+/// `relstat -c CFG spool import BUNDLE`: its output, whatever the outcome.
+pub fn spool_import(a: &Agent, bundle: &Path) -> Output {
+    relstat(&["-c", cfg(a), "spool", "import", bundle.to_str().unwrap()])
+}
+
+/// Serves HTTP/1.1 on a loopback port until the test process ends: for each
+/// connection, reads the request head and writes what `respond` makes of the
+/// request line (a whole response: see [`json_200`]), then closes.
+pub fn http_server(respond: impl FnMut(&str) -> String + Send + 'static) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    serve_http(l, respond);
+    port
+}
+
+/// [`http_server`] on a listener already bound (for answers that name
+/// their own port).
+pub fn serve_http(
+    l: std::net::TcpListener,
+    mut respond: impl FnMut(&str) -> String + Send + 'static,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+            }
+            let _ = conn.write_all(respond(&line).as_bytes());
+        }
+    });
+}
+
+/// A `200 OK` response carrying the JSON `body`, closing the connection.
+pub fn json_200(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// POSTs `body` to `/hooks/{source}` with `headers` over HTTP/1.0; the status
+/// code (0 when there is none) and the whole answer.
+pub fn post_hook(
+    port: u16,
+    source: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut req = format!(
+        "POST /hooks/{source} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, out)
+}
+
+/// Gives the agent (before it starts) a `web_config_file` with HTTP basic
+/// auth for `users` (name, password); with no users, a web config that
+/// only sets a header (no authentication).
+pub fn set_web_users(agent: &Agent, users: &[(&str, &str)]) {
+    let web = agent.dir.path().join("web.yml");
+    let mut yaml = String::from(if users.is_empty() {
+        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+    } else {
+        "basic_auth_users:\n"
+    });
+    for (user, password) in users {
+        yaml.push_str(&format!(
+            "  {user}: {}\n",
+            bcrypt::hash(password, 4).unwrap()
+        ));
+    }
+    std::fs::write(&web, yaml).unwrap();
+    // web_config_file belongs in [http], which Agent::new writes first.
+    let cfg = std::fs::read_to_string(&agent.config).unwrap().replace(
+        "[http]\n",
+        &format!("[http]\nweb_config_file = \"{}\"\n", web.display()),
+    );
+    std::fs::write(&agent.config, cfg).unwrap();
 }
 
 /// Input counters as the store holds them (the agent must be stopped).

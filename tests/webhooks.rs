@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::util::{Agent, day, sample};
+use crate::util::{Agent, day, post_hook, sample};
 use relstat::sources::webhook::auth::sign;
 
 pub(crate) const SECRET: &str = "s3cret-for-tests";
@@ -109,37 +109,7 @@ fn agent(extra: &str) -> Agent {
 
 /// POSTs `body` to `/hooks/{source}` with `headers`; the status code.
 fn post(port: u16, source: &str, headers: &[(&str, String)], body: &[u8]) -> u16 {
-    post_full(port, source, headers, body).0
-}
-
-/// [`post`], with the whole answer.
-pub(crate) fn post_full(
-    port: u16,
-    source: &str,
-    headers: &[(&str, String)],
-    body: &[u8],
-) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let mut req = format!(
-        "POST /hooks/{source} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, out)
+    post_hook(port, source, headers, body).0
 }
 
 /// The headers each tool authenticates with, for `body`.
@@ -384,7 +354,7 @@ fn every_fixture_yields_its_canonical_events() {
             };
             h.push((name, e.to_string()));
         }
-        let (code, answer) = post_full(port, source, &h, body);
+        let (code, answer) = post_hook(port, source, &h, body);
         assert_eq!(code, 202, "{source} {event:?}: {answer}");
     }
     let m = a.metrics();
@@ -980,7 +950,7 @@ fn well_formed_payloads_that_do_not_map_are_answered_202() {
         if let Some((k, v)) = event {
             h.push((k, v.to_string()));
         }
-        let (code, answer) = post_full(port, source, &h, body);
+        let (code, answer) = post_hook(port, source, &h, body);
         assert_eq!(code, 202, "{source}: {answer}");
         assert!(
             answer.contains(&format!("\"{result}\":1")),
@@ -997,7 +967,7 @@ fn well_formed_payloads_that_do_not_map_are_answered_202() {
     let job = fixture("gitlab/job_hook.created.no_times.2021.json");
     let mut h = auth("gitlab", &job);
     h.push(("X-Gitlab-Event", "Job Hook".into()));
-    assert_eq!(post_full(port, "gitlab", &h, &job).0, 202);
+    assert_eq!(post_hook(port, "gitlab", &h, &job).0, 202);
     let started = fixture("azure-devops/ms.vss-release.deployment-started-event.msdocs.json");
     assert_eq!(post(port, "azure", &auth("azure", &started), &started), 202);
     assert!(crate::util::wait_until(5, || counted(
