@@ -224,17 +224,7 @@ fn site_with_unreachable_siem_exports_and_relay_forwards_every_event_once_to_rsy
     assert_eq!(a.signal("-TERM"), Some(0));
 
     // Relay B: its own site and host, a real rsyslog over TLS.
-    let certs = tempfile::tempdir().unwrap();
-    write_certs(certs.path());
-    let rs = Rsyslog::new(
-        bin,
-        certs.path(),
-        Input::Tls {
-            cert: "server",
-            mtls: false,
-        },
-        false,
-    );
+    let (certs, rs) = Rsyslog::tls(bin);
     let mut b = Agent::new(&format!(
         "[spool]\ntrusted_keys_dir = \"{}\"\n\n\
          [siem]\ntransport = \"tls\"\naddress = \"127.0.0.1:{}\"\n\

@@ -112,6 +112,23 @@ impl Rsyslog {
     /// that rsyslog dequeues a message before its actions finish, so a kill
     /// -9 in between loses it on rsyslog's side.) Only the receiver-crash
     /// tests need it.
+    /// A plain TLS input (server certificate, no client certificate) with
+    /// fresh test certificates in a temporary directory, returned with it.
+    pub fn tls(bin: PathBuf) -> (tempfile::TempDir, Rsyslog) {
+        let certs = tempfile::tempdir().unwrap();
+        write_certs(certs.path());
+        let rs = Rsyslog::new(
+            bin,
+            certs.path(),
+            Input::Tls {
+                cert: "server",
+                mtls: false,
+            },
+            false,
+        );
+        (certs, rs)
+    }
+
     pub fn new(bin: PathBuf, dir: &Path, input: Input, durable: bool) -> Rsyslog {
         let port = free_port();
         let d = dir.display();

@@ -48,17 +48,7 @@ fn tls_delivers_every_event_intact_and_in_order() {
     let Some((bin, _serial)) = rsyslogd() else {
         return;
     };
-    let certs = tempfile::tempdir().unwrap();
-    write_certs(certs.path());
-    let rs = Rsyslog::new(
-        bin,
-        certs.path(),
-        Input::Tls {
-            cert: "server",
-            mtls: false,
-        },
-        false,
-    );
+    let (certs, rs) = Rsyslog::tls(bin);
     let mut agent = Agent::new(&siem_conf(certs.path(), "tls", rs.port, ""));
     let n = 500;
     append_lines(&agent.log("a.log"), 1, n);
@@ -135,17 +125,7 @@ fn tls_transition_records_carry_version_commit_and_change_class() {
     let Some((bin, _serial)) = rsyslogd() else {
         return;
     };
-    let certs = tempfile::tempdir().unwrap();
-    write_certs(certs.path());
-    let rs = Rsyslog::new(
-        bin,
-        certs.path(),
-        Input::Tls {
-            cert: "server",
-            mtls: false,
-        },
-        false,
-    );
+    let (certs, rs) = Rsyslog::tls(bin);
     let mut agent = Agent::new(&siem_conf(certs.path(), "tls", rs.port, ""));
     std::fs::write(
         agent.log("a.log"),
@@ -426,17 +406,7 @@ fn rate_limit_holds() {
     let Some((bin, _serial)) = rsyslogd() else {
         return;
     };
-    let certs = tempfile::tempdir().unwrap();
-    write_certs(certs.path());
-    let rs = Rsyslog::new(
-        bin,
-        certs.path(),
-        Input::Tls {
-            cert: "server",
-            mtls: false,
-        },
-        false,
-    );
+    let (certs, rs) = Rsyslog::tls(bin);
     let (rate, burst) = (200.0, 50.0);
     let mut agent = Agent::new(&siem_conf(
         certs.path(),
