@@ -1522,3 +1522,69 @@ fn an_undecodable_ledger_row_is_quarantined_at_load() {
     let q = store.quarantined().unwrap();
     assert_eq!(q[0].table, "approval_ledger");
 }
+
+/// The events of the schema-8 fixture beyond the schema-7 fixture's: moves
+/// the model does not allow (history rows carrying anomalies), on a release
+/// of their own.
+fn schema8_extra_events() -> Vec<Event> {
+    let ev = |id: &str, status: &str, secs: i64| Event {
+        id: id.into(),
+        time: secs * 1000,
+        release: "r8".into(),
+        service: "web".into(),
+        environment: "staging".into(),
+        status: status.into(),
+        source: "ci".into(),
+        ..event(0)
+    };
+    vec![
+        ev("g1", "complete", 100),
+        ev("g2", "in_test", 110),
+        ev("g3", "scheduled", 120),
+        ev("g4", "deployed", 130),
+    ]
+}
+
+/// Writes the schema-8 upgrade fixture (run by hand with the relstat of
+/// schema 8: `RELSTAT_WRITE_STORE_FIXTURE=<dir> cargo test --lib
+/// write_schema8_store_fixture -- --ignored`): the schema-7 fixture's
+/// batches, a fourth whose rows carry anomalies, with the outbox on
+/// (`[spool] enabled`: the findings are outbox records too), then a
+/// periodic check that judges the gates.
+#[test]
+#[ignore]
+fn write_schema8_store_fixture() {
+    let dir = std::env::var("RELSTAT_WRITE_STORE_FIXTURE").expect("target directory");
+    let store = Store::open(Path::new(&dir)).unwrap();
+    let cfg = schema8_config();
+    let mut tr = upgrade_tracker(&cfg);
+    let events = upgrade_events();
+    let (first, second) = events.split_at(5);
+    for (batch, at) in [
+        (first.to_vec(), 1_000_000),
+        (second.to_vec(), 1_000_500),
+        (schema7_extra_events(), 1_001_000),
+        (schema8_extra_events(), 1_001_500),
+    ] {
+        for ev in batch {
+            tr.apply(ev, at);
+        }
+        store
+            .commit(&tr.take_batch(), &[], &BTreeMap::new())
+            .unwrap();
+    }
+    tr.tick(2_000_000, true);
+    store
+        .commit(&tr.take_batch(), &[], &BTreeMap::new())
+        .unwrap();
+}
+
+/// The schema-8 fixture's configuration: the upgrade fixtures' gate, and
+/// the outbox on.
+fn schema8_config() -> crate::config::Config {
+    toml::from_str(
+        "[model.gate]\nenvironments = [\"production\"]\napproval_sources = [\"jira\"]\n\
+         [spool]\nenabled = true\n",
+    )
+    .unwrap()
+}
