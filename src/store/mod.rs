@@ -684,8 +684,11 @@ impl Store {
                     let first = k.value().1;
                     for entry in chain.range(first..=last.value())? {
                         let (seq, v) = entry?;
-                        let (at, release) = audit::entry_time_release(v.value())?;
-                        if at <= until {
+                        // A damaged entry (`audit verify` reports it) names
+                        // no row to read.
+                        if let Ok((at, release)) = audit::entry_time_release(v.value())
+                            && at <= until
+                        {
                             rows.push((release.to_string(), seq.value()));
                         }
                     }
@@ -1237,7 +1240,9 @@ fn migrate_to_groups(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
         for row in chain.iter()? {
             let (k, v) = row?;
             let seq = k.value();
-            let (at, _) = audit::entry_time_release(v.value())?;
+            // A damaged entry (`audit verify` reports it) lowers the run's
+            // time to the earliest: the run is read by every as-of scan.
+            let at = audit::entry_time_release(v.value()).map_or(TimeMs::MIN, |(at, _)| at);
             run = match run {
                 Some((low, first, _)) if seq - first < HISTORY_BATCH_MAX => {
                     Some((low.min(at), first, seq))

@@ -1663,8 +1663,7 @@ fn a_schema8_store_is_migrated_to_grouped_indexes_and_reads_as_before() {
     assert!(releases.len() >= 5, "{releases:?}");
     assert_eq!(seen8.len(), history8.len());
     assert_eq!(by_time8.len(), history8.len());
-    let recorded: std::collections::BTreeSet<TimeMs> =
-        by_time8.iter().map(|(at, _)| *at).collect();
+    let recorded: std::collections::BTreeSet<TimeMs> = by_time8.iter().map(|(at, _)| *at).collect();
     assert!(recorded.len() >= 4, "{recorded:?}");
 
     let store = Store::open(dir.path()).unwrap();
@@ -1678,7 +1677,10 @@ fn a_schema8_store_is_migrated_to_grouped_indexes_and_reads_as_before() {
             SCHEMA.to_string().as_bytes()
         );
         assert_eq!(meta.get("audit_head").unwrap().unwrap().value(), head8);
-        assert!(tx.open_table(SEEN_V8).is_err(), "the old seen table is gone");
+        assert!(
+            tx.open_table(SEEN_V8).is_err(),
+            "the old seen table is gone"
+        );
         assert!(tx.open_table(HISTORY_BY_TIME_V8).is_err());
         assert_eq!(tx.open_table(HISTORY_BATCHES).unwrap().len().unwrap(), 1);
     }
@@ -1746,7 +1748,10 @@ fn a_schema8_store_is_migrated_to_grouped_indexes_and_reads_as_before() {
         .unwrap();
     assert_eq!(got.len() as u64, n);
     assert!(got.contains(&"g5".to_string()));
-    assert_eq!(store.outbox_read(0, 1000).unwrap()[..outbox8.len()], outbox8[..]);
+    assert_eq!(
+        store.outbox_read(0, 1000).unwrap()[..outbox8.len()],
+        outbox8[..]
+    );
     drop(store);
 
     // opened again: nothing to migrate, nothing changed
@@ -1765,7 +1770,8 @@ fn seen_ids_are_stored_in_groups_and_purged_by_time() {
     let store = Store::in_memory().unwrap();
     let mut b = Batch::default();
     for i in 0..600u128 {
-        b.seen.push((1_000 + i, if i < 500 { 5_000 } else { 6_000 }));
+        b.seen
+            .push((1_000 + i, if i < 500 { 5_000 } else { 6_000 }));
     }
     store.commit(&b, &[], &BTreeMap::new()).unwrap();
     // the same first id at the same time again, with others
@@ -1834,9 +1840,7 @@ fn an_as_of_history_scan_finds_the_rows_recorded_by_then() {
     }
     let ids = |until: Option<TimeMs>| {
         let mut out = Vec::new();
-        store
-            .history_scan(until, |r| out.push(r.event.id))
-            .unwrap();
+        store.history_scan(until, |r| out.push(r.event.id)).unwrap();
         out.join(" ")
     };
     assert_eq!(ids(Some(99)), "");
