@@ -230,6 +230,17 @@ fn chain_value_into(v: &mut Vec<u8>, hash: &Hash, recorded_at: TimeMs, release: 
     v.extend_from_slice(release.as_bytes());
 }
 
+/// (recorded_at, release) of a chain entry, borrowed (the history's time
+/// index reads them: [`Store::history_scan`]).
+pub(super) fn entry_time_release(v: &[u8]) -> Result<(TimeMs, &str), StoreError> {
+    if v.len() < 40 {
+        return Err(corrupt("audit_chain", "entry shorter than 40 bytes"));
+    }
+    let at = TimeMs::from_be_bytes(v[32..40].try_into().expect("8 bytes"));
+    let release = std::str::from_utf8(&v[40..]).map_err(|e| corrupt("audit_chain", e))?;
+    Ok((at, release))
+}
+
 /// (hash, recorded_at, release) of a chain entry.
 fn chain_entry(v: &[u8]) -> Result<(Hash, TimeMs, String), StoreError> {
     if v.len() < 40 {
@@ -408,7 +419,6 @@ pub(super) fn purge(
 ) -> Result<u64, StoreError> {
     let mut chain = tx.open_table(CHAIN)?;
     let mut history = tx.open_table(HISTORY)?;
-    let mut by_time = tx.open_table(super::HISTORY_BY_TIME)?;
     let mut last: Option<(u64, Hash)> = None;
     let mut n = 0;
     loop {
@@ -420,12 +430,15 @@ pub(super) fn purge(
             break;
         }
         history.remove((release.as_str(), seq))?;
-        by_time.remove((at, seq))?;
         chain.remove(seq)?;
         last = Some((seq, hash));
         n += 1;
     }
     if let Some((sequence, hash)) = last {
+        // The time index's entries whose rows are all gone (each is keyed
+        // by its lowest recorded time: below `before`).
+        tx.open_table(super::HISTORY_BATCHES)?
+            .retain_in(..(before, 0), |_, last| last > sequence)?;
         let mut meta = tx.open_table(META)?;
         let mut cp = Checkpoint {
             sequence,

@@ -9,8 +9,8 @@
 //! |---|---|---|---|
 //! | `keys` | key bytes (release 0 service 0 environment 0 site) | binary [`KeyState`] ([`codec`]; JSON before schema 8) | tracker state per key, incl. the rules' per-key memory ("already fired" flags) |
 //! | `history` | (release, seq) | binary [`HistoryRecord`] ([`codec`]; JSON before schema 8) | the audit trail: event time and recorded time |
-//! | `history_by_time` | (recorded_at ms, seq) | release | index for retention purges |
-//! | `seen_by_time` | (recorded_at ms, xxh3-128 of the event id) | () | duplicate detection within `dedupe_window`; keyed by time so that each batch appends (a hash key scattered every insert over the whole table: 27% of `run --once`'s CPU) and the purge is a range delete. Lookups are in memory (loaded at start) |
+//! | `history_batches` | (lowest recorded_at ms of a batch's rows, its first seq) | its last seq | the history's time index, one entry per batch (schema 9): an as-of read ([`Store::history_scan`]) takes the batches that may hold rows recorded by then and the rows' times and releases from `audit_chain` |
+//! | `seen_groups` | (recorded_at ms, xxh3-128 of the group's first event id) | the group's other ids, 16 bytes each | duplicate detection within `dedupe_window`: the ids a batch saw at one time, up to 256 a row (schema 9: one insert a batch, not one an event); keyed by time so that each batch appends (a hash key scattered every insert over the whole table: 27% of `run --once`'s CPU) and the purge is a range delete. Lookups are in memory (loaded at start) |
 //! | `checkpoints` | source-defined name | bytes | file offsets, API cursors |
 //! | `counters` | "source\0result" | u64 | input accounting (`relstat_events_total`) |
 //! | `outbox` | seq | JSON [`Anomaly`] | SIEM records waiting for delivery |
@@ -34,7 +34,12 @@
 //! ([`audit`]); 7 -> 8 rewrote the key states and history rows from JSON
 //! in the binary form of [`codec`] (a quarter of the store's CPU in `run
 //! --once` was JSON, and the rows are about half the size; a row that did
-//! not decode is left for the quarantine). Older stores are migrated at open, in one
+//! not decode is left for the quarantine); 8 -> 9 replaced `seen_by_time`
+//! ((recorded_at, id) -> (), a row per event) by `seen_groups` and
+//! `history_by_time` ((recorded_at, seq) -> release, a row per history row)
+//! by `history_batches` (runs of up to 1,024 rows of the chain): two B-tree
+//! inserts less per event, 8 % of `run --once`'s CPU (BENCHMARKS.md, step
+//! 9). Older stores are migrated at open, in one
 //! transaction; a store of a newer schema is refused (a newer relstat
 //! wrote it).
 //!
@@ -65,8 +70,19 @@ pub use self::dlq::{DlqDelta, DlqFilter, DlqLimits};
 
 const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
 const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
-const HISTORY_BY_TIME: TableDefinition<(i64, u64), &str> = TableDefinition::new("history_by_time");
-const SEEN: TableDefinition<(i64, u128), ()> = TableDefinition::new("seen_by_time");
+/// The history's time index: (the lowest recorded time among the rows of
+/// one write, its first seq) -> its last seq (schema 9; one entry per
+/// batch, not per row).
+const HISTORY_BATCHES: TableDefinition<(i64, u64), u64> = TableDefinition::new("history_batches");
+/// Schema 2 to 8's time index, (recorded_at, seq) -> release, one entry per
+/// row; migrated at open.
+const HISTORY_BY_TIME_V8: TableDefinition<(i64, u64), &str> =
+    TableDefinition::new("history_by_time");
+/// The seen ids in groups (schema 9): (recorded_at, the group's first id)
+/// -> the group's other ids, 16 bytes each (big-endian).
+const SEEN_GROUPS: TableDefinition<(i64, u128), &[u8]> = TableDefinition::new("seen_groups");
+/// Schema 2 to 8's seen ids, one row each; migrated at open.
+const SEEN_V8: TableDefinition<(i64, u128), ()> = TableDefinition::new("seen_by_time");
 /// Schema 1's seen table (hash -> recorded_at), migrated at open.
 const SEEN_V1: TableDefinition<u128, i64> = TableDefinition::new("seen");
 const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints");
@@ -91,7 +107,14 @@ const NOTIFY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("notify
 pub(super) const ROLLUPS_STUCK: &str = "rollups_stuck";
 
 /// The schema this relstat writes; it migrates every older one at open.
-const SCHEMA: u32 = 8;
+const SCHEMA: u32 = 9;
+
+/// Most ids in one `seen_groups` row (4 KiB of ids: one page).
+const SEEN_GROUP_MAX: usize = 256;
+
+/// Most rows one `history_batches` entry covers (the 8 -> 9 migration's
+/// chunks; a batch's own write is one entry whatever its size).
+const HISTORY_BATCH_MAX: u64 = 1024;
 
 /// redb's page cache. Its default (1 GiB, filled as pages are written) made
 /// an agent with 10,000 keys sit at ~85 MiB RSS; the working set of one batch
@@ -346,8 +369,8 @@ impl Store {
         {
             tx.open_table(KEYS)?;
             tx.open_table(HISTORY)?;
-            tx.open_table(HISTORY_BY_TIME)?;
-            tx.open_table(SEEN)?;
+            tx.open_table(HISTORY_BATCHES)?;
+            tx.open_table(SEEN_GROUPS)?;
             tx.open_table(CHECKPOINTS)?;
             tx.open_table(COUNTERS)?;
             tx.open_table(OUTBOX)?;
@@ -375,7 +398,7 @@ impl Store {
             found_version = found.is_some().then_some(version);
             if version < 2 {
                 // 1 -> 2: the seen ids keyed by time.
-                let mut seen = tx.open_table(SEEN)?;
+                let mut seen = tx.open_table(SEEN_V8)?;
                 for row in tx.open_table(SEEN_V1)?.iter()? {
                     let (h, at) = row?;
                     seen.insert((at.value(), h.value()), ())?;
@@ -424,6 +447,11 @@ impl Store {
             Some(v) if *v < 7 => audit::migrate(&tx, now)?,
             Some(_) => {}
         }
+        if found_version.is_some_and(|v| v < 9) {
+            // 8 -> 9: the seen ids in groups, the time index one entry per
+            // run of rows (after 6 -> 7, which chains the history).
+            migrate_to_groups(&tx)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -446,9 +474,14 @@ impl Store {
             snap.keys.push((key, state));
         }
         snap.quarantined = bad;
-        for row in tx.open_table(SEEN)?.iter()? {
-            let (at, h) = row?.0.value();
-            snap.seen.push((h, at));
+        for row in tx.open_table(SEEN_GROUPS)?.iter()? {
+            let (k, v) = row?;
+            let (at, first) = k.value();
+            snap.seen.push((first, at));
+            for h in v.value().chunks_exact(16) {
+                let h = u128::from_be_bytes(h.try_into().expect("16 bytes"));
+                snap.seen.push((h, at));
+            }
         }
         for row in tx.open_table(LEDGER)?.iter()? {
             let (k, v) = row?;
@@ -621,7 +654,8 @@ impl Store {
     /// Visits history rows of every release, grouped by release and in
     /// recorded order within each (what a per-key fold needs). With
     /// `recorded_until`, only rows recorded at or before it: found through
-    /// the `history_by_time` index, so an early instant reads few rows;
+    /// the `history_batches` index and the audit chain's entries (seq ->
+    /// recorded time, release), so an early instant reads few rows;
     /// without, the whole table in one sequential pass. One read
     /// transaction: a consistent view.
     pub fn history_scan(
@@ -642,11 +676,22 @@ impl Store {
                 }
             }
             Some(until) => {
-                let by_time = tx.open_table(HISTORY_BY_TIME)?;
+                let batches = tx.open_table(HISTORY_BATCHES)?;
+                let chain = tx.open_table(audit::CHAIN)?;
                 let mut rows: Vec<(String, u64)> = Vec::new();
-                for row in by_time.range(..=(until, u64::MAX))? {
-                    let (k, v) = row?;
-                    rows.push((v.value().to_string(), k.value().1));
+                for row in batches.range(..=(until, u64::MAX))? {
+                    let (k, last) = row?;
+                    let first = k.value().1;
+                    for entry in chain.range(first..=last.value())? {
+                        let (seq, v) = entry?;
+                        // A damaged entry (`audit verify` reports it) names
+                        // no row to read.
+                        if let Ok((at, release)) = audit::entry_time_release(v.value())
+                            && at <= until
+                        {
+                            rows.push((release.to_string(), seq.value()));
+                        }
+                    }
                 }
                 rows.sort_unstable();
                 for (release, seq) in rows {
@@ -1059,19 +1104,23 @@ fn write_batch(
     let mut seq = read_u64(&meta, "history_seq")?;
     if !batch.history.is_empty() {
         let mut history = tx.open_table(HISTORY)?;
-        let mut by_time = tx.open_table(HISTORY_BY_TIME)?;
         let mut chain = tx.open_table(audit::CHAIN)?;
         let mut appender = audit::Appender::start(&meta)?;
         let mut v = Vec::with_capacity(256);
+        let first = seq + 1;
+        let mut lowest = TimeMs::MAX;
         for rec in &batch.history {
             seq += 1;
             v.clear();
             codec::encode_history(rec, &mut v);
             history.insert((rec.event.release.as_str(), seq), v.as_slice())?;
-            by_time.insert((rec.recorded_at, seq), rec.event.release.as_str())?;
+            lowest = lowest.min(rec.recorded_at);
             appender.append(&mut chain, seq, rec)?;
         }
         appender.finish(&mut meta)?;
+        // One time-index entry for the batch, not one per row.
+        tx.open_table(HISTORY_BATCHES)?
+            .insert((lowest, first), seq)?;
         meta.insert("history_seq", seq.to_be_bytes().as_slice())?;
     }
     if let Some(before) = batch.history_purge_before {
@@ -1079,10 +1128,8 @@ fn write_batch(
         audit::purge(tx, before, audit_key, crate::event::now_ms())?;
         meta = tx.open_table(META)?;
     }
-    let mut seen = tx.open_table(SEEN)?;
-    for (h, at) in &batch.seen {
-        seen.insert((*at, *h), ())?;
-    }
+    let mut seen = tx.open_table(SEEN_GROUPS)?;
+    write_seen(&mut seen, &batch.seen)?;
     if let Some(before) = batch.seen_purge_before {
         seen.retain_in(..(before, 0u128), |_, _| false)?;
     }
@@ -1132,6 +1179,86 @@ fn write_batch(
         let old = ctr.get(name.as_str())?.map(|v| v.value()).unwrap_or(0);
         ctr.insert(name.as_str(), old + delta)?;
     }
+    Ok(())
+}
+
+/// The seen ids of a batch, in groups: each run of ids seen at the same
+/// time (a batch's are, mostly) is one row of up to [`SEEN_GROUP_MAX`] ids,
+/// instead of one row per id (an insert per event was 4 % of `run --once`).
+fn write_seen(
+    seen: &mut redb::Table<(i64, u128), &[u8]>,
+    ids: &[(u128, TimeMs)],
+) -> Result<(), StoreError> {
+    let mut rest: Vec<u8> = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let (first, at) = ids[i];
+        rest.clear();
+        let mut j = i + 1;
+        while j < ids.len() && ids[j].1 == at && j - i < SEEN_GROUP_MAX {
+            rest.extend_from_slice(&ids[j].0.to_be_bytes());
+            j += 1;
+        }
+        // The same first id at the same time again (a group written by an
+        // earlier batch): the ids join it.
+        let old = seen.get((at, first))?.map(|v| v.value().to_vec());
+        if let Some(mut old) = old {
+            old.extend_from_slice(&rest);
+            seen.insert((at, first), old.as_slice())?;
+        } else {
+            seen.insert((at, first), rest.as_slice())?;
+        }
+        i = j;
+    }
+    Ok(())
+}
+
+/// Schema 8 -> 9: the seen ids (one row each) in groups by recorded time,
+/// and the history's time index (one entry per row) as one entry per run
+/// of up to [`HISTORY_BATCH_MAX`] rows of the chain, with its lowest
+/// recorded time. Both old tables are deleted.
+fn migrate_to_groups(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+    {
+        let old = tx.open_table(SEEN_V8)?;
+        let mut seen = tx.open_table(SEEN_GROUPS)?;
+        let mut ids: Vec<(u128, TimeMs)> = Vec::new();
+        for row in old.iter()? {
+            let (at, h) = row?.0.value();
+            ids.push((h, at));
+            if ids.len() >= 64 * SEEN_GROUP_MAX {
+                write_seen(&mut seen, &ids)?;
+                ids.clear();
+            }
+        }
+        write_seen(&mut seen, &ids)?;
+    }
+    tx.delete_table(SEEN_V8)?;
+    {
+        let chain = tx.open_table(audit::CHAIN)?;
+        let mut batches = tx.open_table(HISTORY_BATCHES)?;
+        let mut run: Option<(TimeMs, u64, u64)> = None;
+        for row in chain.iter()? {
+            let (k, v) = row?;
+            let seq = k.value();
+            // A damaged entry (`audit verify` reports it) lowers the run's
+            // time to the earliest: the run is read by every as-of scan.
+            let at = audit::entry_time_release(v.value()).map_or(TimeMs::MIN, |(at, _)| at);
+            run = match run {
+                Some((low, first, _)) if seq - first < HISTORY_BATCH_MAX => {
+                    Some((low.min(at), first, seq))
+                }
+                Some((low, first, last)) => {
+                    batches.insert((low, first), last)?;
+                    Some((at, seq, seq))
+                }
+                None => Some((at, seq, seq)),
+            };
+        }
+        if let Some((low, first, last)) = run {
+            batches.insert((low, first), last)?;
+        }
+    }
+    tx.delete_table(HISTORY_BY_TIME_V8)?;
     Ok(())
 }
 

@@ -375,8 +375,9 @@ fn kill_9_never_shows_half_a_batch() {
     assert!(last > 0, "the child never committed a batch");
 }
 
-/// A schema 1 store (seen ids keyed by hash) opens as schema 2 with its
-/// seen ids, now keyed by time, and purges them by time.
+/// A schema 1 store (seen ids keyed by hash) opens with its seen ids, now
+/// keyed by time (schema 2, grouped since schema 9), and purges them by
+/// time.
 #[test]
 fn a_schema_1_store_is_migrated_with_its_seen_ids() {
     let dir = tempfile::tempdir().unwrap();
@@ -384,7 +385,7 @@ fn a_schema_1_store_is_migrated_with_its_seen_ids() {
         let store = Store::open(dir.path()).unwrap();
         let tx = store.db.begin_write().unwrap();
         {
-            tx.delete_table(SEEN).unwrap();
+            tx.delete_table(SEEN_GROUPS).unwrap();
             let mut v1 = tx.open_table(SEEN_V1).unwrap();
             for (h, at) in [(7u128, 3_000i64), (5, 1_000), (9, 2_000)] {
                 v1.insert(h, at).unwrap();
@@ -1295,7 +1296,6 @@ fn a_schema7_store_is_migrated_to_binary_rows_and_reads_as_before() {
     };
     let (schema, head, firsts, history) = raw(&store);
     assert_eq!(schema, SCHEMA.to_string().as_bytes());
-    assert_eq!(SCHEMA, 8);
     assert!(firsts.iter().all(|b| *b == codec::FORMAT), "{firsts:?}");
     assert_eq!(firsts.len(), 24);
     assert_eq!(history, history7);
@@ -1521,4 +1521,355 @@ fn an_undecodable_ledger_row_is_quarantined_at_load() {
     );
     let q = store.quarantined().unwrap();
     assert_eq!(q[0].table, "approval_ledger");
+}
+
+/// The events of the schema-8 fixture beyond the schema-7 fixture's: moves
+/// the model does not allow (history rows carrying anomalies), on a release
+/// of their own.
+fn schema8_extra_events() -> Vec<Event> {
+    let ev = |id: &str, status: &str, secs: i64| Event {
+        id: id.into(),
+        time: secs * 1000,
+        release: "r8".into(),
+        service: "web".into(),
+        environment: "staging".into(),
+        status: status.into(),
+        source: "ci".into(),
+        ..event(0)
+    };
+    vec![
+        ev("g1", "complete", 100),
+        ev("g2", "in_test", 110),
+        ev("g3", "scheduled", 120),
+        ev("g4", "deployed", 130),
+    ]
+}
+
+/// Writes the schema-8 upgrade fixture (run by hand with the relstat of
+/// schema 8: `RELSTAT_WRITE_STORE_FIXTURE=<dir> cargo test --lib
+/// write_schema8_store_fixture -- --ignored`): the schema-7 fixture's
+/// batches, a fourth whose rows carry anomalies, with the outbox on
+/// (`[spool] enabled`: the findings are outbox records too), then a
+/// periodic check that judges the gates.
+#[test]
+#[ignore]
+fn write_schema8_store_fixture() {
+    let dir = std::env::var("RELSTAT_WRITE_STORE_FIXTURE").expect("target directory");
+    let store = Store::open(Path::new(&dir)).unwrap();
+    let cfg = schema8_config();
+    let mut tr = upgrade_tracker(&cfg);
+    let events = upgrade_events();
+    let (first, second) = events.split_at(5);
+    for (batch, at) in [
+        (first.to_vec(), 1_000_000),
+        (second.to_vec(), 1_000_500),
+        (schema7_extra_events(), 1_001_000),
+        (schema8_extra_events(), 1_001_500),
+    ] {
+        for ev in batch {
+            tr.apply(ev, at);
+        }
+        store
+            .commit(&tr.take_batch(), &[], &BTreeMap::new())
+            .unwrap();
+    }
+    tr.tick(2_000_000, true);
+    store
+        .commit(&tr.take_batch(), &[], &BTreeMap::new())
+        .unwrap();
+}
+
+/// The schema-8 fixture's configuration: the upgrade fixtures' gate, and
+/// the outbox on.
+fn schema8_config() -> crate::config::Config {
+    toml::from_str(
+        "[model.gate]\nenvironments = [\"production\"]\napproval_sources = [\"jira\"]\n\
+         [spool]\nenabled = true\n",
+    )
+    .unwrap()
+}
+
+/// The schema-8 fixture copied into a fresh directory, with what schema 8
+/// wrote, read before any migration: history rows by (release, seq), seen
+/// ids, the time index's (recorded_at, seq) and the audit chain's head.
+#[allow(clippy::type_complexity)]
+fn schema8_copy() -> (
+    tempfile::TempDir,
+    Vec<((String, u64), HistoryRecord)>,
+    Vec<(u128, TimeMs)>,
+    Vec<(TimeMs, u64)>,
+    Vec<u8>,
+) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store/schema8");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join(STORE_FILE), dir.path().join(STORE_FILE)).unwrap();
+    let db = Database::open(dir.path().join(STORE_FILE)).unwrap();
+    let tx = db.begin_read().unwrap();
+    let meta = tx.open_table(META).unwrap();
+    assert_eq!(meta.get("schema").unwrap().unwrap().value(), b"8");
+    let head = meta.get("audit_head").unwrap().unwrap().value().to_vec();
+    let history = tx
+        .open_table(HISTORY)
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|r| {
+            let (k, v) = r.unwrap();
+            let (release, seq) = k.value();
+            (
+                (release.to_string(), seq),
+                codec::decode_history(v.value()).unwrap(),
+            )
+        })
+        .collect();
+    let mut seen: Vec<(u128, TimeMs)> = tx
+        .open_table(SEEN_V8)
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|r| {
+            let (at, h) = r.unwrap().0.value();
+            (h, at)
+        })
+        .collect();
+    seen.sort();
+    let by_time = tx
+        .open_table(HISTORY_BY_TIME_V8)
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|r| r.unwrap().0.value())
+        .collect();
+    drop(meta);
+    drop(tx);
+    drop(db);
+    (dir, history, seen, by_time, head)
+}
+
+/// A store written by the relstat of schema 8 (tests/fixtures/store/
+/// schema8, written by [`write_schema8_store_fixture`]) opens as schema 9:
+/// its seen ids are grouped and load as before, the history's time index is
+/// one entry per run of rows and an as-of scan finds the rows the old index
+/// found, the history, outbox and key states read as before, the audit
+/// chain verifies with the same head, `store check` finds nothing, new rows
+/// chain on, and a second open migrates nothing.
+#[test]
+fn a_schema8_store_is_migrated_to_grouped_indexes_and_reads_as_before() {
+    let (dir, history8, seen8, by_time8, head8) = schema8_copy();
+    // the fixture holds what the migration must carry
+    assert!(history8.iter().any(|(_, h)| !h.anomalies.is_empty()));
+    let releases: std::collections::BTreeSet<&str> =
+        history8.iter().map(|((r, _), _)| r.as_str()).collect();
+    assert!(releases.len() >= 5, "{releases:?}");
+    assert_eq!(seen8.len(), history8.len());
+    assert_eq!(by_time8.len(), history8.len());
+    let recorded: std::collections::BTreeSet<TimeMs> = by_time8.iter().map(|(at, _)| *at).collect();
+    assert!(recorded.len() >= 4, "{recorded:?}");
+
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.outbox_stats().unwrap().events > 0);
+    let outbox8 = store.outbox_read(0, 1000).unwrap();
+    {
+        let tx = store.db.begin_read().unwrap();
+        let meta = tx.open_table(META).unwrap();
+        assert_eq!(
+            meta.get("schema").unwrap().unwrap().value(),
+            SCHEMA.to_string().as_bytes()
+        );
+        assert_eq!(meta.get("audit_head").unwrap().unwrap().value(), head8);
+        assert!(
+            tx.open_table(SEEN_V8).is_err(),
+            "the old seen table is gone"
+        );
+        assert!(tx.open_table(HISTORY_BY_TIME_V8).is_err());
+        assert_eq!(tx.open_table(HISTORY_BATCHES).unwrap().len().unwrap(), 1);
+    }
+    assert_eq!(SCHEMA, 9);
+    let mut seen = store.load().unwrap().seen;
+    seen.sort();
+    assert_eq!(seen, seen8);
+    let mut all = Vec::new();
+    store.history_scan(None, |r| all.push(r)).unwrap();
+    let mut want: Vec<HistoryRecord> = history8.iter().map(|(_, h)| h.clone()).collect();
+    assert_eq!(all, want);
+    // as of each recorded time (and before and after all), the rows the
+    // schema-8 index named, grouped by release in seq order
+    for &t in recorded.iter().chain([&0, &i64::MAX]) {
+        let mut got = Vec::new();
+        store.history_scan(Some(t), |r| got.push(r)).unwrap();
+        want = history8
+            .iter()
+            .filter(|((_, seq), _)| by_time8.iter().any(|(at, s)| s == seq && *at <= t))
+            .map(|(_, h)| h.clone())
+            .collect();
+        assert_eq!(got, want, "as of {t}");
+    }
+    for r in &releases {
+        let want: Vec<&HistoryRecord> = history8
+            .iter()
+            .filter(|((rel, _), _)| rel == r)
+            .map(|(_, h)| h)
+            .collect();
+        let got = store.history(r).unwrap();
+        assert_eq!(got.iter().collect::<Vec<_>>(), want);
+    }
+    let v = store.audit_verify().unwrap();
+    assert_eq!(
+        (v.broken, v.rows, v.head_sequence),
+        (None, history8.len() as u64, history8.len() as u64)
+    );
+    assert!(store.check().unwrap().findings.is_empty());
+
+    // the tracker resumes: a seen id is a duplicate, a new event is written
+    // and chained on, and found by an as-of scan
+    let snap = store.load().unwrap();
+    let cfg = schema8_config();
+    let mut tr = upgrade_tracker(&cfg);
+    tr.restore(snap.keys, snap.seen, snap.failing, snap.approvals);
+    tr.take_effects();
+    let again = schema8_extra_events()[0].clone();
+    assert_eq!(tr.apply(again, 3_000_000), InputResult::Duplicate);
+    let next = Event {
+        id: "g5".into(),
+        time: 140_000,
+        status: "complete".into(),
+        ..schema8_extra_events()[0].clone()
+    };
+    assert_eq!(tr.apply(next, 3_000_000), InputResult::Accepted);
+    store
+        .commit(&tr.take_batch(), &[], &BTreeMap::new())
+        .unwrap();
+    let n = history8.len() as u64 + 1;
+    let v = store.audit_verify().unwrap();
+    assert_eq!((v.broken, v.rows, v.head_sequence), (None, n, n));
+    let mut got = Vec::new();
+    store
+        .history_scan(Some(3_000_000), |r| got.push(r.event.id))
+        .unwrap();
+    assert_eq!(got.len() as u64, n);
+    assert!(got.contains(&"g5".to_string()));
+    assert_eq!(
+        store.outbox_read(0, 1000).unwrap()[..outbox8.len()],
+        outbox8[..]
+    );
+    drop(store);
+
+    // opened again: nothing to migrate, nothing changed
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.history_len().unwrap(), n);
+    assert_eq!(store.load().unwrap().seen.len(), seen8.len() + 1);
+    assert_eq!(store.audit_verify().unwrap().broken, None);
+}
+
+/// The seen ids of a batch are stored in groups (a batch's ids share their
+/// recorded time): more than a group holds, several times, and ids of a
+/// later batch at the same time, all load; the purge drops whole groups by
+/// time.
+#[test]
+fn seen_ids_are_stored_in_groups_and_purged_by_time() {
+    let store = Store::in_memory().unwrap();
+    let mut b = Batch::default();
+    for i in 0..600u128 {
+        b.seen
+            .push((1_000 + i, if i < 500 { 5_000 } else { 6_000 }));
+    }
+    store.commit(&b, &[], &BTreeMap::new()).unwrap();
+    // the same first id at the same time again, with others
+    let b2 = Batch {
+        seen: vec![(1_000, 5_000), (9, 5_000), (8, 7_000)],
+        ..Default::default()
+    };
+    store.commit(&b2, &[], &BTreeMap::new()).unwrap();
+    {
+        let tx = store.db.begin_read().unwrap();
+        // 500 at 5,000 (two groups: 256 + 244), 100 at 6,000, then b2's
+        // first joins its group, 8 at 7,000
+        assert_eq!(tx.open_table(SEEN_GROUPS).unwrap().len().unwrap(), 4);
+    }
+    let mut seen = store.load().unwrap().seen;
+    seen.sort();
+    // (1,000 at 5,000 again is one id, as it was one row before)
+    let mut want: Vec<(u128, TimeMs)> = b.seen.clone();
+    want.extend([(9, 5_000), (8, 7_000)]);
+    want.sort();
+    assert_eq!(seen, want);
+    let purge = Batch {
+        seen_purge_before: Some(6_000),
+        ..Default::default()
+    };
+    store.commit(&purge, &[], &BTreeMap::new()).unwrap();
+    let mut seen = store.load().unwrap().seen;
+    seen.sort();
+    let want: Vec<(u128, TimeMs)> = want.into_iter().filter(|(_, at)| *at >= 6_000).collect();
+    assert_eq!(seen, want);
+}
+
+/// The history's time index is one entry per batch (its lowest recorded
+/// time): an as-of scan finds exactly the rows recorded up to the instant,
+/// also when a batch's rows are recorded out of order and after a purge.
+#[test]
+fn an_as_of_history_scan_finds_the_rows_recorded_by_then() {
+    let store = Store::in_memory().unwrap();
+    let row = |i: u64, release: &str, at: TimeMs| HistoryRecord {
+        event: Event {
+            release: release.into(),
+            ..event(i)
+        },
+        recorded_at: at,
+        order_time: 1_000 * i as i64,
+        from: None,
+        late: false,
+        anomalies: Vec::new(),
+        decision: None,
+    };
+    let batches = [
+        vec![row(1, "a", 100), row(2, "b", 300), row(3, "a", 200)],
+        vec![row(4, "b", 150), row(5, "c", 400)],
+        vec![row(6, "a", 500)],
+    ];
+    for h in &batches {
+        let b = Batch {
+            history: h.clone(),
+            ..Default::default()
+        };
+        store.commit(&b, &[], &BTreeMap::new()).unwrap();
+    }
+    {
+        let tx = store.db.begin_read().unwrap();
+        assert_eq!(tx.open_table(HISTORY_BATCHES).unwrap().len().unwrap(), 3);
+    }
+    let ids = |until: Option<TimeMs>| {
+        let mut out = Vec::new();
+        store.history_scan(until, |r| out.push(r.event.id)).unwrap();
+        out.join(" ")
+    };
+    assert_eq!(ids(Some(99)), "");
+    assert_eq!(ids(Some(150)), "id-1 id-4");
+    assert_eq!(ids(Some(200)), "id-1 id-3 id-4");
+    assert_eq!(ids(Some(400)), "id-1 id-3 id-2 id-4 id-5");
+    assert_eq!(ids(None), "id-1 id-3 id-6 id-2 id-4 id-5");
+    assert_eq!(ids(Some(500)), ids(None));
+    // retention removes the chain's start up to the first row recorded
+    // later (seq 1 to 4 before 350, seq 5 not: it stops there); the index
+    // drops the first batch's entry, keeps the second's (seq 5 is left)
+    let purge = Batch {
+        history_purge_before: Some(350),
+        ..Default::default()
+    };
+    store.commit(&purge, &[], &BTreeMap::new()).unwrap();
+    assert_eq!(ids(Some(400)), "id-5");
+    assert_eq!(ids(None), "id-6 id-5");
+    {
+        let tx = store.db.begin_read().unwrap();
+        assert_eq!(tx.open_table(HISTORY_BATCHES).unwrap().len().unwrap(), 2);
+    }
+    // a later purge takes the first batch's last row: its entry goes
+    let purge = Batch {
+        history_purge_before: Some(1_000),
+        ..Default::default()
+    };
+    store.commit(&purge, &[], &BTreeMap::new()).unwrap();
+    assert_eq!(ids(None), "");
+    let tx = store.db.begin_read().unwrap();
+    assert_eq!(tx.open_table(HISTORY_BATCHES).unwrap().len().unwrap(), 0);
 }
