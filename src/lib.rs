@@ -82,4 +82,5 @@ pub mod sinks;
 pub mod sources;
 pub mod spool;
 pub mod store;
+pub mod sym;
 pub mod track;

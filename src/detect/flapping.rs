@@ -10,6 +10,7 @@
 
 use super::{Anomaly, Change, ChangeKind, Detectors, KeyMemory, RuleId, what};
 use crate::model::Model;
+use crate::sym::Sym;
 
 pub(super) fn check(
     d: &Detectors,
@@ -24,7 +25,7 @@ pub(super) fn check(
     let now = ch.order_time;
     let keep = d.flapping_max as usize + 1;
     let to = model.id(ch.to);
-    mem.into.entry(to.to_string()).or_default().push(now);
+    mem.into.entry(Sym::new(to)).or_default().push(now);
     for times in mem.into.values_mut() {
         times.retain(|t| now - t <= d.flapping_window);
         if times.len() > keep {
@@ -38,7 +39,7 @@ pub(super) fn check(
     if count(to) <= max || mem.flapping.iter().any(|s| s == to) {
         return;
     }
-    mem.flapping.push(to.to_string());
+    mem.flapping.push(Sym::new(to));
     let message = format!(
         "{} in {} entered {} more than {} times within {} (flapping; latest by {} via {})",
         what(ch.key),
