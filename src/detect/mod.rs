@@ -30,13 +30,12 @@ pub use anomaly::{Anomaly, AnomalyRef, RuleId};
 pub use change_freeze::{
     Window as FreezeWindow, next_open as freeze_next_open, open_at as freeze_open_at,
 };
+pub use flapping::IntoTimes;
 pub use gate::{
     Approvals, Attempt, Decision, Ruling, Standing, add_ruling, last_decision, standing,
 };
 pub use skipped_stage::{Stages, matched as promotion_value, short as short_duration};
 pub(crate) use what_of as what;
-
-use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -107,8 +106,8 @@ pub struct KeyMemory {
     pub prev_report: Option<(TimeMs, ActorType)>,
     /// flapping: times of the latest transitions into each status (at most
     /// `max_transitions + 1` each, within the window).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub into: BTreeMap<Sym, Vec<TimeMs>>,
+    #[serde(default, skip_serializing_if = "IntoTimes::is_empty")]
+    pub into: IntoTimes,
     /// flapping: statuses in an episode already reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flapping: Vec<Sym>,

@@ -19,9 +19,7 @@
 //! trailing bytes, unknown tags and invalid UTF-8: garbage is an error,
 //! never a panic (the store quarantines the row).
 
-use std::collections::BTreeMap;
-
-use crate::detect::{Attempt, Decision, FinishReason, KeyMemory, LastReport};
+use crate::detect::{Attempt, Decision, FinishReason, IntoTimes, KeyMemory, LastReport};
 use crate::event::{ActorType, ChangeClass, Event, Key, TimeMs};
 use crate::sym::Sym;
 use crate::track::{Finished, HistoryRecord, KeyState};
@@ -349,7 +347,7 @@ fn put_memory(out: &mut Vec<u8>, m: &KeyMemory) {
         }
     }
     put_uint(out, m.into.len() as u64);
-    for (status, times) in &m.into {
+    for (status, times) in m.into.iter() {
         put_str(out, status);
         put_uint(out, times.len() as u64);
         for t in times {
@@ -498,7 +496,7 @@ impl Reader<'_> {
         } else {
             None
         };
-        let mut into = BTreeMap::new();
+        let mut into = IntoTimes::default();
         for _ in 0..self.count("into")? {
             let status = self.sym("into")?;
             let n = self.count("into")?;
