@@ -26,6 +26,7 @@
 //!   [`track::readiness`]: the go/no-go checks and risk score before a deployment.
 //! - [`detect`]: anomaly rules, called by the tracker on every change.
 //! - [`store`]: the embedded store: one atomic transaction per input batch.
+//! - [`sym`]: interned strings (statuses, actors, sources) of the per-key state.
 //! - [`dlq`]: dead letters: payloads that did not map, kept for `relstat dlq replay`.
 //! - [`spool`]: the outbox policy ([`spool::outbox`]: `max_bytes`,
 //!   `when_full`, for every producer) and air-gapped sync: signed bundles,
@@ -82,4 +83,5 @@ pub mod sinks;
 pub mod sources;
 pub mod spool;
 pub mod store;
+pub mod sym;
 pub mod track;

@@ -338,11 +338,11 @@ impl Report {
                 service: k.service.clone(),
                 environment: k.environment.clone(),
                 site: k.site.clone(),
-                status: s.status.clone(),
+                status: s.status.to_string(),
                 since: format_rfc3339(s.entered_at),
                 finished: s.finished.is_some(),
                 finished_reason: s.finished.map(|f| f.reason),
-                actor: s.last.actor.clone(),
+                actor: s.last.actor.to_string(),
             })
             .collect();
         releases.sort_by(|a, b| {

@@ -30,19 +30,19 @@ pub use anomaly::{Anomaly, AnomalyRef, RuleId};
 pub use change_freeze::{
     Window as FreezeWindow, next_open as freeze_next_open, open_at as freeze_open_at,
 };
+pub use flapping::IntoTimes;
 pub use gate::{
     Approvals, Attempt, Decision, Ruling, Standing, add_ruling, last_decision, standing,
 };
 pub use skipped_stage::{Stages, matched as promotion_value, short as short_duration};
 pub(crate) use what_of as what;
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AnomaliesConfig, RuleConfig, Severity};
 use crate::event::{ActorType, Event, Key, TimeMs};
 use crate::model::{Model, StateIdx};
+use crate::sym::Sym;
 
 /// What kind of report the tracker found an event to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,18 +99,18 @@ pub struct KeyMemory {
     /// status it passed through"; the gate: an approval after the key
     /// started deploying does not move it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub passed: Vec<String>,
+    pub passed: Vec<Sym>,
     /// The previous accepted report: (order time, actor type), for
     /// status_conflict's "two consecutive reports".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev_report: Option<(TimeMs, ActorType)>,
     /// flapping: times of the latest transitions into each status (at most
     /// `max_transitions + 1` each, within the window).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub into: BTreeMap<String, Vec<TimeMs>>,
+    #[serde(default, skip_serializing_if = "IntoTimes::is_empty")]
+    pub into: IntoTimes,
     /// flapping: statuses in an episode already reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub flapping: Vec<String>,
+    pub flapping: Vec<Sym>,
     /// change_freeze: the current deployment run was reported already.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub freeze_fired: bool,
@@ -136,7 +136,7 @@ impl KeyMemory {
             // first allocation (4 slots, 96 bytes) was most of this
             // memory's cost at 10,000 keys (issue 23).
             self.passed.reserve_exact(1);
-            self.passed.push(to.to_string());
+            self.passed.push(Sym::new(to));
         }
         self.prev_report = Some((ch.order_time, ch.event.actor_type));
     }
@@ -374,9 +374,9 @@ impl Detectors {
             site: key.site.clone(),
             from: from.map(str::to_string),
             to: to.to_string(),
-            actor: last.actor.clone(),
+            actor: last.actor.to_string(),
             actor_type: last.actor_type,
-            source: last.source.clone(),
+            source: last.source.to_string(),
             event_id: last.event_id.clone(),
             event_time: last.time,
             detected_at: now,
@@ -423,9 +423,9 @@ impl Detectors {
 pub struct LastReport {
     pub event_id: String,
     pub time: TimeMs,
-    pub actor: String,
+    pub actor: Sym,
     pub actor_type: crate::event::ActorType,
-    pub source: String,
+    pub source: Sym,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -439,12 +439,34 @@ impl LastReport {
         Self {
             event_id: e.id.clone(),
             time: e.time,
-            actor: e.actor.clone(),
+            actor: Sym::new(&e.actor),
             actor_type: e.actor_type,
-            source: e.source.clone(),
+            source: Sym::new(&e.source),
             reason: e.reason.clone(),
             version: e.version.clone(),
             commit: e.commit.clone(),
+        }
+    }
+
+    /// Becomes the report of `e`, keeping the version and commit when `e`
+    /// has none (what the key carries), the allocations it can reuse, and
+    /// its actor and source when they are `e`'s.
+    pub fn renew(&mut self, e: &Event) {
+        self.event_id.clone_from(&e.id);
+        self.time = e.time;
+        if self.actor != e.actor {
+            self.actor = Sym::new(&e.actor);
+        }
+        self.actor_type = e.actor_type;
+        if self.source != e.source {
+            self.source = Sym::new(&e.source);
+        }
+        self.reason.clone_from(&e.reason);
+        if e.version.is_some() {
+            self.version.clone_from(&e.version);
+        }
+        if e.commit.is_some() {
+            self.commit.clone_from(&e.commit);
         }
     }
 }

@@ -36,6 +36,7 @@ use crate::detect::{
 };
 use crate::event::{Event, InputResult, Key, TimeMs};
 use crate::model::{Model, StateIdx};
+use crate::sym::Sym;
 
 /// Why a status episode was hard to resolve (`relstat_status_resolution_seconds{cause}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +85,7 @@ pub enum Effect {
     /// The key's current status (per-release series).
     Status {
         key: Key,
-        status: String,
+        status: Sym,
         since: TimeMs,
     },
     /// The key finished at `at` (agent clock): its series expire later.
@@ -724,8 +725,8 @@ impl Tracker {
                 order_time,
                 to.map_or(0, |to| self.model.state(to).rank),
                 ev.id.as_str(),
-            ) <= (ks.max_time, ks.max_rank, ks.max_id.as_str());
-        let from_status = self.settings.persist.then(|| ks.status.clone());
+            ) <= (ks.max_time, ks.max_rank, ks.max_id());
+        let from_status = self.settings.persist.then(|| ks.status.to_string());
         let hold =
             deciding && (ks.memory.has_passed("in_progress") || ks.memory.has_passed("deployed"));
         let Some(to) = to.filter(|_| !late && !hold) else {
@@ -781,14 +782,8 @@ impl Tracker {
 
         ks.max_time = order_time;
         ks.max_rank = rank;
-        ks.max_id = ev.id.clone();
-        ks.last = LastReport::of(ev);
-        if ev.version.is_none() {
-            ks.last.version = prev_version;
-        }
-        if ev.commit.is_none() {
-            ks.last.commit = prev_commit;
-        }
+        ks.last.renew(ev);
+        ks.set_max_id(&ev.id);
         let since = if kind == ChangeKind::Rereport {
             ks.entered_at
         } else {
@@ -822,7 +817,7 @@ impl Tracker {
                 }
             }
             ChangeKind::First => {
-                ks.status = model.id(to).to_string();
+                ks.status = Sym::new(model.id(to));
                 ks.entered_at = order_time;
                 self.effects.push(Effect::Status {
                     key: key.clone(),
@@ -862,7 +857,7 @@ impl Tracker {
                         secs: (order_time - since) as f64 / 1000.0,
                     });
                 }
-                ks.status = model.id(to).to_string();
+                ks.status = Sym::new(model.id(to));
                 ks.entered_at = order_time;
                 ks.memory.stuck_fired = None;
                 self.effects.push(Effect::Status {
@@ -1323,7 +1318,7 @@ impl Tracker {
                 && now - ks.entered_at > limit.as_millis() as TimeMs
             {
                 *counts
-                    .entry((key.environment.clone(), ks.status.clone()))
+                    .entry((key.environment.clone(), ks.status.to_string()))
                     .or_default() += 1;
                 if caught_up {
                     let before = ks.memory.clone();

@@ -270,7 +270,7 @@ fn approval(
             {
                 for a in ks.memory.attempts.iter().filter(|a| !a.ended) {
                     deployers.extend(a.deployers.iter().cloned());
-                    deployers.push((a.evidence.source.clone(), a.evidence.actor.clone()));
+                    deployers.push((a.evidence.source.to_string(), a.evidence.actor.to_string()));
                 }
             }
         }

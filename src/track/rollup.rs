@@ -585,7 +585,7 @@ mod tests {
             entered_at: at,
             max_time: at,
             max_rank: 0,
-            max_id: String::new(),
+            max_id: None,
             last: LastReport::default(),
             finished: None,
             conflict_since: None,

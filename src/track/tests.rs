@@ -1956,7 +1956,7 @@ fn outcome(events: &[Event]) -> (BTreeMap<String, String>, Vec<Event>) {
     }
     let statuses = tr
         .keys()
-        .map(|(k, ks)| (k.to_string(), ks.status.clone()))
+        .map(|(k, ks)| (k.to_string(), ks.status.to_string()))
         .collect();
     let mut history: Vec<Event> = tr
         .take_batch()
