@@ -13,8 +13,8 @@
 //! start. `-z pack-relative-relocs` stores them as a 22 KiB bitmap
 //! (`.relr.dyn`) instead (BENCHMARKS.md, step 10). On Linux with glibc
 //! only: the binary then needs glibc 2.36 or later (the version
-//! `GLIBC_ABI_DT_RELR`, which the .deb's dependencies carry). Building for
-//! an older glibc: `RELSTAT_NO_RELR=1`. Only the `relstat` binary gets the
+//! `GLIBC_ABI_DT_RELR`: the .rpm requires it, the .deb declares `libc6 (>=
+//! 2.36)` in Cargo.toml). Building for an older glibc: `RELSTAT_NO_RELR=1`. Only the `relstat` binary gets the
 //! flag (`rustc-link-arg-bins`), so no other crate is rebuilt for it.
 use std::process::Command;
 
