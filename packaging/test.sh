@@ -68,6 +68,11 @@ for d in docs/*.md; do
   echo "$deb_files" | grep -qx "$f" || fail "$f is not in the .deb"
 done
 dpkg-deb -f "$deb" Depends | grep -q adduser || fail "the .deb does not depend on adduser"
+# A binary with packed relocations (build.rs) needs glibc 2.36: the .deb must say so.
+if readelf -d packaging/generated/relstat | grep -q '(RELR)'; then
+  dpkg-deb -f "$deb" Depends | grep -Eq 'libc6 \(>= 2\.(3[6-9]|[4-9][0-9])' \
+    || fail "the .deb's Depends lacks libc6 (>= 2.36) for packed relocations: $(dpkg-deb -f "$deb" Depends)"
+fi
 dpkg-deb -I "$deb" conffiles | grep -qx /etc/relstat/relstat.toml || fail "relstat.toml is not a conffile"
 rpm -qp --configfiles "$rpm" | grep -qx /etc/relstat/relstat.toml || fail "relstat.toml is not %config in the .rpm"
 rpm -qp --scripts "$rpm" | grep -q useradd || fail "the .rpm does not create its user"
