@@ -11,18 +11,16 @@
 //!
 //! Threads: the tracker is single-owner and stays on the merge's thread.
 //! Each of the first [`READER_THREADS`] files is read and parsed on its own
-//! thread, ahead of the merge, and the metrics are applied on a sink thread
-//! behind it; both talk to the merge over bounded channels of batches, in
-//! order, so the tracker sees the same calls as when everything runs on one
-//! thread ([`Options::single_thread`]). That uses a second core when one is
-//! free; on a busy machine it costs some CPU (BENCHMARKS.md, step 11).
+//! thread, ahead of the merge, over a bounded channel of batches, in order,
+//! so the tracker sees the same calls as when everything runs on one thread
+//! ([`Options::single_thread`]). The metrics stay on the merge's thread: a
+//! sink thread cost more CPU than it saved (BENCHMARKS.md, step 11).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::thread::ScopedJoinHandle;
 
 use serde::Serialize;
 
@@ -382,37 +380,21 @@ pub fn replay(loaded: &Loaded, opts: &Options) -> Result<Report, ReplayError> {
                 counts: [0; InputResult::ALL.len()],
             });
         }
-        let sink = if opts.single_thread {
-            Sink::Inline {
-                metrics: Box::new(metrics),
-                anomalies: Vec::new(),
-            }
-        } else {
-            let (tx, rx) = std::sync::mpsc::sync_channel(QUEUED_BATCHES);
-            let thread = std::thread::Builder::new()
-                .name("replay-sink".into())
-                .spawn_scoped(scope, move || sink_thread(rx, metrics))
-                .map_err(ReplayError::Thread)?;
-            Sink::Thread {
-                steps: Vec::with_capacity(SINK_BATCH),
-                tx,
-                thread,
-            }
-        };
-        merge(tracker, sink, inputs, opts)
+        merge(tracker, metrics, inputs, opts)
     })
 }
 
 /// Applies the files' events to the tracker in event-time order (a k-way
 /// merge over their heads), then the final tick.
-fn merge<'a>(
+fn merge(
     mut tracker: Tracker,
-    mut sink: Sink<'_, 'a>,
-    mut readers: Vec<Input<'a>>,
+    mut metrics: Metrics,
+    mut readers: Vec<Input<'_>>,
     opts: &Options,
 ) -> Result<Report, ReplayError> {
     let wall = now_ms();
     let mut clock: TimeMs = opts.now.unwrap_or(TimeMs::MIN);
+    let mut anomalies = Vec::new();
     // The head event of every file, smallest event time first; ties by file
     // order then by sequence, so the merge is deterministic.
     let mut heads: BinaryHeap<Reverse<(TimeMs, usize, u64)>> = BinaryHeap::new();
@@ -426,7 +408,7 @@ fn merge<'a>(
         }
         pending.push(e);
     }
-    sink.drain(&mut tracker);
+    drain(&mut tracker, &mut metrics, &mut anomalies);
     while let Some(Reverse((_, i, _))) = heads.pop() {
         let ev = pending[i].take().expect("a head event is pending");
         if opts.now.is_none() && ev.time <= wall && ev.time > clock {
@@ -437,10 +419,10 @@ fn merge<'a>(
         } else {
             clock
         };
-        sink.seen(readers[i].source, ev.time);
+        metrics.source_event(&ev.source, ev.time);
         let result = tracker.apply(ev, now);
         readers[i].counted(result);
-        sink.drain(&mut tracker);
+        drain(&mut tracker, &mut metrics, &mut anomalies);
         let next = readers[i].next_event(&mut tracker)?;
         if let Some(ev) = &next {
             heads.push(Reverse((ev.time, i, seq)));
@@ -458,8 +440,7 @@ fn merge<'a>(
     }
     let now = if clock == TimeMs::MIN { wall } else { clock };
     tracker.tick(now, true);
-    sink.drain(&mut tracker);
-    let (mut metrics, anomalies) = sink.finish();
+    drain(&mut tracker, &mut metrics, &mut anomalies);
     metrics.expire(now);
     metrics.drop_finished();
     Ok(Report {
@@ -471,95 +452,11 @@ fn merge<'a>(
     })
 }
 
-/// What the metrics sink is told, in the order the merge produced it.
-enum Step<'a> {
-    /// An event of `source` with this time was read (the source's last
-    /// event time gauge).
-    Seen(&'a str, TimeMs),
-    Effect(Effect),
-}
-
-/// Steps per message to the sink thread; with [`QUEUED_BATCHES`] queued,
-/// one being filled and one being applied, at most 4 × 1024 effects are
-/// in flight.
-const SINK_BATCH: usize = 1024;
-
-/// Where the tracker's effects go: the metrics and the anomaly list, applied
-/// on the merge's thread or on a sink thread, in the tracker's order either
-/// way.
-enum Sink<'scope, 'a> {
-    Inline {
-        metrics: Box<Metrics>,
-        anomalies: Vec<Anomaly>,
-    },
-    Thread {
-        steps: Vec<Step<'a>>,
-        tx: SyncSender<Vec<Step<'a>>>,
-        thread: ScopedJoinHandle<'scope, (Metrics, Vec<Anomaly>)>,
-    },
-}
-
-impl<'a> Sink<'_, 'a> {
-    fn seen(&mut self, source: &'a str, time: TimeMs) {
-        self.step(Step::Seen(source, time));
-    }
-
-    /// Takes the tracker's effects since the last call.
-    fn drain(&mut self, tracker: &mut Tracker) {
-        for e in tracker.drain_effects() {
-            self.step(Step::Effect(e));
-        }
-    }
-
-    fn step(&mut self, step: Step<'a>) {
-        match self {
-            Sink::Inline { metrics, anomalies } => apply_step(metrics, anomalies, step),
-            Sink::Thread { steps, tx, .. } => {
-                steps.push(step);
-                if steps.len() == SINK_BATCH {
-                    let full = std::mem::replace(steps, Vec::with_capacity(SINK_BATCH));
-                    // Fails only if the sink thread panicked: `finish`
-                    // passes its panic on.
-                    let _ = tx.send(full);
-                }
-            }
-        }
-    }
-
-    /// The metrics and the anomalies once every step is applied.
-    fn finish(self) -> (Metrics, Vec<Anomaly>) {
-        match self {
-            Sink::Inline { metrics, anomalies } => (*metrics, anomalies),
-            Sink::Thread { steps, tx, thread } => {
-                let _ = tx.send(steps);
-                drop(tx);
-                thread
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            }
-        }
-    }
-}
-
-/// The sink thread: applies the merge's steps until it hangs up.
-fn sink_thread(rx: Receiver<Vec<Step<'_>>>, mut metrics: Metrics) -> (Metrics, Vec<Anomaly>) {
-    let mut anomalies = Vec::new();
-    for steps in rx {
-        for step in steps {
-            apply_step(&mut metrics, &mut anomalies, step);
-        }
-    }
-    (metrics, anomalies)
-}
-
-fn apply_step(metrics: &mut Metrics, anomalies: &mut Vec<Anomaly>, step: Step<'_>) {
-    match step {
-        Step::Seen(source, time) => metrics.source_event(source, time),
-        Step::Effect(e) => {
-            metrics.apply(&e);
-            if let Effect::Anomaly(a) = e {
-                anomalies.push(*a);
-            }
+fn drain(tracker: &mut Tracker, metrics: &mut Metrics, anomalies: &mut Vec<Anomaly>) {
+    for e in tracker.drain_effects() {
+        metrics.apply(&e);
+        if let Effect::Anomaly(a) = e {
+            anomalies.push(*a);
         }
     }
 }
