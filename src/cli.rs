@@ -473,7 +473,12 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                 })?),
                 None => None,
             };
-            let opts = crate::replay::Options { files, source, now };
+            let opts = crate::replay::Options {
+                files,
+                source,
+                now,
+                single_thread: false,
+            };
             let report = crate::replay::replay(&loaded, &opts).map_err(|e| {
                 if e.is_usage() {
                     Failure::usage(e)
