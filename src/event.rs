@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::sym::Sym;
+
 /// Milliseconds since the Unix epoch, UTC.
 pub type TimeMs = i64;
 
@@ -141,12 +143,19 @@ pub struct Event {
 }
 
 /// The tracked item an event belongs to: (release, service, environment, site).
+///
+/// The service, environment and site repeat across releases, so they are
+/// interned ([`Sym`]: one shared copy for every key, the rollup index and
+/// whatever else holds the key); the release is unique to its keys and
+/// stays owned. A [`Sym`] compares, orders, hashes and serializes as its
+/// text, so the key's order, hash, encoding and serde forms are those of
+/// four strings.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Key {
     pub release: String,
-    pub service: String,
-    pub environment: String,
-    pub site: String,
+    pub service: Sym,
+    pub environment: Sym,
+    pub site: Sym,
 }
 
 impl Key {
@@ -163,9 +172,14 @@ impl Key {
 
     /// [`Key::encode`], appended to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        for (i, part) in [&self.release, &self.service, &self.environment, &self.site]
-            .into_iter()
-            .enumerate()
+        for (i, part) in [
+            self.release.as_str(),
+            &self.service,
+            &self.environment,
+            &self.site,
+        ]
+        .into_iter()
+        .enumerate()
         {
             if i > 0 {
                 out.push(0);
@@ -176,16 +190,12 @@ impl Key {
 
     pub fn decode(bytes: &[u8]) -> Option<Key> {
         let mut parts = bytes.split(|b| *b == 0);
-        let mut next = || {
-            parts
-                .next()
-                .and_then(|p| String::from_utf8(p.to_vec()).ok())
-        };
+        let mut next = || parts.next().and_then(|p| std::str::from_utf8(p).ok());
         let key = Key {
-            release: next()?,
-            service: next()?,
-            environment: next()?,
-            site: next()?,
+            release: next()?.to_string(),
+            service: Sym::new(next()?),
+            environment: Sym::new(next()?),
+            site: Sym::new(next()?),
         };
         Some(key)
     }
@@ -205,9 +215,9 @@ impl Event {
     pub fn key(&self) -> Key {
         Key {
             release: self.release.clone(),
-            service: self.service.clone(),
-            environment: self.environment.clone(),
-            site: self.site.clone(),
+            service: Sym::new(&self.service),
+            environment: Sym::new(&self.environment),
+            site: Sym::new(&self.site),
         }
     }
 
@@ -424,7 +434,7 @@ mod tests {
             release: "2026.11.3".into(),
             service: "-".into(),
             environment: "production".into(),
-            site: String::new(),
+            site: "".into(),
         };
         assert_eq!(Key::decode(&k.encode()), Some(k));
     }

@@ -513,9 +513,9 @@ impl Report {
             .keys()
             .map(|(k, s)| JsonRelease {
                 release: k.release.clone(),
-                service: k.service.clone(),
-                environment: k.environment.clone(),
-                site: k.site.clone(),
+                service: k.service.to_string(),
+                environment: k.environment.to_string(),
+                site: k.site.to_string(),
                 status: s.status.to_string(),
                 since: format_rfc3339(s.entered_at),
                 finished: s.finished.is_some(),

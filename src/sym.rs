@@ -1,9 +1,11 @@
-//! Interned strings for what the tracker keeps per key: statuses (the
-//! current one, the ones passed, flapping's), the last reporter's actor and
-//! source. They repeat across every key — a handful of state ids, a few
+//! Interned strings for what the tracker keeps per key: the key's service,
+//! environment and site ([`crate::event::Key`]), statuses (the current one,
+//! the ones passed, flapping's), the last reporter's actor and source. They
+//! repeat across every key — a handful of state ids, services, sites,
 //! actors and sources for 10,000 releases — so a key holds a [`Sym`] (one
 //! shared, reference-counted copy, 16 bytes) instead of its own `String`
-//! (24 bytes and an allocation each; issue 23, the compact key state).
+//! (24 bytes and an allocation each; issue 23, the compact key state). The
+//! rollup index and the effects handed to the sinks hold the same copies.
 //!
 //! A `Sym` is a string in every respect that shows: it compares, orders,
 //! hashes, prints and (de)serializes as its text, so the stored and served
@@ -90,6 +92,12 @@ impl Sym {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The shared copy itself, for holders typed `Arc<str>` (the rollup
+    /// summaries the metrics keep): one more reference, not a copy.
+    pub fn to_arc(&self) -> Arc<str> {
+        Arc::clone(&self.0)
     }
 
     /// Whether `a` and `b` are one shared copy (tests).

@@ -154,9 +154,9 @@ pub fn with_approvals(rows: &mut [Row], model: &Model, approvals: &crate::detect
     for r in rows {
         let key = crate::event::Key {
             release: r.release.clone(),
-            service: r.service.clone(),
-            environment: r.environment.clone(),
-            site: r.site.clone(),
+            service: r.service.as_str().into(),
+            environment: r.environment.as_str().into(),
+            site: r.site.as_str().into(),
         };
         if let Some(d) = crate::detect::last_decision(model, &key, approvals) {
             r.decision = Some(d.decision.as_str().to_string());
@@ -529,9 +529,9 @@ impl<'m> Folder<'m> {
                 let e = &f.last.event;
                 Row {
                     release: k.release.clone(),
-                    service: k.service.clone(),
-                    environment: k.environment.clone(),
-                    site: k.site.clone(),
+                    service: k.service.to_string(),
+                    environment: k.environment.to_string(),
+                    site: k.site.to_string(),
                     status: f.status.clone(),
                     entered_at: format_rfc3339(f.entered_at),
                     entered_at_ms: f.entered_at,

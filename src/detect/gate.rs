@@ -183,7 +183,7 @@ pub(super) fn emergency_reason(ev: &Event) -> Option<String> {
 /// Follows the attempts of a key in a gated environment.
 pub(super) fn observe(model: &Model, ch: &Change<'_>, mem: &mut KeyMemory) {
     let Some(gate) = &model.gate else { return };
-    if !gate.environments.contains(&ch.key.environment) {
+    if !gate.environments.iter().any(|e| *e == ch.key.environment) {
         return;
     }
     let to = model.id(ch.to);
@@ -331,7 +331,7 @@ pub fn standing<'a>(
 /// its time (what `relstat status` shows).
 pub fn last_decision<'a>(model: &Model, key: &Key, approvals: &'a Approvals) -> Option<&'a Ruling> {
     let gate = model.gate.as_ref()?;
-    if !gate.environments.contains(&key.environment) {
+    if !gate.environments.iter().any(|e| *e == key.environment) {
         return None;
     }
     match standing(model, key, approvals, &[], TimeMs::MAX, TimeMs::MAX) {

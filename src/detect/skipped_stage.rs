@@ -60,7 +60,9 @@ impl Stages {
             return;
         };
         if !matches!(status, "deployed" | "complete")
-            || !promo.order[..promo.order.len().saturating_sub(1)].contains(&key.environment)
+            || !promo.order[..promo.order.len().saturating_sub(1)]
+                .iter()
+                .any(|e| *e == key.environment)
         {
             return;
         }
@@ -75,9 +77,9 @@ impl Stages {
         let slot = self
             .at
             .entry((
-                key.environment.clone(),
-                key.service.clone(),
-                key.site.clone(),
+                key.environment.to_string(),
+                key.service.to_string(),
+                key.site.to_string(),
                 v.to_string(),
             ))
             .or_insert(at);
@@ -138,8 +140,8 @@ impl Stages {
         self.at
             .get(&(
                 env.to_string(),
-                key.service.clone(),
-                key.site.clone(),
+                key.service.to_string(),
+                key.site.to_string(),
                 v.to_string(),
             ))
             .copied()

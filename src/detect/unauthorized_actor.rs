@@ -16,7 +16,7 @@ pub(super) fn check(d: &Detectors, model: &Model, ch: &Change<'_>, out: &mut Vec
         .permissions
         .iter()
         .filter(|p| p.into.contains(&ch.to))
-        .filter(|p| p.environments.is_empty() || p.environments.contains(env))
+        .filter(|p| p.environments.is_empty() || p.environments.iter().any(|e| e == env))
         .peekable();
     if matching.peek().is_none() {
         return;

@@ -210,9 +210,9 @@ pub fn unhex(s: &str) -> Option<Hash> {
 fn key_of(rec: &HistoryRecord) -> String {
     Key {
         release: rec.event.release.clone(),
-        service: rec.event.service.clone(),
-        environment: rec.event.environment.clone(),
-        site: rec.event.site.clone(),
+        service: rec.event.service.as_str().into(),
+        environment: rec.event.environment.as_str().into(),
+        site: rec.event.site.as_str().into(),
     }
     .to_string()
 }

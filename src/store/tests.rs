@@ -10,7 +10,7 @@ fn key(i: u64) -> Key {
         release: format!("r{i}"),
         service: "svc".into(),
         environment: "production".into(),
-        site: String::new(),
+        site: "".into(),
     }
 }
 
@@ -21,7 +21,7 @@ pub(crate) fn event(i: u64) -> Event {
         release: format!("r{i}"),
         service: "svc".into(),
         environment: "production".into(),
-        site: String::new(),
+        site: "".into(),
         status: "deployed".into(),
         actor: "bot".into(),
         actor_type: ActorType::Automation,

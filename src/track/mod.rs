@@ -790,10 +790,16 @@ impl Tracker {
             order_time
         };
         self.stages.note(&model, key, &ks.last, model.id(to), since);
+        // The status the key holds once moved: its own when unchanged.
+        let to_id = if ks.status == model.id(to) {
+            ks.status.clone()
+        } else {
+            Sym::new(model.id(to))
+        };
         // What the key holds once moved (a re-report keeps its status and
         // entry time): the rollups need no second look at the key.
         if !self.rollups_deferred {
-            self.rollup_index.note(key, model.id(to), since);
+            self.rollup_index.note(key, &to_id, since);
         }
         // A terminal status finishes the key here, not through a second
         // look-up at the end: until then only `supersede` (for `deployed`)
@@ -817,7 +823,7 @@ impl Tracker {
                 }
             }
             ChangeKind::First => {
-                ks.status = Sym::new(model.id(to));
+                ks.status = to_id;
                 ks.entered_at = order_time;
                 self.effects.push(Effect::Status {
                     key: key.clone(),
@@ -830,7 +836,7 @@ impl Tracker {
                 let secs = (order_time - ks.entered_at) as f64 / 1000.0;
                 let from_id = model.id(from).to_string();
                 self.effects.push(Effect::Transition {
-                    environment: key.environment.clone(),
+                    environment: key.environment.to_string(),
                     from: from_id.clone(),
                     to: model.id(to).to_string(),
                 });
@@ -857,7 +863,7 @@ impl Tracker {
                         secs: (order_time - since) as f64 / 1000.0,
                     });
                 }
-                ks.status = Sym::new(model.id(to));
+                ks.status = to_id;
                 ks.entered_at = order_time;
                 ks.memory.stuck_fired = None;
                 self.effects.push(Effect::Status {
@@ -1220,8 +1226,8 @@ impl Tracker {
         let key = Key {
             release: r.release.clone(),
             service: crate::event::NO_SERVICE.into(),
-            environment: r.environment.clone(),
-            site: String::new(),
+            environment: r.environment.as_str().into(),
+            site: "".into(),
         };
         let message = format!(
             "rollup of {} in {} partly complete for more than {}s: {done} of {} targets \
@@ -1318,7 +1324,7 @@ impl Tracker {
                 && now - ks.entered_at > limit.as_millis() as TimeMs
             {
                 *counts
-                    .entry((key.environment.clone(), ks.status.to_string()))
+                    .entry((key.environment.to_string(), ks.status.to_string()))
                     .or_default() += 1;
                 if caught_up {
                     let before = ks.memory.clone();

@@ -30,6 +30,7 @@ use super::{HistoryRecord, KeyState, Outcome, Target, Tracker};
 use crate::config::ReadinessConfig;
 use crate::detect::{self, Standing};
 use crate::event::{Key, NO_SERVICE, TimeMs, format_rfc3339};
+use crate::sym::Sym;
 
 /// Open anomalies named in a reason; the rest are counted.
 const MAX_LISTED: usize = 5;
@@ -148,7 +149,7 @@ pub fn assess(
         .release(&ask.release)
         .iter()
         .filter(|(k, _)| wanted(k) && visible(k))
-        .map(|(k, _)| (k.service.clone(), k.site.clone()))
+        .map(|(k, _)| (k.service.to_string(), k.site.to_string()))
         .collect();
     if targets.is_empty() {
         return None;
@@ -255,9 +256,9 @@ fn approval(
     for service in services {
         let key = Key {
             release: ask.release.clone(),
-            service: service.to_string(),
-            environment: ask.environment.clone(),
-            site: ask.site.clone().unwrap_or_default(),
+            service: Sym::new(service),
+            environment: ask.environment.as_str().into(),
+            site: ask.site.as_deref().unwrap_or("").into(),
         };
         let mut deployers: Vec<(String, String)> = Vec::new();
         if let Some(a) = &ask.actor {
@@ -469,15 +470,19 @@ fn anomalies(
         let e = &h.event;
         let key = Key {
             release: e.release.clone(),
-            service: e.service.clone(),
-            environment: e.environment.clone(),
-            site: e.site.clone(),
+            service: e.service.as_str().into(),
+            environment: e.environment.as_str().into(),
+            site: e.site.as_str().into(),
         };
         if !wanted(&key) || t.get(&key).is_none_or(|ks| ks.finished.is_some()) {
             continue;
         }
         for rule in h.anomalies.iter().filter(|r| cfg.rules.contains(r)) {
-            open.insert((rule.clone(), key.service.clone(), key.environment.clone()));
+            open.insert((
+                rule.clone(),
+                key.service.to_string(),
+                key.environment.to_string(),
+            ));
         }
     }
     if cfg.rules.iter().any(|r| r == "stuck") {
@@ -558,9 +563,9 @@ fn previous_targets(
     for target in &r.targets {
         let key = Key {
             release: ask.release.clone(),
-            service: target.service.clone(),
-            environment: prev.to_string(),
-            site: target.site.clone(),
+            service: target.service.as_str().into(),
+            environment: prev.into(),
+            site: target.site.as_str().into(),
         };
         // Past its status's stuck_after now, whether or not the periodic
         // check has reported it yet.
@@ -655,9 +660,9 @@ fn failures(
                 continue;
             }
             let target = Target {
-                service: service.to_string(),
-                environment: ask.environment.clone(),
-                site: site.to_string(),
+                service: Sym::new(service),
+                environment: ask.environment.as_str().into(),
+                site: Sym::new(site),
             };
             if let Some(since) = t.failing_since(&target) {
                 unrestored.push(format!(

@@ -27,6 +27,7 @@ use super::KeyState;
 use crate::config::RollupsConfig;
 use crate::event::{Key, NO_SERVICE, TimeMs};
 use crate::model::Model;
+use crate::sym::Sym;
 
 /// The status of an expected target nothing was reported for.
 pub const MISSING: &str = "missing";
@@ -268,12 +269,12 @@ pub struct Summary {
     pub first_complete_at: Option<TimeMs>,
 }
 
-/// One key of a group, its names shared through the index's interner.
+/// One key of a group, its names the key's own (shared, not copied).
 #[derive(Debug)]
 struct Member {
-    service: Arc<str>,
-    site: Arc<str>,
-    status: Arc<str>,
+    service: Sym,
+    site: Sym,
+    status: Sym,
     entered_at: TimeMs,
 }
 
@@ -302,6 +303,8 @@ struct Group {
 
 #[derive(Debug, Default)]
 struct Env {
+    /// By release: the group's one copy of the release's name, shared by
+    /// the order, the marks and the summary.
     groups: HashMap<Arc<str>, Group>,
     /// The releases in order of their earliest status: a release's
     /// expected targets may be those of the one before it.
@@ -310,70 +313,49 @@ struct Env {
     dirty: HashSet<Arc<str>>,
 }
 
-/// Strings shared by the index (environments, releases, services, sites,
-/// statuses), so a key's names are held once however many places hold
-/// them; those no longer used are dropped when the set has doubled.
-#[derive(Debug, Default)]
-struct Interner {
-    names: HashSet<Arc<str>>,
-    pruned_at: usize,
-}
-
-impl Interner {
-    fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.names.get(s) {
-            return Arc::clone(a);
-        }
-        if self.names.len() > 2 * self.pruned_at + 64 {
-            self.names.retain(|a| Arc::strong_count(a) > 1);
-            self.pruned_at = self.names.len();
-        }
-        let a: Arc<str> = Arc::from(s);
-        self.names.insert(Arc::clone(&a));
-        a
-    }
-}
-
 /// The rollups of every key, kept as the keys change: [`Index::note`] and
 /// [`Index::forget`] mark a key's group; [`Index::refresh`] recomputes the
 /// marked groups and the ones whose previous release they may have changed
 /// (the next release in their environment, before and after a group
 /// moves), so the periodic check does not walk every key. Gives the same
 /// rollups as [`compute`] over the same keys (tested).
+///
+/// The environments, services, sites and statuses it holds are the keys'
+/// own [`Sym`]s (one shared copy each, process-wide); a release's name is
+/// copied once, for its group.
 #[derive(Debug, Default)]
 pub struct Index {
-    envs: HashMap<Arc<str>, Env>,
-    names: Interner,
+    envs: HashMap<Sym, Env>,
     /// Environments with a marked group.
-    dirty: HashSet<Arc<str>>,
+    dirty: HashSet<Sym>,
 }
 
 impl Index {
     /// `key` is (now) in `status` since `entered_at`.
-    pub fn note(&mut self, key: &Key, status: &str, entered_at: TimeMs) {
+    pub fn note(&mut self, key: &Key, status: &Sym, entered_at: TimeMs) {
         let (env, rel) = self.group_of(key, true);
         let Some(env) = env else { return };
         let e = self.envs.get_mut(&*env).expect("just made");
         let g = e.groups.get_mut(&*rel).expect("just made");
-        let at = g.members.binary_search_by(|m| {
-            (&*m.service, &*m.site).cmp(&(key.service.as_str(), key.site.as_str()))
-        });
+        let at = g
+            .members
+            .binary_search_by(|m| (&m.service, &m.site).cmp(&(&key.service, &key.site)));
         match at {
             Ok(i) => {
                 let m = &mut g.members[i];
-                if &*m.status == status && m.entered_at == entered_at {
+                if m.status == *status && m.entered_at == entered_at {
                     return;
                 }
-                if &*m.status != status {
-                    m.status = self.names.get(status);
+                if m.status != *status {
+                    m.status = status.clone();
                 }
                 m.entered_at = entered_at;
             }
             Err(i) => {
                 let m = Member {
-                    service: self.names.get(&key.service),
-                    site: self.names.get(&key.site),
-                    status: self.names.get(status),
+                    service: key.service.clone(),
+                    site: key.site.clone(),
+                    status: status.clone(),
                     entered_at,
                 };
                 g.members.reserve_exact(1);
@@ -395,9 +377,10 @@ impl Index {
         let Some(g) = e.groups.get_mut(&*rel) else {
             return;
         };
-        if let Ok(i) = g.members.binary_search_by(|m| {
-            (&*m.service, &*m.site).cmp(&(key.service.as_str(), key.site.as_str()))
-        }) {
+        if let Ok(i) = g
+            .members
+            .binary_search_by(|m| (&m.service, &m.site).cmp(&(&key.service, &key.site)))
+        {
             g.members.remove(i);
             g.members.shrink_to_fit();
             e.dirty.insert(rel);
@@ -407,27 +390,24 @@ impl Index {
 
     /// The (environment, release) names of `key`'s group, made if `make`
     /// (else the environment is `None` when there is no such group).
-    fn group_of(&mut self, key: &Key, make: bool) -> (Option<Arc<str>>, Arc<str>) {
-        let env = match self.envs.get_key_value(key.environment.as_str()) {
-            Some((k, _)) => Arc::clone(k),
-            None if make => {
-                let k = self.names.get(&key.environment);
-                self.envs.insert(Arc::clone(&k), Env::default());
-                k
-            }
-            None => return (None, Arc::from("")),
+    fn group_of(&mut self, key: &Key, make: bool) -> (Option<Sym>, Arc<str>) {
+        let env = &key.environment;
+        if make && !self.envs.contains_key(env) {
+            self.envs.insert(env.clone(), Env::default());
+        }
+        let Some(e) = self.envs.get_mut(env) else {
+            return (None, Arc::from(""));
         };
-        let e = self.envs.get_mut(&*env).expect("present");
         let rel = match e.groups.get_key_value(key.release.as_str()) {
             Some((k, _)) => Arc::clone(k),
             None if make => {
-                let k = self.names.get(&key.release);
+                let k: Arc<str> = Arc::from(key.release.as_str());
                 e.groups.insert(Arc::clone(&k), Group::default());
                 k
             }
             None => return (None, Arc::from("")),
         };
-        (Some(env), rel)
+        (Some(env.clone()), rel)
     }
 
     /// Recomputes the marked groups and those after them; returns whether
@@ -482,13 +462,16 @@ impl Index {
                     model,
                     cfg,
                 );
-                let names = &mut self.names;
                 let summary = Summary {
                     release: Arc::clone(&rel),
-                    environment: Arc::clone(&env_name),
-                    status: names.get(r.status),
+                    environment: env_name.to_arc(),
+                    status: Sym::new(r.status).to_arc(),
                     complete: r.complete,
-                    counts: r.counts.iter().map(|(s, n)| (names.get(s), *n)).collect(),
+                    counts: r
+                        .counts
+                        .iter()
+                        .map(|(s, n)| (Sym::new(s).to_arc(), *n))
+                        .collect(),
                     targets: r.targets.len() as u64,
                     changed_at: r.changed_at,
                     first_complete_at: r.first_complete_at,
@@ -709,7 +692,7 @@ mod incremental_tests {
                 service: if s == 3 {
                     NO_SERVICE.into()
                 } else {
-                    format!("s{s}")
+                    format!("s{s}").into()
                 },
                 environment: ["dev", "prod"][e as usize].into(),
                 site: ["", "a", "b"][site as usize].into(),
@@ -718,7 +701,7 @@ mod incremental_tests {
                 Some(st) => {
                     let st = STATUSES[st as usize];
                     keys.insert(key.clone(), state(st, at));
-                    index.note(&key, st, at);
+                    index.note(&key, &st.into(), at);
                 }
                 None => {
                     keys.remove(&key);
@@ -776,41 +759,51 @@ mod incremental_tests {
         }
     }
 
-    /// Names no key uses any more are dropped from the interner once it has
-    /// doubled, and the ones in use are kept.
+    /// The index holds the key's own names (one shared copy, not a copy
+    /// each), and nothing of a release once its keys are forgotten.
     #[test]
-    fn unused_names_are_dropped() {
+    fn the_index_shares_the_keys_names() {
         let model = Model::builtin();
         let cfg = RollupsConfig::default();
         let mut index = Index::default();
         let k = |i: usize| Key {
             release: format!("r{i}"),
-            service: format!("s{i}"),
+            service: format!("s{i}").into(),
             environment: "prod".into(),
-            site: String::new(),
+            site: "".into(),
         };
-        for i in 0..500 {
-            index.note(&k(i), "deployed", i as TimeMs);
+        let deployed = Sym::new("deployed");
+        let keys: Vec<Key> = (0..500).map(k).collect();
+        for (i, key) in keys.iter().enumerate() {
+            index.note(key, &deployed, i as TimeMs);
         }
         index.refresh(&model, &cfg);
-        let full = index.names.names.len();
-        assert!(full >= 1000, "{full}");
+        // (Compared with what was noted, not with a fresh `Sym`: the
+        // process-wide table is shared by parallel tests.)
+        let e = &index.envs["prod"];
+        let m = &e.groups["r7"].members[0];
+        assert!(Sym::ptr_eq(&m.service, &keys[7].service));
+        assert!(Sym::ptr_eq(&m.site, &keys[7].site));
+        assert!(Sym::ptr_eq(&m.status, &deployed));
+        let (env, _) = index.envs.get_key_value("prod").unwrap();
+        assert!(Sym::ptr_eq(env, &keys[0].environment));
+        let s = e.groups["r7"].summary.as_ref().unwrap();
+        assert!(Arc::ptr_eq(&s.environment, &env.to_arc()));
+        // One copy of a release's name, in its group, its order and summary.
+        let (rel, _) = e.groups.get_key_value("r7").unwrap();
+        assert!(Arc::ptr_eq(rel, &s.release));
         for i in 1..500 {
             index.forget(&k(i));
         }
         index.refresh(&model, &cfg);
-        // Names come and go until the set has doubled since its last prune.
-        for i in 1000..1600 {
-            index.note(&k(i), "deployed", i as TimeMs);
-            index.forget(&k(i));
-            index.refresh(&model, &cfg);
-        }
-        let left = index.names.names.len();
-        assert!(left < 200, "{left} of {full} names kept");
-        // r0 and its names still work.
-        assert!(index.names.names.contains("r0") && index.names.names.contains("s0"));
+        let e = &index.envs["prod"];
+        assert_eq!(e.groups.len(), 1);
+        assert_eq!(e.order.len(), 1);
         let r0 = index.rollup("prod", "r0", &model, &cfg).unwrap();
         assert_eq!(r0.targets[0].service, "s0");
+        index.forget(&k(0));
+        index.refresh(&model, &cfg);
+        assert!(index.envs.is_empty() && index.summaries().next().is_none());
     }
 
     /// A refresh with nothing changed recomputes nothing and says so; a
@@ -824,17 +817,18 @@ mod incremental_tests {
             release: r.into(),
             service: s.into(),
             environment: "prod".into(),
-            site: String::new(),
+            site: "".into(),
         };
-        index.note(&k("r1", "api"), "complete", 10);
-        index.note(&k("r2", "web"), "deployed", 20);
+        let (complete, deployed) = (Sym::new("complete"), Sym::new("deployed"));
+        index.note(&k("r1", "api"), &complete, 10);
+        index.note(&k("r2", "web"), &deployed, 20);
         assert!(index.refresh(&model, &cfg));
         assert!(!index.refresh(&model, &cfg));
         // the same status again: no change
-        index.note(&k("r1", "api"), "complete", 10);
+        index.note(&k("r1", "api"), &complete, 10);
         assert!(!index.refresh(&model, &cfg));
         // r1 gains a target: r2 now expects it too (missing)
-        index.note(&k("r1", "db"), "complete", 11);
+        index.note(&k("r1", "db"), &complete, 11);
         assert!(index.refresh(&model, &cfg));
         let r2 = index.rollup("prod", "r2", &model, &cfg).unwrap();
         assert_eq!(r2.counts.get(MISSING), Some(&2));

@@ -149,9 +149,9 @@ pub struct HistoryRecord {
 /// (service, environment, site).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Target {
-    pub service: String,
-    pub environment: String,
-    pub site: String,
+    pub service: Sym,
+    pub environment: Sym,
+    pub site: Sym,
 }
 
 impl Target {

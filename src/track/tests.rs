@@ -255,9 +255,9 @@ fn arrow(from: Option<&str>, to: &str) -> String {
 fn anomaly_key(a: &Anomaly) -> Key {
     Key {
         release: a.release.clone(),
-        service: a.service.clone(),
-        environment: a.environment.clone(),
-        site: a.site.clone(),
+        service: a.service.as_str().into(),
+        environment: a.environment.as_str().into(),
+        site: a.site.as_str().into(),
     }
 }
 

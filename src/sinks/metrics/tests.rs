@@ -6,7 +6,7 @@ fn key(r: &str, svc: &str, env: &str) -> Key {
         release: r.into(),
         service: svc.into(),
         environment: env.into(),
-        site: String::new(),
+        site: "".into(),
     }
 }
 
@@ -184,9 +184,9 @@ fn long_label_values_are_shortened_in_every_series_and_counted() {
     let (rel, svc, env) = ("r".repeat(300), "s".repeat(600), "e".repeat(1000));
     let k = Key {
         release: rel.clone(),
-        service: svc.clone(),
-        environment: env.clone(),
-        site: "x".repeat(129),
+        service: svc.as_str().into(),
+        environment: env.as_str().into(),
+        site: "x".repeat(129).into(),
     };
     status(&mut m, &k, "deployed", 1_000);
     m.apply(&Effect::Duration {
